@@ -1,0 +1,60 @@
+# CyNode: the one entry point. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+export CONTAINERS_CONF := $(CURDIR)/deploy/podman/containers.conf
+COV_MIN ?= 90
+
+.PHONY: help setup system-deps gen gen-check lint test unit bdd e2e bench images up down logs demo ci envoy
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	@mkdir -p .tools && python3 -m pip install -q --target .tools/uv-pkg uv && mkdir -p .tools/bin && ln -sf ../uv-pkg/bin/uv .tools/bin/uv
+
+system-deps: ## apt packages: podman, runc, debootstrap, tmux, iproute2 (root)
+	tools/system-deps.sh
+
+setup: $(UV) system-deps ## install system packages and the locked Python deps
+	$(UV) sync --frozen
+	tools/buf_third_party.sh
+
+gen: ## regenerate gen/ from protos/
+	tools/gen.sh
+
+gen-check: ## fail when gen/ is stale
+	tools/gen.sh >/dev/null && git diff --exit-code --stat -- gen/ && test -z "$$(git status --porcelain -- gen/)"
+
+lint: ## ruff, mypy, buf lint, buf breaking
+	tools/buf_third_party.sh
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy services node proxy cynork/src tests bench tools
+	.venv/bin/buf lint
+	tools/buf_breaking.sh
+
+images: ## build the sandbox and proxy images (cached when unchanged)
+	tools/build_images.sh
+
+unit: ## pytest with coverage, >= 90% per package
+	rm -f .coverage .coverage.*
+	$(PY) -m pytest -p no:cacheprovider --cov --cov-report= -q $(PYTEST_ARGS)
+	$(PY) tools/covcheck.py --min $(COV_MIN)
+
+bdd: ## behave acceptance suites (orchestrator, worker_node, cynork)
+	$(PY) -m behave --format progress2 features/orchestrator features/worker_node features/cynork
+
+test: setup images ## set up, then unit tests with coverage and the behave suites
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory bdd
+
+e2e: ## the end-to-end suite against a stack on Postgres
+	$(PY) -m behave --format progress2 features/e2e
+
+bench: ## every benchmark under bench/, one table of ratios
+	$(PY) -m bench
+
+ci: setup ## what CI runs
+	$(MAKE) --no-print-directory gen-check lint images unit bdd

@@ -1,0 +1,43 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeSummary(_message.Message):
+    __slots__ = ("node_id", "node_slug", "status", "last_heartbeat_at", "inference_supported", "max_concurrency", "running_jobs", "config_version", "config_status")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_SLUG_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_SUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_STATUS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    node_slug: str
+    status: str
+    last_heartbeat_at: _timestamp_pb2.Timestamp
+    inference_supported: bool
+    max_concurrency: int
+    running_jobs: int
+    config_version: str
+    config_status: str
+    def __init__(self, node_id: _Optional[str] = ..., node_slug: _Optional[str] = ..., status: _Optional[str] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inference_supported: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., running_jobs: _Optional[int] = ..., config_version: _Optional[str] = ..., config_status: _Optional[str] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeSummary]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeSummary, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,232 @@
+"""The orchestrator's tables.
+
+Every id is a ULID string. Times are timezone-aware UTC on both Postgres and SQLite
+(SQLite keeps no zone, so `UTCDateTime` puts it back on read). Output is kept as bytes:
+a byte cap can cut a UTF-8 character in half, and the gateway decides how to render it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+from ulid import ULID
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always stored and returned as aware UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _id_field(**kw: Any) -> Any:
+    return Field(default_factory=new_id, primary_key=True, max_length=26, **kw)
+
+
+def _ts(nullable: bool = False, *, default_now: bool = True, index: bool = False) -> Any:
+    if default_now:
+        return Field(
+            default_factory=utcnow,
+            sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index),
+        )
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True, index=index))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = _id_field()
+    handle: str = Field(max_length=64, unique=True, index=True)
+    email: str | None = Field(default=None, max_length=254)
+    password_hash: str = Field(max_length=255)
+    is_active: bool = True
+    is_admin: bool = False
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class RefreshSession(SQLModel, table=True):
+    """One refresh token. Rotation links tokens of one login into a family; presenting
+    a token that was already rotated revokes the whole family (reuse detection)."""
+
+    __tablename__ = "refresh_sessions"
+
+    id: str = _id_field()
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=26)
+    family_id: str = Field(index=True, max_length=26)
+    token_hash: str = Field(max_length=128, unique=True, index=True)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    rotated_at: datetime | None = _ts(default_now=False)
+    revoked_at: datetime | None = _ts(default_now=False)
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "name", name="uq_tasks_user_name"),
+        sa.Index("ix_tasks_user_created", "user_id", "id"),
+    )
+
+    id: str = _id_field()
+    user_id: str = Field(foreign_key="users.id", max_length=26)
+    name: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="queued", max_length=16, index=True)
+    input_mode: str = Field(max_length=16)
+    prompt: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    script: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    commands: list[str] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    use_inference: bool = False
+    timeout_seconds: int = 0
+    image: str | None = Field(default=None, max_length=255)
+    reason: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class TaskAttachment(SQLModel, table=True):
+    __tablename__ = "task_attachments"
+
+    id: str = _id_field()
+    task_id: str = Field(foreign_key="tasks.id", index=True, max_length=26)
+    name: str = Field(max_length=255)
+    content: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+class Job(SQLModel, table=True):
+    """A task's unit of work. `attempt` counts dispatches; the lease says until when the
+    node holding the current attempt is trusted to be alive."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_status_id", "status", "id"),)
+
+    id: str = _id_field()
+    task_id: str = Field(foreign_key="tasks.id", index=True, max_length=26)
+    status: str = Field(default="queued", max_length=16)
+    needs_inference: bool = False
+    attempt: int = 0
+    node_id: str | None = Field(default=None, max_length=26, index=True)
+    lease_expires_at: datetime | None = _ts(default_now=False, index=True)
+    cancel_requested: bool = False
+    exit_code: int | None = None
+    stdout: bytes = Field(default=b"", sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    stderr: bytes = Field(default=b"", sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    reason: str | None = Field(default=None, max_length=255)
+    started_at: datetime | None = _ts(default_now=False)
+    ended_at: datetime | None = _ts(default_now=False)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class JobAttempt(SQLModel, table=True):
+    """Every attempt's result as it arrived: idempotent per (job, attempt), and a stale
+    attempt's result is kept here without overwriting the job."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "attempt", name="uq_job_attempts_job_attempt"),)
+
+    id: str = _id_field()
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=26)
+    attempt: int
+    node_id: str | None = Field(default=None, max_length=26)
+    status: str = Field(max_length=16)
+    exit_code: int | None = None
+    stdout: bytes = Field(default=b"", sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    stderr: bytes = Field(default=b"", sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    reason: str | None = Field(default=None, max_length=255)
+    started_at: datetime | None = _ts(default_now=False)
+    ended_at: datetime | None = _ts(default_now=False)
+    received_at: datetime = _ts()
+
+
+class JobOutputChunk(SQLModel, table=True):
+    """Output as it streams in while a job runs, for logs and watch."""
+
+    __tablename__ = "job_output_chunks"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "attempt", "stream", "offset", name="uq_job_output_chunk"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=26)
+    attempt: int
+    stream: str = Field(max_length=6)
+    offset: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    created_at: datetime = _ts()
+
+
+class Node(SQLModel, table=True):
+    __tablename__ = "nodes"
+
+    id: str = _id_field()
+    slug: str = Field(max_length=128, unique=True, index=True)
+    name: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="offline", max_length=16)
+    capability: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))
+    inference_supported: bool = False
+    max_concurrency: int = 1
+    worker_api_url: str | None = Field(default=None, max_length=255)
+    last_heartbeat_at: datetime | None = _ts(default_now=False)
+    connected_replica: str | None = Field(default=None, max_length=64)
+    registered_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class NodeConfig(SQLModel, table=True):
+    """Every configuration issued to a node; `config_version` is a ULID, new per change."""
+
+    __tablename__ = "node_configs"
+
+    id: str = _id_field()
+    node_id: str = Field(foreign_key="nodes.id", index=True, max_length=26)
+    config_version: str = Field(default_factory=new_id, unique=True, max_length=26)
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))
+    issued_at: datetime = _ts()
+    ack_status: str | None = Field(default=None, max_length=16)
+    ack_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    ack_at: datetime | None = _ts(default_now=False)
+
+
+class AuditLog(SQLModel, table=True):
+    """Security-relevant events. `detail` never holds a secret."""
+
+    __tablename__ = "audit_log"
+
+    id: str = _id_field()
+    at: datetime = _ts(index=True)
+    action: str = Field(max_length=64, index=True)
+    outcome: str = Field(max_length=16)
+    user_id: str | None = Field(default=None, max_length=26)
+    node_id: str | None = Field(default=None, max_length=26)
+    handle: str | None = Field(default=None, max_length=64)
+    client: str | None = Field(default=None, max_length=128)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))

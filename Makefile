@@ -18,7 +18,7 @@ system-deps: ## apt packages: podman, runc, debootstrap, tmux, iproute2 (root)
 	tools/system-deps.sh
 
 setup: $(UV) system-deps ## install system packages and the locked Python deps
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra inference-dev
 	tools/buf_third_party.sh
 
 gen: ## regenerate gen/ from protos/
@@ -43,15 +43,17 @@ unit: ## pytest with coverage, >= 90% per package
 	$(PY) -m pytest -p no:cacheprovider --cov --cov-report= -q $(PYTEST_ARGS)
 	$(PY) tools/covcheck.py --min $(COV_MIN)
 
-bdd: ## behave acceptance suites (orchestrator, worker_node, cynork)
-	$(PY) -m behave --format progress2 features/orchestrator features/worker_node features/cynork
+BDD_SUITES ?= orchestrator worker_node cynork
+
+bdd: ## behave acceptance suites (orchestrator, worker_node, cynork), each with its own steps
+	@set -e; for s in $(BDD_SUITES); do echo "== behave features/$$s"; $(PY) -m behave --format progress2 --no-capture-stderr features/$$s; done
 
 test: setup images ## set up, then unit tests with coverage and the behave suites
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory bdd
 
 e2e: ## the end-to-end suite against a stack on Postgres
-	$(PY) -m behave --format progress2 features/e2e
+	$(PY) -m behave --format progress2 --no-capture-stderr features/e2e
 
 bench: ## every benchmark under bench/, one table of ratios
 	$(PY) -m bench

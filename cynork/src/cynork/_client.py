@@ -1,0 +1,399 @@
+"""The user gateway's REST surface as plain method calls.
+
+`GatewayClient` takes an `httpx.BaseTransport` so tests hand it an `httpx.MockTransport`
+instead of patching internals. It maps every non-2xx answer and every transport failure
+to a `CynorkError` with the right exit code, refreshes the session once on a 401, and
+refuses to put a password or token on plain http to a host other than loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from cynork._errors import AuthError, NotFoundError, ServerError, UsageError
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled", "superseded"})
+TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled", "superseded")
+
+TokenSaver = Callable[[str, str], None]
+JSONDict = dict[str, Any]
+
+_LOGIN_HINT = "run `cynork auth login`"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _problem_text(resp: httpx.Response) -> tuple[str, str]:
+    """(title, detail) from a problem+json body, or the best a plain body offers."""
+    title = resp.reason_phrase or f"HTTP {resp.status_code}"
+    detail = ""
+    try:
+        body = resp.json()
+    except (ValueError, UnicodeDecodeError):
+        detail = resp.text.strip()[:200]
+    else:
+        if isinstance(body, dict):
+            title = str(body.get("title") or title)
+            detail = str(body.get("detail") or "")
+        else:
+            detail = str(body)[:200]
+    return title, detail
+
+
+def _retry_after(resp: httpx.Response) -> str | None:
+    value = resp.headers.get("retry-after", "").strip()
+    return value or None
+
+
+def raise_for_status(resp: httpx.Response, what: str | None = None) -> None:
+    """Turns an error answer into the `CynorkError` whose exit code the spec names."""
+    if resp.is_success:
+        return
+    status = resp.status_code
+    title, detail = _problem_text(resp)
+    said = f"{title}: {detail}" if detail and detail != title else title
+    if status == 401:
+        raise AuthError(f"not authorized ({said}); {_LOGIN_HINT}")
+    if status == 403:
+        raise AuthError(f"forbidden: {said}")
+    if status == 404:
+        raise NotFoundError(f"{what} not found" if what else f"not found: {said}")
+    if status == 413:
+        raise UsageError(f"request too large: {said}")
+    if status in (400, 422):
+        raise UsageError(f"the gateway refused the request: {said}")
+    if status == 429:
+        wait = _retry_after(resp)
+        hint = f"; retry after {wait} seconds" if wait else "; retry later"
+        raise ServerError(f"too many requests ({said}){hint}")
+    if status == 409:
+        raise ServerError(f"conflict: {said}")
+    raise ServerError(f"gateway error {status}: {said}")
+
+
+def _json_body(resp: httpx.Response) -> JSONDict:
+    try:
+        body = resp.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ServerError(
+            f"the gateway sent something that is not JSON (HTTP {resp.status_code})"
+        ) from exc
+    if not isinstance(body, dict):
+        raise ServerError("the gateway sent JSON that is not an object")
+    return body
+
+
+def _task_path(task_id: str, suffix: str = "") -> str:
+    return f"/v1/tasks/{quote(task_id, safe='')}{suffix}"
+
+
+class GatewayClient:
+    """One session against the user gateway's REST surface."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        refresh_token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        on_tokens: TokenSaver | None = None,
+        ca_file: str | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.refresh_token = refresh_token
+        self._on_tokens = on_tokens
+        self._insecure = insecure
+        verify: ssl.SSLContext | bool = True
+        if ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(f"cannot use CA file {ca_file}: {exc}") from exc
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            transport=transport,
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"Accept": "application/json"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------
+
+    def _guard_credentials(self) -> None:
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if parts.scheme == "http" and not is_loopback_host(host) and not self._insecure:
+            raise UsageError(
+                f"refusing to send credentials over plain http to {host}: anyone on the "
+                "network could read them; use an https:// gateway URL, or --insecure to "
+                "accept that risk"
+            )
+
+    def _describe_transport_error(self, exc: httpx.TransportError) -> str:
+        if isinstance(exc, httpx.TimeoutException):
+            return f"the gateway at {self.base_url} did not answer in time"
+        if isinstance(exc, httpx.ConnectError):
+            reason = str(exc) or type(exc).__name__
+            return f"cannot reach the gateway at {self.base_url}: {reason}"
+        return f"talking to the gateway at {self.base_url} failed: {exc or type(exc).__name__}"
+
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            return self._http.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            raise ServerError(self._describe_transport_error(exc)) from exc
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        authed: bool = True,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Sends one call; with `authed`, refreshes once on a 401 and retries."""
+        if not authed:
+            return self._send(
+                self._http.build_request(method, path, json=json_body, params=params), stream=stream
+            )
+        if not self.token:
+            if not self.refresh_token:
+                raise AuthError(f"not logged in; {_LOGIN_HINT}")
+            self.refresh()
+        self._guard_credentials()
+        resp = self._send(self._authed_request(method, path, json_body, params), stream=stream)
+        if resp.status_code == 401 and self.refresh_token:
+            resp.close()
+            self.refresh()
+            resp = self._send(self._authed_request(method, path, json_body, params), stream=stream)
+        if resp.status_code == 401:
+            resp.close()
+            raise AuthError(f"your session has expired or was revoked; {_LOGIN_HINT}")
+        return resp
+
+    def _authed_request(
+        self,
+        method: str,
+        path: str,
+        json_body: Mapping[str, Any] | None,
+        params: Mapping[str, str | int] | None,
+    ) -> httpx.Request:
+        return self._http.build_request(
+            method,
+            path,
+            json=json_body,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+
+    def _store_tokens(self, body: JSONDict) -> None:
+        access = body.get("access_token")
+        refresh = body.get("refresh_token")
+        if not isinstance(access, str) or not isinstance(refresh, str) or not access:
+            raise ServerError("the gateway's token answer lacks access_token or refresh_token")
+        self.token, self.refresh_token = access, refresh
+        if self._on_tokens is not None:
+            self._on_tokens(access, refresh)
+
+    # -- health ------------------------------------------------------------------
+
+    def _probe(self, path: str) -> tuple[bool, str]:
+        resp = self._request("GET", path, authed=False)
+        if resp.is_success:
+            return True, resp.text.strip() or "ok"
+        title, detail = _problem_text(resp)
+        return False, detail or title
+
+    def healthz(self) -> tuple[bool, str]:
+        """(ok, text) of GET /healthz; transport failures raise ServerError."""
+        return self._probe("/healthz")
+
+    def readyz(self) -> tuple[bool, str]:
+        """(ready, text) of GET /readyz; a 503 names what is missing."""
+        return self._probe("/readyz")
+
+    def server_version(self) -> str | None:
+        """The gateway's version from its OpenAPI document, or None when it has none."""
+        resp = self._request("GET", "/openapi.json", authed=False)
+        if not resp.is_success:
+            return None
+        try:
+            info = _json_body(resp).get("info")
+        except ServerError:
+            return None
+        version = info.get("version") if isinstance(info, dict) else None
+        return str(version) if version else None
+
+    # -- auth --------------------------------------------------------------------
+
+    def login(self, handle: str, password: str) -> JSONDict:
+        self._guard_credentials()
+        resp = self._request(
+            "POST",
+            "/v1/auth/login",
+            json_body={"handle": handle, "password": password},
+            authed=False,
+        )
+        if resp.status_code == 401:
+            raise AuthError("login failed: wrong handle or password")
+        raise_for_status(resp)
+        body = _json_body(resp)
+        self._store_tokens(body)
+        return body
+
+    def refresh(self) -> JSONDict:
+        if not self.refresh_token:
+            raise AuthError(f"no refresh token stored; {_LOGIN_HINT}")
+        self._guard_credentials()
+        resp = self._request(
+            "POST",
+            "/v1/auth/refresh",
+            json_body={"refresh_token": self.refresh_token},
+            authed=False,
+        )
+        if resp.status_code == 401:
+            raise AuthError(f"your session has expired or was revoked; {_LOGIN_HINT}")
+        raise_for_status(resp)
+        body = _json_body(resp)
+        self._store_tokens(body)
+        return body
+
+    def logout(self) -> None:
+        """Revokes the session; a session the gateway already forgot counts as done."""
+        if not self.refresh_token:
+            return
+        self._guard_credentials()
+        resp = self._request(
+            "POST",
+            "/v1/auth/logout",
+            json_body={"refresh_token": self.refresh_token},
+            authed=False,
+        )
+        if resp.status_code != 401:
+            raise_for_status(resp)
+
+    def whoami(self) -> JSONDict:
+        resp = self._request("GET", "/v1/users/me")
+        raise_for_status(resp)
+        return _json_body(resp)
+
+    # -- tasks -------------------------------------------------------------------
+
+    def create_task(self, body: Mapping[str, Any]) -> JSONDict:
+        resp = self._request("POST", "/v1/tasks", json_body=body)
+        raise_for_status(resp)
+        return _json_body(resp)
+
+    def get_task(self, task_id: str) -> JSONDict:
+        resp = self._request("GET", _task_path(task_id))
+        raise_for_status(resp, f"task {task_id}")
+        body = _json_body(resp)
+        task = body.get("task", body)
+        if not isinstance(task, dict):
+            raise ServerError("the gateway's task answer is not an object")
+        return task
+
+    def list_tasks(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JSONDict:
+        params: dict[str, str | int] = {}
+        if status:
+            params["status"] = status
+        if limit is not None:
+            params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        resp = self._request("GET", "/v1/tasks", params=params)
+        raise_for_status(resp)
+        body = _json_body(resp)
+        body.setdefault("tasks", [])
+        body.setdefault("next_cursor", "")
+        return body
+
+    def task_result(self, task_id: str) -> JSONDict:
+        resp = self._request("GET", _task_path(task_id, "/result"))
+        raise_for_status(resp, f"task {task_id}")
+        return _json_body(resp)
+
+    def cancel_task(self, task_id: str) -> JSONDict:
+        resp = self._request("POST", _task_path(task_id, "/cancel"), json_body={})
+        raise_for_status(resp, f"task {task_id}")
+        return _json_body(resp)
+
+    def task_logs(self, task_id: str, stream: str = "stdout") -> JSONDict:
+        resp = self._request("GET", _task_path(task_id, "/logs"), params={"stream": stream})
+        raise_for_status(resp, f"task {task_id}")
+        body = _json_body(resp)
+        body.setdefault("lines", [])
+        return body
+
+    @contextmanager
+    def _streaming(self, path: str, what: str) -> Iterator[httpx.Response]:
+        resp = self._request("GET", path, stream=True)
+        try:
+            if not resp.is_success:
+                resp.read()
+                raise_for_status(resp, what)
+            yield resp
+        finally:
+            resp.close()
+
+    def watch_task(self, task_id: str) -> Iterator[JSONDict]:
+        """Events of GET /v1/tasks/{id}/watch (NDJSON) until the terminal one."""
+        with self._streaming(_task_path(task_id, "/watch"), f"task {task_id}") as resp:
+            try:
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError as exc:
+                        raise ServerError(
+                            "the gateway's watch stream sent a line that is not JSON"
+                        ) from exc
+                    # grpc-gateway style streams wrap each message in {"result": ...}.
+                    if isinstance(event, dict) and isinstance(event.get("result"), dict):
+                        event = event["result"]
+                    if not isinstance(event, dict):
+                        continue
+                    yield event
+                    if event.get("terminal"):
+                        return
+            except httpx.TransportError as exc:
+                raise ServerError(self._describe_transport_error(exc)) from exc

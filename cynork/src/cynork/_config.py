@@ -1,0 +1,127 @@
+"""The config file (~/.config/cynork/config.yaml) and the settings resolved from it.
+
+Precedence, highest first: command-line flag, environment (`CYNORK_GATEWAY_URL`,
+`CYNORK_TOKEN`), config file, built-in default. The file holds tokens, so it is written
+with mode 0600 inside a 0700 directory, atomically, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cynork._errors import UsageError
+
+DEFAULT_GATEWAY_URL = "http://localhost:12080"
+ENV_GATEWAY_URL = "CYNORK_GATEWAY_URL"
+ENV_TOKEN = "CYNORK_TOKEN"
+ENV_CA_FILE = "CYNODE_CA_FILE"
+
+
+def config_dir() -> Path:
+    """Where cynork keeps its config and shell history."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "cynork"
+
+
+def default_config_path() -> Path:
+    return config_dir() / "config.yaml"
+
+
+def history_path() -> Path:
+    return config_dir() / "history"
+
+
+@dataclass
+class ConfigFile:
+    """The YAML file's content; unknown keys are kept so saving never drops them."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ConfigFile:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as exc:
+            raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"config file {path} is not valid YAML") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise UsageError(f"config file {path} must hold a mapping of keys to values")
+        return cls(path, data)
+
+    def get(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return str(value) if value not in (None, "") else None
+
+    def update(self, values: Mapping[str, str | None]) -> None:
+        """Sets (or, for None, removes) keys and writes the file."""
+        for key, value in values.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        self.save()
+
+    def save(self) -> None:
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+        tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        text = yaml.safe_dump(self.data, default_flow_style=False, sort_keys=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            # The umask may have stripped bits we want, and a reused file may have more.
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            tmp.replace(self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one invocation talks to and with which credentials."""
+
+    gateway_url: str
+    token: str | None
+    refresh_token: str | None
+    ca_file: str | None
+    insecure: bool
+
+
+def resolve_settings(
+    config: ConfigFile,
+    *,
+    gateway_url: str | None,
+    ca_file: str | None,
+    insecure: bool,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    env = os.environ if environ is None else environ
+    url = (
+        gateway_url or env.get(ENV_GATEWAY_URL) or config.get("gateway_url") or DEFAULT_GATEWAY_URL
+    )
+    return Settings(
+        gateway_url=url.rstrip("/"),
+        token=env.get(ENV_TOKEN) or config.get("token"),
+        refresh_token=config.get("refresh_token"),
+        ca_file=ca_file or env.get(ENV_CA_FILE) or config.get("ca_file"),
+        insecure=insecure,
+    )

@@ -1,0 +1,60 @@
+"""Errors that end a command with one readable line and a documented exit code.
+
+Every failure a user can cause or meet (bad flag, bad file, unreachable gateway, expired
+session, missing task) is a `CynorkError`; click prints it with `show()` and exits with
+its `exit_code`, and the shell prints it and carries on.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+EXIT_OK = 0
+EXIT_SERVER = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_INTERRUPTED = 130
+
+
+class CynorkError(click.ClickException):
+    """A failure reported as `cynork: <message>` on stderr."""
+
+    exit_code = EXIT_SERVER
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        # One line, always: a multi-line server detail would read like a traceback.
+        line = " ".join(self.format_message().split())
+        click.echo(f"cynork: {line}", file=file, err=file is None)
+
+
+class ServerError(CynorkError):
+    """The gateway answered with an error, or could not be reached (exit 1)."""
+
+    exit_code = EXIT_SERVER
+
+
+class UsageError(CynorkError):
+    """Bad flags, a bad input file or a request over a limit (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class AuthError(CynorkError):
+    """Not logged in, or the gateway refused the credentials (exit 3)."""
+
+    exit_code = EXIT_AUTH
+
+
+class NotFoundError(CynorkError):
+    """The task (or other object) does not exist for this user (exit 4)."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class Interrupted(CynorkError):
+    """The user pressed Ctrl-C while the command waited (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED

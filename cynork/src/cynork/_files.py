@@ -1,0 +1,105 @@
+"""Input files for `task create`, checked before any request leaves the machine.
+
+The limits mirror the gateway's (SPEC §2) so a user learns about a bad or oversized file
+at once, with exit 2, instead of after a login refresh and an upload that ends in 413.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cynork._errors import UsageError
+
+KIB = 1024
+MIB = 1024 * KIB
+PROMPT_LIMIT = 1 * MIB
+SCRIPT_LIMIT = 256 * KIB
+COMMANDS_LIMIT = 64 * KIB
+ATTACHMENT_LIMIT = 10 * MIB
+MAX_ATTACHMENTS = 16
+
+
+def _human(size: int) -> str:
+    if size >= MIB and size % MIB == 0:
+        return f"{size // MIB} MiB"
+    if size >= KIB and size % KIB == 0:
+        return f"{size // KIB} KiB"
+    return f"{size} bytes"
+
+
+def read_checked(path: str, *, what: str, limit: int) -> bytes:
+    """The file's bytes, after checking it exists, is regular, readable and small enough."""
+    p = Path(path)
+    try:
+        info = p.stat()
+    except FileNotFoundError as exc:
+        raise UsageError(f"{what} file {path} does not exist") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot use {what} file {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{what} file {path} is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{what} file {path} is not readable")
+    if info.st_size > limit:
+        raise UsageError(
+            f"{what} file {path} is {info.st_size} bytes, over the {_human(limit)} limit"
+        )
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    # A file can grow between stat and read; the limit holds for what is sent.
+    if len(data) > limit:
+        raise UsageError(f"{what} file {path} is over the {_human(limit)} limit")
+    return data
+
+
+def read_text_checked(path: str, *, what: str, limit: int) -> str:
+    data = read_checked(path, what=what, limit=limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} file {path} is not UTF-8 text") from exc
+
+
+def check_text_limit(text: str, *, what: str, limit: int) -> None:
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        raise UsageError(f"{what} is {size} bytes, over the {_human(limit)} limit")
+
+
+def read_commands_file(path: str) -> list[str]:
+    """One command per line; blank lines and `#` comment lines are skipped."""
+    text = read_text_checked(path, what="commands", limit=COMMANDS_LIMIT)
+    return [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    content: bytes
+
+    def to_json(self) -> dict[str, str]:
+        # proto3 JSON renders `bytes` as standard base64.
+        return {"name": self.name, "content": base64.b64encode(self.content).decode("ascii")}
+
+
+def read_attachments(paths: tuple[str, ...] | list[str]) -> list[Attachment]:
+    if len(paths) > MAX_ATTACHMENTS:
+        raise UsageError(f"{len(paths)} attachments given, at most {MAX_ATTACHMENTS} are allowed")
+    seen: set[str] = set()
+    attachments = []
+    for path in paths:
+        name = Path(path).name
+        if name in seen:
+            raise UsageError(f"two attachments are named {name}; they would overwrite each other")
+        seen.add(name)
+        content = read_checked(path, what="attachment", limit=ATTACHMENT_LIMIT)
+        attachments.append(Attachment(name, content))
+    return attachments

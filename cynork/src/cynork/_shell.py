@@ -1,0 +1,259 @@
+"""The interactive shell: a prompt-toolkit loop that feeds each line to the click group.
+
+Each line runs as `cynork <global options> <line>` with `standalone_mode=False`, so a
+failing command prints its one error line and the shell carries on. The completer walks
+the click command tree itself (commands, subcommands, flags, choice values, file paths)
+and offers task ids seen in this session plus those of one lazily fetched `task list`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output as PTOutput
+
+from cynork._app import App
+from cynork._config import history_path
+from cynork._errors import CynorkError
+
+PROMPT = "cynork> "
+BUILTINS = ("help", "exit", "quit")
+EXIT_WORDS = frozenset({"exit", "quit"})
+# Options whose value is a local path: complete file names there.
+PATH_OPTIONS = frozenset(
+    {"task_file", "script", "commands_file", "attach", "config_path", "ca_file"}
+)
+TASK_ID_FETCH_LIMIT = 50
+
+
+class TaskIdSource:
+    """Task ids for completion: this session's, then one `task list` fetched on first use."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._fetched: list[str] | None = None
+
+    def _fetch(self) -> list[str]:
+        # A fresh App re-reads the config: a command in this shell may have rotated tokens.
+        app = self._app.fresh()
+        try:
+            page = app.client().list_tasks(limit=TASK_ID_FETCH_LIMIT)
+        except CynorkError:
+            return []
+        finally:
+            app.close()
+        ids: list[str] = []
+        for item in page.get("tasks", []):
+            if isinstance(item, dict):
+                ids += [str(item[k]) for k in ("task_id", "task_name") if item.get(k)]
+        return ids
+
+    def ids(self) -> list[str]:
+        if self._fetched is None:
+            self._fetched = self._fetch()
+        seen: dict[str, None] = {}
+        for value in [*self._app.seams.recent.newest_first(), *self._fetched]:
+            seen.setdefault(value, None)
+        return list(seen)
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # an open quote while typing
+        return text.split()
+
+
+def _find_option(cmd: click.Command, word: str) -> click.Option | None:
+    name = word.split("=", 1)[0]
+    for param in cmd.params:
+        if isinstance(param, click.Option) and name in (*param.opts, *param.secondary_opts):
+            return param
+    return None
+
+
+def _option_names(cmd: click.Command) -> list[str]:
+    names = ["--help"]
+    for param in cmd.params:
+        if isinstance(param, click.Option) and not param.hidden:
+            names += [*param.opts, *param.secondary_opts]
+    return sorted(set(names), key=lambda n: (n.startswith("--"), n))
+
+
+class ShellCompleter(Completer):
+    def __init__(self, root: click.Group, ids: TaskIdSource) -> None:
+        self.root = root
+        self.ids = ids
+        self._paths = PathCompleter(expanduser=True)
+
+    def _walk(self, words: list[str]) -> tuple[click.Command, click.Option | None, int]:
+        """The command the words lead to, an option awaiting its value, positionals seen."""
+        cmd: click.Command = self.root
+        pending: click.Option | None = None
+        positionals = 0
+        for word in words:
+            if pending is not None:
+                pending = None
+                continue
+            if word.startswith("-"):
+                opt = _find_option(cmd, word)
+                if opt is not None and not opt.is_flag and "=" not in word:
+                    pending = opt
+                continue
+            if isinstance(cmd, click.Group) and word in cmd.commands:
+                cmd = cmd.commands[word]
+                continue
+            positionals += 1
+        return cmd, pending, positionals
+
+    def _candidates(
+        self, cmd: click.Command, pending: click.Option | None, positionals: int, current: str
+    ) -> list[str]:
+        if pending is not None:
+            if isinstance(pending.type, click.Choice):
+                return [str(c) for c in pending.type.choices]
+            return []
+        if current.startswith("-"):
+            return _option_names(cmd)
+        if isinstance(cmd, click.Group):
+            names = [n for n, c in cmd.commands.items() if not c.hidden]
+            return sorted(names) + (list(BUILTINS) if cmd is self.root else [])
+        arguments = [p for p in cmd.params if isinstance(p, click.Argument)]
+        if positionals < len(arguments):
+            arg = arguments[positionals]
+            if arg.name == "task_id":
+                return self.ids.ids()
+            if isinstance(arg.type, click.Choice):
+                return [str(c) for c in arg.type.choices]
+        return []
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        words = _split(text)
+        if text and not text[-1].isspace() and words:
+            current, before = words[-1], words[:-1]
+        else:
+            current, before = "", words
+        if before and before[0] == "help":
+            before = before[1:]
+        cmd, pending, positionals = self._walk(before)
+        if pending is not None and pending.name in PATH_OPTIONS:
+            yield from self._paths.get_completions(Document(current), complete_event)
+            return
+        for candidate in self._candidates(cmd, pending, positionals, current):
+            if candidate.startswith(current):
+                yield Completion(candidate, start_position=-len(current))
+
+
+def _history() -> History:
+    path = history_path()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Prompts can be private: keep the history as closed as the config file.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    except OSError:
+        return InMemoryHistory()
+    return FileHistory(str(path))
+
+
+class Shell:
+    def __init__(
+        self,
+        app: App,
+        root: click.Group,
+        *,
+        history: History | None = None,
+        pt_input: Input | None = None,
+        pt_output: PTOutput | None = None,
+    ) -> None:
+        self.app = app
+        self.root = root
+        self.seams = app.seams
+        self.seams.in_shell = True
+        self.seams.base_args = app.global_args()
+        self.last_exit = 0
+        self.completer = ShellCompleter(root, TaskIdSource(app))
+        self.session: PromptSession[str] = PromptSession(
+            PROMPT,
+            completer=self.completer,
+            history=history if history is not None else _history(),
+            complete_while_typing=False,
+            input=pt_input,
+            output=pt_output,
+        )
+
+    def run_line(self, line: str) -> bool:
+        """Runs one line; False means the shell should end."""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            click.echo(f"cynork: {exc}", err=True)
+            self.last_exit = 2
+            return True
+        if not words:
+            return True
+        if words[0] in EXIT_WORDS:
+            return False
+        if words[0] == "cynork":  # a pasted full command line
+            words = words[1:]
+        if words and words[0] == "help":
+            words = [*words[1:], "--help"]
+        self.last_exit = self._dispatch(words)
+        return True
+
+    def _dispatch(self, words: list[str]) -> int:
+        try:
+            rv = self.root.main(
+                args=[*self.seams.base_args, *words],
+                prog_name="cynork",
+                obj=self.seams,
+                standalone_mode=False,
+            )
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            return 130
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            return 130
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        except Exception as exc:
+            click.echo(f"cynork: unexpected error: {type(exc).__name__}: {exc}", err=True)
+            return 1
+        return rv if isinstance(rv, int) else 0
+
+    def loop(self) -> None:
+        click.echo("cynork shell: `help` lists commands, Tab completes, Ctrl-D leaves.", err=True)
+        while True:
+            try:
+                line = self.session.prompt()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C drops the line being typed, not the shell
+            except EOFError:
+                break
+            if not self.run_line(line):
+                break
+        click.echo("bye", err=True)
+
+
+def run_shell(app: App, root: click.Command, **kwargs: object) -> None:
+    if not isinstance(root, click.Group):  # pragma: no cover - the root is always a group
+        raise TypeError("the shell needs the cynork group")
+    Shell(app, root, **kwargs).loop()  # type: ignore[arg-type]
+
+
+__all__ = ["Path", "Shell", "ShellCompleter", "TaskIdSource", "run_shell"]

@@ -1,0 +1,30 @@
+"""`cynork task list`: the caller's tasks, newest first, one line each."""
+
+from __future__ import annotations
+
+import click
+
+from cynork._app import get_app, output_option
+from cynork._client import TASK_STATUSES
+
+LINE_KEYS = ("task_id", "task_name", "status", "input_mode", "created_at", "reason")
+
+
+@click.command("list")
+@click.option("--status", type=click.Choice(TASK_STATUSES), default=None, help="Only this status.")
+@click.option(
+    "-l", "--limit", type=click.IntRange(1, 200), default=None, help="At most N tasks (max 200)."
+)
+@click.option("--cursor", default=None, help="The next_cursor of a previous page.")
+@output_option
+def command(status: str | None, limit: int | None, cursor: str | None) -> None:
+    """List tasks; a last line next_cursor=… tells there are more."""
+    app = get_app()
+    page = app.client().list_tasks(status=status, limit=limit, cursor=cursor)
+    if app.output.is_json:
+        app.output.json_line(page)
+        return
+    for item in page["tasks"]:
+        app.output.obj(item, LINE_KEYS)
+    if page.get("next_cursor"):
+        app.output.obj({"next_cursor": page["next_cursor"]})

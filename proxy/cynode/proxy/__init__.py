@@ -1,0 +1,41 @@
+"""The streaming inference proxy: sidecar in a job's pod, and the node's relay.
+
+It forwards an allowlisted set of Ollama/OpenAI inference paths to one upstream (TCP or
+Unix socket), relays responses chunk by chunk, and guards the way out: a request body
+cap (413), an upstream timeout (504), no model management (403), and no credential or
+hop-by-hop header in either direction. Only stdlib and aiohttp (>= 3.8) are used, so the
+sidecar image can run it on Debian's python3-aiohttp.
+
+    proxy = await start_proxy(ProxyConfig(upstream=parse_upstream("http://127.0.0.1:11434"),
+                                          listen=(parse_listen("unix:/run/relay.sock"),)))
+    ...
+    await proxy.close()
+"""
+
+from cynode.proxy._config import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+    ConfigError,
+    ListenAddress,
+    ProxyConfig,
+    Upstream,
+    parse_listen,
+    parse_upstream,
+)
+from cynode.proxy._policy import ALLOWED_PATHS, FORBIDDEN_PATHS
+from cynode.proxy._server import RunningProxy, start_proxy
+
+__all__ = [
+    "ALLOWED_PATHS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "FORBIDDEN_PATHS",
+    "ConfigError",
+    "ListenAddress",
+    "ProxyConfig",
+    "RunningProxy",
+    "Upstream",
+    "parse_listen",
+    "parse_upstream",
+    "start_proxy",
+]

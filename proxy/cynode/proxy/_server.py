@@ -1,0 +1,142 @@
+"""Start and stop a proxy: listeners, the shared upstream client session, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cynode.proxy._config import ListenAddress, ProxyConfig
+from cynode.proxy._handler import ProxyHandler
+
+log = logging.getLogger("cynode.proxy")
+
+# aiohttp 3.9 moved the shutdown grace period from the sites to the runner and warns
+# about the old place; 3.8 (Debian bookworm) only knows the old place.
+_RUNNER_TAKES_SHUTDOWN_TIMEOUT = (
+    "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters
+)
+
+
+@dataclass
+class RunningProxy:
+    """A started proxy. ``addresses`` are the bound listeners as strings
+    (``127.0.0.1:41234``, ``[::1]:11434``, ``unix:/path``); ``close()`` stops it."""
+
+    config: ProxyConfig
+    addresses: list[str]
+    _runner: web.BaseRunner
+    _session: aiohttp.ClientSession
+    _unix_paths: list[str] = field(default_factory=list)
+    _closed: bool = False
+
+    @property
+    def tcp_ports(self) -> list[int]:
+        """Bound TCP ports in listener order (useful when a listener asked for port 0)."""
+        return [int(a.rsplit(":", 1)[1]) for a in self.addresses if not a.startswith("unix:")]
+
+    @property
+    def unix_paths(self) -> list[str]:
+        return list(self._unix_paths)
+
+    async def close(self) -> None:
+        """Stop listening, give in-flight requests ``shutdown_timeout`` s, then cut them."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._runner.cleanup()
+        finally:
+            await self._session.close()
+            _remove_sockets(self._unix_paths)
+
+    async def __aenter__(self) -> RunningProxy:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _remove_sockets(paths: list[str]) -> None:
+    # Python 3.11's asyncio leaves the socket file behind when the server closes.
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+
+
+def _open_socket(path: str, mode: int) -> None:
+    # The sandbox user differs from the proxy's; the socket file is the door.
+    Path(path).chmod(mode)
+
+
+def _make_session(config: ProxyConfig) -> aiohttp.ClientSession:
+    connector: aiohttp.BaseConnector
+    if config.upstream.unix_path is not None:
+        connector = aiohttp.UnixConnector(path=config.upstream.unix_path)
+    else:
+        connector = aiohttp.TCPConnector()
+    # Timeouts are applied per phase by the handler, not by the session.
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def _site(runner: web.BaseRunner, listen: ListenAddress, config: ProxyConfig) -> web.BaseSite:
+    extra: dict[str, Any] = {}
+    if not _RUNNER_TAKES_SHUTDOWN_TIMEOUT:
+        extra["shutdown_timeout"] = config.shutdown_timeout
+    if listen.unix_path is not None:
+        Path(listen.unix_path).parent.mkdir(parents=True, exist_ok=True)
+        return web.UnixSite(runner, listen.unix_path, **extra)
+    return web.TCPSite(runner, listen.host, listen.port, **extra)
+
+
+def _bound(names: list[Any], listen: ListenAddress) -> str:
+    """Render what the new site bound: the first socket name of that listener."""
+    if listen.unix_path is not None:
+        return f"unix:{listen.unix_path}"
+    host, port = names[0][:2]
+    return str(ListenAddress(host=host, port=port))
+
+
+async def start_proxy(config: ProxyConfig) -> RunningProxy:
+    """Bind every listener and start forwarding to ``config.upstream``."""
+    session = _make_session(config)
+    server = web.Server(ProxyHandler(config, session), access_log=None)
+    runner_kwargs: dict[str, Any] = {}
+    if _RUNNER_TAKES_SHUTDOWN_TIMEOUT:
+        runner_kwargs["shutdown_timeout"] = config.shutdown_timeout
+    runner = web.ServerRunner(server, **runner_kwargs)
+    await runner.setup()
+    addresses: list[str] = []
+    unix_paths: list[str] = []
+    try:
+        for listen in config.listen:
+            site = _site(runner, listen, config)
+            before = len(runner.addresses)
+            await site.start()
+            if listen.unix_path is not None:
+                unix_paths.append(listen.unix_path)
+                _open_socket(listen.unix_path, config.unix_socket_mode)
+            addresses.append(_bound(runner.addresses[before:], listen))
+    except BaseException:
+        await runner.cleanup()
+        await session.close()
+        raise
+    log.info("proxy listening on %s, upstream %s", ", ".join(addresses), config.upstream)
+    return RunningProxy(config, addresses, runner, session, unix_paths)

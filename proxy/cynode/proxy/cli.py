@@ -1,0 +1,134 @@
+"""``cynode-proxy`` / ``python -m cynode.proxy``: run the proxy until SIGTERM or SIGINT.
+
+Flags win over environment: CYNODE_PROXY_LISTEN (comma-separated listeners),
+CYNODE_PROXY_UPSTREAM, CYNODE_PROXY_MAX_BODY_BYTES, CYNODE_PROXY_TIMEOUT,
+CYNODE_PROXY_IDLE_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from cynode.proxy._config import (
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+    ConfigError,
+    ProxyConfig,
+    parse_listen,
+    parse_upstream,
+)
+from cynode.proxy._server import start_proxy
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cynode-proxy",
+        description="Guarded streaming proxy in front of an Ollama-compatible server.",
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="host:port, [v6]:port or unix:/path; repeatable "
+        f"(env CYNODE_PROXY_LISTEN, comma-separated; default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="http://host:port, unix:/path or http+unix://<encoded path> "
+        "(env CYNODE_PROXY_UPSTREAM; required)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        metavar="N",
+        help=f"request body cap, 413 beyond it (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait for the upstream's response head, 504 beyond it "
+        f"(default {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="longest silence between streamed chunks before the stream is cut "
+        "(default: --timeout)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyConfig:
+    listen_texts: list[str] = args.listen or [
+        part for part in env.get("CYNODE_PROXY_LISTEN", DEFAULT_LISTEN).split(",") if part.strip()
+    ]
+    upstream_text = args.upstream or env.get("CYNODE_PROXY_UPSTREAM")
+    if not upstream_text:
+        raise ConfigError("an upstream is required (--upstream or CYNODE_PROXY_UPSTREAM)")
+    max_body = args.max_body_bytes
+    if max_body is None:
+        max_body = int(env.get("CYNODE_PROXY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    timeout = args.timeout
+    if timeout is None:
+        timeout = float(env.get("CYNODE_PROXY_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
+    idle = args.idle_timeout
+    if idle is None and env.get("CYNODE_PROXY_IDLE_TIMEOUT"):
+        idle = float(env["CYNODE_PROXY_IDLE_TIMEOUT"])
+    return ProxyConfig(
+        upstream=parse_upstream(upstream_text),
+        listen=tuple(parse_listen(text) for text in listen_texts),
+        max_body_bytes=max_body,
+        timeout=timeout,
+        idle_timeout=idle,
+    )
+
+
+async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set or SIGTERM/SIGINT arrives (PID 1 in a container gets
+    no default signal handlers, so without this podman waits its full stop timeout)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+    proxy = await start_proxy(config)
+    try:
+        await stop.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await proxy.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args, os.environ)
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        logging.getLogger("cynode.proxy").error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -46,12 +46,12 @@ class Progress:
         self._frame += 1
         elapsed = int(time.monotonic() - self._started)
         line = f"\r\x1b[K{frame} task {self.task_id}: {self.status or 'waiting'} ({elapsed}s)"
-        click.echo(line, nl=False, err=True, file=self.stream)
+        click.echo(line, nl=False, err=True, file=self.stream, color=True)
         self._drawn = True
 
     def clear(self) -> None:
         if self._drawn:
-            click.echo("\r\x1b[K", nl=False, err=True, file=self.stream)
+            click.echo("\r\x1b[K", nl=False, err=True, file=self.stream, color=True)
             self._drawn = False
 
 

@@ -17,7 +17,7 @@ from cynork.commands import register
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+@click.group("cynork", context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
 @click.option(
     "--config",
     "config_path",
@@ -93,11 +93,9 @@ def main(argv: Sequence[str] | None = None, seams: Seams | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("\ncynork: aborted", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("\ncynork: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C (and EOF at a prompt) into Abort after printing a newline.
+        click.echo("cynork: interrupted", err=True)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `cynork task list | head`: the reader left; nothing useful is left to say.

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from cynork._app import get_app, output_option
-from cynork._errors import UsageError
+from cynork._errors import ServerError, UsageError
 from cynork._files import (
     COMMANDS_LIMIT,
     PROMPT_LIMIT,
@@ -156,5 +156,5 @@ def command(
         app.output.obj(created, ("task_id", "task_name", "status"))
     task_id = str(created.get("task_id") or "")
     if not task_id:
-        raise UsageError("the gateway did not return a task_id to wait for")
+        raise ServerError("the gateway did not return a task_id to wait for")
     app.output.result(wait_for_result(app, task_id))

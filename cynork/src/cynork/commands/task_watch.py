@@ -49,7 +49,7 @@ def command(task_id: str, interval: float, no_clear: bool) -> None:
             snap = _snapshot(result)
             done = is_terminal(result)
             if redraw:
-                click.echo(CLEAR_SCREEN, nl=False)
+                click.echo(CLEAR_SCREEN, nl=False, color=True)
                 stamp = time.strftime("%H:%M:%S")
                 click.echo(f"Every {interval:g}s: cynork task watch {task_id}    {stamp}\n")
                 app.output.result(result)

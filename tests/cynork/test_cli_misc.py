@@ -1,0 +1,228 @@
+"""version, status, completion, global options, config precedence and the main wrapper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cynork import __version__
+from cynork._app import Seams
+from cynork.cli import main
+from tests.cynork.conftest import Cy
+from tests.cynork.fake_gateway import FakeGateway, problem
+
+
+def _refusing(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("Connection refused", request=request)
+
+
+def test_version_with_gateway(cy: Cy) -> None:
+    result = cy("version")
+    assert result.exit_code == 0
+    assert result.stdout == f"client_version={__version__} gateway_version=9.8.7\n"
+    assert json.loads(cy("version", "-o", "json").stdout) == {
+        "client_version": __version__,
+        "gateway_version": "9.8.7",
+    }
+
+
+def test_version_without_gateway(cy: Cy) -> None:
+    cy.seams.transport = httpx.MockTransport(_refusing)
+    result = cy("version")
+    assert result.exit_code == 0
+    assert "gateway_version=unreachable" in result.stdout
+
+
+def test_version_gateway_without_openapi(cy: Cy) -> None:
+    cy.gw.inject[("GET", "/openapi.json")] = problem(404, "Not Found")
+    assert "gateway_version=unknown" in cy("version").stdout
+    cy.gw.inject[("GET", "/openapi.json")] = (200, {}, b"not json")
+    assert "gateway_version=unknown" in cy("version").stdout
+
+
+def test_dash_v_prints_client_version(cy: Cy) -> None:
+    assert cy("-V").stdout == f"cynork, version {__version__}\n"
+
+
+def test_status_ok(cy: Cy) -> None:
+    result = cy("status")
+    assert result.exit_code == 0
+    assert result.stdout == "gateway_url=http://localhost:12080 health=ok ready=ready ok=true\n"
+    assert cy.gw.paths() == ["/healthz", "/readyz"]
+
+
+def test_status_not_ready_exits_1(cy: Cy) -> None:
+    cy.gw.ready = False
+    result = cy("status")
+    assert result.exit_code == 1
+    assert 'ready="not ready: no inference path" ok=false' in result.stdout
+    body = json.loads(cy("-o", "json", "status").stdout)
+    assert body["ok"] is False
+    assert body["health"] == "ok"
+
+
+def test_status_unhealthy_problem_body(cy: Cy) -> None:
+    cy.gw.inject[("GET", "/healthz")] = problem(500, "Internal Server Error", "broken")
+    result = cy("status")
+    assert result.exit_code == 1
+    assert 'health="not ok: broken"' in result.stdout
+
+
+def test_status_unreachable(cy: Cy) -> None:
+    cy.seams.transport = httpx.MockTransport(_refusing)
+    result = cy("status")
+    assert result.exit_code == 1
+    assert "health=unreachable ready=unreachable ok=false" in result.stdout
+    assert "cannot reach the gateway at http://localhost:12080" in result.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(cy: Cy, shell: str) -> None:
+    result = cy("completion", shell)
+    assert result.exit_code == 0
+    assert "_CYNORK_COMPLETE" in result.stdout
+    assert cy.gw.requests == []
+
+
+def test_completion_unknown_shell(cy: Cy) -> None:
+    assert cy("completion", "tcsh").exit_code == 2
+
+
+def test_bare_cynork_off_a_terminal_prints_help(cy: Cy) -> None:
+    result = cy()
+    assert result.exit_code == 0
+    assert "Usage: cynork" in result.stdout
+
+
+def test_unknown_command_is_usage_error(cy: Cy) -> None:
+    assert cy("frobnicate").exit_code == 2
+    assert cy("task", "create", "--bogus").exit_code == 2
+
+
+def test_gateway_url_precedence(cy: Cy, tmp_path: Path) -> None:
+    seen: list[str] = []
+    inner = cy.gw.transport()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.scheme}://{request.url.host}:{request.url.port}")
+        return inner.handle_request(request)
+
+    cy.seams.transport = httpx.MockTransport(handler)
+    config = tmp_path / "c.yaml"
+    config.write_text("gateway_url: http://127.0.0.2:1000\n")
+    cy("--config", str(config), "status")
+    cy.environ["CYNORK_GATEWAY_URL"] = "http://127.0.0.3:2000/"
+    cy("--config", str(config), "status")
+    cy("--config", str(config), "--gateway-url", "http://127.0.0.4:3000", "status")
+    assert seen == [
+        "http://127.0.0.2:1000",
+        "http://127.0.0.2:1000",
+        "http://127.0.0.3:2000",
+        "http://127.0.0.3:2000",
+        "http://127.0.0.4:3000",
+        "http://127.0.0.4:3000",
+    ]
+
+
+def test_config_option_is_where_login_writes(cy: Cy, tmp_path: Path) -> None:
+    config = tmp_path / "elsewhere" / "cynork.yaml"
+    result = cy(
+        "--config",
+        str(config),
+        "auth",
+        "login",
+        "-u",
+        "admin",
+        "--password-stdin",
+        input="s3cret\n",
+    )
+    assert result.exit_code == 0
+    assert "refresh_token" in config.read_text()
+    assert not cy.config_file.exists()
+    assert cy("--config", str(config), "auth", "whoami").exit_code == 0
+
+
+def test_bad_config_file_is_usage_error(cy: Cy, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("gateway_url: [unclosed\n")
+    result = cy("--config", str(config), "status")
+    assert result.exit_code == 2
+    assert "is not valid YAML" in result.stderr
+
+
+def test_bad_ca_file_is_usage_error(cy: Cy, tmp_path: Path) -> None:
+    result = cy("--ca-file", str(tmp_path / "none.pem"), "status")
+    assert result.exit_code == 2
+    assert "cannot use CA file" in result.stderr
+
+
+# -- main(): the console-script wrapper -------------------------------------------
+
+
+def _seams(gw: FakeGateway) -> Seams:
+    return Seams(transport=gw.transport(), sleep=lambda _: None, environ={})
+
+
+def test_main_returns_exit_codes(
+    config_dir: Path, gw: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status"], _seams(gw)) == 0
+    assert main(["auth", "whoami"], _seams(gw)) == 3
+    assert capsys.readouterr().err == "cynork: not logged in; run `cynork auth login`\n"
+    assert main(["--help"], _seams(gw)) == 0
+    assert main(["task", "create", "-s", "/nope"], _seams(gw)) == 2
+    gw.ready = False
+    assert main(["status"], _seams(gw)) == 1
+
+
+def test_main_never_shows_a_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def boom(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("surprise")
+
+    assert main(["status"], Seams(transport=httpx.MockTransport(boom), environ={})) == 1
+    err = capsys.readouterr().err
+    assert err == "cynork: unexpected error: RuntimeError: surprise\n"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (BrokenPipeError(), 1, ""),
+        (OSError(28, "No space left on device"), 1, "No space left on device"),
+    ],
+)
+def test_main_maps_low_level_exceptions(
+    config_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    exc: BaseException,
+    code: int,
+    message: str,
+) -> None:
+    def raising(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    assert main(["status"], Seams(transport=httpx.MockTransport(raising), environ={})) == code
+    assert message in capsys.readouterr().err
+
+
+def test_main_abort_at_a_prompt(
+    config_dir: Path, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import click
+
+    def abort(*args: object, **kwargs: object) -> str:
+        raise click.exceptions.Abort()
+
+    monkeypatch.setattr(click, "prompt", abort)
+    assert main(["auth", "login", "-u", "admin"], _seams(gw)) == 130
+
+
+def test_main_uses_sys_argv(
+    config_dir: Path, gw: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.argv", ["cynork", "version"])
+    assert main(None, _seams(gw)) == 0

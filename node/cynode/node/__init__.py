@@ -1,0 +1,1 @@
+"""The CyNode worker node daemon: start-up sequence, dispatch client, worker API."""

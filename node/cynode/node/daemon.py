@@ -1,0 +1,278 @@
+"""`NodeDaemon(config).run()`: the worker node's start-up sequence and its life after.
+
+Start-up follows the SPEC, each a named step in `Readiness` (so /readyz names the one
+that failed or is pending): config → register → fetch_config → apply_config →
+ack_config → runtime → images → cleanup → inference → dispatch. A failed step is
+retried with backoff from that step on; the worker API answers from the first moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import grpc
+
+from cynode.controlplane.v1 import nodes_pb2
+
+from .apply import AppliedConfig, ConfigRejected, apply_node_config
+from .backoff import Backoff
+from .capability import InferenceStatus, build_report
+from .config import NodeConfig
+from .cpclient import ControlPlaneClient, make_channel
+from .dispatch import DispatchClient
+from .inference import check_inference
+from .jobs import RunnerFactory
+from .metrics import NodeMetrics
+from .probe import podman_version
+from .readiness import Readiness
+from .runtime import SandboxSettings
+from .spool import ResultSpool
+from .state import StateDir
+from .worker_api import WorkerApiServer, build_app
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class ContainerHost(Protocol):
+    """The node's container runtime as the daemon needs it (see podman_host.py)."""
+
+    async def start(self) -> str:
+        """Makes sure the service answers; returns the Podman version."""
+        ...
+
+    async def image_exists(self, image: str) -> bool: ...
+
+    async def remove_leftovers(self) -> int: ...
+
+    def runner_factory(self, settings: Callable[[], SandboxSettings]) -> RunnerFactory: ...
+
+    async def close(self) -> None: ...
+
+
+def _default_host(config: NodeConfig) -> ContainerHost:
+    from .podman_host import PodmanHost
+
+    return PodmanHost(config)
+
+
+class NodeDaemon:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        host: ContainerHost | None = None,
+        channel: grpc.aio.Channel | None = None,
+        serve_api: bool = True,
+    ) -> None:
+        self.config = config
+        self.readiness = Readiness()
+        self.metrics = NodeMetrics()
+        self.state = StateDir(config.state_dir)
+        self.host = host or _default_host(config)
+        self._channel = channel
+        self._serve_api = serve_api
+        self.api: WorkerApiServer | None = None
+        self.cp: ControlPlaneClient | None = None
+        self.dispatch: DispatchClient | None = None
+        self.applied: AppliedConfig | None = None
+        self.podman_version = ""
+        self.inference = InferenceStatus()
+        self._fetched: nodes_pb2.GetNodeConfigResponse | None = None
+        self._base = SandboxSettings(image=config.sandbox_image)
+        self._stop = asyncio.Event()
+        self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serves until `stop()`: start-up steps (retried), then the dispatch stream."""
+        try:
+            await self.start_api()
+            if await self.start_up():
+                await self._serve_dispatch()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def start_api(self) -> None:
+        if not self._serve_api:
+            return
+        app = build_app(self.readiness, self.metrics, self._max_request_bytes)
+        self.api = WorkerApiServer(app, self.config.worker_api_host, self.config.worker_api_port)
+        await self.api.start()
+
+    def _max_request_bytes(self) -> int:
+        return self.applied.max_request_bytes if self.applied else 10 * 1024 * 1024
+
+    async def start_up(self) -> bool:
+        """Runs every step in order; False when stopped before the sequence completed."""
+        self.readiness.passed("config", f"node {self.config.node_slug}")
+        steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
+            ("register", self._register),
+            ("fetch_config", self._fetch_config),
+            ("apply_config", self._apply_config),
+            ("ack_config", self._ack_config),
+            ("runtime", self._runtime),
+            ("images", self._images),
+            ("cleanup", self._cleanup),
+            ("inference", self._inference),
+        ]
+        index = 0
+        while index < len(steps):
+            name, step = steps[index]
+            self.readiness.running(name)
+            try:
+                detail = await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message = _describe(exc)
+                log.error("start-up step %s failed: %s", name, message)
+                self.readiness.failed(name, message)
+                # fetch/apply/ack form one unit: a retry starts again at fetch.
+                if name in ("apply_config", "ack_config"):
+                    index = 1
+                if await self._sleep_or_stop(self._backoff.next_delay()):
+                    return False
+                continue
+            self.readiness.passed(name, detail)
+            index += 1
+        self._backoff.reset()
+        return not self._stop.is_set()
+
+    async def _sleep_or_stop(self, delay: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        return self._stop.is_set()
+
+    async def _serve_dispatch(self) -> None:
+        assert self.cp is not None and self.applied is not None
+        self.dispatch = DispatchClient(
+            node_slug=self.config.node_slug,
+            channel=self.cp.channel,
+            auth=self.cp,
+            spool=ResultSpool(self.state.spool_dir),
+            runner_factory=self.host.runner_factory(self._settings),
+            max_concurrency=self.config.max_concurrency,
+            readiness=self.readiness,
+            metrics=self.metrics,
+            backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),
+            config_version=lambda: self.applied.config_version if self.applied else "",
+            on_config_changed=self.on_config_changed,
+        )
+        self.readiness.running("dispatch", "connecting")
+        runner = asyncio.create_task(self.dispatch.run())
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await self.dispatch.stop()
+            runner.cancel()
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    async def _shutdown(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+        with contextlib.suppress(Exception):
+            await self.host.close()
+        if self.cp is not None and self._channel is None:
+            await self.cp.channel.close()
+
+    def _settings(self) -> SandboxSettings:
+        return self.applied.settings if self.applied else self._base
+
+    # -- the steps --------------------------------------------------------------------
+
+    def capability(self) -> nodes_pb2.CapabilityReport:
+        return build_report(self.config, podman_version=self.podman_version, inference=self.inference)
+
+    async def _register(self) -> str:
+        self.state.prepare()
+        if self.cp is None:
+            self.podman_version = await podman_version()
+            channel = self._channel or make_channel(self.config)
+            self.cp = ControlPlaneClient(self.config, channel, self.state, self.capability)
+        response = await self.cp.register()
+        self._base = SandboxSettings(image=self.config.sandbox_image, node_id=response.node_id)
+        return f"node_id={response.node_id}"
+
+    async def _fetch_config(self) -> str:
+        assert self.cp is not None
+        self._fetched = await self.cp.get_config()
+        return f"config_version={self._fetched.config_version}"
+
+    async def _apply_config(self) -> str:
+        assert self.cp is not None and self._fetched is not None
+        try:
+            self.applied = apply_node_config(self._fetched, self._base)
+        except ConfigRejected as exc:
+            await self.cp.ack_config(self._fetched.config_version, error=str(exc))
+            raise
+        return f"image={self.applied.settings.image}"
+
+    async def _ack_config(self) -> str:
+        assert self.cp is not None and self.applied is not None
+        await self.cp.ack_config(self.applied.config_version)
+        return f"applied {self.applied.config_version}"
+
+    async def _runtime(self) -> str:
+        self.podman_version = await self.host.start()
+        return f"podman {self.podman_version}"
+
+    async def _images(self) -> str:
+        image = self._settings().image
+        if not await self.host.image_exists(image):
+            raise StepFailed(f"image {image} is missing: run `make images`")
+        return image
+
+    async def _cleanup(self) -> str:
+        removed = await self.host.remove_leftovers()
+        return f"removed {removed} leftover container(s)"
+
+    async def _inference(self) -> str:
+        status = await check_inference(self.config.inference_mode, self.config.inference_url)
+        if status != self.inference:
+            self.inference = status
+            assert self.cp is not None
+            await self.cp.report_capability()
+        if self.config.inference_mode == "none":
+            return "skipped (mode none)"
+        return f"{len(status.models)} model(s)"
+
+    # -- config changes while running -------------------------------------------------
+
+    async def on_config_changed(self, config_version: str) -> None:
+        """Refetch, apply, check the image, ack; a failure keeps the old settings."""
+        assert self.cp is not None
+        fetched = await self.cp.get_config()
+        if self.applied and fetched.config_version == self.applied.config_version:
+            return
+        try:
+            applied = apply_node_config(fetched, self._base)
+            if not await self.host.image_exists(applied.settings.image):
+                raise ConfigRejected(f"image {applied.settings.image} is missing on this node")
+        except ConfigRejected as exc:
+            log.warning("config %s rejected: %s", fetched.config_version, exc)
+            await self.cp.ack_config(fetched.config_version, error=str(exc))
+            return
+        self.applied = applied
+        await self.cp.ack_config(applied.config_version)
+        log.info("applied config %s", applied.config_version)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,306 @@
+"""The node's end of `DispatchService.Connect`.
+
+Per connection: Hello (held jobs: running ones and spooled results) → HelloAck → every
+spooled result resent → Ready(free slots) → heartbeats at the server's interval while
+reading assignments, cancels, result acks and config changes. Jobs outlive connections:
+each is a `JobWorker` task owned by this client, and its result is in the spool before
+it is sent, so a dropped stream costs only live output chunks, never a result.
+The stream is reopened with jittered exponential backoff; UNAUTHENTICATED drops the
+JWT so the next attempt registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+import grpc
+
+from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
+from cynode.jobs.v1 import job_pb2
+
+from .backoff import Backoff
+from .jobs import JobKey, JobWorker, RunnerFactory
+from .metrics import NodeMetrics
+from .readiness import Readiness
+from .spool import ResultSpool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_S = 10.0
+
+
+class Auth(Protocol):
+    async def metadata(self) -> tuple[tuple[str, str], ...]: ...
+
+    def invalidate(self) -> None: ...
+
+
+class StreamClosed(ConnectionError):
+    pass
+
+
+def _now_ts() -> dispatch_pb2.Heartbeat:
+    beat = dispatch_pb2.Heartbeat()
+    beat.at.FromDatetime(datetime.now(UTC))
+    return beat
+
+
+class DispatchClient:
+    def __init__(
+        self,
+        *,
+        node_slug: str,
+        channel: grpc.aio.Channel,
+        auth: Auth,
+        spool: ResultSpool,
+        runner_factory: RunnerFactory,
+        max_concurrency: int,
+        readiness: Readiness | None = None,
+        metrics: NodeMetrics | None = None,
+        backoff: Backoff | None = None,
+        config_version: Callable[[], str] = lambda: "",
+        on_config_changed: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.node_slug = node_slug
+        self._stub = dispatch_pb2_grpc.DispatchServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._auth = auth
+        self.spool = spool
+        self._runner_factory = runner_factory
+        self.max_concurrency = max_concurrency
+        self.readiness = readiness or Readiness()
+        self.metrics = metrics or NodeMetrics()
+        self.backoff = backoff or Backoff()
+        self._config_version = config_version
+        self._on_config_changed = on_config_changed
+        self.workers: dict[JobKey, JobWorker] = {}
+        self.node_id = ""
+        self.heartbeat_s = DEFAULT_HEARTBEAT_S
+        self.connections = 0
+        self.connected = asyncio.Event()
+        self._outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- what the rest of the node sees ---------------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.max_concurrency - len(self.workers))
+
+    def held_jobs(self) -> list[dispatch_pb2.HeldJob]:
+        held = {key: dispatch_pb2.HeldJob(job_id=key[0], attempt=key[1]) for key in self.workers}
+        for result in self.spool.all():
+            key = (result.job_id, result.attempt)
+            held[key] = dispatch_pb2.HeldJob(
+                job_id=result.job_id, attempt=result.attempt, has_result=True
+            )
+        return list(held.values())
+
+    async def run(self) -> None:
+        """Keeps a stream open until `stop()`; never returns on its own otherwise."""
+        while not self._stopping:
+            try:
+                await self._connect_once()
+                detail = "stream closed by the server"
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                detail = f"stream failed: {code.name}: {exc.details() or ''}".rstrip(": ")
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    self._auth.invalidate()
+            except Exception as exc:
+                detail = f"stream failed: {type(exc).__name__}: {exc}"
+            self._disconnected(detail)
+            if self._stopping:
+                break
+            delay = self.backoff.next_delay()
+            log.warning("dispatch %s; reconnecting in %.1fs", detail, delay)
+            await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        """Stops running jobs (their containers go) without reporting them: the lease
+        expires and the orchestrator requeues them, as for a node that died."""
+        self._stopping = True
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)
+
+    # -- one connection ---------------------------------------------------------------
+
+    def send(self, message: dispatch_pb2.ConnectRequest) -> bool:
+        """Queues a message on the current stream; False when there is none."""
+        if self._outbox is None:
+            return False
+        self._outbox.put_nowait(message)
+        return True
+
+    async def _connect_once(self) -> None:
+        metadata = await self._auth.metadata()
+        call = self._stub.Connect(metadata=metadata)
+        hello = dispatch_pb2.Hello(
+            node_slug=self.node_slug,
+            held_jobs=self.held_jobs(),
+            config_version=self._config_version(),
+        )
+        await call.write(dispatch_pb2.ConnectRequest(hello=hello))
+        first = await call.read()
+        if first is grpc.aio.EOF or not first.HasField("hello_ack"):
+            raise StreamClosed("the server did not answer Hello with HelloAck")
+        ack = first.hello_ack
+        self.node_id = ack.node_id or self.node_id
+        if ack.heartbeat_seconds > 0:
+            self.heartbeat_s = float(ack.heartbeat_seconds)
+        outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None] = asyncio.Queue()
+        self._outbox = outbox
+        writer = asyncio.create_task(self._write_loop(call, outbox))
+        heart = asyncio.create_task(self._heartbeat_loop())
+        try:
+            for result in self.spool.all():
+                self.send(dispatch_pb2.ConnectRequest(job_result=result))
+            self._send_ready()
+            self.connections += 1
+            self.backoff.reset()
+            self.connected.set()
+            self.readiness.passed("dispatch", f"connected as {self.node_id or self.node_slug}")
+            log.info("dispatch stream open (heartbeat %.0fs)", self.heartbeat_s)
+            await self._read_loop(call, writer)
+        finally:
+            self._outbox = None
+            heart.cancel()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await writer
+            call.cancel()
+
+    def _disconnected(self, detail: str) -> None:
+        self.connected.clear()
+        self._outbox = None
+        self.readiness.failed("dispatch", detail)
+
+    async def _write_loop(
+        self,
+        call: grpc.aio.StreamStreamCall[dispatch_pb2.ConnectRequest, dispatch_pb2.ConnectResponse],
+        outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None],
+    ) -> None:
+        while True:
+            message = await outbox.get()
+            if message is None:
+                await call.done_writing()
+                return
+            await call.write(message)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            beat = _now_ts()
+            beat.running.extend(
+                dispatch_pb2.HeldJob(job_id=k[0], attempt=k[1]) for k in self.workers
+            )
+            self.send(dispatch_pb2.ConnectRequest(heartbeat=beat))
+
+    async def _read_loop(
+        self,
+        call: grpc.aio.StreamStreamCall[dispatch_pb2.ConnectRequest, dispatch_pb2.ConnectResponse],
+        writer: asyncio.Task[None],
+    ) -> None:
+        while True:
+            read = asyncio.ensure_future(call.read())
+            done, _ = await asyncio.wait({read, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if read not in done:
+                # The writer ended: we closed, or a write failed because the server
+                # finished the call (then the read side says how; EOF or an error).
+                if not writer.cancelled() and writer.exception() is not None and call.done():
+                    await read
+                    return
+                read.cancel()
+                writer.result()
+                return
+            message = read.result()
+            if message is grpc.aio.EOF:
+                return
+            self._handle(message)
+
+    def _handle(self, message: dispatch_pb2.ConnectResponse) -> None:
+        kind = message.WhichOneof("msg")
+        if kind == "assignment":
+            self._accept(message.assignment.spec)
+        elif kind == "cancel":
+            worker = self.workers.get((message.cancel.job_id, message.cancel.attempt))
+            if worker is not None:
+                worker.cancel(message.cancel.reason)
+            else:
+                log.info("cancel for job %s which is not running here", message.cancel.job_id)
+        elif kind == "result_ack":
+            self.spool.delete(message.result_ack.job_id, message.result_ack.attempt)
+        elif kind == "config_changed" and self._on_config_changed is not None:
+            self._spawn(self._on_config_changed(message.config_changed.config_version))
+        elif kind == "hello_ack":
+            log.debug("extra HelloAck ignored")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def wrapper() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background handler failed")
+
+        task = asyncio.create_task(wrapper())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _send_ready(self) -> None:
+        self.metrics.free_slots.set(self.free_slots)
+        self.send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=self.free_slots)))
+
+    def _accept(self, spec: job_pb2.JobSpec) -> None:
+        key = (spec.job_id, spec.attempt)
+        if key in self.workers:
+            return
+        spooled = self.spool.get(*key)
+        if spooled is not None:
+            # Already ran: the orchestrator missed the result, so send it again.
+            self.send(dispatch_pb2.ConnectRequest(job_result=spooled))
+            return
+        if self.free_slots == 0:
+            log.warning("assignment %s beyond max_concurrency; running it anyway", spec.job_id)
+        worker = JobWorker(spec, self._runner_factory, self, self.node_id)
+        self.workers[key] = worker
+        self.metrics.running.set(len(self.workers))
+        self.metrics.free_slots.set(self.free_slots)
+        worker.start()
+
+    # -- JobSink: called from the job workers -------------------------------------------
+
+    async def job_started(self, worker: JobWorker, started_at: datetime) -> None:
+        self.metrics.container_start.observe(
+            max(0.0, started_at.timestamp() - worker.accepted_wall.timestamp())
+        )
+        msg = dispatch_pb2.JobStarted(job_id=worker.key[0], attempt=worker.key[1])
+        msg.started_at.FromDatetime(started_at)
+        self.send(dispatch_pb2.ConnectRequest(job_started=msg))
+
+    async def job_output(self, worker: JobWorker, stream: str, data: bytes, offset: int) -> None:
+        chunk = dispatch_pb2.OutputChunk(
+            job_id=worker.key[0], attempt=worker.key[1], stream=stream, data=data, offset=offset
+        )
+        self.send(dispatch_pb2.ConnectRequest(output_chunk=chunk))
+
+    async def job_finished(self, worker: JobWorker, result: job_pb2.JobResult) -> None:
+        # Disk first: once spooled, no stream loss can lose this result.
+        await asyncio.to_thread(self.spool.put, result)
+        self.workers.pop(worker.key, None)
+        self.metrics.record_result(result)
+        self.metrics.running.set(len(self.workers))
+        self.send(dispatch_pb2.ConnectRequest(job_result=result))
+        if not self._stopping:
+            self._send_ready()

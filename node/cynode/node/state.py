@@ -1,0 +1,95 @@
+"""The node's private state directory: 0700, every file in it 0600.
+
+It holds the node JWT (so `doctor` and a restart can see it) and the result spool.
+Writes are atomic (temp file, fsync, rename, fsync the directory) so a crash leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class StateDirError(RuntimeError):
+    pass
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Creates the directory 0700, or tightens it, and refuses one we do not own."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise StateDirError(f"{path} is owned by uid {info.st_uid}, not by this user")
+    if stat.S_IMODE(info.st_mode) != DIR_MODE:
+        path.chmod(DIR_MODE)
+    return path
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class NodeSessionState:
+    node_jwt: str
+    expires_at: datetime
+    node_id: str
+
+    def expires_within(self, margin: timedelta, now: datetime | None = None) -> bool:
+        return (now or datetime.now(UTC)) + margin >= self.expires_at
+
+
+class StateDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def prepare(self) -> None:
+        ensure_private_dir(self.root)
+        ensure_private_dir(self.spool_dir)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def session_file(self) -> Path:
+        return self.root / "session.json"
+
+    def save_session(self, session: NodeSessionState) -> None:
+        body = {
+            "node_jwt": session.node_jwt,
+            "expires_at": session.expires_at.isoformat(),
+            "node_id": session.node_id,
+        }
+        atomic_write(self.session_file, json.dumps(body).encode())
+
+    def load_session(self) -> NodeSessionState | None:
+        try:
+            body = json.loads(self.session_file.read_bytes())
+            return NodeSessionState(
+                node_jwt=str(body["node_jwt"]),
+                expires_at=datetime.fromisoformat(body["expires_at"]),
+                node_id=str(body.get("node_id", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None

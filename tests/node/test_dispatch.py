@@ -1,0 +1,317 @@
+"""The dispatch client against a real gRPC server: stream protocol, spool, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from cynode.controlplane.v1 import dispatch_pb2
+from cynode.jobs.v1 import job_pb2
+from cynode.node.backoff import Backoff
+from cynode.node.capability import build_report
+from cynode.node.config import NodeConfig
+from cynode.node.cpclient import ControlPlaneClient
+from cynode.node.dispatch import DispatchClient
+from cynode.node.jobs import OnOutput, OnStarted
+from cynode.node.readiness import StepState
+from cynode.node.spool import ResultSpool
+from cynode.node.state import StateDir
+from tests.node.cp_server import FakeControlPlane
+from tests.node.fakes import ScriptedRunner
+
+
+class Harness:
+    def __init__(self, client: DispatchClient, runners: list[ScriptedRunner]) -> None:
+        self.client = client
+        self.runners = runners
+
+
+def spec(job_id: str = "JOB1", attempt: int = 1) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        job_id=job_id,
+        task_id="TASK1",
+        attempt=attempt,
+        input_mode=job_pb2.INPUT_MODE_COMMANDS,
+        commands=["echo hello"],
+    )
+
+
+def assign(job_id: str = "JOB1", attempt: int = 1) -> dict[str, Any]:
+    return {"assignment": dispatch_pb2.JobAssignment(spec=spec(job_id, attempt))}
+
+
+@contextlib.asynccontextmanager
+async def running_client(
+    node_config: NodeConfig,
+    channel: grpc.aio.Channel,
+    *,
+    hold: bool = False,
+    fail: Exception | None = None,
+    max_concurrency: int = 2,
+    on_config_changed: Callable[[str], Any] | None = None,
+) -> AsyncIterator[Harness]:
+    state = StateDir(node_config.state_dir)
+    state.prepare()
+    cp = ControlPlaneClient(
+        node_config, channel, state, lambda: build_report(node_config, podman_version="4.3.1")
+    )
+    runners: list[ScriptedRunner] = []
+
+    def factory(on_output: OnOutput, on_started: OnStarted) -> ScriptedRunner:
+        runner = ScriptedRunner(on_output, on_started, hold=hold, fail=fail)
+        runners.append(runner)
+        return runner
+
+    client = DispatchClient(
+        node_slug=node_config.node_slug,
+        channel=channel,
+        auth=cp,
+        spool=ResultSpool(state.spool_dir),
+        runner_factory=factory,
+        max_concurrency=max_concurrency,
+        backoff=Backoff(0.01, 0.05),
+        config_version=lambda: "01JCONFIG",
+        on_config_changed=on_config_changed,
+    )
+    task = asyncio.create_task(client.run())
+    try:
+        yield Harness(client, runners)
+    finally:
+        await client.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def results(session: Any) -> list[job_pb2.JobResult]:
+    return list(session.of_kind("job_result"))
+
+
+async def test_job_runs_streams_output_and_result_is_spooled_until_acked(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel) as h:
+        session = await plane.session(0)
+        assert session.hello is not None
+        assert session.hello.node_slug == "node-test"
+        assert session.hello.config_version == "01JCONFIG"
+        assert list(session.hello.held_jobs) == []
+        await session.wait_for(lambda: bool(session.of_kind("ready")))
+        assert session.of_kind("ready")[0].free_slots == 2
+        assert h.client.readiness.steps["dispatch"].state is StepState.PASSED
+
+        session.send(**assign())
+        await session.wait_for(lambda: bool(results(session)))
+        started = session.of_kind("job_started")[0]
+        assert (started.job_id, started.attempt) == ("JOB1", 1)
+        chunk = session.of_kind("output_chunk")[0]
+        assert (chunk.stream, chunk.data, chunk.offset) == ("stdout", b"hello\n", 0)
+        result = results(session)[0]
+        assert result.status == job_pb2.JOB_STATUS_COMPLETED
+        assert result.node_id == "NODE01"
+        # The result was on disk before it was sent, and stays until acknowledged.
+        assert h.client.spool.has("JOB1", 1)
+        await session.wait_for(lambda: len(session.of_kind("ready")) >= 2)
+        assert session.of_kind("ready")[-1].free_slots == 2
+
+        session.send(result_ack=dispatch_pb2.ResultAck(job_id="JOB1", attempt=1))
+        for _ in range(200):
+            if not h.client.spool.has("JOB1", 1):
+                break
+            await asyncio.sleep(0.01)
+        assert not h.client.spool.has("JOB1", 1)
+        metrics = h.client.metrics.render().decode()
+        assert 'cynode_node_jobs_total{reason="",status="completed"} 1.0' in metrics
+
+
+async def test_result_finished_while_disconnected_is_resent_after_reconnect(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, hold=True) as h:
+        first = await plane.session(0)
+        first.send(**assign("JOBR", 2))
+        await first.wait_for(lambda: bool(first.of_kind("job_started")))
+        first.drop()
+        await first.ended.wait()
+        second = await plane.session(1)
+        assert second.hello is not None
+        held = {(j.job_id, j.attempt, j.has_result) for j in second.hello.held_jobs}
+        assert held == {("JOBR", 2, False)}
+        second.drop()
+        await second.ended.wait()
+        # Finish the job between streams: the result can only go to the spool.
+        h.runners[0].release.set()
+        for _ in range(500):
+            if h.client.spool.has("JOBR", 2):
+                break
+            await asyncio.sleep(0.01)
+        third = await plane.session(2)
+        assert third.hello is not None
+        assert [(j.job_id, j.has_result) for j in third.hello.held_jobs] == [("JOBR", True)]
+        await third.wait_for(lambda: bool(results(third)))
+        assert results(third)[0].job_id == "JOBR"
+        assert results(third)[0].attempt == 2
+        third.send(result_ack=dispatch_pb2.ResultAck(job_id="JOBR", attempt=2))
+        await third.wait_for(lambda: not h.client.spool.has("JOBR", 2))
+
+
+async def test_spooled_result_survives_a_restart_of_the_node(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBS"))
+        await session.wait_for(lambda: bool(results(session)))
+        assert h.client.spool.has("JOBS", 1)
+    # A new client over the same state dir is the restarted node.
+    async with running_client(node_config, channel):
+        session = await plane.session(1)
+        assert session.hello is not None
+        assert [(j.job_id, j.has_result) for j in session.hello.held_jobs] == [("JOBS", True)]
+        await session.wait_for(lambda: bool(results(session)))
+        assert results(session)[0].job_id == "JOBS"
+
+
+async def test_cancel_goes_to_the_job_task_and_the_runner(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, hold=True) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBC"))
+        await session.wait_for(lambda: bool(session.of_kind("job_started")))
+        session.send(cancel=dispatch_pb2.CancelJob(job_id="OTHER", attempt=1, reason="x"))
+        session.send(cancel=dispatch_pb2.CancelJob(job_id="JOBC", attempt=1, reason="user"))
+        await session.wait_for(lambda: bool(results(session)))
+        assert h.runners[0].cancels == ["user"]
+        assert results(session)[0].status == job_pb2.JOB_STATUS_CANCELED
+
+
+async def test_credits_and_heartbeats_track_running_jobs(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, hold=True, max_concurrency=2) as h:
+        session = await plane.session(0)
+        session.send(**assign("A"))
+        session.send(**assign("B"))
+        session.send(**assign("A"))  # a duplicate assignment must not start a second copy
+
+        def both_in_heartbeat() -> bool:
+            beats = session.of_kind("heartbeat")
+            return bool(beats) and {j.job_id for j in beats[-1].running} == {"A", "B"}
+
+        await session.wait_for(both_in_heartbeat, timeout=5)
+        assert len(h.runners) == 2
+        assert h.client.free_slots == 0
+        h.runners[0].release.set()
+        await session.wait_for(lambda: len(results(session)) == 1)
+        await session.wait_for(lambda: session.of_kind("ready")[-1].free_slots == 1)
+        h.runners[1].release.set()
+        await session.wait_for(lambda: session.of_kind("ready")[-1].free_slots == 2)
+
+
+async def test_assignment_of_a_spooled_job_resends_its_result(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBD"))
+        await session.wait_for(lambda: bool(results(session)))
+        session.send(**assign("JOBD"))
+        await session.wait_for(lambda: len(results(session)) == 2)
+        assert len(h.runners) == 1
+
+
+async def test_runner_crash_becomes_a_failed_result(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, fail=RuntimeError("podman went away")):
+        session = await plane.session(0)
+        session.send(**assign("JOBF"))
+        await session.wait_for(lambda: bool(results(session)))
+        result = results(session)[0]
+        assert result.status == job_pb2.JOB_STATUS_FAILED
+        assert result.reason == "error"
+        assert b"podman went away" in result.stderr
+
+
+async def test_unauthenticated_stream_registers_again(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel) as h:
+        first = await plane.session(0)
+        assert len(plane.registrations) == 1
+        plane.valid_tokens.clear()  # the orchestrator forgot every JWT
+        first.drop()
+        second = await plane.session(1)
+        assert len(plane.registrations) == 2
+        assert second.hello is not None
+        assert "connect" in plane.events
+        await second.wait_for(lambda: bool(second.of_kind("ready")))
+        assert h.client.connections == 2
+
+
+async def test_config_changed_calls_the_handler(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(version: str) -> None:
+        await seen.put(version)
+        raise RuntimeError("a failing handler must not end the stream")
+
+    async with running_client(node_config, channel, on_config_changed=handler) as h:
+        session = await plane.session(0)
+        session.send(config_changed=dispatch_pb2.ConfigChanged(config_version="01JNEW"))
+        assert await asyncio.wait_for(seen.get(), 5) == "01JNEW"
+        session.send(**assign("JOBX"))
+        await session.wait_for(lambda: bool(results(session)))
+        assert h.client.connections == 1
+
+
+async def test_stop_cancels_running_jobs_without_reporting_them(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, hold=True) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBK"))
+        await session.wait_for(lambda: bool(session.of_kind("job_started")))
+        await h.client.stop()
+        assert h.runners[0].cancelled_by_task
+        assert not h.client.spool.has("JOBK", 1)
+        assert results(session) == []
+
+
+async def test_server_down_marks_dispatch_failed_then_recovers(
+    node_config: NodeConfig, tmp_path: Path
+) -> None:
+    from tests.node.cp_server import FakeControlPlane, start_server
+
+    plane = FakeControlPlane()
+    server, target = await start_server(plane)
+    async with grpc.aio.insecure_channel(target) as chan:
+        async with running_client(node_config, chan) as h:
+            await plane.session(0)
+            await server.stop(grace=None)
+            for _ in range(500):
+                if h.client.readiness.steps["dispatch"].state is StepState.FAILED:
+                    break
+                await asyncio.sleep(0.01)
+            assert h.client.readiness.steps["dispatch"].state is StepState.FAILED
+            assert "stream failed" in h.client.readiness.steps["dispatch"].detail
+            assert not h.client.connected.is_set()

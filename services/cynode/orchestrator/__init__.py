@@ -1,0 +1,1 @@
+"""The CyNode orchestrator: user gateway, control plane, store."""

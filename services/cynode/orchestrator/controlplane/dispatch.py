@@ -1,0 +1,285 @@
+"""DispatchService.Connect: the stream a node holds open to get work.
+
+Protocol (one stream per node; the node opens it with `authorization: Bearer <node_jwt>`):
+
+1. Node → Hello{node_slug, held_jobs, config_version}. It must be the first message
+   (else INVALID_ARGUMENT); the slug must be the token's node (else PERMISSION_DENIED).
+   `held_jobs` lists every job the node still runs (has_result=false) or holds a
+   spooled result for (has_result=true), with its attempt.
+2. Orchestrator → HelloAck{node_id, lease_seconds, heartbeat_seconds}, then at once:
+   CancelJob for each held job that is no longer the node's (attempt superseded, job
+   canceled or terminal) and has no result; ConfigChanged if the node's config_version
+   is not the current one. A held job that is still the node's keeps its lease; a live
+   job assigned to the node that it does not list is treated as lost (requeued now).
+3. Node → Ready{free_slots}: a credit GRANT. Credits add up; each JobAssignment uses
+   one. Send the number of free slots right after Hello, then Ready{1} each time a slot
+   frees (after sending that job's result). A new stream starts at zero credits. Credits
+   are capped at max_concurrency minus the jobs the node holds without a result yet,
+   so a node that sends its absolute free-slot count instead is never over-assigned.
+4. Orchestrator → JobAssignment{spec, lease_expires_at} (spec.attempt identifies this
+   copy; echo job_id and attempt in everything about it).
+5. Node → JobStarted, OutputChunk{stream, data, offset} (offset within the stream, so a
+   resent chunk is stored once), then JobResult. Results stay in the node's spool until
+   ResultAck{job_id, attempt} arrives; the orchestrator acknowledges every result,
+   duplicates and stale attempts included, once it is durably stored (or known).
+6. Node → Heartbeat{running[]} every heartbeat_seconds; listed jobs get their lease
+   renewed to now + lease_seconds. A job whose lease runs out is requeued with a new
+   attempt (or failed `node_lost` after the attempt limit); the old copy is stale: its
+   result is recorded but never overwrites the job, and its node is told to cancel it.
+7. Orchestrator → CancelJob{job_id, attempt, reason}: stop that copy, then report its
+   result (status canceled) like any other. ConfigChanged{config_version}: fetch the
+   config with NodeService.GetNodeConfig and acknowledge it.
+8. Either side may drop the stream at any time. The node reconnects with backoff
+   (re-registering if its token is refused) and starts again at 1 with what it holds;
+   leases are not cut short by a disconnect, so a reconnect within the lease keeps the
+   job. gRPC keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle
+   stream open for days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
+from cynode.orchestrator.controlplane.ingest import Beat, Chunk, Ingest, Result, Started
+from cynode.orchestrator.controlplane.nodeconfig import latest_config
+from cynode.orchestrator.controlplane.scheduler import Scheduler, cancel_message
+from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
+from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
+from cynode.orchestrator.controlplane.tables import JOBS, LIVE, NODES, chunked
+from cynode.orchestrator.controlplane.tokens import NodeClaims, require_node
+from cynode.orchestrator.events import NODES as NODES_TOPIC
+from cynode.orchestrator.events import EventBus
+from cynode.orchestrator.store import Node, session_factory, transaction
+from cynode.orchestrator.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# Server-side HTTP/2 keepalive for build_grpc_server: ping idle connections, and let
+# clients ping every 10 s or more without being told "too many pings".
+KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+KEEPALIVE_CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        settings: ControlPlaneSettings,
+        registry: Registry,
+        ingest: Ingest,
+        scheduler: Scheduler,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self._engine = engine
+        self._factory = session_factory(engine)
+        self._bus = bus
+        self._settings = settings
+        self._registry = registry
+        self._ingest = ingest
+        self._scheduler = scheduler
+        self._spawn = spawn
+
+    async def Connect(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[dispatch_pb2.ConnectRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[dispatch_pb2.ConnectResponse]:
+        claims = await require_node(context, self._settings.jwt_secret)
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("msg") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
+        if first.hello.node_slug not in ("", claims.slug):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "node_slug is not this node's")
+        greeting = await self._greet(claims, first.hello)
+        if greeting is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "node not registered")
+        session, replies = greeting
+        old = self._registry.add(session)
+        if old is not None:
+            old.close()
+        for msg in replies:
+            session.send(msg)
+        self._bus.publish(NODES_TOPIC)
+        reader = asyncio.create_task(self._read(session, request_iterator))
+        try:
+            while True:
+                out = await session.outbox.get()
+                if out is None:
+                    break
+                yield out
+        finally:
+            reader.cancel()
+            session.closed = True
+            if self._registry.remove(session):
+                self._spawn(self._offline(session.node_id))
+
+    async def _greet(
+        self, claims: NodeClaims, hello: dispatch_pb2.Hello
+    ) -> tuple[NodeSession, list[dispatch_pb2.ConnectResponse]] | None:
+        now = utcnow()
+        lease = now + timedelta(seconds=self._settings.lease_seconds)
+        replies: list[dispatch_pb2.ConnectResponse] = []
+        held = {h.job_id: h for h in hello.held_jobs}
+        lost: list[str] = []
+        async with transaction(self._factory) as s:
+            node = await s.get(Node, claims.node_id)
+            if node is None:
+                return None
+            node.status = "online"
+            node.connected_replica = self._settings.replica_id[:64]
+            node.last_heartbeat_at = now
+            node.updated_at = now
+            conn = await s.connection()
+            mine = {
+                r.id: r
+                for r in await conn.execute(
+                    sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.status).where(
+                        JOBS.c.node_id == node.id, JOBS.c.status.in_(LIVE)
+                    )
+                )
+            }
+            others: dict[str, Any] = {}
+            for part in chunked(sorted(set(held) - set(mine))):
+                rows = await conn.execute(
+                    sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.status).where(JOBS.c.id.in_(part))
+                )
+                others.update({r.id: r for r in rows})
+            keep = []
+            for job_id, h in held.items():
+                row = mine.get(job_id)
+                if row is not None and row.attempt == h.attempt:
+                    keep.append(job_id)
+                elif not h.has_result:
+                    reason = (
+                        "canceled"
+                        if others.get(job_id) is not None and others[job_id].status == "canceled"
+                        else "superseded"
+                    )
+                    replies.append(cancel_message(job_id, h.attempt, reason))
+            lost = [j for j in mine if j not in keep]
+            if keep:
+                await conn.execute(
+                    JOBS.update().where(JOBS.c.id.in_(keep)).values(lease_expires_at=lease)
+                )
+            if lost:
+                # Assigned to this node but not held by it: it never got them (or lost
+                # them in a restart). Expire the lease now so the sweep requeues them.
+                await conn.execute(
+                    JOBS.update()
+                    .where(JOBS.c.id.in_(lost))
+                    .values(lease_expires_at=now - timedelta(seconds=1))
+                )
+            config = await latest_config(s, node.id)
+            session = NodeSession(
+                node.id,
+                node.slug,
+                inference=node.inference_supported,
+                capacity=max(1, node.max_concurrency),
+                outstanding={(j, held[j].attempt) for j in keep if not held[j].has_result},
+            )
+        ack = dispatch_pb2.ConnectResponse(
+            hello_ack=dispatch_pb2.HelloAck(
+                node_id=session.node_id,
+                lease_seconds=self._settings.lease_seconds,
+                heartbeat_seconds=self._settings.heartbeat_seconds,
+            )
+        )
+        replies.insert(0, ack)
+        if config is not None and config.config_version != hello.config_version:
+            replies.append(config_changed(config.config_version))
+        if lost:
+            self._scheduler.wake(sweep=True)
+        return session, replies
+
+    async def _read(
+        self, session: NodeSession, requests: AsyncIterator[dispatch_pb2.ConnectRequest]
+    ) -> None:
+        node_id = session.node_id
+        try:
+            async for req in requests:
+                kind = req.WhichOneof("msg")
+                if kind == "ready":
+                    session.grant(req.ready.free_slots)
+                    if session.credits > 0:
+                        self._scheduler.wake()
+                elif kind == "heartbeat":
+                    running = [(h.job_id, h.attempt) for h in req.heartbeat.running]
+                    self._ingest.put(Beat(node_id, running, utcnow()))
+                elif kind == "job_started":
+                    m = req.job_started
+                    self._ingest.put(Started(node_id, m.job_id, m.attempt, utcnow()))
+                elif kind == "output_chunk":
+                    c = req.output_chunk
+                    self._ingest.put(
+                        Chunk(node_id, c.job_id, c.attempt, c.stream, c.offset, c.data)
+                    )
+                elif kind == "job_result":
+                    result = req.job_result
+                    result.node_id = node_id  # trust the token, not the message
+                    session.outstanding.discard((result.job_id, result.attempt))
+                    self._ingest.put(Result(node_id, result, self._acker(session, result)))
+                else:
+                    log.debug("node %s sent %s mid-stream; ignored", node_id, kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream broke; the handler's cleanup follows
+            log.debug("dispatch stream of %s ended: %s", node_id, exc)
+        finally:
+            session.close()
+
+    def _acker(self, session: NodeSession, result: Any) -> Callable[[], None]:
+        ack = dispatch_pb2.ConnectResponse(
+            result_ack=dispatch_pb2.ResultAck(job_id=result.job_id, attempt=result.attempt)
+        )
+
+        def send() -> None:
+            # The node may have reconnected since: acknowledge on its current stream.
+            current = self._registry.get(session.node_id) or session
+            current.send(ack)
+
+        return send
+
+    async def _offline(self, node_id: str) -> None:
+        if self._registry.get(node_id) is not None:
+            return  # it came back already
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                NODES.update()
+                .where(
+                    NODES.c.id == node_id,
+                    NODES.c.connected_replica == self._settings.replica_id[:64],
+                    NODES.c.status == "online",
+                )
+                .values(status="offline", updated_at=utcnow())
+            )
+        self._bus.publish(NODES_TOPIC)
+
+
+def config_changed(version: str) -> dispatch_pb2.ConnectResponse:
+    return dispatch_pb2.ConnectResponse(
+        config_changed=dispatch_pb2.ConfigChanged(config_version=version)
+    )

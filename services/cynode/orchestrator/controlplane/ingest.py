@@ -1,0 +1,429 @@
+"""Everything nodes send up a dispatch stream, written in batches.
+
+Streams hand events to one Ingest; its writer drains whatever has queued up and applies
+it in one transaction, in arrival order (job started before output before result), then
+sends the ResultAcks and wakes task watchers. Many streams' results thus share a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cynode.jobs.v1 import job_pb2
+from cynode.orchestrator.controlplane.tables import (
+    ASSIGNED,
+    ATTEMPTS,
+    CHUNKS,
+    JOBS,
+    LIVE,
+    NODES,
+    QUEUED,
+    RESULT_STATUSES,
+    RUNNING,
+    TASKS,
+    TERMINAL,
+    chunked,
+    insert_ignoring_duplicates,
+)
+from cynode.orchestrator.store.models import new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+STATUS_NAMES = {
+    job_pb2.JOB_STATUS_COMPLETED: "completed",
+    job_pb2.JOB_STATUS_FAILED: "failed",
+    job_pb2.JOB_STATUS_CANCELED: "canceled",
+}
+
+
+@dataclass
+class Started:
+    node_id: str
+    job_id: str
+    attempt: int
+    at: datetime
+
+
+@dataclass
+class Chunk:
+    node_id: str
+    job_id: str
+    attempt: int
+    stream: str
+    offset: int
+    data: bytes
+
+
+@dataclass
+class Result:
+    node_id: str
+    result: job_pb2.JobResult
+    # Called after the commit that stored (or found) the result: sends the ResultAck.
+    on_stored: Callable[[], None]
+
+
+@dataclass
+class Beat:
+    node_id: str
+    running: Sequence[tuple[str, int]]
+    at: datetime
+
+
+Event = Started | Chunk | Result | Beat
+
+
+@dataclass
+class _JobRow:
+    id: str
+    task_id: str
+    attempt: int
+    status: str
+    node_id: str | None
+    ended_at: datetime | None
+
+
+def _ts(msg: Any, field: str) -> datetime | None:
+    return getattr(msg, field).ToDatetime(UTC) if msg.HasField(field) else None
+
+
+class Ingest:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        lease_seconds: int,
+        on_tasks_changed: Callable[[AsyncConnection, set[str]], Any],
+        after_commit: Callable[[set[str]], None],
+        max_batch: int = 2000,
+    ) -> None:
+        self._engine = engine
+        self._lease = timedelta(seconds=lease_seconds)
+        # Runs inside the transaction (e.g. pg_notify), then after it (bus publish).
+        self._in_tx = on_tasks_changed
+        self._after_commit = after_commit
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="controlplane-ingest")
+
+    async def stop(self) -> None:
+        """Writes what is still queued, then ends the writer."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            await self._write(self._drain([]))
+
+    def _drain(self, batch: list[Event]) -> list[Event]:
+        while len(batch) < self._max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            await self._write(self._drain([first]))
+
+    async def _write(self, batch: list[Event]) -> None:
+        try:
+            await self.apply(batch)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("dropping an event the store refused")
+                return
+            # One bad event must not hold back the rest: retry one by one.
+            log.warning("batch of %d failed; retrying singly", len(batch), exc_info=True)
+            for event in batch:
+                await self._write([event])
+
+    async def apply(self, batch: Sequence[Event]) -> None:
+        touched: set[str] = set()
+        async with self._engine.begin() as conn:
+            ids = {e.job_id for e in batch if not isinstance(e, (Result, Beat))}
+            ids |= {e.result.job_id for e in batch if isinstance(e, Result)}
+            ids |= {job for e in batch if isinstance(e, Beat) for job, _ in e.running}
+            jobs = await _load_jobs(conn, ids)
+            starts = [e for e in batch if isinstance(e, Started)]
+            chunks = [e for e in batch if isinstance(e, Chunk)]
+            results = [e for e in batch if isinstance(e, Result)]
+            beats = [e for e in batch if isinstance(e, Beat)]
+            if starts:
+                await self._apply_started(conn, starts, jobs, touched)
+            if chunks:
+                await self._apply_chunks(conn, chunks, jobs, touched)
+            if beats:
+                await self._apply_beats(conn, beats, jobs)
+            if results:
+                await self._apply_results(conn, results, jobs, touched)
+            if touched:
+                await self._in_tx(conn, touched)
+        for event in results:
+            event.on_stored()
+        if touched:
+            self._after_commit(touched)
+
+    async def _apply_started(
+        self,
+        conn: AsyncConnection,
+        starts: list[Started],
+        jobs: dict[str, _JobRow],
+        touched: set[str],
+    ) -> None:
+        now = utcnow()
+        job_rows, task_rows, attempt_rows = [], [], []
+        for ev in starts:
+            job = jobs.get(ev.job_id)
+            if job is None:
+                continue
+            attempt_rows.append({"b_job": ev.job_id, "b_attempt": ev.attempt, "b_at": ev.at})
+            if job.attempt == ev.attempt and job.status == QUEUED and job.node_id == ev.node_id:
+                job.status = RUNNING
+                job_rows.append({"b_id": ev.job_id, "b_at": ev.at, "b_now": now})
+                task_rows.append({"b_id": job.task_id, "b_now": now})
+                touched.add(job.task_id)
+        if job_rows:
+            await conn.execute(
+                JOBS.update()
+                .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
+                .values(
+                    status=RUNNING,
+                    started_at=sa.bindparam("b_at"),
+                    updated_at=sa.bindparam("b_now"),
+                ),
+                job_rows,
+            )
+            await conn.execute(
+                TASKS.update()
+                .where(TASKS.c.id == sa.bindparam("b_id"), TASKS.c.status == QUEUED)
+                .values(status=RUNNING, updated_at=sa.bindparam("b_now")),
+                task_rows,
+            )
+        if attempt_rows:
+            await conn.execute(
+                ATTEMPTS.update()
+                .where(
+                    ATTEMPTS.c.job_id == sa.bindparam("b_job"),
+                    ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
+                    ATTEMPTS.c.status == ASSIGNED,
+                )
+                .values(status=RUNNING, started_at=sa.bindparam("b_at")),
+                attempt_rows,
+            )
+
+    async def _apply_chunks(
+        self,
+        conn: AsyncConnection,
+        chunks: list[Chunk],
+        jobs: dict[str, _JobRow],
+        touched: set[str],
+    ) -> None:
+        now = utcnow()
+        rows = []
+        for ev in chunks:
+            job = jobs.get(ev.job_id)
+            if job is None or ev.stream not in ("stdout", "stderr"):
+                continue
+            rows.append(
+                {
+                    "job_id": ev.job_id,
+                    "attempt": ev.attempt,
+                    "stream": ev.stream,
+                    "offset": ev.offset,
+                    "data": ev.data,
+                    "created_at": now,
+                }
+            )
+            touched.add(job.task_id)
+        if rows:
+            await conn.execute(insert_ignoring_duplicates(conn.dialect.name, CHUNKS), rows)
+
+    async def _apply_beats(
+        self, conn: AsyncConnection, beats: list[Beat], jobs: dict[str, _JobRow]
+    ) -> None:
+        latest: dict[str, datetime] = {}
+        renew = []
+        for ev in beats:
+            latest[ev.node_id] = max(ev.at, latest.get(ev.node_id, ev.at))
+            for job_id, attempt in ev.running:
+                job = jobs.get(job_id)
+                if job and job.node_id == ev.node_id and job.attempt == attempt:
+                    renew.append(
+                        {"b_id": job_id, "b_attempt": attempt, "b_lease": ev.at + self._lease}
+                    )
+        now = utcnow()
+        nodes = sorted(latest)
+        for part in chunked(nodes):
+            await conn.execute(
+                NODES.update().where(NODES.c.id.in_(part)).values(last_heartbeat_at=now)
+            )
+        if renew:
+            await conn.execute(
+                JOBS.update()
+                .where(
+                    JOBS.c.id == sa.bindparam("b_id"),
+                    JOBS.c.attempt == sa.bindparam("b_attempt"),
+                    JOBS.c.status.in_(LIVE),
+                )
+                .values(lease_expires_at=sa.bindparam("b_lease")),
+                renew,
+            )
+
+    async def _apply_results(
+        self,
+        conn: AsyncConnection,
+        results: list[Result],
+        jobs: dict[str, _JobRow],
+        touched: set[str],
+    ) -> None:
+        now = utcnow()
+        job_ids = sorted({e.result.job_id for e in results if e.result.job_id in jobs})
+        attempts: dict[tuple[str, int], str] = {}
+        for part in chunked(job_ids):
+            rows = await conn.execute(
+                sa.select(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.status).where(
+                    ATTEMPTS.c.job_id.in_(part)
+                )
+            )
+            attempts.update({(r.job_id, r.attempt): r.status for r in rows})
+        inserts, updates, job_updates, task_updates = [], [], [], []
+        for ev in results:
+            res = ev.result
+            job = jobs.get(res.job_id)
+            if job is None:
+                continue  # unknown job: acknowledged so the node forgets it
+            key = (res.job_id, res.attempt)
+            known = attempts.get(key)
+            if known in RESULT_STATUSES:
+                continue  # a replay
+            status = STATUS_NAMES.get(res.status, "failed")
+            reason = res.reason or (None if status == "completed" else "error")
+            ended_at = _ts(res, "ended_at") or now
+            fields: dict[str, Any] = {
+                "status": status,
+                "exit_code": res.exit_code,
+                "stdout": res.stdout,
+                "stderr": res.stderr,
+                "stdout_truncated": res.stdout_truncated,
+                "stderr_truncated": res.stderr_truncated,
+                "reason": reason,
+                "started_at": _ts(res, "started_at"),
+                "ended_at": ended_at,
+            }
+            attempts[key] = status
+            if known is None:
+                inserts.append(
+                    {
+                        **fields,
+                        "job_id": res.job_id,
+                        "attempt": res.attempt,
+                        "node_id": ev.node_id,
+                        "received_at": now,
+                        "id": new_id(),
+                    }
+                )
+            else:
+                updates.append(
+                    {
+                        **{f"b_{k}": v for k, v in fields.items()},
+                        "b_job": res.job_id,
+                        "b_attempt": res.attempt,
+                        "b_now": now,
+                    }
+                )
+            touched.add(job.task_id)
+            if job.attempt != res.attempt:
+                continue  # a stale attempt: recorded, never overwrites
+            if job.status in TERMINAL and not (job.status == "canceled" and job.ended_at is None):
+                continue
+            # A canceled job keeps its status but gets the output its container left.
+            new_status = "canceled" if job.status == "canceled" else status
+            job.status = new_status
+            job.ended_at = ended_at
+            job_updates.append(
+                {
+                    **{f"b_{k}": v for k, v in fields.items()},
+                    "b_status": new_status,
+                    "b_id": res.job_id,
+                    "b_now": now,
+                }
+            )
+            task_updates.append(
+                {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
+            )
+        if inserts:
+            await conn.execute(ATTEMPTS.insert(), inserts)
+        if updates:
+            await conn.execute(
+                ATTEMPTS.update()
+                .where(
+                    ATTEMPTS.c.job_id == sa.bindparam("b_job"),
+                    ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
+                )
+                .values({k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS}),
+                updates,
+            )
+        if job_updates:
+            values: dict[str, Any] = {
+                k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS if k != "started_at"
+            }
+            values["status"] = sa.bindparam("b_status")
+            values["updated_at"] = sa.bindparam("b_now")
+            values["started_at"] = sa.func.coalesce(JOBS.c.started_at, sa.bindparam("b_started_at"))
+            await conn.execute(
+                JOBS.update().where(JOBS.c.id == sa.bindparam("b_id")).values(values),
+                job_updates,
+            )
+            await conn.execute(
+                TASKS.update()
+                .where(TASKS.c.id == sa.bindparam("b_id"))
+                .values(
+                    status=sa.bindparam("b_status"),
+                    reason=sa.bindparam("b_reason"),
+                    updated_at=sa.bindparam("b_now"),
+                ),
+                task_updates,
+            )
+
+
+_RESULT_FIELDS = (
+    "status",
+    "exit_code",
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+    "reason",
+    "started_at",
+    "ended_at",
+)
+
+
+async def _load_jobs(conn: AsyncConnection, ids: set[str]) -> dict[str, _JobRow]:
+    out: dict[str, _JobRow] = {}
+    cols = (
+        JOBS.c.id,
+        JOBS.c.task_id,
+        JOBS.c.attempt,
+        JOBS.c.status,
+        JOBS.c.node_id,
+        JOBS.c.ended_at,
+    )
+    for part in chunked(sorted(ids)):
+        for r in await conn.execute(sa.select(*cols).where(JOBS.c.id.in_(part))):
+            out[r.id] = _JobRow(r.id, r.task_id, r.attempt, r.status, r.node_id, r.ended_at)
+    return out

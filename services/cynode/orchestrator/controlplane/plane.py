@@ -1,0 +1,176 @@
+"""Wires the control plane together for `cynode-orchestrator serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Mapping
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cynode.controlplane.v1 import dispatch_pb2_grpc, nodes_pb2_grpc
+from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
+from cynode.orchestrator.controlplane.admin import (
+    Authenticate,
+    NodeAdminServicer,
+    inference_path_available,
+)
+from cynode.orchestrator.controlplane.dispatch import DispatchServicer, config_changed
+from cynode.orchestrator.controlplane.ingest import Ingest
+from cynode.orchestrator.controlplane.nodes import NodeServicer
+from cynode.orchestrator.controlplane.notify import Notifier, PgNotifier
+from cynode.orchestrator.controlplane.scheduler import Scheduler
+from cynode.orchestrator.controlplane.sessions import Registry
+from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
+from cynode.orchestrator.events import JOBS, EventBus, task_topic
+
+log = logging.getLogger(__name__)
+
+NODE_SERVICE = "cynode.controlplane.v1.NodeService"
+DISPATCH_SERVICE = "cynode.controlplane.v1.DispatchService"
+NODE_ADMIN_SERVICE = "cynode.gateway.v1.NodeAdminService"
+
+
+async def _deny_all(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no authenticator configured")
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        settings: ControlPlaneSettings,
+        authenticate: Authenticate | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.settings = settings
+        self.registry = Registry()
+        self._background: set[asyncio.Task[None]] = set()
+        self._jobs_watch: asyncio.Task[None] | None = None
+        self._started = False
+        self.notifier: Notifier = (
+            PgNotifier(
+                engine,
+                settings.notify_channel,
+                settings.replica_id,
+                on_jobs=lambda: self.scheduler.wake(cancels=True),
+                on_tasks=self._publish_tasks,
+            )
+            if engine.dialect.name == "postgresql"
+            else Notifier()
+        )
+        self.ingest = Ingest(engine, settings.lease_seconds, self._tasks_in_tx, self._publish_tasks)
+        self.scheduler = Scheduler(
+            engine, self.registry, settings, self.notifier, self._tasks_in_tx, self._publish_tasks
+        )
+        self.node_servicer = NodeServicer(engine, bus, settings, self.push_config_changed)
+        self.dispatch_servicer = DispatchServicer(
+            engine, bus, settings, self.registry, self.ingest, self.scheduler, self.spawn
+        )
+        self.admin_servicer = NodeAdminServicer(
+            engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)
+        )
+
+    # -- what serve plugs in ----------------------------------------------------------
+
+    @property
+    def servicers(self) -> Mapping[str, object]:
+        """Control-plane port (12082 REST via the shim, 12083 gRPC)."""
+        return {NODE_SERVICE: self.node_servicer, DISPATCH_SERVICE: self.dispatch_servicer}
+
+    @property
+    def gateway_servicers(self) -> Mapping[str, object]:
+        """User gateway port (12080 REST, 12081 gRPC): admin views of the fleet."""
+        return {NODE_ADMIN_SERVICE: self.admin_servicer}
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        nodes_pb2_grpc.add_NodeServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.node_servicer, server
+        )
+        dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.dispatch_servicer, server
+        )
+
+    def add_gateway_to_server(self, server: grpc.aio.Server) -> None:
+        admin_pb2_grpc.add_NodeAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.admin_servicer, server
+        )
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.notifier.start()
+        self.ingest.start()
+        self.scheduler.start()
+        self._jobs_watch = asyncio.create_task(self._watch_jobs(), name="controlplane-jobs")
+
+    async def stop(self) -> None:
+        """Ends the streams (nodes reconnect elsewhere or later), writes what nodes sent,
+        stops the loops. Leases are left alone: a restart within the lease keeps jobs."""
+        if not self._started:
+            return
+        self._started = False
+        for session in self.registry:
+            session.close()
+        if self._jobs_watch is not None:
+            self._jobs_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jobs_watch
+        await self.scheduler.stop()
+        await self.ingest.stop()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.notifier.stop()
+
+    async def inference_path_available(self) -> bool:
+        return await inference_path_available(
+            self.engine, timedelta(seconds=self.settings.stale_after_seconds)
+        )
+
+    # -- internals --------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def push_config_changed(self, node_id: str, version: str) -> None:
+        session = self.registry.get(node_id)
+        if session is not None:
+            session.send(config_changed(version))
+
+    async def _watch_jobs(self) -> None:
+        async with self.bus.subscribe(JOBS) as queue:
+            while True:
+                await queue.get()
+                while not queue.empty():
+                    queue.get_nowait()
+                self.scheduler.wake(cancels=True)
+                try:
+                    await self.notifier.jobs()
+                except Exception:
+                    log.warning("could not notify other replicas", exc_info=True)
+
+    async def _tasks_in_tx(self, conn: AsyncConnection, task_ids: set[str]) -> None:
+        await self.notifier.tasks_in_tx(conn, task_ids)
+
+    def _publish_tasks(self, task_ids: set[str] | list[str]) -> None:
+        for task_id in task_ids:
+            self.bus.publish(task_topic(task_id))
+
+
+def build_control_plane(
+    engine: AsyncEngine,
+    bus: EventBus,
+    settings: ControlPlaneSettings,
+    *,
+    authenticate: Authenticate | None = None,
+) -> ControlPlane:
+    return ControlPlane(engine, bus, settings, authenticate)

@@ -1,0 +1,47 @@
+"""Core table handles and statuses: the hot paths use Core statements in batches rather
+than ORM objects, to keep per-job round trips out of the dispatch loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel
+
+import cynode.orchestrator.store.models  # noqa: F401  (registers the tables)
+
+JOBS: sa.Table = SQLModel.metadata.tables["jobs"]
+TASKS: sa.Table = SQLModel.metadata.tables["tasks"]
+ATTEMPTS: sa.Table = SQLModel.metadata.tables["job_attempts"]
+CHUNKS: sa.Table = SQLModel.metadata.tables["job_output_chunks"]
+NODES: sa.Table = SQLModel.metadata.tables["nodes"]
+ATTACHMENTS: sa.Table = SQLModel.metadata.tables["task_attachments"]
+
+QUEUED = "queued"
+RUNNING = "running"
+TERMINAL = frozenset({"completed", "failed", "canceled", "superseded"})
+LIVE = (QUEUED, RUNNING)
+# Attempt rows start `assigned`, become `running`, and take the node's result status;
+# `lost` marks an attempt whose lease expired (a late result still lands on it).
+ASSIGNED = "assigned"
+LOST = "lost"
+RESULT_STATUSES = frozenset({"completed", "failed", "canceled"})
+
+# Stays well under SQLite's and asyncpg's bound-parameter limits.
+IN_CHUNK = 500
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def insert_ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on either backend."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()

@@ -37,6 +37,9 @@ class Seams:
     in_shell: bool = False
     # The global options the shell was started with, replayed before each shell line.
     base_args: list[str] = field(default_factory=list)
+    # prompt-toolkit Input/Output for the shell; None means the real terminal.
+    shell_input: Any = None
+    shell_output: Any = None
 
 
 class App:

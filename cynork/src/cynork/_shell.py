@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Iterable
-from pathlib import Path
 
 import click
 from prompt_toolkit import PromptSession
@@ -250,10 +249,7 @@ class Shell:
         click.echo("bye", err=True)
 
 
-def run_shell(app: App, root: click.Command, **kwargs: object) -> None:
+def run_shell(app: App, root: click.Command) -> None:
     if not isinstance(root, click.Group):  # pragma: no cover - the root is always a group
         raise TypeError("the shell needs the cynork group")
-    Shell(app, root, **kwargs).loop()  # type: ignore[arg-type]
-
-
-__all__ = ["Path", "Shell", "ShellCompleter", "TaskIdSource", "run_shell"]
+    Shell(app, root, pt_input=app.seams.shell_input, pt_output=app.seams.shell_output).loop()

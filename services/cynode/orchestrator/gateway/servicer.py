@@ -1,0 +1,142 @@
+"""cynode.gateway.v1.TaskService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cynode.gateway.v1 import tasks_pb2, tasks_pb2_grpc
+from cynode.orchestrator.auth import Authenticator, Principal
+from cynode.orchestrator.errors import Context, abort, set_http_status
+from cynode.orchestrator.gateway.limits import TERMINAL
+from cynode.orchestrator.gateway.tasks import TaskBook, TaskNotFound, TaskTerminal
+from cynode.orchestrator.gateway.validation import Invalid, TooLarge, validate_create
+from cynode.orchestrator.gateway.views import decode_output, job_view, task_message, timestamp
+from cynode.orchestrator.gateway.watch import watch_task
+
+NOT_FOUND = "no such task"
+
+
+class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self, book: TaskBook, authenticator: Authenticator, *, watch_poll_interval: float = 1.0
+    ) -> None:
+        self._book = book
+        self._auth = authenticator
+        self._poll = watch_poll_interval
+
+    async def _fail(self, context: Context, exc: Exception) -> None:
+        """Aborts for the errors task logic raises; returns for anything else."""
+        if isinstance(exc, TooLarge):
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), http_status=413)
+        if isinstance(exc, Invalid):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, TaskNotFound):
+            await abort(context, grpc.StatusCode.NOT_FOUND, NOT_FOUND)
+        if isinstance(exc, TaskTerminal):
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), http_status=409)
+
+    async def _principal(self, context: Context) -> Principal:
+        return await self._auth.authenticate(context)
+
+    async def CreateTask(
+        self, request: tasks_pb2.CreateTaskRequest, context: Context
+    ) -> tasks_pb2.CreateTaskResponse:
+        principal = await self._principal(context)
+        try:
+            task = await self._book.create(principal, validate_create(request))
+        except (Invalid, TooLarge) as exc:
+            await self._fail(context, exc)
+            raise
+        set_http_status(context, 201)
+        return tasks_pb2.CreateTaskResponse(
+            task_id=task.id, task_name=task.name, status=task.status
+        )
+
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: Context
+    ) -> tasks_pb2.GetTaskResponse:
+        principal = await self._principal(context)
+        try:
+            task = await self._book.find(principal, request.task_id)
+        except (Invalid, TaskNotFound) as exc:
+            await self._fail(context, exc)
+            raise
+        return tasks_pb2.GetTaskResponse(task=task_message(task))
+
+    async def ListTasks(
+        self, request: tasks_pb2.ListTasksRequest, context: Context
+    ) -> tasks_pb2.ListTasksResponse:
+        principal = await self._principal(context)
+        try:
+            page = await self._book.page(principal, request.status, request.limit, request.cursor)
+        except Invalid as exc:
+            await self._fail(context, exc)
+            raise
+        return tasks_pb2.ListTasksResponse(
+            tasks=[task_message(t) for t in page.tasks], next_cursor=page.next_cursor
+        )
+
+    async def GetTaskResult(
+        self, request: tasks_pb2.GetTaskResultRequest, context: Context
+    ) -> tasks_pb2.GetTaskResultResponse:
+        principal = await self._principal(context)
+        try:
+            task, jobs = await self._book.result(principal, request.task_id)
+        except (Invalid, TaskNotFound) as exc:
+            await self._fail(context, exc)
+            raise
+        response = tasks_pb2.GetTaskResultResponse(
+            task_id=task.id,
+            task_name=task.name,
+            status=task.status,
+            jobs=[job_view(j) for j in jobs],
+            reason=task.reason or "",
+        )
+        if jobs and task.status in TERMINAL:
+            response.stdout = decode_output(jobs[-1].stdout)
+            response.stderr = decode_output(jobs[-1].stderr)
+        return response
+
+    async def CancelTask(
+        self, request: tasks_pb2.CancelTaskRequest, context: Context
+    ) -> tasks_pb2.CancelTaskResponse:
+        principal = await self._principal(context)
+        try:
+            task = await self._book.cancel(principal, request.task_id)
+        except (Invalid, TaskNotFound, TaskTerminal) as exc:
+            await self._fail(context, exc)
+            raise
+        return tasks_pb2.CancelTaskResponse(task_id=task.id, canceled=True)
+
+    async def GetTaskLogs(
+        self, request: tasks_pb2.GetTaskLogsRequest, context: Context
+    ) -> tasks_pb2.GetTaskLogsResponse:
+        principal = await self._principal(context)
+        try:
+            task, lines = await self._book.logs(principal, request.task_id, request.stream)
+        except (Invalid, TaskNotFound) as exc:
+            await self._fail(context, exc)
+            raise
+        return tasks_pb2.GetTaskLogsResponse(
+            task_id=task.id, stream=request.stream.strip().lower() or "stdout", lines=lines
+        )
+
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+        principal = await self._principal(context)
+        try:
+            async for event in watch_task(self._book, principal, request.task_id, self._poll):
+                yield tasks_pb2.WatchTaskResponse(
+                    task_id=event.task_id,
+                    status=event.status,
+                    stream=event.stream,
+                    chunk=event.chunk,
+                    terminal=event.terminal,
+                    at=timestamp(event.at),
+                )
+        except (Invalid, TaskNotFound) as exc:
+            await self._fail(context, exc)
+            raise

@@ -1,0 +1,218 @@
+"""Task logic behind TaskService: create, find, list, result, cancel, logs.
+
+Visibility: a user sees their own tasks, an admin sees all; a task the caller may not
+see is answered exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from cynode.orchestrator.auth import Principal
+from cynode.orchestrator.events import JOBS, EventBus, task_topic
+from cynode.orchestrator.gateway import limits as L
+from cynode.orchestrator.gateway.cursor import decode_cursor, encode_cursor
+from cynode.orchestrator.gateway.naming import pick_name
+from cynode.orchestrator.gateway.validation import Invalid, NewTask
+from cynode.orchestrator.gateway.views import assemble_chunks, decode_output
+from cynode.orchestrator.store import (
+    Job,
+    JobOutputChunk,
+    Task,
+    TaskAttachment,
+    transaction,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+NAME_ATTEMPTS = 20
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class TaskTerminal(Exception):
+    """The task has already ended; it cannot be canceled."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"task is already {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    next_cursor: str
+
+
+class TaskBook:
+    def __init__(self, factory: async_sessionmaker[AsyncSession], bus: EventBus) -> None:
+        self.factory = factory
+        self.bus = bus
+
+    async def create(self, principal: Principal, new: NewTask) -> Task:
+        """Stores the task and its first job in one transaction and wakes the scheduler."""
+        for _ in range(NAME_ATTEMPTS):
+            try:
+                task, job = await self._insert(principal, new)
+            except IntegrityError:
+                if new.name is None:
+                    raise
+                log.debug("task name taken concurrently; picking the next one")
+                continue
+            self.bus.publish(JOBS, job.id)
+            self.bus.publish(task_topic(task.id), task.status)
+            return task
+        raise RuntimeError("could not find a free task name")
+
+    async def _insert(self, principal: Principal, new: NewTask) -> tuple[Task, Job]:
+        async with transaction(self.factory) as session:
+            name = await pick_name(session, principal.user_id, new.name) if new.name else None
+            now = utcnow()
+            task = Task(
+                user_id=principal.user_id,
+                name=name,
+                status=L.QUEUED,
+                input_mode=new.input_mode,
+                prompt=new.prompt,
+                script=new.script,
+                commands=new.commands,
+                use_inference=new.use_inference,
+                timeout_seconds=new.timeout_seconds,
+                image=new.image,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(task)
+            await session.flush()
+            job = Job(
+                task_id=task.id,
+                status=L.QUEUED,
+                needs_inference=new.needs_inference,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(job)
+            for att_name, content in new.attachments:
+                session.add(TaskAttachment(task_id=task.id, name=att_name, content=content))
+            await session.flush()
+        return task, job
+
+    async def find_in(self, session: AsyncSession, principal: Principal, ref: str) -> Task:
+        if not ref:
+            raise Invalid("task_id is required (a task id or a task name)")
+        task = await session.get(Task, ref) if len(ref) == 26 else None
+        if task is None and len(ref) == 26:
+            task = await session.get(Task, ref.upper())
+        if task is not None and (principal.is_admin or task.user_id == principal.user_id):
+            return task
+        by_name = await session.exec(
+            select(Task).where(Task.user_id == principal.user_id, Task.name == ref)
+        )
+        task = by_name.first()
+        if task is None:
+            raise TaskNotFound(ref)
+        return task
+
+    async def find(self, principal: Principal, ref: str) -> Task:
+        async with self.factory() as session:
+            return await self.find_in(session, principal, ref)
+
+    async def page(self, principal: Principal, status: str, limit: int, cursor: str) -> TaskPage:
+        status = status.strip().lower()
+        if status and status not in L.STATUSES:
+            raise Invalid(f"status must be one of {', '.join(sorted(L.STATUSES))}")
+        if limit < 0:
+            raise Invalid("limit must not be negative")
+        limit = min(limit or L.DEFAULT_LIST_LIMIT, L.MAX_LIST_LIMIT)
+        query = select(Task)
+        if not principal.is_admin:
+            query = query.where(Task.user_id == principal.user_id)
+        if status:
+            query = query.where(Task.status == status)
+        if cursor:
+            query = query.where(col(Task.id) < decode_cursor(cursor))
+        query = query.order_by(col(Task.id).desc()).limit(limit + 1)
+        async with self.factory() as session:
+            rows = list(await session.exec(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return TaskPage(rows, encode_cursor(rows[-1].id) if more else "")
+
+    async def jobs_of(self, session: AsyncSession, task_id: str) -> list[Job]:
+        rows = await session.exec(
+            select(Job).where(Job.task_id == task_id).order_by(col(Job.created_at), col(Job.id))
+        )
+        return list(rows)
+
+    async def result(self, principal: Principal, ref: str) -> tuple[Task, list[Job]]:
+        async with self.factory() as session:
+            task = await self.find_in(session, principal, ref)
+            return task, await self.jobs_of(session, task.id)
+
+    async def cancel(self, principal: Principal, ref: str) -> Task:
+        """Queued jobs are canceled outright; jobs a node holds are marked canceled with
+        `cancel_requested` so the control plane tells the node to stop the container."""
+        now = utcnow()
+        async with transaction(self.factory) as session:
+            task = await self.find_in(session, principal, ref)
+            changed = await session.exec(  # type: ignore[call-overload]
+                update(Task)
+                .where(col(Task.id) == task.id, col(Task.status).notin_(L.TERMINAL))
+                .values(status=L.CANCELED, reason="canceled", updated_at=now)
+            )
+            if changed.rowcount != 1:
+                await session.refresh(task)
+                raise TaskTerminal(task.status)
+            await session.exec(  # type: ignore[call-overload]
+                update(Job)
+                .where(col(Job.task_id) == task.id, col(Job.status) == L.QUEUED)
+                .values(status=L.CANCELED, reason="canceled", ended_at=now, updated_at=now)
+            )
+            held = await session.exec(  # type: ignore[call-overload]
+                update(Job)
+                .where(col(Job.task_id) == task.id, col(Job.status).notin_(L.TERMINAL))
+                .values(
+                    status=L.CANCELED,
+                    cancel_requested=True,
+                    reason="canceled",
+                    updated_at=now,
+                )
+            )
+            stop_requested = held.rowcount > 0
+        if stop_requested:
+            self.bus.publish(JOBS, {"cancel": task.id})
+        self.bus.publish(task_topic(task.id), L.CANCELED)
+        task.status, task.reason, task.updated_at = L.CANCELED, "canceled", now
+        return task
+
+    async def logs(self, principal: Principal, ref: str, stream: str) -> tuple[Task, list[str]]:
+        stream = stream.strip().lower() or "stdout"
+        if stream not in ("stdout", "stderr"):
+            raise Invalid("stream must be stdout or stderr")
+        async with self.factory() as session:
+            task = await self.find_in(session, principal, ref)
+            jobs = await self.jobs_of(session, task.id)
+            if not jobs:
+                return task, []
+            job = jobs[-1]
+            data: bytes = job.stdout if stream == "stdout" else job.stderr
+            if not data and job.status not in L.TERMINAL:
+                chunks = await session.exec(
+                    select(JobOutputChunk).where(
+                        JobOutputChunk.job_id == job.id,
+                        JobOutputChunk.attempt == job.attempt,
+                        JobOutputChunk.stream == stream,
+                    )
+                )
+                data, _ = assemble_chunks(chunks)
+        return task, decode_output(data).splitlines()

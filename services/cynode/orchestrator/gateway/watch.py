@@ -1,0 +1,142 @@
+"""WatchTask: the current status first, then status changes and output as it lands,
+ending with one event marked terminal.
+
+Woken by the EventBus topic `task:<id>` (this process) and by a poll of the store every
+`poll_interval` seconds (changes written by another replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import col, select
+
+from cynode.orchestrator.auth import Principal
+from cynode.orchestrator.events import task_topic
+from cynode.orchestrator.gateway import limits as L
+from cynode.orchestrator.gateway.tasks import TaskBook
+from cynode.orchestrator.store import Job, JobOutputChunk, Task, utcnow
+
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    task_id: str
+    status: str
+    at: datetime
+    stream: str = ""
+    chunk: str = ""
+    terminal: bool = False
+
+
+@dataclass
+class _Cursor:
+    """What of the current job attempt's output has been sent."""
+
+    job_key: tuple[str, int] | None = None
+    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
+    last_chunk_id: int = 0
+    decoders: dict[str, codecs.IncrementalDecoder] = field(default_factory=dict)
+
+    def reset(self, key: tuple[str, int]) -> None:
+        self.job_key = key
+        self.sent = dict.fromkeys(STREAMS, 0)
+        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in STREAMS}
+
+    def decode(self, stream: str, data: bytes, final: bool = False) -> str:
+        return self.decoders[stream].decode(data, final)
+
+
+async def _snapshot(
+    book: TaskBook, task_id: str, cursor: _Cursor
+) -> tuple[Task, Job | None, list[JobOutputChunk]]:
+    async with book.factory() as session:
+        task = await session.get(Task, task_id, populate_existing=True)
+        assert task is not None  # tasks are never deleted
+        jobs = await book.jobs_of(session, task_id)
+        job = jobs[-1] if jobs else None
+        chunks: list[JobOutputChunk] = []
+        if job is not None:
+            key = (job.id, job.attempt)
+            if cursor.job_key != key:
+                cursor.reset(key)
+                cursor.last_chunk_id = 0
+            chunks = list(
+                await session.exec(
+                    select(JobOutputChunk)
+                    .where(
+                        JobOutputChunk.job_id == job.id,
+                        JobOutputChunk.attempt == job.attempt,
+                        col(JobOutputChunk.id) > cursor.last_chunk_id,
+                    )
+                    .order_by(col(JobOutputChunk.id))
+                )
+            )
+    return task, job, chunks
+
+
+def _output_events(task: Task, cursor: _Cursor, chunks: list[JobOutputChunk]) -> list[WatchEvent]:
+    events = []
+    for chunk in chunks:
+        cursor.last_chunk_id = max(cursor.last_chunk_id, chunk.id or 0)
+        if chunk.stream not in STREAMS:
+            continue
+        pos = cursor.sent[chunk.stream]
+        end = chunk.offset + len(chunk.data)
+        if end <= pos or chunk.offset > pos:
+            # Already sent, or a gap (a chunk not stored yet); the final output fills gaps.
+            continue
+        text = cursor.decode(chunk.stream, chunk.data[pos - chunk.offset :])
+        cursor.sent[chunk.stream] = end
+        if text:
+            events.append(
+                WatchEvent(task.id, task.status, utcnow(), stream=chunk.stream, chunk=text)
+            )
+    return events
+
+
+def _tail_events(task: Task, job: Job | None, cursor: _Cursor) -> list[WatchEvent]:
+    """Output of the finished job that no chunk carried."""
+    if job is None or cursor.job_key is None:
+        return []
+    events = []
+    for stream in STREAMS:
+        data: bytes = getattr(job, stream)
+        rest = data[cursor.sent[stream] :]
+        cursor.sent[stream] = max(cursor.sent[stream], len(data))
+        text = cursor.decode(stream, rest, final=True)
+        if text:
+            events.append(WatchEvent(task.id, task.status, utcnow(), stream=stream, chunk=text))
+    return events
+
+
+async def watch_task(
+    book: TaskBook, principal: Principal, ref: str, poll_interval: float = 1.0
+) -> AsyncIterator[WatchEvent]:
+    task = await book.find(principal, ref)
+    async with book.bus.subscribe(task_topic(task.id)) as wake:
+        cursor = _Cursor()
+        last_status: str | None = None
+        while True:
+            task, job, chunks = await _snapshot(book, task.id, cursor)
+            if task.status in L.TERMINAL:
+                if last_status is not None:
+                    for event in _output_events(task, cursor, chunks):
+                        yield event
+                    for event in _tail_events(task, job, cursor):
+                        yield event
+                yield WatchEvent(task.id, task.status, task.updated_at, terminal=True)
+                return
+            if task.status != last_status:
+                last_status = task.status
+                yield WatchEvent(task.id, task.status, task.updated_at)
+            for event in _output_events(task, cursor, chunks):
+                yield event
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.get(), poll_interval)

@@ -1,0 +1,3 @@
+from tests.orchestrator.gatewaykit import gateway, served
+
+__all__ = ["gateway", "served"]

@@ -1,0 +1,86 @@
+"""The state of one job run, shared by the runner and its hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from podman import PodmanClient
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.runtime import ops
+from cynode.node.runtime.inputs import JobPlan
+from cynode.node.runtime.output import OutputCapture
+from cynode.node.runtime.sandbox import STOP_TIMEOUT_S, object_name
+from cynode.node.runtime.settings import SandboxSettings
+
+log = logging.getLogger(__name__)
+
+OnOutput = Callable[[str, bytes, int], Awaitable[None]]
+OnStarted = Callable[[datetime], Awaitable[None]]
+
+
+class StopKind(Enum):
+    TIMEOUT = "timeout"
+    CANCEL = "cancel"
+
+
+@dataclass
+class JobContext:
+    spec: job_pb2.JobSpec
+    settings: SandboxSettings
+    client: PodmanClient
+    timeout_s: int
+    on_output: OnOutput | None = None
+    plan: JobPlan | None = None
+    container_name: str = ""
+    volume_name: str = ""
+    container_id: str | None = None
+    volume_created: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exited: bool = False
+    exit_code: int | None = None
+    oom_killed: bool = False
+    stop_kind: StopKind | None = None
+    stop_reason: str = ""
+    output: OutputCapture = field(init=False)
+    _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.output = OutputCapture(self.settings.max_output_bytes)
+        # A random suffix keeps a retried or re-dispatched attempt from clashing with a
+        # leftover of the same name.
+        suffix = secrets.token_hex(3)
+        self.container_name = self.container_name or object_name("job", self.spec, suffix)
+        self.volume_name = self.volume_name or object_name("ws", self.spec, suffix)
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and not self.exited
+
+    async def request_stop(self, kind: StopKind, reason: str) -> None:
+        """Record why the job ends early (first request wins) and stop its container.
+
+        Returns once the container has stopped (SIGTERM, SIGKILL after STOP_TIMEOUT_S).
+        Before the container runs, only the reason is recorded; the runner checks it
+        right after starting the container and before each preparation step.
+        """
+        if self.stop_kind is None and not self.exited:  # a finished job keeps its outcome
+            self.stop_kind, self.stop_reason = kind, reason
+        await self.stop_container()
+
+    async def stop_container(self) -> None:
+        if not self.running or self.container_id is None:
+            return
+        async with self._stop_lock:
+            if self.running:
+                log.info("stopping job %s (%s)", self.spec.job_id, self.stop_reason)
+                await asyncio.to_thread(
+                    ops.stop_container, self.client, self.container_id, STOP_TIMEOUT_S
+                )

@@ -1,0 +1,86 @@
+"""What a job runs and which files it finds in /workspace, from its input mode (pure)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.runtime.sandbox import SANDBOX_UID, WORKSPACE
+
+SCRIPT_NAME = "script"
+# Each command runs under its own `/bin/sh -c`, in order; the first failure ends the job
+# with that command's exit code. Commands travel as arguments, so no quoting is needed.
+COMMANDS_RUNNER = 'for c in "$@"; do /bin/sh -c "$c" || exit $?; done'
+_MAX_NAME_BYTES = 255
+
+
+class UnsupportedJob(Exception):
+    """The node cannot run this job as asked; the message is the short reason."""
+
+
+@dataclass(frozen=True)
+class WorkspaceFile:
+    name: str
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    command: list[str]
+    files: tuple[WorkspaceFile, ...] = ()
+
+
+def safe_file_name(name: str, index: int) -> str:
+    """The last path component, without control characters; never '', '.' or '..'.
+
+    Only the base name is kept, so an attachment can never land outside /workspace.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    while len(base.encode()) > _MAX_NAME_BYTES:
+        base = base[:-1]
+    if base in ("", ".", ".."):
+        return f"attachment-{index}"
+    return base
+
+
+def plan_job(spec: job_pb2.JobSpec) -> JobPlan:
+    """The container command and workspace files for a job; raises UnsupportedJob."""
+    if spec.input_mode == job_pb2.INPUT_MODE_PROMPT:
+        raise UnsupportedJob("prompt jobs need an inference pod")
+    if spec.use_inference:
+        raise UnsupportedJob("inference jobs need an inference pod")
+    attachments = tuple(
+        WorkspaceFile(safe_file_name(a.name, i), a.content) for i, a in enumerate(spec.attachments)
+    )
+    if spec.input_mode == job_pb2.INPUT_MODE_COMMANDS:
+        if not spec.commands:
+            raise UnsupportedJob("commands mode needs at least one command")
+        command = ["/bin/sh", "-c", COMMANDS_RUNNER, "cynode-commands", *spec.commands]
+        return JobPlan(command=command, files=attachments)
+    if spec.input_mode == job_pb2.INPUT_MODE_SCRIPT:
+        if not spec.script:
+            raise UnsupportedJob("script mode needs a script")
+        path = f"{WORKSPACE}/{SCRIPT_NAME}"
+        # With a shebang the kernel picks the interpreter; without one, POSIX sh.
+        command = [path] if spec.script.startswith("#!") else ["/bin/sh", path]
+        # Written last, so the script wins over an attachment of the same name.
+        script = WorkspaceFile(SCRIPT_NAME, spec.script.encode(), 0o755)
+        return JobPlan(command=command, files=(*attachments, script))
+    raise UnsupportedJob("no input mode")
+
+
+def workspace_tar(files: tuple[WorkspaceFile, ...]) -> bytes:
+    """A tar of the files, owned by the sandbox user, for put_archive into /workspace."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for item in files:
+            info = tarfile.TarInfo(item.name)
+            info.size = len(item.content)
+            info.mode = item.mode
+            info.uid = info.gid = SANDBOX_UID
+            tar.addfile(info, io.BytesIO(item.content))
+    return buffer.getvalue()

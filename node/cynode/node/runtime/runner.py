@@ -1,0 +1,140 @@
+"""JobRunner: runs one job in a sandbox container by sequencing small hooks.
+
+One JobRunner per job attempt (the kubelet pod-worker idea: one owner per job). `run`
+never raises for a job's own failure or a runtime error; both become a JobResult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from podman import PodmanClient
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.runtime import ops
+from cynode.node.runtime.container_hook import ContainerHook
+from cynode.node.runtime.context import JobContext, OnOutput, OnStarted, StopKind
+from cynode.node.runtime.hooks import Hook
+from cynode.node.runtime.inputs import UnsupportedJob, plan_job
+from cynode.node.runtime.inputs_hook import InputFilesHook
+from cynode.node.runtime.output_hook import OutputHook
+from cynode.node.runtime.result import build_result, short_error
+from cynode.node.runtime.settings import SandboxSettings, effective_timeout
+from cynode.node.runtime.threads import in_thread
+from cynode.node.runtime.timeout_hook import TimeoutHook
+from cynode.node.runtime.workspace_hook import WorkspaceHook
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        client: PodmanClient,
+        settings: SandboxSettings,
+        *,
+        on_output: OnOutput | None = None,
+        on_started: OnStarted | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._on_output = on_output
+        self._on_started = on_started
+        self._ctx: JobContext | None = None
+        self._early_cancel: str | None = None
+
+    def make_hooks(self) -> list[Hook]:
+        """The hooks, in prestart order. Override to add concerns (e.g. an inference pod)."""
+        return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
+
+    async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:
+        """Run the job to its end; the container and workspace are gone on return."""
+        if self._ctx is not None:
+            raise RuntimeError("a JobRunner runs one job; make a new one per attempt")
+        ctx = JobContext(
+            spec=spec,
+            settings=self._settings,
+            client=self._client,
+            timeout_s=effective_timeout(spec.timeout_seconds, self._settings),
+            on_output=self._on_output,
+        )
+        self._ctx = ctx
+        if self._early_cancel is not None:
+            ctx.stop_kind, ctx.stop_reason = StopKind.CANCEL, self._early_cancel
+        hooks: list[Hook] = []
+        error: str | None = None
+        try:
+            ctx.plan = plan_job(spec)
+            hooks = self.make_hooks()
+            await self._run_hooks(ctx, hooks)
+        except UnsupportedJob as exc:
+            error = f"error: {exc}"
+        except Exception as exc:
+            log.exception("job %s: runtime error", spec.job_id)
+            error = short_error(exc)
+        finally:
+            ctx.ended_at = ctx.ended_at or datetime.now(UTC)
+            await self._release(ctx, hooks)
+        result = build_result(ctx, error)
+        log.info(
+            "job %s attempt %d: status %s reason %r exit %d",
+            spec.job_id,
+            spec.attempt,
+            job_pb2.JobStatus.Name(result.status),
+            result.reason,
+            result.exit_code,
+        )
+        return result
+
+    async def _run_hooks(self, ctx: JobContext, hooks: list[Hook]) -> None:
+        for hook in hooks:
+            if ctx.stop_kind is not None:
+                return
+            await hook.prestart(ctx)
+        if ctx.stop_kind is not None:
+            return
+        assert ctx.container_id is not None
+        container_id = ctx.container_id
+        started = await asyncio.to_thread(self._client.containers.get, container_id)
+        await asyncio.to_thread(started.start)
+        ctx.started_at = datetime.now(UTC)
+        # A cancel that came while the container was starting could not stop it yet.
+        if ctx.stop_kind is not None:
+            await ctx.stop_container()
+        for hook in hooks:
+            await hook.poststart(ctx)
+        if self._on_started is not None:
+            try:
+                await self._on_started(ctx.started_at)
+            except Exception:
+                log.exception("on_started failed for job %s", ctx.spec.job_id)
+        exit_code = await in_thread(
+            lambda: ops.wait_container(self._client, container_id), name=f"wait-{container_id[:12]}"
+        )
+        ctx.ended_at = datetime.now(UTC)
+        ctx.exited = True
+        state = await asyncio.to_thread(ops.exit_state, self._client, container_id)
+        ctx.exit_code = exit_code if exit_code >= 0 else state.exit_code
+        ctx.oom_killed = state.oom_killed
+        for hook in hooks:
+            await hook.exited(ctx)
+
+    async def _release(self, ctx: JobContext, hooks: list[Hook]) -> None:
+        for hook in reversed(hooks):
+            try:
+                await hook.poststop(ctx)
+            except Exception:
+                # Keep releasing the rest; cleanup at node start removes what is left.
+                log.exception("job %s: %s hook failed to clean up", ctx.spec.job_id, hook.name)
+
+    async def cancel(self, reason: str = "canceled") -> None:
+        """Stop the job: the container gets SIGTERM, SIGKILL after 1 s; returns once it
+        has stopped. The result is CANCELED with this reason. A cancel before `run`
+        makes `run` return CANCELED without creating anything; after the end, a no-op.
+        """
+        if self._ctx is None:
+            self._early_cancel = self._early_cancel or reason
+            return
+        await self._ctx.request_stop(StopKind.CANCEL, reason)

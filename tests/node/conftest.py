@@ -9,7 +9,6 @@ import grpc
 import pytest
 
 from cynode.node.config import NodeConfig
-
 from tests.node.cp_server import PSK, FakeControlPlane, start_server
 
 

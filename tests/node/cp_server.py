@@ -49,7 +49,9 @@ class StreamSession:
         self.outbox.put_nowait(None)
 
 
-class FakeControlPlane(nodes_pb2_grpc.NodeServiceServicer, dispatch_pb2_grpc.DispatchServiceServicer):
+class FakeControlPlane(
+    nodes_pb2_grpc.NodeServiceServicer, dispatch_pb2_grpc.DispatchServiceServicer
+):
     def __init__(self, heartbeat_seconds: int = 1) -> None:
         self.heartbeat_seconds = heartbeat_seconds
         self._ids = itertools.count(1)

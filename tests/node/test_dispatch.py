@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from cynode.controlplane.v1 import dispatch_pb2
 from cynode.jobs.v1 import job_pb2

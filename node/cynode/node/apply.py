@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from cynode.controlplane.v1 import nodes_pb2
 
-from .runtime import SandboxSettings
+from .runtime.settings import SandboxSettings
 
 # The SPEC's request cap when the orchestrator sets none.
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024

@@ -184,8 +184,9 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("node.slug is empty")
     if config.max_concurrency < 1:
         raise ConfigError("sandbox.max_concurrency must be at least 1")
-    if not 0 < config.worker_api_port < 65536:
-        raise ConfigError("worker_api.port must be 1-65535")
+    if not 0 <= config.worker_api_port < 65536:
+        # 0 asks the kernel for a free port (tests, several nodes on one host).
+        raise ConfigError("worker_api.port must be 0-65535")
     if config.inference_mode not in INFERENCE_MODES:
         raise ConfigError(f"inference.mode must be one of {', '.join(INFERENCE_MODES)}")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):

@@ -28,8 +28,8 @@ from .inference import check_inference
 from .jobs import RunnerFactory
 from .metrics import NodeMetrics
 from .probe import podman_version
-from .readiness import Readiness
-from .runtime import SandboxSettings
+from .readiness import Readiness, StepState
+from .runtime.settings import SandboxSettings
 from .spool import ResultSpool
 from .state import StateDir
 from .worker_api import WorkerApiServer, build_app
@@ -50,7 +50,7 @@ class ContainerHost(Protocol):
 
     async def image_exists(self, image: str) -> bool: ...
 
-    async def remove_leftovers(self) -> int: ...
+    async def remove_leftovers(self, node_id: str) -> int: ...
 
     def runner_factory(self, settings: Callable[[], SandboxSettings]) -> RunnerFactory: ...
 
@@ -130,7 +130,9 @@ class NodeDaemon:
         index = 0
         while index < len(steps):
             name, step = steps[index]
-            self.readiness.running(name)
+            if self.readiness.steps[name].state is not StepState.FAILED:
+                # A retried step keeps saying why it failed until it passes.
+                self.readiness.running(name)
             try:
                 detail = await step()
             except asyncio.CancelledError:
@@ -196,7 +198,9 @@ class NodeDaemon:
     # -- the steps --------------------------------------------------------------------
 
     def capability(self) -> nodes_pb2.CapabilityReport:
-        return build_report(self.config, podman_version=self.podman_version, inference=self.inference)
+        return build_report(
+            self.config, podman_version=self.podman_version, inference=self.inference
+        )
 
     async def _register(self) -> str:
         self.state.prepare()
@@ -238,7 +242,7 @@ class NodeDaemon:
         return image
 
     async def _cleanup(self) -> str:
-        removed = await self.host.remove_leftovers()
+        removed = await self.host.remove_leftovers(self._base.node_id)
         return f"removed {removed} leftover container(s)"
 
     async def _inference(self) -> str:

@@ -26,10 +26,6 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 _PROBLEM = "application/problem+json"
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _problem_413(limit: int) -> Response:
     body = {
         "type": "https://cynode.dev/problems/payload-too-large",
@@ -56,28 +52,29 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _problem_413(limit)(scope, receive, send)
                 return
-        seen = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal seen
+        # The worker API's bodies are small: read the whole body here (up to the cap),
+        # so the 413 is sent before the app has started any response.
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > limit:
                 await _problem_413(limit)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def build_app(

@@ -15,6 +15,8 @@ import grpc
 from cynode.shimtest.v1 import shimtest_pb2, shimtest_pb2_grpc
 
 SECRET = "s3cr3t-traceback-marker"
+# Keeps property tests from asking for a billion messages.
+MAX_STREAM = 50
 
 
 class EchoServicer(shimtest_pb2_grpc.EchoServiceServicer):
@@ -90,13 +92,13 @@ class EchoServicer(shimtest_pb2_grpc.EchoServiceServicer):
     async def StreamThings(
         self, request: shimtest_pb2.StreamThingsRequest, context: Any
     ) -> AsyncIterator[shimtest_pb2.StreamThingsResponse]:
-        """`shelf` picks the behaviour: early, abort-late, crash-late, wait, or normal."""
+        """`shelf` picks the behaviour (see SPECIAL_SHELVES); any other shelf streams."""
         if request.shelf == "early":
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not your shelf")
         if request.shelf == "crash-early":
             raise RuntimeError(f"boom {SECRET}")
         try:
-            for index in range(request.count):
+            for index in range(min(request.count, MAX_STREAM)):
                 yield shimtest_pb2.StreamThingsResponse(
                     thing=shimtest_pb2.Thing(thing_id=str(index), name=request.shelf)
                 )
@@ -112,3 +114,9 @@ class EchoServicer(shimtest_pb2_grpc.EchoServiceServicer):
 
 
 SERVICE_NAME = "cynode.shimtest.v1.EchoService"
+SPECIAL_SHELVES = frozenset({"early", "crash-early", "abort-late", "crash-late", "wait"})
+# Fail codes whose REST answer is a 5xx by design.
+FAILING_CODES = frozenset(
+    {"EXCEPTION", "WRONG_TYPE", "UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED"}
+    | {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+)

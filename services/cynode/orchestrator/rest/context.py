@@ -120,10 +120,10 @@ class RestServicerContext(grpc.aio.ServicerContext[Any, Any]):
     def peer(self) -> str:
         return self._peer
 
-    def peer_identities(self) -> None:
+    def peer_identities(self) -> Iterable[bytes] | None:
         return None
 
-    def peer_identity_key(self) -> None:
+    def peer_identity_key(self) -> str | None:
         return None
 
     def auth_context(self) -> Mapping[str, Iterable[bytes]]:

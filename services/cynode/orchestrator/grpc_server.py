@@ -1,0 +1,107 @@
+"""The gRPC server of one port: our servicers, plus grpc.health.v1 and reflection.
+
+Keepalive is tuned for the node dispatch stream, which stays open for days and may
+carry nothing for hours: the server pings idle connections itself (so NATs and
+proxies keep them), lets clients ping every 10 s even without calls, and never ages
+a connection out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+HEALTH_SERVICE_NAME = "grpc.health.v1.Health"
+
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], object]
+
+
+def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """Channel arguments for a server that holds long, mostly idle streams."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Ping an idle connection every 30 s; drop it when a ping is not answered in 20 s.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Keep pinging through hours without data (the default stops after two pings).
+        ("grpc.http2.max_pings_without_data", 0),
+        # Clients (nodes) may ping every 10 s, with or without calls in flight.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        # No grpc.max_connection_age_ms / max_connection_idle_ms: a dispatch stream must
+        # not be cut just for being old or quiet.
+    ]
+
+
+class ServingHealth(health_aio.HealthServicer):  # type: ignore[misc]
+    """The standard async health servicer, SERVING for the given names from the start.
+
+    The statuses are set without awaiting because nobody can watch them yet; later
+    changes go through the inherited `set` and `enter_graceful_shutdown`.
+    """
+
+    def __init__(self, service_names: Sequence[str]) -> None:
+        super().__init__()
+        for name in ("", *service_names):
+            self._server_status[name] = health_pb2.HealthCheckResponse.SERVING
+
+
+def build_grpc_server(
+    registrations: Sequence[Registration],
+    *,
+    service_names: Sequence[str],
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    health: health_aio.HealthServicer | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+) -> grpc.aio.Server:
+    """A grpc.aio server with every (add_XServicer_to_server, servicer) pair added,
+    health (SERVING for `service_names` and "") and reflection for them.
+
+    Pass your own `health` to flip statuses later; bind ports and start it yourself
+    (or use serve_until_stopped).
+    """
+    server = grpc.aio.server(
+        options=server_options(max_message_bytes), interceptors=list(interceptors)
+    )
+    for add_to_server, servicer in registrations:
+        add_to_server(servicer, server)
+    health_servicer = health if health is not None else ServingHealth(service_names)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server
+
+
+async def serve_until_stopped(
+    server: grpc.aio.Server,
+    stop: asyncio.Event,
+    *,
+    health: health_aio.HealthServicer | None = None,
+    grace_seconds: float = 10.0,
+) -> None:
+    """Starts `server` (ports already added), runs until `stop` is set, then stops it
+    gracefully: health turns NOT_SERVING first, so balancers move away, and calls in
+    flight get `grace_seconds` to finish before being cancelled."""
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        if health is not None:
+            await health.enter_graceful_shutdown()
+        await server.stop(grace_seconds)
+        _log.info("gRPC server stopped")

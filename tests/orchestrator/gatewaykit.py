@@ -3,19 +3,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
+import uvicorn
 from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 from ulid import ULID
 
 from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, tasks_pb2_grpc
-from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES, Gateway, build_gateway
+from cynode.orchestrator.app import (
+    GRPC_MAX_MESSAGE_BYTES,
+    Gateway,
+    QuietServer,
+    bind_socket,
+    build_gateway,
+)
 from cynode.orchestrator.auth import Passwords, create_user
 from cynode.orchestrator.config import Settings
 from cynode.orchestrator.events import EventBus
@@ -112,3 +123,44 @@ async def served(gateway: Gateway) -> AsyncIterator[Served]:
 def trailers(metadata: Any) -> dict[str, str]:
     """Trailing metadata as a dict (grpc's Metadata type is loosely typed)."""
     return {str(k): str(v) for k, v in (metadata or ())}
+
+
+@asynccontextmanager
+async def rest_server(app: ASGIApp, *, access_log: bool = False) -> AsyncIterator[str]:
+    """A real uvicorn on 127.0.0.1:<free port> in this event loop; yields its base URL."""
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = QuietServer(
+        uvicorn.Config(app, lifespan="off", log_config=None, access_log=access_log)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def rest_url(gateway: Gateway) -> AsyncIterator[str]:
+    async with rest_server(gateway.rest_app()) as url:
+        yield url
+
+
+@pytest.fixture
+async def http(rest_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=rest_url, timeout=30) as client:
+        yield client
+
+
+async def rest_login(
+    http: httpx.AsyncClient, gateway: Gateway, *, is_admin: bool = False
+) -> dict[str, str]:
+    handle = unique("rest")
+    await create_user(gateway.factory, gateway.passwords, handle, PASSWORD, is_admin=is_admin)
+    resp = await http.post("/v1/auth/login", json={"handle": handle, "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['access_token']}"}

@@ -12,6 +12,7 @@ uses, and start/stop callables for its own listeners (12082/12083).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import uvicorn
+from google.protobuf import descriptor_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
@@ -36,6 +38,7 @@ from cynode.orchestrator.auth import (
 from cynode.orchestrator.config import Settings
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.gateway import TaskBook, TaskServicer
+from cynode.orchestrator.grpc_server import Registration, build_grpc_server
 from cynode.orchestrator.health import (
     InferenceReady,
     Readiness,
@@ -43,6 +46,7 @@ from cynode.orchestrator.health import (
     store_inference_ready,
 )
 from cynode.orchestrator.metrics import GatewayMetrics
+from cynode.orchestrator.rest import build_rest_app
 from cynode.orchestrator.store import session_factory
 
 log = logging.getLogger(__name__)
@@ -76,8 +80,6 @@ class Gateway:
         }
 
     def rest_app(self, services: Mapping[str, object] | None = None) -> ASGIApp:
-        from cynode.orchestrator.rest.app import build_rest_app
-
         app = build_rest_app(
             services if services is not None else self.services(),
             extra_routes=[*health_routes(self.readiness), self.metrics.route()],
@@ -147,7 +149,7 @@ def control_plane_hook() -> ControlPlaneHook | None:
     return None
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -157,7 +159,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _QuietSignalsServer(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the orchestrator owns SIGTERM/SIGINT."""
 
     def install_signal_handlers(self) -> None:  # uvicorn < 0.29
@@ -169,15 +171,24 @@ class _QuietSignalsServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def build_grpc(services: Mapping[str, object], settings: Settings) -> grpc.aio.Server:
-    from cynode.orchestrator.grpc_server import build_grpc_server
+def grpc_registrations(services: Mapping[str, object]) -> list[Registration]:
+    """(add_XServicer_to_server, servicer) pairs, found from each service's proto file."""
+    pool = descriptor_pool.Default()
+    registrations: list[Registration] = []
+    for name, servicer in services.items():
+        service = pool.FindServiceByName(name)
+        module_name = service.file.name.removesuffix(".proto").replace("/", ".") + "_pb2_grpc"
+        module = importlib.import_module(module_name)
+        registrations.append((getattr(module, f"add_{service.name}Servicer_to_server"), servicer))
+    return registrations
 
+
+def build_grpc(services: Mapping[str, object]) -> grpc.aio.Server:
+    """The gateway's gRPC server, with health and reflection."""
     return build_grpc_server(
-        services,
-        options=[
-            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-        ],
+        grpc_registrations(services),
+        service_names=list(services),
+        max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
     )
 
 
@@ -189,7 +200,7 @@ class Orchestrator:
         self._hook = control_plane
         self._parts = ControlPlaneParts()
         self._grpc: grpc.aio.Server | None = None
-        self._uvicorn: _QuietSignalsServer | None = None
+        self._uvicorn: QuietServer | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self.rest_port = 0
         self.grpc_port = 0
@@ -203,7 +214,7 @@ class Orchestrator:
                 self.gateway.readiness.inference_ready = self._parts.inference_ready
         services = self.gateway.services()
 
-        self._grpc = build_grpc(services, settings)
+        self._grpc = build_grpc(services)
         address = f"{_host_for_grpc(settings.host)}:{settings.gateway_grpc_port}"
         if settings.tls_enabled:
             assert settings.tls_cert is not None and settings.tls_key is not None
@@ -215,7 +226,7 @@ class Orchestrator:
             self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
 
-        sock = _bind(settings.host, settings.gateway_rest_port)
+        sock = bind_socket(settings.host, settings.gateway_rest_port)
         self.rest_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.gateway.rest_app(services),
@@ -226,7 +237,7 @@ class Orchestrator:
             ssl_keyfile=str(settings.tls_key) if settings.tls_enabled else None,
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
         )
-        self._uvicorn = _QuietSignalsServer(config)
+        self._uvicorn = QuietServer(config)
         self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         while not self._uvicorn.started:
             if self._uvicorn_task.done():

@@ -190,6 +190,7 @@ class Settings:
             secret = path.read_text().strip()
             if secret:
                 return secret
+            path.unlink()  # empty: a crash between create and write
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_urlsafe(48)
         # O_EXCL: two replicas starting at once on a shared dir must agree on one secret.
@@ -242,6 +243,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_settings(
     config_file: Path | None = None,
+    *,
     env: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:

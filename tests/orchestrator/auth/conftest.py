@@ -1,3 +1,3 @@
-from tests.orchestrator.gatewaykit import gateway, served
+from tests.orchestrator.gatewaykit import gateway, http, rest_url, served
 
-__all__ = ["gateway", "served"]
+__all__ = ["gateway", "http", "rest_url", "served"]

@@ -1,0 +1,247 @@
+"""`cynode-orchestrator`: serve, migrate, and local user administration.
+
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.orchestrator.app import (
+    ControlPlaneHook,
+    Orchestrator,
+    build_gateway,
+    control_plane_hook,
+)
+from cynode.orchestrator.auth import (
+    ADMIN_HANDLE,
+    Passwords,
+    UserError,
+    create_user,
+    disable_user,
+    ensure_admin,
+    set_password,
+)
+from cynode.orchestrator.config import Settings, SettingsError, load_settings, settings_help
+from cynode.orchestrator.store import DatabaseUrlError, make_engine, session_factory, upgrade
+
+PROG = "cynode-orchestrator"
+STDIN_HELP = "read the password from stdin (one line)"
+log = logging.getLogger("cynode.orchestrator")
+
+
+class UsageError(Exception):
+    """Exit 2 with this message."""
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="YAML settings file")
+    parser = argparse.ArgumentParser(prog=PROG, description="The CyNode orchestrator.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="migrate, bootstrap the admin user, and serve the gateway",
+        description=(
+            "Applies migrations, creates the user `admin` from ADMIN_PASSWORD on first start, "
+            "then serves the user gateway (REST and gRPC) until SIGTERM or SIGINT."
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="development mode: without ADMIN_PASSWORD, generate one and print it once",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow plain text on a non-loopback address",
+    )
+    serve.add_argument("--host", help="listen address (CYNODE_LISTEN_HOST)")
+    serve.add_argument("--rest-port", type=int, help="gateway REST port")
+    serve.add_argument("--grpc-port", type=int, help="gateway gRPC port")
+
+    sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+
+    user = sub.add_parser("user", help="manage local users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", parents=[common], help="create a user")
+    create.add_argument("handle")
+    create.add_argument("--admin", action="store_true", help="an administrator (sees all tasks)")
+    create.add_argument("--email")
+    create.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
+    passwd = user_sub.add_parser("passwd", parents=[common], help="set a user's password")
+    passwd.add_argument("handle")
+    passwd.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
+    disable = user_sub.add_parser("disable", parents=[common], help="disable a user")
+    disable.add_argument("handle")
+    return parser
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise UsageError("the passwords differ")
+    else:
+        raise UsageError("no terminal to prompt on: use --password-stdin")
+    if not password:
+        raise UsageError("empty password")
+    return password
+
+
+async def _migrated_engine(settings: Settings) -> AsyncEngine:
+    engine = make_engine(settings.effective_database_url)
+    await upgrade(engine)
+    return engine
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = await _migrated_engine(settings)
+    await engine.dispose()
+    _say("database is at the latest migration")
+
+
+async def _user(args: argparse.Namespace, settings: Settings) -> None:
+    password = (
+        _read_password(args.password_stdin) if args.user_command in ("create", "passwd") else ""
+    )
+    engine = await _migrated_engine(settings)
+    factory = session_factory(engine)
+    try:
+        if args.user_command == "create":
+            await create_user(
+                factory, Passwords(), args.handle, password, is_admin=args.admin, email=args.email
+            )
+            _say(f"created user {args.handle}{' (admin)' if args.admin else ''}")
+        elif args.user_command == "passwd":
+            await set_password(factory, Passwords(), args.handle, password)
+            _say(f"password of {args.handle} changed; its sessions are revoked")
+        else:
+            await disable_user(factory, args.handle)
+            _say(f"user {args.handle} disabled; its sessions are revoked")
+    finally:
+        await engine.dispose()
+
+
+def _dev_defaults(settings: Settings) -> tuple[Settings, str | None]:
+    """In --dev, secrets that are not set get generated values, printed once."""
+    generated = None
+    if not settings.admin_password:
+        generated = secrets.token_urlsafe(12)
+        settings = replace(settings, admin_password=generated)
+    if not settings.node_psk:
+        psk = secrets.token_urlsafe(24)
+        settings = replace(settings, node_psk=psk)
+        _say(f"--dev: NODE_PSK not set; nodes register with the development key {psk}")
+    return settings, generated
+
+
+async def serve(
+    settings: Settings,
+    *,
+    control_plane: ControlPlaneHook | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Runs until `stop` is set (or SIGTERM/SIGINT arrives)."""
+    generated: str | None = None
+    if settings.dev:
+        settings, generated = _dev_defaults(settings)
+    if not settings.admin_password:
+        raise UsageError(
+            "ADMIN_PASSWORD is not set: it is the bootstrap password of user `admin`. "
+            "Set it, or start with --dev for a generated development password."
+        )
+    engine = await _migrated_engine(settings)
+    try:
+        passwords = Passwords()
+        created = await ensure_admin(session_factory(engine), passwords, settings.admin_password)
+        if created and generated is not None:
+            _say(f"--dev: created user {ADMIN_HANDLE} with the development password {generated}")
+        elif created:
+            _say(f"created user {ADMIN_HANDLE} from ADMIN_PASSWORD")
+        gateway = build_gateway(settings, engine, passwords=passwords)
+        orchestrator = Orchestrator(gateway, control_plane)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await orchestrator.start()
+        scheme = "https" if settings.tls_enabled else "http"
+        _say(
+            f"user gateway: REST {scheme}://{settings.host}:{orchestrator.rest_port}"
+            f"  gRPC {settings.host}:{orchestrator.grpc_port}"
+        )
+        try:
+            await stop.wait()
+        finally:
+            _say("shutting down")
+            await orchestrator.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    finally:
+        await engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        if args.command == "serve":
+            overrides = {
+                "dev": args.dev,
+                "insecure": args.insecure,
+                "host": args.host,
+                "gateway_rest_port": args.rest_port,
+                "gateway_grpc_port": args.grpc_port,
+            }
+        settings = load_settings(args.config, **overrides)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.command == "serve":
+            asyncio.run(serve(settings, control_plane=control_plane_hook()))
+        elif args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        else:
+            asyncio.run(_user(args, settings))
+    except (UsageError, SettingsError, DatabaseUrlError) as exc:
+        _say(str(exc))
+        return 2
+    except UserError as exc:
+        _say(str(exc))
+        return 1
+    except OSError as exc:
+        _say(f"cannot start: {exc.strerror or exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The running orchestrator: both gateway listeners on free ports, the control-plane
+hook, gRPC health, and shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc
+from cynode.orchestrator.app import ControlPlaneParts, Gateway, Orchestrator, control_plane_hook
+from cynode.orchestrator.auth import create_user
+from tests.orchestrator.gatewaykit import PASSWORD, make_gateway, unique
+
+
+async def test_serves_rest_and_grpc_and_runs_the_control_plane_hook(
+    db_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+
+    async def ready() -> bool:
+        return True
+
+    async def start() -> None:
+        calls.append("start")
+
+    async def stop() -> None:
+        calls.append("stop")
+
+    async def hook(gw: Gateway) -> ControlPlaneParts:
+        calls.append("hook")
+        return ControlPlaneParts(inference_ready=ready, start=start, stop=stop)
+
+    gw = make_gateway(db_engine, tmp_path, gateway_rest_port=0, gateway_grpc_port=0)
+    handle = unique("app")
+    await create_user(gw.factory, gw.passwords, handle, PASSWORD)
+    orch = Orchestrator(gw, hook)
+    await orch.start()
+    try:
+        assert orch.rest_port and orch.grpc_port
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{orch.rest_port}") as http:
+            assert (await http.get("/readyz")).status_code == 200
+            resp = await http.post("/v1/auth/login", json={"handle": handle, "password": PASSWORD})
+            assert resp.status_code == 200
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orch.grpc_port}") as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)  # type: ignore[no-untyped-call]
+            pair = await stub.Login(auth_pb2.LoginRequest(handle=handle, password=PASSWORD))
+            assert pair.access_token
+            health = health_pb2_grpc.HealthStub(channel)
+            status = await health.Check(
+                health_pb2.HealthCheckRequest(service="cynode.gateway.v1.TaskService")
+            )
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await orch.stop()
+    assert calls == ["hook", "start", "stop"]
+    async with httpx.AsyncClient() as http:
+        try:
+            await http.get(f"http://127.0.0.1:{orch.rest_port}/healthz")
+            refused = False
+        except httpx.ConnectError:
+            refused = True
+    assert refused
+
+
+def test_control_plane_hook_is_unwired_until_the_lead_wires_it() -> None:
+    assert control_plane_hook() is None

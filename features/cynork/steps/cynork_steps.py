@@ -1,0 +1,254 @@
+"""Steps that drive the real `cynork` binary as a subprocess (see ../environment.py)."""
+
+# behave ships no type hints, so its decorators are untyped.
+# mypy: disable-error-code="untyped-decorator"
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import stat
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from behave import given, then, use_step_matcher, when
+
+RUN_TIMEOUT = 180.0
+
+
+@dataclass
+class Run:
+    argv: list[str]
+    code: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return (
+            f"$ {shlex.join(self.argv)}\nexit {self.code}\n"
+            f"--stdout--\n{self.stdout}--stderr--\n{self.stderr}"
+        )
+
+
+class ConnectionCounter:
+    """A TCP listener that only counts who connects (proof that nothing was sent)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.connections = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def _expand(context: Any, text: str) -> str:
+    return text.replace("{task_id}", context.task_id or "{task_id}")
+
+
+def _config_file(context: Any) -> Path:
+    return Path(context.home) / ".config" / "cynork" / "config.yaml"
+
+
+def run_cynork(
+    context: Any, command: str, *, stdin: str | None = None, gateway_url: str | None = None
+) -> Run:
+    words = shlex.split(_expand(context, command))
+    assert words and words[0] == "cynork", f"not a cynork command: {command}"
+    argv = [str(context.cynork_bin), *words[1:]]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CYNORK_", "XDG_CONFIG_HOME"))
+    }
+    env.update(HOME=str(context.home), CYNORK_GATEWAY_URL=gateway_url or context.gateway_url)
+    done = subprocess.run(
+        argv,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    result = Run(argv, done.returncode, done.stdout, done.stderr)
+    context.result = result
+    return result
+
+
+def _last(context: Any) -> Run:
+    result = context.result
+    assert isinstance(result, Run), "no cynork command ran yet"
+    return result
+
+
+# -- given -------------------------------------------------------------------------
+
+
+@given("a running orchestrator")
+def step_running_orchestrator(context: Any) -> None:
+    resp = httpx.get(f"{context.gateway_url}/healthz", timeout=5.0)
+    assert resp.status_code == 200, f"gateway /healthz answered {resp.status_code}"
+
+
+@given("I am not logged in")
+def step_not_logged_in(context: Any) -> None:
+    assert not _config_file(context).exists()
+
+
+@given("I am logged in as admin")
+@when("I log in as admin")
+def step_log_in(context: Any) -> None:
+    run_cynork(
+        context,
+        "cynork auth login -u admin --password-stdin",
+        stdin=f"{context.admin_password}\n",
+    )
+
+
+@given("a task that keeps running")
+def step_long_task(context: Any) -> None:
+    result = run_cynork(context, "cynork task create --command 'sleep 300'")
+    assert result.code == 0, str(result)
+    match = re.search(r"^task_id=(\S+)", result.stdout, re.MULTILINE)
+    assert match, str(result)
+    context.task_id = match.group(1)
+
+
+@given("a listener that counts connections")
+def step_listener(context: Any) -> None:
+    context.listener = ConnectionCounter()
+
+
+# -- when --------------------------------------------------------------------------
+
+
+# Regular expressions here: the three forms share a prefix that `parse` finds ambiguous.
+use_step_matcher("re")
+
+
+@when(r'I run "(?P<command>[^"]+)"')
+def step_run(context: Any, command: str) -> None:
+    run_cynork(context, command)
+
+
+@when(r'I run "(?P<command>[^"]+)" answering "(?P<answer>[^"]*)"')
+def step_run_answering(context: Any, command: str, answer: str) -> None:
+    run_cynork(context, command, stdin=f"{answer}\n")
+
+
+@when(r'I run "(?P<command>[^"]+)" against the listener')
+def step_run_against_listener(context: Any, command: str) -> None:
+    run_cynork(context, command, gateway_url=f"http://127.0.0.1:{context.listener.port}")
+
+
+use_step_matcher("parse")
+
+
+# -- then --------------------------------------------------------------------------
+
+
+@then("the exit code is {code:d}")
+def step_exit_code(context: Any, code: int) -> None:
+    result = _last(context)
+    assert result.code == code, f"expected exit {code}\n{result}"
+    assert "Traceback" not in result.stderr, str(result)
+
+
+@then('stdout contains "{text}"')
+def step_stdout_contains(context: Any, text: str) -> None:
+    result = _last(context)
+    assert _expand(context, text) in result.stdout, str(result)
+
+
+@then('stdout matches "{pattern}"')
+def step_stdout_matches(context: Any, pattern: str) -> None:
+    result = _last(context)
+    assert re.search(_expand(context, pattern), result.stdout, re.MULTILINE), str(result)
+
+
+@then("stdout is empty")
+def step_stdout_empty(context: Any) -> None:
+    result = _last(context)
+    assert result.stdout == "", str(result)
+
+
+@then('stderr is one line containing "{text}"')
+def step_stderr_one_line(context: Any, text: str) -> None:
+    result = _last(context)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, str(result)
+    assert text in lines[0], str(result)
+
+
+@then('stderr does not contain "{text}"')
+def step_stderr_lacks(context: Any, text: str) -> None:
+    result = _last(context)
+    assert text not in result.stderr, str(result)
+
+
+@then('stdout is one JSON object with keys "{keys}"')
+def step_json_object(context: Any, keys: str) -> None:
+    result = _last(context)
+    assert result.code == 0, str(result)
+    body = json.loads(result.stdout)
+    assert isinstance(body, dict), str(result)
+    missing = {k.strip() for k in keys.split(",")} - set(body)
+    assert not missing, f"missing keys {sorted(missing)}\n{result}"
+    if context.task_id and "task_id" in body and "create" not in result.argv:
+        assert body["task_id"] == context.task_id, str(result)
+
+
+@then("the config file holds tokens and has mode 0600")
+def step_config_private(context: Any) -> None:
+    path = _config_file(context)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    data = yaml.safe_load(path.read_text())
+    assert data.get("token") and data.get("refresh_token"), "tokens not stored"
+    assert context.admin_password not in path.read_text()
+
+
+@then("the config file holds no tokens")
+def step_config_no_tokens(context: Any) -> None:
+    data = yaml.safe_load(_config_file(context).read_text()) or {}
+    assert "token" not in data and "refresh_token" not in data, data
+
+
+@then("the task is not canceled")
+def step_not_canceled(context: Any) -> None:
+    saved = context.result
+    result = run_cynork(context, "cynork -o json task get {task_id}")
+    assert result.code == 0, str(result)
+    assert json.loads(result.stdout)["status"] != "canceled", str(result)
+    context.result = saved
+
+
+@then("the listener saw no connection")
+def step_no_connection(context: Any) -> None:
+    assert context.listener.connections == 0, "cynork connected before checking its files"

@@ -201,9 +201,10 @@ class SimNode:
                         await self.register()
                 log.debug("simnode %s stream ended: %s", self.slug, exc.code())
             except asyncio.CancelledError:
-                if self._stopping:
-                    return
-                raise
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    raise
+                # Our own call.cancel() (disconnect) surfaces as CancelledError: reconnect.
             finally:
                 if self.connected.is_set():
                     delay = self._backoff[0]

@@ -1,0 +1,176 @@
+"""A control plane on a real gRPC port, and a fast way to queue jobs, for tests and
+benchmarks that drive SimNodes against it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.orchestrator.controlplane import (
+    KEEPALIVE_SERVER_OPTIONS,
+    ControlPlane,
+    ControlPlaneSettings,
+    build_control_plane,
+)
+from cynode.orchestrator.controlplane.admin import Authenticate
+from cynode.orchestrator.controlplane.tables import JOBS, TASKS
+from cynode.orchestrator.events import JOBS as JOBS_TOPIC
+from cynode.orchestrator.events import EventBus
+from cynode.orchestrator.store import User, new_id, session_factory, transaction, utcnow
+
+
+class ControlPlaneServer:
+    """build_control_plane + a grpc.aio server on 127.0.0.1. `port=0` picks one; a
+    restart binds the same port again so connected nodes find it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: ControlPlaneSettings,
+        *,
+        port: int = 0,
+        authenticate: Authenticate | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.port = port
+        self.authenticate = authenticate
+        self.bus = bus or EventBus()
+        self.plane: ControlPlane | None = None
+        self.server: grpc.aio.Server | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def cp(self) -> ControlPlane:
+        assert self.plane is not None, "not started"
+        return self.plane
+
+    async def start(self) -> ControlPlaneServer:
+        self.plane = build_control_plane(
+            self.engine, self.bus, self.settings, authenticate=self.authenticate
+        )
+        self.server = grpc.aio.server(options=KEEPALIVE_SERVER_OPTIONS)
+        self.plane.add_to_server(self.server)
+        self.plane.add_gateway_to_server(self.server)
+        self.port = self.server.add_insecure_port(self.target)
+        await self.server.start()
+        await self.plane.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+            self.server = None
+        if self.plane is not None:
+            await self.plane.stop()
+            self.plane = None
+
+
+def settings_for_tests(**overrides: Any) -> ControlPlaneSettings:
+    base = ControlPlaneSettings(
+        psk="test-psk-0123456789",
+        jwt_secret="test-secret-0123456789abcdef-0123456789",
+        lease_seconds=2,
+        heartbeat_seconds=1,
+        sweep_seconds=0.3,
+    )
+    return replace(base, **overrides)
+
+
+async def make_user(engine: AsyncEngine, handle: str | None = None) -> str:
+    async with transaction(session_factory(engine)) as s:
+        user = User(handle=handle or f"u{new_id().lower()}", password_hash="x")
+        s.add(user)
+    return user.id
+
+
+async def enqueue_jobs(
+    engine: AsyncEngine,
+    user_id: str,
+    count: int,
+    *,
+    input_mode: str = "commands",
+    needs_inference: bool = False,
+    bus: EventBus | None = None,
+) -> list[tuple[str, str]]:
+    """Creates `count` tasks, each with its first job queued, in one transaction the way
+    the gateway does; returns (task_id, job_id) pairs."""
+    now = utcnow()
+    tasks: list[dict[str, Any]] = []
+    jobs: list[dict[str, Any]] = []
+    pairs: list[tuple[str, str]] = []
+    for _ in range(count):
+        task_id, job_id = new_id(), new_id()
+        pairs.append((task_id, job_id))
+        tasks.append(
+            {
+                "id": task_id,
+                "user_id": user_id,
+                "name": None,
+                "status": "queued",
+                "input_mode": input_mode,
+                "prompt": "hello" if input_mode == "prompt" else None,
+                "script": "echo hi" if input_mode == "script" else None,
+                "commands": ["echo hi"] if input_mode == "commands" else None,
+                "use_inference": needs_inference,
+                "timeout_seconds": 0,
+                "image": None,
+                "reason": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        jobs.append(
+            {
+                "id": job_id,
+                "task_id": task_id,
+                "status": "queued",
+                "needs_inference": needs_inference,
+                "attempt": 0,
+                "cancel_requested": False,
+                "stdout": b"",
+                "stderr": b"",
+                "stdout_truncated": False,
+                "stderr_truncated": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    async with engine.begin() as conn:
+        for part in _parts(tasks):
+            await conn.execute(TASKS.insert(), part)
+        for part in _parts(jobs):
+            await conn.execute(JOBS.insert(), part)
+    if bus is not None:
+        bus.publish(JOBS_TOPIC)
+    return pairs
+
+
+def _parts(rows: Sequence[dict[str, Any]], size: int = 1000) -> list[Sequence[dict[str, Any]]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Polls until `check` holds; raises AssertionError naming `what` otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.05)

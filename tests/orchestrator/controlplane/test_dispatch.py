@@ -1,0 +1,305 @@
+"""Dispatch over real gRPC with simulated nodes, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
+from cynode.jobs.v1 import job_pb2
+from cynode.orchestrator.controlplane.tables import ATTEMPTS, CHUNKS, JOBS, NODES, TASKS
+from cynode.orchestrator.events import JOBS as JOBS_TOPIC
+from cynode.orchestrator.events import task_topic
+from cynode.orchestrator.simnode import SimNode
+from cynode.orchestrator.simnode.harness import (
+    ControlPlaneServer,
+    enqueue_jobs,
+    make_user,
+    settings_for_tests,
+    wait_until,
+)
+
+PSK = "test-psk-0123456789"
+
+
+class Gate:
+    """A runtime whose jobs run until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+
+    async def __call__(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:
+        self.started.append(spec.job_id)
+        await self.release.wait()
+        return job_pb2.JobResult(
+            status=job_pb2.JOB_STATUS_COMPLETED, exit_code=0, stdout=f"done {spec.job_id}".encode()
+        )
+
+
+async def _statuses(engine: AsyncEngine, table: sa.Table = JOBS) -> Counter[str]:
+    async with engine.connect() as conn:
+        return Counter(r.status for r in await conn.execute(sa.select(table.c.status)))
+
+
+async def _job(engine: AsyncEngine, job_id: str) -> sa.Row[tuple[object, ...]]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id))).one()
+    return row
+
+
+async def _all_done(engine: AsyncEngine, n: int) -> bool:
+    return (await _statuses(engine))["completed"] == n
+
+
+async def test_jobs_spread_by_free_slots_and_complete(server: ControlPlaneServer) -> None:
+    gate_a, gate_b = Gate(), Gate()
+    a = SimNode(server.target, PSK, "a", slots=3, runtime=gate_a)
+    b = SimNode(server.target, PSK, "b", slots=1, runtime=gate_b)
+    await a.start()
+    await b.start()
+    user = await make_user(server.engine)
+    pairs = await enqueue_jobs(server.engine, user, 5, bus=server.bus)
+    await wait_until(lambda: len(gate_a.started) + len(gate_b.started) == 4, what="4 running")
+    assert (len(gate_a.started), len(gate_b.started)) == (3, 1)
+    async with server.engine.connect() as conn:
+        running = await conn.execute(sa.select(TASKS.c.status))
+        assert Counter(r.status for r in running) == {"running": 4, "queued": 1}
+    watched = pairs[0][0]
+    async with server.bus.subscribe(task_topic(watched)) as updates:
+        gate_a.release.set()
+        gate_b.release.set()
+        await wait_until(lambda: _all_done(server.engine, 5), what="all completed")
+        assert not updates.empty()
+    async with server.engine.connect() as conn:
+        tasks = await _statuses(server.engine, TASKS)
+        assert tasks == {"completed": 5}
+        attempts = list(await conn.execute(sa.select(ATTEMPTS)))
+        chunks = list(await conn.execute(sa.select(CHUNKS)))
+    assert len(attempts) == 5 and {r.status for r in attempts} == {"completed"}
+    assert {r.attempt for r in attempts} == {1}
+    assert len(chunks) == 5 and all(c.data.startswith(b"done ") for c in chunks)
+    job = await _job(server.engine, pairs[0][1])
+    assert job.stdout == f"done {pairs[0][1]}".encode() and job.exit_code == 0
+    assert job.started_at is not None and job.ended_at is not None
+    await wait_until(lambda: len(a.acked) + len(b.acked) == 5, what="results acked")
+    assert not a.spool and not b.spool
+    await a.stop()
+    await b.stop()
+
+
+async def test_inference_jobs_only_reach_inference_nodes(server: ControlPlaneServer) -> None:
+    plain = SimNode(server.target, PSK, "plain", slots=4)
+    smart = SimNode(server.target, PSK, "smart", slots=1, inference=True)
+    await plain.start()
+    await smart.start()
+    user = await make_user(server.engine)
+    inf = await enqueue_jobs(server.engine, user, 3, input_mode="prompt", needs_inference=True)
+    await enqueue_jobs(server.engine, user, 4, bus=server.bus)
+    await wait_until(lambda: _all_done(server.engine, 7), what="all completed")
+    assert {s.job_id for s in smart.assignments} >= {j for _, j in inf}
+    assert all(not s.use_inference for s in plain.assignments)
+    prompt = next(s for s in smart.assignments if s.job_id == inf[0][1])
+    assert prompt.input_mode == job_pb2.INPUT_MODE_PROMPT and prompt.prompt == "hello"
+    assert prompt.use_inference
+    await plain.stop()
+    await smart.stop()
+
+
+async def test_killed_node_job_completes_elsewhere_after_lease(server: ControlPlaneServer) -> None:
+    gate = Gate()
+    doomed = SimNode(server.target, PSK, "doomed", slots=1, runtime=gate)
+    await doomed.start()
+    user = await make_user(server.engine)
+    [(task_id, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    await wait_until(lambda: gate.started == [job_id], what="started on doomed")
+    survivor = SimNode(server.target, PSK, "survivor", slots=1)
+    await survivor.start()
+    await doomed.kill()
+    await wait_until(lambda: _all_done(server.engine, 1), what="completed on survivor")
+    job = await _job(server.engine, job_id)
+    assert job.attempt == 2 and job.node_id == survivor.node_id
+    assert [s.attempt for s in survivor.assignments] == [2]
+    async with server.engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS).order_by(ATTEMPTS.c.attempt)))
+        node = (await conn.execute(sa.select(NODES).where(NODES.c.id == doomed.node_id))).one()
+    assert [(r.attempt, r.status) for r in rows] == [(1, "lost"), (2, "completed")]
+    assert node.status == "offline"
+    await survivor.stop()
+
+
+async def test_orchestrator_restart_mid_job_result_lands_once(engine: AsyncEngine) -> None:
+    settings = settings_for_tests(lease_seconds=10)
+    srv = await ControlPlaneServer(engine, settings).start()
+    gate = Gate()
+    node = SimNode(srv.target, PSK, "steady", slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(engine)
+    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    await srv.stop()
+    await wait_until(lambda: not node.connected.is_set(), what="stream dropped")
+    srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
+    await wait_until(node.connected.is_set, what="reconnected")
+    assert node.hello_acks == 2
+    gate.release.set()
+    await wait_until(lambda: _all_done(engine, 1), what="completed")
+    await wait_until(lambda: (job_id, 1) in node.acked, what="acked")
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS)))
+    assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
+    assert len(node.assignments) == 1  # never dispatched twice
+    await node.stop()
+    await srv2.stop()
+
+
+async def test_replayed_result_is_stored_once(server: ControlPlaneServer) -> None:
+    node = SimNode(server.target, PSK, "replayer", slots=1)
+    await node.start()
+    user = await make_user(server.engine)
+    [(_, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    await wait_until(lambda: node.acked == [(job_id, 1)], what="acked")
+    first = await _job(server.engine, job_id)
+    replay = job_pb2.JobResult(
+        job_id=job_id, attempt=1, status=job_pb2.JOB_STATUS_FAILED, exit_code=9, stdout=b"x"
+    )
+    node._send(dispatch_pb2.ConnectRequest(job_result=replay))
+    node._send(dispatch_pb2.ConnectRequest(job_result=replay))
+    await wait_until(lambda: len(node.acked) == 3, what="duplicates acknowledged")
+    async with server.engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS)))
+    assert [(r.status, r.exit_code) for r in rows] == [("completed", 0)]
+    again = await _job(server.engine, job_id)
+    assert (again.status, again.exit_code, again.stdout) == ("completed", 0, first.stdout)
+    # An unknown job's result is acknowledged too, so the node can forget it.
+    ghost = job_pb2.JobResult(job_id="01J00000000000000000000000", attempt=1)
+    node._send(dispatch_pb2.ConnectRequest(job_result=ghost))
+    await wait_until(lambda: len(node.acked) == 4, what="ghost acknowledged")
+    await node.stop()
+
+
+async def test_cancel_reaches_the_node(server: ControlPlaneServer) -> None:
+    gate = Gate()
+    node = SimNode(server.target, PSK, "cancelable", slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(server.engine)
+    [(task_id, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    async with server.engine.begin() as conn:  # what TaskService.CancelTask does
+        await conn.execute(
+            JOBS.update()
+            .where(JOBS.c.id == job_id)
+            .values(status="canceled", cancel_requested=True)
+        )
+        await conn.execute(TASKS.update().where(TASKS.c.id == task_id).values(status="canceled"))
+    server.bus.publish(JOBS_TOPIC)
+    await wait_until(lambda: [c.job_id for c in node.cancels] == [job_id], what="cancel sent")
+    assert node.cancels[0].attempt == 1 and node.cancels[0].reason == "canceled"
+    await wait_until(lambda: (job_id, 1) in node.acked, what="canceled result acked")
+    job = await _job(server.engine, job_id)
+    assert job.status == "canceled" and not job.cancel_requested and job.ended_at is not None
+    async with server.engine.connect() as conn:
+        attempt = (await conn.execute(sa.select(ATTEMPTS))).one()
+    assert (attempt.status, attempt.reason) == ("canceled", "canceled")
+    await node.stop()
+
+
+async def test_attempt_limit_fails_job_node_lost(sqlite_engine: AsyncEngine) -> None:
+    srv = await ControlPlaneServer(sqlite_engine, settings_for_tests(max_attempts=1)).start()
+    gate = Gate()
+    node = SimNode(srv.target, PSK, "lost", slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(sqlite_engine)
+    [(task_id, job_id)] = await enqueue_jobs(sqlite_engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    await node.kill()
+    await wait_until(lambda: _statuses(sqlite_engine).__await__() is not None, what="noop")
+    await wait_until(lambda: _statuses(sqlite_engine, TASKS), what="tasks")
+
+    async def failed() -> bool:
+        return (await _statuses(sqlite_engine, TASKS))["failed"] == 1
+
+    await wait_until(failed, what="task failed")
+    job = await _job(sqlite_engine, job_id)
+    assert (job.status, job.reason) == ("failed", "node_lost")
+    async with sqlite_engine.connect() as conn:
+        task = (await conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id))).one()
+    assert task.reason == "node_lost"
+    await srv.stop()
+
+
+async def test_stale_holder_is_told_to_cancel_and_late_result_only_recorded(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    srv = await ControlPlaneServer(sqlite_engine, settings_for_tests(lease_seconds=1)).start()
+    gate = Gate()
+    slow = SimNode(srv.target, PSK, "slow", slots=1, runtime=gate)
+    await slow.start()
+    user = await make_user(sqlite_engine)
+    [(_, job_id)] = await enqueue_jobs(sqlite_engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    # A hung job: the node stops listing it in heartbeats, so its lease runs out.
+    hung = slow.running.pop((job_id, 1))
+    await wait_until(
+        lambda: any(c.job_id == job_id for c in slow.cancels), what="lease_expired cancel"
+    )
+    assert slow.cancels[-1].reason == "lease_expired"
+    fast = SimNode(srv.target, PSK, "fast", slots=1)
+    await fast.start()
+    await wait_until(lambda: _all_done(sqlite_engine, 1), what="done on fast")
+    assert [s.attempt for s in fast.assignments] == [2]
+    # The old copy reports late: recorded on attempt 1, the job keeps attempt 2's result.
+    late = job_pb2.JobResult(
+        job_id=job_id, attempt=1, status=job_pb2.JOB_STATUS_FAILED, exit_code=3
+    )
+    slow._send(dispatch_pb2.ConnectRequest(job_result=late))
+    await wait_until(lambda: (job_id, 1) in slow.acked, what="late result acked")
+    async with sqlite_engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS).order_by(ATTEMPTS.c.attempt)))
+    assert [(r.attempt, r.status, r.exit_code) for r in rows] == [
+        (1, "failed", 3),
+        (2, "completed", 0),
+    ]
+    job = await _job(sqlite_engine, job_id)
+    assert (job.status, job.attempt, job.exit_code) == ("completed", 2, 0)
+    # Reconnecting while still holding the old copy: told to cancel it.
+    slow.running[(job_id, 1)] = hung
+    before = len(slow.cancels)
+    slow.disconnect()
+    await wait_until(lambda: len(slow.cancels) > before, what="superseded cancel")
+    assert (slow.cancels[-1].job_id, slow.cancels[-1].reason) == (job_id, "superseded")
+    await wait_until(lambda: hung.done(), what="old copy stopped")
+    await slow.stop()
+    await fast.stop()
+    await srv.stop()
+
+
+async def test_hello_rules(sqlite_server: ControlPlaneServer) -> None:
+    node = SimNode(sqlite_server.target, PSK, "rules")
+    await node.register()
+    channel = grpc.aio.insecure_channel(sqlite_server.target)
+    stub = dispatch_pb2_grpc.DispatchServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    async def first(msg: dispatch_pb2.ConnectRequest, metadata: object) -> grpc.StatusCode:
+        async def one() -> object:
+            yield msg
+
+        call = stub.Connect(one(), metadata=metadata)
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    ready = dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=1))
+    wrong = dispatch_pb2.ConnectRequest(hello=dispatch_pb2.Hello(node_slug="someone-else"))
+    assert await first(ready, node.metadata) == grpc.StatusCode.INVALID_ARGUMENT
+    assert await first(wrong, node.metadata) == grpc.StatusCode.PERMISSION_DENIED
+    assert await first(ready, ()) == grpc.StatusCode.UNAUTHENTICATED
+    await channel.close()
+    await node.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeAlias
+from urllib.parse import unquote
 
 import grpc
 
@@ -42,6 +43,7 @@ def client_address(context: Context) -> str:
     """The caller's address without the port, from grpc's `ipv4:1.2.3.4:5` style peer."""
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")
+    rest = unquote(rest)  # grpc core writes ipv6 peers as ipv6:%5B::1%5D:port
     if kind == "ipv6":
         host = rest.rsplit(":", 1)[0] if rest.startswith("[") else rest
         return host.strip("[]") or "unknown"

@@ -83,7 +83,9 @@ async def test_task_lifecycle_over_rest(http: httpx.AsyncClient, gateway: Gatewa
     page = (await http.get("/v1/tasks", params={"limit": 2}, headers=auth)).json()
     assert [t["task_id"] for t in page["tasks"]] == [c["task_id"] for c in created[::-1][:2]]
     rest = (
-        await http.get("/v1/tasks", params={"limit": 2, "cursor": page["next_cursor"]}, headers=auth)
+        await http.get(
+            "/v1/tasks", params={"limit": 2, "cursor": page["next_cursor"]}, headers=auth
+        )
     ).json()
     assert [t["task_id"] for t in rest["tasks"]] == [created[0]["task_id"]]
 
@@ -101,7 +103,7 @@ async def test_task_lifecycle_over_rest(http: httpx.AsyncClient, gateway: Gatewa
     result = (await http.get(f"/v1/tasks/{tid}/result", headers=auth)).json()
     assert result["status"] == "completed" and result["stdout"] == "a\nb\n"
     assert result["jobs"][0]["truncated"] is not None
-    logs = (await http.get(f"/v1/tasks/{tid}/logs", params={"stream": "stdout"}, headers=auth))
+    logs = await http.get(f"/v1/tasks/{tid}/logs", params={"stream": "stdout"}, headers=auth)
     assert logs.json()["lines"] == ["a", "b"]
     lines = []
     async with http.stream("GET", f"/v1/tasks/{tid}/watch", headers=auth) as resp:

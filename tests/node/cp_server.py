@@ -33,13 +33,13 @@ class StreamSession:
     def of_kind(self, kind: str) -> list[Any]:
         return [getattr(m, kind) for m in self.received if m.WhichOneof("msg") == kind]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
         async def loop() -> None:
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
 
-        await asyncio.wait_for(loop(), timeout)
+        await asyncio.wait_for(loop(), within)
 
     def send(self, **kwargs: Any) -> None:
         self.outbox.put_nowait(dispatch_pb2.ConnectResponse(**kwargs))
@@ -170,7 +170,7 @@ class FakeControlPlane(
             session.received.append(message)
             session.changed.set()
 
-    async def session(self, index: int, timeout: float = 10.0) -> StreamSession:
+    async def session(self, index: int, within: float = 10.0) -> StreamSession:
         """The index-th stream ever opened, waiting for it to open."""
 
         async def loop() -> None:
@@ -178,7 +178,7 @@ class FakeControlPlane(
                 self.new_session.clear()
                 await self.new_session.wait()
 
-        await asyncio.wait_for(loop(), timeout)
+        await asyncio.wait_for(loop(), within)
         return self.sessions[index]
 
 

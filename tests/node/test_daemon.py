@@ -73,12 +73,13 @@ async def daemon_running(config: NodeConfig, host: FakeHost) -> AsyncIterator[No
         await asyncio.wait_for(task, 30)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async def loop() -> None:
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(loop(), timeout)
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Polls state that has no event to wait on (readiness steps, recorded calls)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -128,23 +129,23 @@ async def test_readyz_names_the_failed_step_and_recovers(
     host = FakeHost()
     host.images.clear()
     async with daemon_running(cfg, host) as daemon:
-        async with httpx.AsyncClient(base_url=api_url(daemon)) as http:
 
-            async def readyz() -> httpx.Response:
+        async def readyz() -> httpx.Response:
+            async with httpx.AsyncClient(base_url=api_url(daemon)) as http:
                 return await http.get("/readyz")
 
-            for _ in range(500):
-                answer = await readyz()
-                if "images failed" in answer.text:
-                    break
-                await asyncio.sleep(0.02)
-            assert answer.status_code == 503
-            assert "step images failed" in answer.text
-            assert "run `make images`" in answer.text
-            assert daemon.readiness.steps["dispatch"].state is StepState.PENDING
-            host.images.add("localhost/cynode-sandbox")
-            await wait_until(lambda: daemon.readiness.ready)
-            assert (await readyz()).status_code == 200
+        for _ in range(500):
+            answer = await readyz()
+            if "images failed" in answer.text:
+                break
+            await asyncio.sleep(0.02)
+        assert answer.status_code == 503
+        assert "step images failed" in answer.text
+        assert "run `make images`" in answer.text
+        assert daemon.readiness.steps["dispatch"].state is StepState.PENDING
+        host.images.add("localhost/cynode-sandbox")
+        await wait_until(lambda: daemon.readiness.ready)
+        assert (await readyz()).status_code == 200
 
 
 async def test_readyz_is_503_while_registration_is_refused(

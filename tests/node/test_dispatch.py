@@ -209,7 +209,7 @@ async def test_credits_and_heartbeats_track_running_jobs(
             beats = session.of_kind("heartbeat")
             return bool(beats) and {j.job_id for j in beats[-1].running} == {"A", "B"}
 
-        await session.wait_for(both_in_heartbeat, timeout=5)
+        await session.wait_for(both_in_heartbeat, within=5)
         assert len(h.runners) == 2
         assert h.client.free_slots == 0
         h.runners[0].release.set()
@@ -303,14 +303,13 @@ async def test_server_down_marks_dispatch_failed_then_recovers(
 
     plane = FakeControlPlane()
     server, target = await start_server(plane)
-    async with grpc.aio.insecure_channel(target) as chan:
-        async with running_client(node_config, chan) as h:
-            await plane.session(0)
-            await server.stop(grace=None)
-            for _ in range(500):
-                if h.client.readiness.steps["dispatch"].state is StepState.FAILED:
-                    break
-                await asyncio.sleep(0.01)
-            assert h.client.readiness.steps["dispatch"].state is StepState.FAILED
-            assert "stream failed" in h.client.readiness.steps["dispatch"].detail
-            assert not h.client.connected.is_set()
+    async with grpc.aio.insecure_channel(target) as chan, running_client(node_config, chan) as h:
+        await plane.session(0)
+        await server.stop(grace=None)
+        for _ in range(500):
+            if h.client.readiness.steps["dispatch"].state is StepState.FAILED:
+                break
+            await asyncio.sleep(0.01)
+        assert h.client.readiness.steps["dispatch"].state is StepState.FAILED
+        assert "stream failed" in h.client.readiness.steps["dispatch"].detail
+        assert not h.client.connected.is_set()

@@ -63,11 +63,11 @@ def commands_job(job_id: str, *commands: str, timeout: int = 0) -> dict[str, obj
     return {"assignment": dispatch_pb2.JobAssignment(spec=spec)}
 
 
-async def result_of(session: StreamSession, job_id: str, timeout: float = 60) -> job_pb2.JobResult:
+async def result_of(session: StreamSession, job_id: str, within: float = 60) -> job_pb2.JobResult:
     def found() -> list[job_pb2.JobResult]:
         return [r for r in session.of_kind("job_result") if r.job_id == job_id]
 
-    await session.wait_for(lambda: bool(found()), timeout=timeout)
+    await session.wait_for(lambda: bool(found()), within=within)
     return found()[0]
 
 
@@ -115,7 +115,7 @@ async def test_jobs_run_in_real_sandboxes(
         # A cancel stops the running container.
         session.send(**commands_job("E2E4", "sleep 30"))
         await session.wait_for(
-            lambda: any(s.job_id == "E2E4" for s in session.of_kind("job_started")), timeout=30
+            lambda: any(s.job_id == "E2E4" for s in session.of_kind("job_started")), within=30
         )
         session.send(cancel=dispatch_pb2.CancelJob(job_id="E2E4", attempt=1, reason="user"))
         result = await result_of(session, "E2E4")

@@ -190,7 +190,7 @@ class NodeDaemon:
         with contextlib.suppress(Exception):
             await self.host.close()
         if self.cp is not None and self._channel is None:
-            await self.cp.channel.close()
+            await self.cp.channel.close(grace=None)
 
     def _settings(self) -> SandboxSettings:
         return self.applied.settings if self.applied else self._base

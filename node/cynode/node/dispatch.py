@@ -32,6 +32,8 @@ from .spool import ResultSpool
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_S = 10.0
+# The end-of-stream marker of grpc.aio reads (missing from grpc-stubs).
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
 class Auth(Protocol):
@@ -154,7 +156,7 @@ class DispatchClient:
         )
         await call.write(dispatch_pb2.ConnectRequest(hello=hello))
         first = await call.read()
-        if first is grpc.aio.EOF or not first.HasField("hello_ack"):
+        if not isinstance(first, dispatch_pb2.ConnectResponse) or not first.HasField("hello_ack"):
             raise StreamClosed("the server did not answer Hello with HelloAck")
         ack = first.hello_ack
         self.node_id = ack.node_id or self.node_id
@@ -226,7 +228,7 @@ class DispatchClient:
                 writer.result()
                 return
             message = read.result()
-            if message is grpc.aio.EOF:
+            if message is _EOF or not isinstance(message, dispatch_pb2.ConnectResponse):
                 return
             self._handle(message)
 

@@ -13,6 +13,7 @@ from podman import PodmanClient
 from .config import NodeConfig
 from .jobs import OnOutput, OnStarted, Runner, RunnerFactory
 from .runtime import JobRunner, PodmanService, SandboxSettings, remove_leftovers
+from .state import ensure_private_dir
 
 # sun_path holds 108 bytes; keep the socket path safely under it.
 _MAX_SOCKET_PATH = 100
@@ -26,8 +27,9 @@ def private_runtime_dir(state_dir: Path) -> Path:
 
 
 class PodmanHost:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, *, start_timeout_s: float = 30.0) -> None:
         self.config = config
+        self.start_timeout_s = start_timeout_s
         self.service: PodmanService | None = None
         self.client: PodmanClient | None = None
 
@@ -35,6 +37,8 @@ class PodmanHost:
         if self.config.podman_socket:
             return PodmanService.existing(self.config.podman_socket)
         conf = self.config.effective_containers_conf
+        # The private service lives in the state dir: make it ours and 0700 first.
+        ensure_private_dir(self.config.state_dir)
         return PodmanService(
             private_runtime_dir(self.config.state_dir),
             containers_conf=Path(conf) if conf else None,
@@ -44,7 +48,7 @@ class PodmanHost:
         """Starts (or finds) the service; the version it reports proves it answers."""
         if self.service is None:
             service = self._make_service()
-            await service.astart()
+            await service.astart(self.start_timeout_s)
             self.service = service
             self.client = service.client(timeout=60)
         client = self._client()
@@ -72,7 +76,7 @@ class PodmanHost:
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
         service, self.service = self.service, None
         if service is not None:
             await service.astop()

@@ -7,7 +7,7 @@ import re
 import shutil
 
 
-async def command_output(*argv: str, timeout: float = 10.0) -> tuple[int, str]:
+async def command_output(*argv: str, within: float = 10.0) -> tuple[int, str]:
     """(exit code, stdout+stderr); 127 when the binary is missing."""
     if shutil.which(argv[0]) is None:
         return 127, f"{argv[0]}: not found"
@@ -15,11 +15,11 @@ async def command_output(*argv: str, timeout: float = 10.0) -> tuple[int, str]:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await asyncio.wait_for(proc.communicate(), within)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return 124, f"{argv[0]}: timed out after {timeout:.0f}s"
+        return 124, f"{argv[0]}: timed out after {within:.0f}s"
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 

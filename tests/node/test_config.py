@@ -1,0 +1,103 @@
+"""Node configuration: YAML, env overrides, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cynode.node.config import (
+    REPO_CONTAINERS_CONF,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    with_overrides,
+)
+
+YAML = """
+node: {slug: yaml-node, name: Big box, labels: [gpu, eu]}
+psk: from-yaml
+orchestrator: {url: "https://cp.example:12082", ca_file: /etc/ca.pem}
+state_dir: /srv/cynode
+worker_api: {host: 0.0.0.0, port: 12091, base_url: "http://box:12091"}
+podman: {socket: /run/podman/podman.sock, containers_conf: /etc/cynode/containers.conf}
+sandbox: {image: localhost/other, max_concurrency: 4}
+inference: {mode: existing, url: "http://127.0.0.1:11434"}
+reconnect: {initial_seconds: 1, max_seconds: 10}
+"""
+
+
+def test_yaml_then_env_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(YAML)
+    config = load_config(path, env={})
+    assert config.node_slug == "yaml-node"
+    assert config.labels == ("gpu", "eu")
+    assert config.state_dir == Path("/srv/cynode")
+    assert config.grpc_target == "cp.example:12083"
+    assert config.uses_tls
+    assert config.advertised_worker_api == "http://box:12091"
+    assert config.max_concurrency == 4
+    assert config.effective_containers_conf == "/etc/cynode/containers.conf"
+    env = {
+        "CYNODE_ORCHESTRATOR_URL": "http://10.0.0.5:12082",
+        "CYNODE_CONTROL_PLANE_GRPC": "10.0.0.5:9999",
+        "NODE_PSK": "from-env",
+        "CYNODE_NODE_SLUG": "env-node",
+        "CYNODE_NODE_STATE_DIR": str(tmp_path / "s"),
+        "CYNODE_WORKER_API_PORT": "12099",
+        "CYNODE_PODMAN_SOCKET": "/tmp/p.sock",
+        "CYNODE_MAX_CONCURRENCY": "3",
+    }
+    config = load_config(path, env=env)
+    assert (config.node_slug, config.psk, config.worker_api_port) == ("env-node", "from-env", 12099)
+    assert config.grpc_target == "10.0.0.5:9999"
+    assert config.state_dir == tmp_path / "s"
+    assert config.podman_socket == "/tmp/p.sock"
+    assert config.max_concurrency == 3
+    assert "from-env" not in repr(config)
+
+
+def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONTAINERS_CONF", raising=False)
+    config = load_config(None, env={"CYNODE_NODE_SLUG": "n1"})
+    assert config.grpc_target == "127.0.0.1:12083"
+    assert not config.uses_tls
+    assert config.worker_api_port == 12090
+    assert config.advertised_worker_api == "http://127.0.0.1:12090"
+    assert config.effective_containers_conf == str(REPO_CONTAINERS_CONF)
+    monkeypatch.setenv("CONTAINERS_CONF", "/x.conf")
+    assert config.effective_containers_conf == "/x.conf"
+    assert load_config(None, env={}).node_slug  # the host name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("node: {slug: a}\nbogus: 1\n", "unknown key 'bogus'"),
+        ("- a list\n", "mapping at the top level"),
+        ("node: {slug: a}\nworker_api: {port: abc}\n", "expected a number"),
+        ("node: {slug: a}\nworker_api: {port: 70000}\n", "worker_api.port"),
+        ("node: {slug: a}\nsandbox: {max_concurrency: 0}\n", "max_concurrency"),
+        ("node: {slug: a}\ninference: {mode: cloud}\n", "inference.mode"),
+        ("node: {slug: a}\norchestrator: {url: 'ftp://x'}\n", "orchestrator.url"),
+        ("node: {slug: a}\nreconnect: {initial_seconds: 5, max_seconds: 1}\n", "reconnect"),
+        ("node: {slug: a, labels: 3}\n", "list of strings"),
+        ("node: [unclosed\n", "not valid YAML"),
+        ("node: {slug: ''}\n", "node.slug is empty"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(path, env={})
+
+
+def test_missing_file_and_env_labels(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml", env={})
+    config = with_overrides(NodeConfig(node_slug="n"), labels=("a",))
+    assert config.labels == ("a",)
+    with pytest.raises(ConfigError):
+        with_overrides(config, max_concurrency=-1)

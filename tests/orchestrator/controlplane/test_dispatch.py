@@ -66,9 +66,11 @@ async def test_jobs_spread_by_free_slots_and_complete(server: ControlPlaneServer
     pairs = await enqueue_jobs(server.engine, user, 5, bus=server.bus)
     await wait_until(lambda: len(gate_a.started) + len(gate_b.started) == 4, what="4 running")
     assert (len(gate_a.started), len(gate_b.started)) == (3, 1)
-    async with server.engine.connect() as conn:
-        running = await conn.execute(sa.select(TASKS.c.status))
-        assert Counter(r.status for r in running) == {"running": 4, "queued": 1}
+
+    async def four_running() -> bool:
+        return await _statuses(server.engine, TASKS) == {"running": 4, "queued": 1}
+
+    await wait_until(four_running, what="tasks running")
     watched = pairs[0][0]
     async with server.bus.subscribe(task_topic(watched)) as updates:
         gate_a.release.set()
@@ -115,7 +117,7 @@ async def test_killed_node_job_completes_elsewhere_after_lease(server: ControlPl
     doomed = SimNode(server.target, PSK, "doomed", slots=1, runtime=gate)
     await doomed.start()
     user = await make_user(server.engine)
-    [(task_id, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    [(_, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
     await wait_until(lambda: gate.started == [job_id], what="started on doomed")
     survivor = SimNode(server.target, PSK, "survivor", slots=1)
     await survivor.start()
@@ -217,8 +219,6 @@ async def test_attempt_limit_fails_job_node_lost(sqlite_engine: AsyncEngine) -> 
     [(task_id, job_id)] = await enqueue_jobs(sqlite_engine, user, 1, bus=srv.bus)
     await wait_until(lambda: gate.started == [job_id], what="running")
     await node.kill()
-    await wait_until(lambda: _statuses(sqlite_engine).__await__() is not None, what="noop")
-    await wait_until(lambda: _statuses(sqlite_engine, TASKS), what="tasks")
 
     async def failed() -> bool:
         return (await _statuses(sqlite_engine, TASKS))["failed"] == 1
@@ -301,5 +301,5 @@ async def test_hello_rules(sqlite_server: ControlPlaneServer) -> None:
     assert await first(ready, node.metadata) == grpc.StatusCode.INVALID_ARGUMENT
     assert await first(wrong, node.metadata) == grpc.StatusCode.PERMISSION_DENIED
     assert await first(ready, ()) == grpc.StatusCode.UNAUTHENTICATED
-    await channel.close()
+    await channel.close(None)
     await node.stop()

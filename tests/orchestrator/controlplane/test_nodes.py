@@ -76,7 +76,7 @@ async def test_register_without_slug_is_invalid(sqlite_server: ControlPlaneServe
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.RegisterNode(nodes_pb2.RegisterNodeRequest(psk=PSK))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    await channel.close()
+    await channel.close(None)
 
 
 async def test_config_has_ulid_version_stable_until_body_changes(
@@ -120,7 +120,7 @@ async def test_config_has_ulid_version_stable_until_body_changes(
     node.disconnect()
     await wait_until(lambda: len(node.config_changes) > before, what="ConfigChanged on hello")
     await node.stop()
-    await channel.close()
+    await channel.close(None)
 
 
 async def test_ack_failed_unknown_and_invalid(sqlite_server: ControlPlaneServer) -> None:
@@ -153,7 +153,7 @@ async def test_ack_failed_unknown_and_invalid(sqlite_server: ControlPlaneServer)
             )
         assert err.value.code() == code
     await node.stop()
-    await channel.close()
+    await channel.close(None)
 
 
 async def test_node_calls_need_a_node_token(sqlite_server: ControlPlaneServer) -> None:
@@ -168,7 +168,7 @@ async def test_node_calls_need_a_node_token(sqlite_server: ControlPlaneServer) -
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetNodeConfig(nodes_pb2.GetNodeConfigRequest(), metadata=_auth(ghost))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    await channel.close()
+    await channel.close(None)
 
 
 def test_node_and_user_tokens_do_not_cross() -> None:

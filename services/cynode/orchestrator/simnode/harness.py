@@ -161,7 +161,9 @@ def _parts(rows: Sequence[dict[str, Any]], size: int = 1000) -> list[Sequence[di
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool] | bool],
+    timeout: float = 20.0,  # noqa: ASYNC109
+    what: str = "condition",
 ) -> None:
     """Polls until `check` holds; raises AssertionError naming `what` otherwise."""
     deadline = asyncio.get_running_loop().time() + timeout

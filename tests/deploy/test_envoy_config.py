@@ -1,0 +1,137 @@
+"""deploy/envoy.yaml serves the same REST surface as the Python shim.
+
+Checked statically against the descriptor set; running a real Envoy is a later step.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.api import annotations_pb2  # type: ignore[import-untyped]
+from google.protobuf import descriptor_pb2
+
+from cynode.orchestrator.rest.bindings import rule_verb_and_path
+from cynode.orchestrator.rest.template import parse_template
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = yaml.safe_load((ROOT / "deploy" / "envoy.yaml").read_text())
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+SURFACES = {
+    # listener name: (package, REST port, upstream gRPC port)
+    "user_rest": ("cynode.gateway.v1", 12180, 12081),
+    "controlplane_rest": ("cynode.controlplane.v1", 12182, 12083),
+}
+
+
+def _listener(name: str) -> dict[str, Any]:
+    listeners = CONFIG["static_resources"]["listeners"]
+    return dict(next(item for item in listeners if item["name"] == name))
+
+
+def _manager(name: str) -> dict[str, Any]:
+    filters = _listener(name)["filter_chains"][0]["filters"]
+    return dict(filters[0]["typed_config"])
+
+
+def _transcoder(name: str) -> dict[str, Any]:
+    filters = _manager(name)["http_filters"]
+    assert filters[-1]["name"] == "envoy.filters.http.router"
+    return dict(next(f for f in filters if f["name"] == TRANSCODER)["typed_config"])
+
+
+def _descriptors(transcoder: dict[str, Any]) -> descriptor_pb2.FileDescriptorSet:
+    path = ROOT / transcoder["proto_descriptor"]
+    return descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+
+
+def _annotated(
+    files: descriptor_pb2.FileDescriptorSet, package: str
+) -> dict[str, list[descriptor_pb2.MethodDescriptorProto]]:
+    services: dict[str, list[descriptor_pb2.MethodDescriptorProto]] = {}
+    for file in files.file:
+        if file.package != package:
+            continue
+        for service in file.service:
+            methods = [m for m in service.method if m.options.HasExtension(annotations_pb2.http)]
+            if methods:
+                services[f"{package}.{service.name}"] = methods
+    return services
+
+
+def _cluster_port(name: str) -> int:
+    clusters = CONFIG["static_resources"]["clusters"]
+    cluster = next(c for c in clusters if c["name"] == name)
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    options = cluster["typed_extension_protocol_options"]
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in http["explicit_http_config"], "gRPC needs HTTP/2"
+    return int(endpoint["address"]["socket_address"]["port_value"])
+
+
+def _route_for(name: str, path: str) -> dict[str, Any]:
+    routes = _manager(name)["route_config"]["virtual_hosts"][0]["routes"]
+    for route in routes:
+        match = route["match"]
+        if "prefix" in match and path.startswith(match["prefix"]):
+            return dict(route["route"])
+        if "safe_regex" in match and re.fullmatch(match["safe_regex"]["regex"], path):
+            return dict(route["route"])
+    raise AssertionError(f"no route for {path}")
+
+
+@pytest.mark.parametrize("listener", sorted(SURFACES))
+def test_listener_transcodes_every_annotated_service(listener: str) -> None:
+    package, rest_port, grpc_port = SURFACES[listener]
+    transcoder = _transcoder(listener)
+    assert not Path(transcoder["proto_descriptor"]).is_absolute()
+    assert (ROOT / transcoder["proto_descriptor"]).is_file()
+    annotated = _annotated(_descriptors(transcoder), package)
+    assert annotated, f"no annotated services in {package}?"
+    assert set(transcoder["services"]) == set(annotated)
+    address = _listener(listener)["address"]["socket_address"]
+    assert (address["address"], address["port_value"]) == ("127.0.0.1", rest_port)
+    routes = _manager(listener)["route_config"]["virtual_hosts"][0]["routes"]
+    assert {r["route"]["cluster"] for r in routes} == {listener.replace("_rest", "_grpc")}
+    assert _cluster_port(listener.replace("_rest", "_grpc")) == grpc_port
+
+
+@pytest.mark.parametrize("listener", sorted(SURFACES))
+def test_json_options_match_the_python_shim(listener: str) -> None:
+    transcoder = _transcoder(listener)
+    assert transcoder["print_options"] == {
+        "add_whitespace": False,
+        "always_print_primitive_fields": True,
+        "always_print_enums_as_ints": False,
+        "preserve_proto_field_names": True,
+        "stream_newline_delimited": True,
+    }
+    assert transcoder["ignore_unknown_query_parameters"] is True
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["request_validation_options"]["reject_unknown_method"] is True
+    assert transcoder["max_request_body_size"] == 11 * 1024 * 1024
+
+
+@pytest.mark.parametrize("listener", sorted(SURFACES))
+def test_streaming_routes_have_no_deadline(listener: str) -> None:
+    package = SURFACES[listener][0]
+    annotated = _annotated(_descriptors(_transcoder(listener)), package)
+    for methods in annotated.values():
+        for method in methods:
+            rule = method.options.Extensions[annotations_pb2.http]
+            _, source = rule_verb_and_path(rule)
+            example = re.sub(r"{[^}]+}", "x", parse_template(source).openapi_path)
+            route = _route_for(listener, example)
+            if method.server_streaming:
+                assert route["timeout"] == "0s", example
+                assert route["idle_timeout"] == "0s", example
+            else:
+                assert route["timeout"] != "0s", example
+
+
+def test_ports_do_not_clash_with_the_python_shim() -> None:
+    ports = {_listener(name)["address"]["socket_address"]["port_value"] for name in SURFACES}
+    assert ports.isdisjoint({12080, 12081, 12082, 12083})

@@ -1,0 +1,18 @@
+Feature: Node registration with the pre-shared key
+  Worker nodes join the orchestrator over the control plane with a pre-shared key and get
+  a node JWT and a bootstrap payload back.
+
+  Scenario: A node registers with the right pre-shared key
+    When node "bdd-reg-1" registers with the correct pre-shared key
+    Then the control plane answers 200
+    And the bootstrap payload has version 1, the orchestrator endpoints and a node JWT
+    And the bootstrap's initial_config_version is a ULID
+
+  Scenario: A node with a wrong pre-shared key is refused
+    When node "bdd-reg-2" registers with the pre-shared key "not-the-key"
+    Then the control plane answers 401 with a problem that does not contain "not-the-key"
+
+  Scenario: The same node slug again is the same node
+    When node "bdd-reg-3" registers with the correct pre-shared key
+    And node "bdd-reg-3" registers with the correct pre-shared key
+    Then both registrations name the same node id

@@ -111,6 +111,8 @@ def test_json_options_match_the_python_shim(listener: str) -> None:
     }
     assert transcoder["ignore_unknown_query_parameters"] is True
     assert transcoder["convert_grpc_status"] is True
+    assert transcoder["query_param_unescape_plus"] is True
+    assert transcoder["url_unescape_spec"] == "ALL_CHARACTERS"
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
     assert transcoder["max_request_body_size"] == 11 * 1024 * 1024
 

@@ -117,7 +117,7 @@ def test_keepalive_options_suit_idle_streams() -> None:
     options = dict(server_options())
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.http2.max_pings_without_data"] == 0
-    assert options["grpc.http2.min_recv_ping_interval_without_data_ms"] == 10_000
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
     assert 0 < options["grpc.keepalive_time_ms"] <= 60_000
     assert "grpc.max_connection_age_ms" not in options
     assert "grpc.max_connection_idle_ms" not in options

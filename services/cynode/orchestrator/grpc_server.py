@@ -38,8 +38,8 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
         ("grpc.keepalive_permit_without_calls", 1),
         # Keep pinging through hours without data (the default stops after two pings).
         ("grpc.http2.max_pings_without_data", 0),
-        # Clients (nodes) may ping every 10 s, with or without calls in flight.
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        # Clients (nodes) may ping every 10 s, with or without calls in flight; this is
+        # the receive-side limit (GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS).
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
         # No grpc.max_connection_age_ms / max_connection_idle_ms: a dispatch stream must

@@ -25,6 +25,7 @@ class EchoServicer(shimtest_pb2_grpc.EchoServiceServicer):
         self.seen_peer = ""
         self.release = asyncio.Event()
         self.stream_cancelled = asyncio.Event()
+        self.stream_started = asyncio.Event()
 
     async def GetThing(
         self, request: shimtest_pb2.GetThingRequest, context: Any
@@ -97,7 +98,10 @@ class EchoServicer(shimtest_pb2_grpc.EchoServiceServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not your shelf")
         if request.shelf == "crash-early":
             raise RuntimeError(f"boom {SECRET}")
+        self.stream_started.set()
         try:
+            if request.shelf == "wait-first":
+                await self.release.wait()
             for index in range(min(request.count, MAX_STREAM)):
                 yield shimtest_pb2.StreamThingsResponse(
                     thing=shimtest_pb2.Thing(thing_id=str(index), name=request.shelf)
@@ -114,7 +118,9 @@ class EchoServicer(shimtest_pb2_grpc.EchoServiceServicer):
 
 
 SERVICE_NAME = "cynode.shimtest.v1.EchoService"
-SPECIAL_SHELVES = frozenset({"early", "crash-early", "abort-late", "crash-late", "wait"})
+SPECIAL_SHELVES = frozenset(
+    {"early", "crash-early", "abort-late", "crash-late", "wait", "wait-first"}
+)
 # Fail codes whose REST answer is a 5xx by design.
 FAILING_CODES = frozenset(
     {"EXCEPTION", "WRONG_TYPE", "UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED"}

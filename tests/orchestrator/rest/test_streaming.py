@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -111,6 +112,18 @@ async def test_client_disconnect_cancels_the_servicer(live_url: str, echo: EchoS
         http.stream("GET", "/v1/shelves/wait/things:stream?count=2") as response,
     ):
         await asyncio.wait_for(response.aiter_lines().__anext__(), 10)
+    await asyncio.wait_for(echo.stream_cancelled.wait(), 10)
+
+
+async def test_disconnect_before_the_first_message_cancels_too(
+    live_url: str, echo: EchoServicer
+) -> None:
+    async with httpx.AsyncClient(base_url=live_url) as http:
+        request = asyncio.create_task(http.get("/v1/shelves/wait-first/things:stream?count=1"))
+        await asyncio.wait_for(echo.stream_started.wait(), 10)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
     await asyncio.wait_for(echo.stream_cancelled.wait(), 10)
 
 

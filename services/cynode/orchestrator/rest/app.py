@@ -235,37 +235,44 @@ async def _stream(
         _log.error("%s is not an async generator", binding.full_name)
         return problem_response(problems.INTERNAL, problems.GENERIC_INTERNAL_DETAIL)
     messages = cast(AsyncGenerator[Any, None], produced)
+    early: Response | None = None
+    try:
+        # A client that leaves, even before the first message, cancels the servicer.
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_disconnect, receive, context, group.cancel_scope)
+            early = await _first_then_pump(binding, messages, context, send)
+            group.cancel_scope.cancel()
+    finally:
+        await _close_quietly(binding, messages)
+        context.mark_done()
+    return early
+
+
+async def _first_then_pump(
+    binding: Binding,
+    messages: AsyncGenerator[Any, None],
+    context: RestServicerContext,
+    send: Send,
+) -> Response | None:
     # Wait for the first message so an early failure is a plain problem response.
     try:
         first = encode_response(binding, await messages.__anext__()) + b"\n"
-    except StopAsyncIteration:
-        first = b""
-    except grpc.aio.AbortError:
+    except (StopAsyncIteration, grpc.aio.AbortError):
         first = b""
     except Exception as exc:
-        await messages.aclose()
-        context.mark_done()
         if _failed(context):
             kind, detail = _failure(context)
             return problem_response(kind, detail, _extra_headers(context))
         _unexpected(binding, exc)
         return problem_response(problems.INTERNAL, problems.GENERIC_INTERNAL_DETAIL)
     if not first and _failed(context):
-        context.mark_done()
         kind, detail = _failure(context)
         return problem_response(kind, detail, _extra_headers(context))
     forced = _forced_status(context)
     status = forced if forced is not None and forced < 400 else 200
     headers = [(b"content-type", NDJSON.encode()), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, receive, context, group.cancel_scope)
-            await _pump(binding, messages, first, context, send)
-            group.cancel_scope.cancel()
-    finally:
-        await _close_quietly(binding, messages)
-        context.mark_done()
+    await _pump(binding, messages, first, context, send)
     return None
 
 

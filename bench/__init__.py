@@ -1,0 +1,1 @@
+"""Benchmarks; each module prints a small table (`python -m bench.<name>`)."""

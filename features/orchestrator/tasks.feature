@@ -1,0 +1,89 @@
+Feature: Task lifecycle through the user gateway
+  Tasks are created in one of three input modes, read back by id or name, listed
+  newest first, and canceled; users see only their own tasks.
+
+  Background:
+    Given I am logged in as "admin"
+
+  Scenario Outline: Create a task in each input mode
+    When I create a task with body:
+      """
+      <body>
+      """
+    Then the response status is 201
+    And the JSON field "status" is "queued"
+    When I get the task
+    Then the JSON field "task.input_mode" is "<mode>"
+    And the JSON field "task.status" is "queued"
+
+    Examples:
+      | mode     | body                                                           |
+      | prompt   | {"prompt": "What is 2+2?"}                                      |
+      | script   | {"input_mode": "script", "script": "#!/bin/sh\necho hi"}        |
+      | commands | {"input_mode": "commands", "commands": ["echo a", "echo b"]}   |
+
+  Scenario: Names are unique per user and usable as ids
+    When I create a task with body:
+      """
+      {"prompt": "one", "task_name": "nightly"}
+      """
+    And I create a task with body:
+      """
+      {"prompt": "two", "task_name": "nightly"}
+      """
+    Then the JSON field "task_name" is "nightly-2"
+    When I GET "/v1/tasks/nightly-2" with my token
+    Then the response status is 200
+    And the JSON field "task.task_name" is "nightly-2"
+
+  Scenario: Malformed and oversized requests
+    When I create a task with body:
+      """
+      {"prompt": "a", "script": "b"}
+      """
+    Then the response status is 400
+    And the response is problem JSON
+    When I create a task with a prompt of 1048577 bytes
+    Then the response status is 413
+
+  Scenario: List newest first with a cursor
+    When I create 3 prompt tasks
+    And I list tasks with limit 2
+    Then the response status is 200
+    And the list holds 2 tasks, the newest first
+    And the list has a next cursor
+
+  Scenario: Cancel a queued task, and a canceled one again
+    When I create a task with body:
+      """
+      {"prompt": "cancel me"}
+      """
+    And I cancel the task
+    Then the response status is 200
+    And the JSON field "canceled" is true
+    When I get the task
+    Then the JSON field "task.status" is "canceled"
+    When I cancel the task
+    Then the response status is 409
+
+  Scenario: Another user's task is not found
+    When I create a task with body:
+      """
+      {"prompt": "private"}
+      """
+    Given a user "bdd-bob" with password "bob password 12"
+    And I am logged in as "bdd-bob" with password "bob password 12"
+    When I get the task
+    Then the response status is 404
+
+  Scenario: The same operations over gRPC with a generated stub
+    When I log in over gRPC as "admin" with the admin password
+    And I create a commands task over gRPC
+    Then the gRPC task status is "queued"
+    And I can read the task back over gRPC
+
+  Scenario: The same operations with plain curl
+    When I create a prompt task with curl
+    Then curl printed HTTP status 201
+    When I get the task with curl
+    Then curl printed HTTP status 200

@@ -76,6 +76,8 @@ class FakeControlPlane(
         self.sessions: list[StreamSession] = []
         self.new_session = asyncio.Event()
         self.fail_register: grpc.StatusCode | None = None
+        # While set, every new dispatch stream is refused with UNAVAILABLE.
+        self.refuse_streams = False
         self.events: list[str] = []
 
     # -- NodeService ------------------------------------------------------------------
@@ -141,6 +143,8 @@ class FakeControlPlane(
         self.events.append("connect")
         if self._check(context) is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad node token")
+        if self.refuse_streams:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "streams refused by test")
         session = StreamSession()
         first = await anext(aiter(request_iterator))
         session.received.append(first)

@@ -118,7 +118,8 @@ async def test_job_runs_streams_output_and_result_is_spooled_until_acked(
         # The result was on disk before it was sent, and stays until acknowledged.
         assert h.client.spool.has("JOB1", 1)
         await session.wait_for(lambda: len(session.of_kind("ready")) >= 2)
-        assert session.of_kind("ready")[-1].free_slots == 2
+        # Credits add up on the server: a finished job grants one more.
+        assert session.of_kind("ready")[-1].free_slots == 1
 
         session.send(result_ack=dispatch_pb2.ResultAck(job_id="JOB1", attempt=1))
         for _ in range(200):
@@ -144,14 +145,17 @@ async def test_result_finished_while_disconnected_is_resent_after_reconnect(
         assert second.hello is not None
         held = {(j.job_id, j.attempt, j.has_result) for j in second.hello.held_jobs}
         assert held == {("JOBR", 2, False)}
+        plane.refuse_streams = True
         second.drop()
         await second.ended.wait()
         # Finish the job between streams: the result can only go to the spool.
         h.runners[0].release.set()
         for _ in range(500):
-            if h.client.spool.has("JOBR", 2):
+            if h.client.spool.has("JOBR", 2) and not h.client.workers:
                 break
             await asyncio.sleep(0.01)
+        assert h.client.spool.has("JOBR", 2)
+        plane.refuse_streams = False
         third = await plane.session(2)
         assert third.hello is not None
         assert [(j.job_id, j.has_result) for j in third.hello.held_jobs] == [("JOBR", True)]
@@ -214,9 +218,12 @@ async def test_credits_and_heartbeats_track_running_jobs(
         assert h.client.free_slots == 0
         h.runners[0].release.set()
         await session.wait_for(lambda: len(results(session)) == 1)
-        await session.wait_for(lambda: session.of_kind("ready")[-1].free_slots == 1)
+        await session.wait_for(lambda: len(session.of_kind("ready")) == 2)
+        assert h.client.free_slots == 1
         h.runners[1].release.set()
-        await session.wait_for(lambda: session.of_kind("ready")[-1].free_slots == 2)
+        await session.wait_for(lambda: len(session.of_kind("ready")) == 3)
+        assert [r.free_slots for r in session.of_kind("ready")] == [2, 1, 1]
+        assert h.client.free_slots == 2
 
 
 async def test_assignment_of_a_spooled_job_resends_its_result(

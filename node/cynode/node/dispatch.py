@@ -1,7 +1,8 @@
 """The node's end of `DispatchService.Connect`.
 
 Per connection: Hello (held jobs: running ones and spooled results) → HelloAck → every
-spooled result resent → Ready(free slots) → heartbeats at the server's interval while
+spooled result resent → Ready(free slots), a credit grant, then Ready(1) after each
+result → heartbeats at the server's interval while
 reading assignments, cancels, result acks and config changes. Jobs outlive connections:
 each is a `JobWorker` task owned by this client, and its result is in the spool before
 it is sent, so a dropped stream costs only live output chunks, never a result.
@@ -305,4 +306,6 @@ class DispatchClient:
         self.metrics.running.set(len(self.workers))
         self.send(dispatch_pb2.ConnectRequest(job_result=result))
         if not self._stopping:
-            self._send_ready()
+            # Ready is a credit grant that adds up: one freed slot, one credit.
+            self.metrics.free_slots.set(self.free_slots)
+            self.send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=1)))

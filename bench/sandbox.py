@@ -1,0 +1,184 @@
+"""A trivial task end to end (REST create → result) against a bare `podman run`.
+
+    .venv/bin/python -m bench.sandbox [--runs 20] [--raw-only]
+        [--gateway-url URL --admin-password PW]   # an existing stack
+                                                  # (default: start orchestrator + node)
+
+Both halves run the same image with the same command (`true`) in the same run, and
+the ratio of medians is printed (target <= 1.3). The raw half is what Podman alone
+costs: `podman run --rm --network none <image> true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin"
+IMAGE = "localhost/cynode-sandbox"
+TARGET_RATIO = 1.3
+TERMINAL = ("completed", "failed", "canceled", "superseded")
+
+
+def podman_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(ROOT / "deploy" / "podman" / "containers.conf"))
+    return env
+
+
+def raw_runs(runs: int) -> list[float]:
+    argv = ["podman", "run", "--rm", "--network", "none", IMAGE, "true"]
+    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def task_runs(gateway_url: str, password: str, runs: int) -> list[float]:
+    with httpx.Client(base_url=gateway_url, timeout=30) as http:
+        login = http.post("/v1/auth/login", json={"handle": "admin", "password": password})
+        login.raise_for_status()
+        http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+
+        def one() -> float:
+            start = time.perf_counter()
+            created = http.post("/v1/tasks", json={"input_mode": "commands", "commands": ["true"]})
+            created.raise_for_status()
+            task_id = created.json()["task_id"]
+            while True:
+                result = http.get(f"/v1/tasks/{task_id}/result").json()
+                if result.get("status") in TERMINAL:
+                    break
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - start
+            if result["status"] != "completed":
+                raise RuntimeError(f"task {task_id} ended {result['status']}: {result}")
+            return elapsed
+
+        one()  # warm-up
+        return [one() for _ in range(runs)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {within:.0f}s")
+
+
+@contextlib.contextmanager
+def stack() -> Iterator[tuple[str, str]]:
+    """orchestrator serve (SQLite) + cynode-node run, on free ports in a temp dir."""
+    work = Path(tempfile.mkdtemp(prefix="cynode-bench-"))
+    password, psk = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    ports = {k: free_port() for k in ("rest", "grpc", "crest", "cgrpc", "worker")}
+    base = {k: v for k, v in podman_env().items() if not k.startswith("CYNODE_")}
+    orch_env = base | {
+        "CYNODE_DATA_DIR": str(work / "orchestrator"),
+        "CYNODE_GATEWAY_REST_PORT": str(ports["rest"]),
+        "CYNODE_GATEWAY_GRPC_PORT": str(ports["grpc"]),
+        "CYNODE_CONTROL_REST_PORT": str(ports["crest"]),
+        "CYNODE_CONTROL_GRPC_PORT": str(ports["cgrpc"]),
+        "CYNODE_REQUIRE_INFERENCE": "false",
+        "ADMIN_PASSWORD": password,
+        "NODE_PSK": psk,
+    }
+    node_env = base | {
+        "CYNODE_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['crest']}",
+        "CYNODE_CONTROL_PLANE_GRPC": f"127.0.0.1:{ports['cgrpc']}",
+        "NODE_PSK": psk,
+        "CYNODE_NODE_SLUG": "bench-node",
+        "CYNODE_NODE_STATE_DIR": str(work / "node"),
+        "CYNODE_WORKER_API_PORT": str(ports["worker"]),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (work / "orchestrator.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "cynode-orchestrator"), "serve"],
+                    env=orch_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        gateway = f"http://127.0.0.1:{ports['rest']}"
+        wait_for(f"{gateway}/healthz")
+        with (work / "node.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "cynode-node"), "run"],
+                    env=node_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        wait_for(f"http://127.0.0.1:{ports['worker']}/readyz")
+        yield gateway, password
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        print(f"(stack logs in {work})", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--raw-only", action="store_true")
+    parser.add_argument("--gateway-url", default="")
+    parser.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", ""))
+    args = parser.parse_args(argv)
+    if args.runs < 20:
+        parser.error("--runs must be at least 20 for a meaningful median")
+    raw = statistics.median(raw_runs(args.runs))
+    print(f"{'sandbox: raw podman run --rm --network none':48} median {raw * 1000:8.1f} ms")
+    if args.raw_only:
+        return 0
+    if args.gateway_url:
+        times = task_runs(args.gateway_url, args.admin_password, args.runs)
+    else:
+        with stack() as (gateway, password):
+            times = task_runs(gateway, password, args.runs)
+    task = statistics.median(times)
+    ratio = task / raw
+    verdict = "ok" if ratio <= TARGET_RATIO else f"over target {TARGET_RATIO}"
+    print(f"{'sandbox: cynode task create -> result':48} median {task * 1000:8.1f} ms")
+    print(f"{'sandbox: ratio task / raw':48} {ratio:8.2f}   ({verdict})")
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,21 +1,17 @@
 """The Ollama HTTP API over one DevModel: /api/generate, /api/chat, /api/embed,
 /api/embeddings, /api/tags, /api/show, /api/ps, /api/version and ``/``.
 
-Generation runs on a single worker thread (llama.cpp contexts are not thread-safe) and
-one request at a time holds the model; tokens cross to the event loop through a queue,
-so the loop stays free to accept, stream and cancel.
+Generation runs on the model thread (see ``_worker``), one request at a time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -30,11 +26,12 @@ from cynode.node.devinference._model import (
     Piece,
     rfc3339_now,
 )
+from cynode.node.devinference._openai import OpenAIAPI
+from cynode.node.devinference._worker import ModelWorker
 
 log = logging.getLogger("cynode.node.devinference")
 
 VERSION = "0.6.8-cynode-dev"
-_END = object()
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 T = TypeVar("T")
 
@@ -55,13 +52,12 @@ class OllamaAPI:
     def __init__(
         self,
         model: DevModel,
-        executor: ThreadPoolExecutor,
+        worker: ModelWorker,
         *,
         default_num_predict: int = DEFAULT_NUM_PREDICT,
     ) -> None:
         self.model = model
-        self._executor = executor
-        self._lock = asyncio.Lock()
+        self.worker = worker
         self._default_num_predict = default_num_predict
         base = model.info.name.split(":", 1)[0]
         self._names = {model.info.name, base, f"{base}:latest"}
@@ -77,6 +73,9 @@ class OllamaAPI:
         app.router.add_post("/api/chat", self._chat)
         app.router.add_post("/api/embed", self._embed)
         app.router.add_post("/api/embeddings", self._embeddings)
+        OpenAIAPI(
+            self.model, self.worker, self._names, default_num_predict=self._default_num_predict
+        ).add_routes(app)
         return app
 
     # -- small endpoints -------------------------------------------------------------
@@ -161,7 +160,7 @@ class OllamaAPI:
         shape: Shape,
         stream: bool,
     ) -> web.StreamResponse:
-        events = self._events(work)
+        events = self.worker.stream(work)
         async with contextlib.aclosing(events):
             # Wait for the first event before answering, so a request the model refuses
             # (prompt longer than the context, say) still gets a proper status code.
@@ -193,45 +192,6 @@ class OllamaAPI:
                 with contextlib.suppress(ConnectionError):
                     await response.write(_line({"error": str(exc)}))
             return response
-
-    async def _events(
-        self, work: Callable[[threading.Event], Iterator[Event]]
-    ) -> AsyncGenerator[Event, None]:
-        """Run ``work`` on the model thread and yield its events as they come."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def post(item: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def run() -> None:
-            try:
-                for event in work(cancel):
-                    post(event)
-                    if cancel.is_set():
-                        break
-            except BaseException as exc:
-                post(exc)
-            finally:
-                post(_END)
-
-        async with self._lock:
-            future = loop.run_in_executor(self._executor, run)
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is _END:
-                        return
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item  # type: ignore[misc]
-            finally:
-                cancel.set()
-                # The thread notices the flag at its next token; the model stays ours
-                # until it has, so the next request never shares the context.
-                await asyncio.shield(future)
 
     # -- embeddings ------------------------------------------------------------------
 
@@ -273,11 +233,10 @@ class OllamaAPI:
         return web.json_response({"embedding": vectors[0] if vectors else []})
 
     async def _on_model(self, fn: Callable[[list[str]], T], arg: list[str]) -> T:
-        async with self._lock:
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._executor, fn, arg)
-            except BadRequest as exc:
-                raise _Refusal(400, str(exc)) from None
+        try:
+            return await self.worker.call(lambda: fn(arg))
+        except BadRequest as exc:
+            raise _Refusal(400, str(exc)) from None
 
     # -- request parsing -------------------------------------------------------------
 

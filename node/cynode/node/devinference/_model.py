@@ -279,6 +279,10 @@ class DevModel:
         path = path or find_gguf()
         started = time.monotonic()
         llm = _new_llama(path, n_ctx=n_ctx, n_threads=n_threads)
+        # The first decode pages the mapped weights in and sizes the compute buffers
+        # (about 2 s here); doing it now keeps that out of the first request.
+        llm.create_completion(prompt="Hi", max_tokens=1, temperature=0.0)
+        llm.reset()
         load_seconds = time.monotonic() - started
         stat = path.stat()
         info = ModelInfo(
@@ -353,6 +357,23 @@ class DevModel:
             eval_duration=ended - first,
             total_duration=ended - started,
         )
+
+    def openai(
+        self, kind: str, request: dict[str, Any], stream: bool, cancel: threading.Event
+    ) -> Iterator[dict[str, Any]]:
+        """llama-cpp's own OpenAI-shaped output: ``kind`` is "chat" or "completion"."""
+        try:
+            if kind == "chat":
+                result = self._llm.create_chat_completion(stream=stream, **request)
+            else:
+                result = self._llm.create_completion(stream=stream, **request)
+            chunks: Iterator[dict[str, Any]] = iter(result) if stream else iter([result])
+            for chunk in chunks:
+                if cancel.is_set():
+                    break
+                yield {**chunk, "model": self.info.name}
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
 
     def embed(self, inputs: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised embeddings, and the number of input tokens.

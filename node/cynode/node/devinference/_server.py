@@ -12,6 +12,7 @@ from aiohttp import web
 
 from cynode.node.devinference._api import OllamaAPI
 from cynode.node.devinference._model import DEFAULT_MODEL_NAME, DEFAULT_NUM_PREDICT, DevModel
+from cynode.node.devinference._worker import ModelWorker
 
 
 @dataclass
@@ -74,7 +75,7 @@ async def start_dev_inference(
             executor,
             lambda: DevModel.load(model_path, name=model_name, n_ctx=n_ctx, n_threads=n_threads),
         )
-        api = OllamaAPI(model, executor, default_num_predict=default_num_predict)
+        api = OllamaAPI(model, ModelWorker(executor), default_num_predict=default_num_predict)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:

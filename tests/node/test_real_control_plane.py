@@ -1,0 +1,88 @@
+"""The node daemon against the REAL orchestrator control plane (NodeService +
+DispatchService + scheduler on SQLite) and real Podman: registration, config ack, a
+queued job dispatched, run in a container, its result stored and acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.node.config import NodeConfig
+from cynode.node.daemon import NodeDaemon
+from cynode.orchestrator.controlplane.tables import JOBS
+from cynode.orchestrator.simnode.harness import (
+    ControlPlaneServer,
+    enqueue_jobs,
+    make_user,
+    settings_for_tests,
+)
+from cynode.orchestrator.store import make_engine, upgrade
+
+pytestmark = [pytest.mark.podman, pytest.mark.slow]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def real_plane(engine: AsyncEngine) -> AsyncIterator[ControlPlaneServer]:
+    server = await ControlPlaneServer(
+        engine, settings_for_tests(lease_seconds=30, heartbeat_seconds=1)
+    ).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def job_row(engine: AsyncEngine, job_id: str) -> dict[str, object]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id))).mappings().one()
+    return dict(row)
+
+
+async def test_a_queued_job_runs_on_the_node_and_its_result_is_stored(
+    engine: AsyncEngine, node_config: NodeConfig
+) -> None:
+    async with real_plane(engine) as plane:
+        config = replace(node_config, control_plane_grpc=plane.target, worker_api_port=0)
+        daemon = NodeDaemon(config)
+        task = asyncio.create_task(daemon.run())
+        try:
+            for _ in range(3000):
+                if daemon.readiness.ready or task.done():
+                    break
+                await asyncio.sleep(0.02)
+            assert daemon.readiness.ready, daemon.readiness.describe()
+            user = await make_user(engine)
+            [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=plane.bus)
+            row: dict[str, object] = {}
+            for _ in range(3000):
+                row = await job_row(engine, job_id)
+                if row["status"] in ("completed", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+            assert row["status"] == "completed", row
+            assert row["stdout"] == b"hi\n"
+            # The ResultAck came back: nothing is left in the node's spool.
+            assert daemon.dispatch is not None
+            for _ in range(200):
+                if not daemon.dispatch.spool.all():
+                    break
+                await asyncio.sleep(0.02)
+            assert daemon.dispatch.spool.all() == []
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(task, 60)

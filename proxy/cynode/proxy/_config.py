@@ -110,8 +110,9 @@ class ProxyConfig:
     ``timeout`` bounds the wait for the upstream's response head (connect, sending the
     request body, and the upstream thinking) and answers 504 when it passes.
     ``idle_timeout`` (default: ``timeout``) bounds the silence between two chunks once
-    the response is streaming; when it passes the client connection is cut, because the
-    status line has already been sent. There is deliberately no total limit on a stream:
+    the response is streaming, and equally a client that stops reading for that long;
+    when it passes the client connection is cut, because the status line has already
+    been sent. There is deliberately no total limit on a stream:
     a long generation that keeps producing tokens is legitimate.
     """
 

@@ -279,8 +279,8 @@ class DevModel:
         path = path or find_gguf()
         started = time.monotonic()
         llm = _new_llama(path, n_ctx=n_ctx, n_threads=n_threads)
-        # The first decode pages the mapped weights in and sizes the compute buffers
-        # (about 2 s here); doing it now keeps that out of the first request.
+        # One token of decoding proves the CPU kernels work before anyone is told the
+        # model is ready (the AMX fault above only showed at the first decode).
         llm.create_completion(prompt="Hi", max_tokens=1, temperature=0.0)
         llm.reset()
         load_seconds = time.monotonic() - started

@@ -18,7 +18,8 @@ def test_echo_hi_without_network(podman_client: PodmanClient) -> None:
     try:
         container.start()
         assert container.wait() == 0
-        output = b"".join(container.logs(stdout=True, stderr=False))
+        logs = container.logs(stdout=True, stderr=False)
+        output = logs if isinstance(logs, bytes) else b"".join(logs)
         container.reload()
         network_mode = container.attrs["HostConfig"]["NetworkMode"]
     finally:

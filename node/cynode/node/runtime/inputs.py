@@ -74,7 +74,12 @@ def plan_job(spec: job_pb2.JobSpec) -> JobPlan:
 
 
 def workspace_tar(files: tuple[WorkspaceFile, ...]) -> bytes:
-    """A tar of the files, owned by the sandbox user, for put_archive into /workspace."""
+    """A tar of the files, owned by the sandbox user, for put_archive into /workspace.
+
+    The archive ends right after its two zero end blocks, without tarfile's padding to a
+    10 KiB record: Podman's copier stops reading at the end blocks and exits, and the
+    unread padding then fails the upload with "broken pipe" (buildah issue 6573).
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for item in files:
@@ -83,4 +88,5 @@ def workspace_tar(files: tuple[WorkspaceFile, ...]) -> bytes:
             info.mode = item.mode
             info.uid = info.gid = SANDBOX_UID
             tar.addfile(info, io.BytesIO(item.content))
-    return buffer.getvalue()
+        end = tar.offset
+    return buffer.getvalue()[: end + 2 * tarfile.BLOCKSIZE]

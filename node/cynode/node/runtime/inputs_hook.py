@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.inputs import workspace_tar
@@ -18,6 +19,4 @@ class InputFilesHook(Hook):
         if not ctx.plan.files:
             return
         data = workspace_tar(ctx.plan.files)
-        container = await asyncio.to_thread(ctx.client.containers.get, ctx.container_id)
-        if not await asyncio.to_thread(container.put_archive, WORKSPACE, data):
-            raise RuntimeError("could not write the workspace files")
+        await asyncio.to_thread(ops.put_archive, ctx.client, ctx.container_id, WORKSPACE, data)

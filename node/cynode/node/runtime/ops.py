@@ -50,6 +50,27 @@ def exit_state(client: PodmanClient, container_id: str) -> ExitState:
     return ExitState(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled", False)))
 
 
+def put_archive(
+    client: PodmanClient, container_id: str, path: str, tar: bytes, attempts: int = 3
+) -> None:
+    """Unpack a tar into the container at path (podman-py's put_archive hides the error).
+
+    Podman's copier can fail an upload with a spurious "broken pipe" (buildah issue
+    6573); unpacking the same files again is harmless, so that one error is retried.
+    """
+    for attempt in range(1, attempts + 1):
+        response = client.api.put(
+            f"/containers/{container_id}/archive",
+            params={"path": path},
+            data=tar,
+            timeout=_API_TIMEOUT_S,
+        )
+        if response.status_code == 500 and "broken pipe" in response.text and attempt < attempts:
+            continue
+        response.raise_for_status()
+        return
+
+
 def remove_container(client: PodmanClient, container_id: str) -> None:
     """Force-remove (kills if running) with its anonymous volumes; quiet when gone."""
     with contextlib.suppress(NotFound):

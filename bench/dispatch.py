@@ -224,19 +224,9 @@ async def idle_run(count: int, tmp: Path, window: float) -> dict[str, float]:
     settings = settings_for_tests(lease_seconds=30, heartbeat_seconds=10, sweep_seconds=5.0)
     srv = await ControlPlaneServer(engine, settings).start()
     start = time.perf_counter()
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.dispatch",
-        "--child",
-        srv.target,
-        str(count),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None
-    line = (await child.stdout.readline()).decode()
+    child = await _spawn_nodes(srv.target, count, "idle")
     setup = time.perf_counter() - start
-    connected = int(line.split()[1]) if line.startswith("connected") else 0
+    connected = len(srv.cp.registry)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(window)
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
@@ -281,7 +271,7 @@ def cli() -> None:
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--window", type=float, default=30.0)
-    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--backends", nargs="*", default=["sqlite", "postgres"])
     parser.add_argument("--child", nargs=3, metavar=("MODE", "TARGET", "COUNT"))
     args = parser.parse_args()
     if args.child:

@@ -139,7 +139,7 @@ def _start_node(context: Any) -> None:
         "CYNODE_INFERENCE_MODE": "none",
         "CONTAINERS_CONF": str(ROOT / "deploy" / "podman" / "containers.conf"),
     }
-    proc, log = _start(context, "node", [str(BIN / "cynode-node")], env)
+    proc, log = _start(context, "node", [str(BIN / "cynode-node"), "run"], env)
     try:
         _wait_http(f"http://127.0.0.1:{worker_port}/readyz", proc, log, NODE_TIMEOUT)
     except RuntimeError as exc:

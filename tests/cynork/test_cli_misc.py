@@ -64,6 +64,19 @@ def test_status_not_ready_exits_1(cy: Cy) -> None:
     assert body["health"] == "ok"
 
 
+def test_status_multiline_readyz_is_one_line(cy: Cy) -> None:
+    cy.gw.inject[("GET", "/readyz")] = (
+        503,
+        {},
+        b"not ready\nmissing: inference path\nmissing: db\n",
+    )
+    result = cy("status")
+    assert result.exit_code == 1
+    assert 'ready="not ready: missing: inference path; missing: db" ok=false' in result.stdout
+    cy.gw.inject[("GET", "/readyz")] = (503, {}, b"not ready\n")
+    assert 'ready="not ready" ok=false' in cy("status").stdout
+
+
 def test_status_unhealthy_problem_body(cy: Cy) -> None:
     cy.gw.inject[("GET", "/healthz")] = problem(500, "Internal Server Error", "broken")
     result = cy("status")

@@ -230,7 +230,7 @@ def test_cancel_terminal_task_conflict(logged_in: Cy) -> None:
     task_id = logged_in.gw.add_task(status="completed")
     result = logged_in("task", "cancel", "-y", task_id)
     assert result.exit_code == 1
-    assert result.stderr == "cynork: conflict: Conflict: task is terminal\n"
+    assert result.stderr == "cynork: Conflict: task is terminal\n"
 
 
 def test_cancel_missing_task_exits_4(logged_in: Cy) -> None:

@@ -141,6 +141,23 @@ def test_watch_unwraps_results_skips_blank_and_stops_at_terminal() -> None:
     assert events == [{"status": "running"}, {"status": "completed", "terminal": True}]
 
 
+@pytest.mark.parametrize(
+    ("problem", "kind"),
+    [
+        ({"title": "Internal Server Error", "status": 500, "detail": "db gone"}, ServerError),
+        ({"title": "Not Found", "status": 404}, NotFoundError),
+        ({"title": "odd"}, ServerError),
+    ],
+)
+def test_watch_error_frame_mid_stream(problem: dict[str, object], kind: type[CynorkError]) -> None:
+    body = _ndjson({"status": "running"}, {"error": problem})
+    client = _client(lambda request: httpx.Response(200, content=body))
+    events = client.watch_task("t")
+    assert next(events) == {"status": "running"}
+    with pytest.raises(kind):
+        next(events)
+
+
 def test_watch_bad_line() -> None:
     client = _client(lambda request: httpx.Response(200, content=b"{oops\n"))
     with pytest.raises(ServerError, match="not JSON"):

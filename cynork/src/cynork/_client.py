@@ -83,7 +83,7 @@ def raise_for_status(resp: httpx.Response, what: str | None = None) -> None:
         hint = f"; retry after {wait} seconds" if wait else "; retry later"
         raise ServerError(f"too many requests ({said}){hint}")
     if status == 409:
-        raise ServerError(f"conflict: {said}")
+        raise ServerError(said)
     raise ServerError(f"gateway error {status}: {said}")
 
 
@@ -387,6 +387,12 @@ class GatewayClient:
                         raise ServerError(
                             "the gateway's watch stream sent a line that is not JSON"
                         ) from exc
+                    # A failure after the stream began arrives as {"error": <problem>}.
+                    if isinstance(event, dict) and isinstance(event.get("error"), dict):
+                        problem = event["error"]
+                        status = problem.get("status")
+                        code = status if isinstance(status, int) and status >= 400 else 500
+                        raise_for_status(httpx.Response(code, json=problem), f"task {task_id}")
                     # grpc-gateway style streams wrap each message in {"result": ...}.
                     if isinstance(event, dict) and isinstance(event.get("result"), dict):
                         event = event["result"]

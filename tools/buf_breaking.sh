@@ -17,5 +17,6 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 git archive "$ref" protos buf.yaml | tar -x -C "$tmp"
 mkdir -p "$tmp/.build" && cp -r .build/third_party "$tmp/.build/"
 (cd "$tmp" && "$OLDPWD/.venv/bin/buf" build -o "$tmp/against.binpb")
-.venv/bin/buf breaking --against "$tmp/against.binpb"
+.venv/bin/buf build -o "$tmp/current.binpb"
+.venv/bin/buf breaking "$tmp/current.binpb" --against "$tmp/against.binpb"
 echo "buf breaking: protos are wire-compatible with $ref"

@@ -20,16 +20,11 @@ from starlette.types import ASGIApp
 from ulid import ULID
 
 from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, tasks_pb2_grpc
-from cynode.orchestrator.app import (
-    GRPC_MAX_MESSAGE_BYTES,
-    Gateway,
-    QuietServer,
-    bind_socket,
-    build_gateway,
-)
+from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES, Gateway, build_gateway
 from cynode.orchestrator.auth import Passwords, create_user
 from cynode.orchestrator.config import Settings
 from cynode.orchestrator.events import EventBus
+from cynode.orchestrator.listeners import QuietServer, bind_socket
 
 # Argon2id with small costs: the same code paths, milliseconds instead of 100 ms.
 FAST_PASSWORDS = Passwords(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))

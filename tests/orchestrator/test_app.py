@@ -11,7 +11,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc
-from cynode.orchestrator.app import ControlPlaneParts, Gateway, Orchestrator, control_plane_hook
+from cynode.orchestrator.app import (
+    ControlPlaneParts,
+    Gateway,
+    Orchestrator,
+    control_plane_hook,
+    serve_control_plane,
+)
 from cynode.orchestrator.auth import create_user
 from tests.orchestrator.gatewaykit import PASSWORD, make_gateway, unique
 
@@ -66,5 +72,5 @@ async def test_serves_rest_and_grpc_and_runs_the_control_plane_hook(
     assert refused
 
 
-def test_control_plane_hook_is_unwired_until_the_lead_wires_it() -> None:
-    assert control_plane_hook() is None
+def test_control_plane_hook_is_the_real_control_plane() -> None:
+    assert control_plane_hook() is serve_control_plane

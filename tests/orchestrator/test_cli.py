@@ -116,7 +116,7 @@ def test_serve_subprocess_starts_logs_in_and_stops_on_sigterm(env: Path) -> None
     import socket
 
     ports = []
-    for _ in range(2):
+    for _ in range(4):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
@@ -132,7 +132,14 @@ def test_serve_subprocess_starts_logs_in_and_stops_on_sigterm(env: Path) -> None
             "--grpc-port",
             str(ports[1]),
         ],
-        env={**os.environ, "ADMIN_PASSWORD": password, "CYNODE_DATA_DIR": str(env)},
+        env={
+            **os.environ,
+            "ADMIN_PASSWORD": password,
+            "NODE_PSK": "psk " + password,
+            "CYNODE_DATA_DIR": str(env),
+            "CYNODE_CONTROL_REST_PORT": str(ports[2]),
+            "CYNODE_CONTROL_GRPC_PORT": str(ports[3]),
+        },
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -141,6 +148,10 @@ def test_serve_subprocess_starts_logs_in_and_stops_on_sigterm(env: Path) -> None
         for line in proc.stderr:
             if "user gateway: REST" in line:
                 break
+        register = httpx.post(
+            f"http://127.0.0.1:{ports[2]}/v1/nodes/register", json={"psk": "wrong"}
+        )
+        assert register.status_code == 401
         resp = httpx.post(
             f"http://127.0.0.1:{ports[0]}/v1/auth/login",
             json={"handle": "admin", "password": password},
@@ -149,7 +160,7 @@ def test_serve_subprocess_starts_logs_in_and_stops_on_sigterm(env: Path) -> None
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=20)[1]
         assert proc.returncode == 0
-        assert "shutting down" in rest and password not in rest
+        assert "shutting down" in rest and password not in rest and "psk " not in rest
     finally:
         if proc.poll() is None:
             proc.kill()

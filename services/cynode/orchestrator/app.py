@@ -11,18 +11,11 @@ uses, and start/stop callables for its own listeners (12082/12083).
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
-import grpc
-import uvicorn
-from google.protobuf import descriptor_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
@@ -35,16 +28,16 @@ from cynode.orchestrator.auth import (
     SessionManager,
     TokenIssuer,
 )
-from cynode.orchestrator.config import Settings
+from cynode.orchestrator.config import Settings, SettingsError
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.gateway import TaskBook, TaskServicer
-from cynode.orchestrator.grpc_server import Registration, build_grpc_server
 from cynode.orchestrator.health import (
     InferenceReady,
     Readiness,
     health_routes,
     store_inference_ready,
 )
+from cynode.orchestrator.listeners import ServicePorts, Tls, grpc_address
 from cynode.orchestrator.metrics import GatewayMetrics
 from cynode.orchestrator.rest import build_rest_app
 from cynode.orchestrator.store import session_factory
@@ -53,9 +46,11 @@ log = logging.getLogger(__name__)
 
 AUTH_SERVICE = "cynode.gateway.v1.AuthService"
 TASK_SERVICE = "cynode.gateway.v1.TaskService"
-# gRPC's default 4 MiB would refuse tasks the REST port accepts (attachments).
-GRPC_MAX_MESSAGE_BYTES = 11 * 1024 * 1024
-SHUTDOWN_GRACE_SECONDS = 5.0
+# The largest task SPEC §2 allows: 16 attachments of 10 MiB plus the largest input.
+MAX_TASK_BYTES = 16 * 10 * 1024 * 1024 + 2 * 1024 * 1024
+# gRPC carries that as bytes; REST as JSON, where attachments are base64 (4/3 larger).
+GRPC_MAX_MESSAGE_BYTES = MAX_TASK_BYTES
+REST_MAX_BODY_BYTES = MAX_TASK_BYTES * 4 // 3 + 1024 * 1024
 
 
 @dataclass
@@ -83,6 +78,7 @@ class Gateway:
         app = build_rest_app(
             services if services is not None else self.services(),
             extra_routes=[*health_routes(self.readiness), self.metrics.route()],
+            max_body_bytes=REST_MAX_BODY_BYTES,
         )
         return self.metrics.wrap(app)
 
@@ -136,60 +132,81 @@ class ControlPlaneParts:
     inference_ready: InferenceReady | None = None
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
+    # The control plane's own listeners (their bound ports once started).
+    ports: ServicePorts | None = None
 
 
 ControlPlaneHook = Callable[[Gateway], Awaitable[ControlPlaneParts]]
 
 
-def control_plane_hook() -> ControlPlaneHook | None:
-    """The control plane (ports 12082/12083) plugs in here; `serve` calls it.
-
-    Until it is wired, the orchestrator serves the user gateway alone.
-    """
-    return None
+def control_plane_hook() -> ControlPlaneHook:
+    """The control plane: NodeService and DispatchService on their own ports
+    (12082 REST, 12083 gRPC), NodeAdminService on the gateway's, and the scheduler."""
+    return serve_control_plane
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
+async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
+    # Imported here: the gateway stays usable (and testable) on its own.
+    from cynode.orchestrator.controlplane import ControlPlaneSettings, build_control_plane
 
-
-class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the orchestrator owns SIGTERM/SIGINT."""
-
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        pass
-
-    def capture_signals(self) -> Any:
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
-def grpc_registrations(services: Mapping[str, object]) -> list[Registration]:
-    """(add_XServicer_to_server, servicer) pairs, found from each service's proto file."""
-    pool = descriptor_pool.Default()
-    registrations: list[Registration] = []
-    for name, servicer in services.items():
-        service = pool.FindServiceByName(name)
-        module_name = service.file.name.removesuffix(".proto").replace("/", ".") + "_pb2_grpc"
-        module = importlib.import_module(module_name)
-        registrations.append((getattr(module, f"add_{service.name}Servicer_to_server"), servicer))
-    return registrations
-
-
-def build_grpc(services: Mapping[str, object]) -> grpc.aio.Server:
-    """The gateway's gRPC server, with health and reflection."""
-    return build_grpc_server(
-        grpc_registrations(services),
-        service_names=list(services),
-        max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
+    settings = gw.settings
+    if not settings.node_psk:
+        raise SettingsError("NODE_PSK is required: nodes register with it (or use --dev)")
+    host = settings.host
+    scheme = "https" if settings.tls_enabled else "http"
+    cp = build_control_plane(
+        gw.engine,
+        gw.bus,
+        ControlPlaneSettings(
+            psk=settings.node_psk,
+            jwt_secret=settings.resolve_jwt_secret(),
+            base_url=f"{scheme}://{host}:{settings.control_rest_port}",
+            grpc_endpoint=grpc_address(host, settings.control_grpc_port),
+            rest_endpoint=f"{host}:{settings.control_rest_port}",
+            lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            default_model=settings.default_model,
+        ),
+        authenticate=gw.authenticator.authenticate,
     )
+    ports = ServicePorts(
+        cp.servicers,
+        build_rest_app(cp.servicers, extra_routes=health_routes(gw.readiness, "controlplane")),
+        host=host,
+        rest_port=settings.control_rest_port,
+        grpc_port=settings.control_grpc_port,
+        max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
+        tls=_tls(settings),
+    )
+
+    async def start() -> None:
+        await ports.start()
+        await cp.start()
+        log.info(
+            "control plane listening: REST %s:%d, gRPC %s:%d",
+            host,
+            ports.rest_port,
+            host,
+            ports.grpc_port,
+        )
+
+    async def stop() -> None:
+        await cp.stop()
+        await ports.stop()
+
+    return ControlPlaneParts(
+        gateway_services=cp.gateway_servicers,
+        inference_ready=cp.inference_path_available,
+        start=start,
+        stop=stop,
+        ports=ports,
+    )
+
+
+def _tls(settings: Settings) -> Tls | None:
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        return Tls(settings.tls_cert, settings.tls_key)
+    return None
 
 
 class Orchestrator:
@@ -199,9 +216,7 @@ class Orchestrator:
         self.gateway = gateway
         self._hook = control_plane
         self._parts = ControlPlaneParts()
-        self._grpc: grpc.aio.Server | None = None
-        self._uvicorn: QuietServer | None = None
-        self._uvicorn_task: asyncio.Task[None] | None = None
+        self._ports: ServicePorts | None = None
         self.rest_port = 0
         self.grpc_port = 0
 
@@ -213,37 +228,18 @@ class Orchestrator:
             if self._parts.inference_ready is not None:
                 self.gateway.readiness.inference_ready = self._parts.inference_ready
         services = self.gateway.services()
-
-        self._grpc = build_grpc(services)
-        address = f"{_host_for_grpc(settings.host)}:{settings.gateway_grpc_port}"
-        if settings.tls_enabled:
-            assert settings.tls_cert is not None and settings.tls_key is not None
-            creds = grpc.ssl_server_credentials(
-                [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
-            )
-            self.grpc_port = self._grpc.add_secure_port(address, creds)
-        else:
-            self.grpc_port = self._grpc.add_insecure_port(address)
-        await self._grpc.start()
-
-        sock = bind_socket(settings.host, settings.gateway_rest_port)
-        self.rest_port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        self._ports = ServicePorts(
+            services,
             self.gateway.rest_app(services),
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            ssl_certfile=str(settings.tls_cert) if settings.tls_enabled else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_enabled else None,
-            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+            host=settings.host,
+            rest_port=settings.gateway_rest_port,
+            grpc_port=settings.gateway_grpc_port,
+            max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
+            tls=_tls(settings),
         )
-        self._uvicorn = QuietServer(config)
-        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
-        while not self._uvicorn.started:
-            if self._uvicorn_task.done():
-                self._uvicorn_task.result()
-                raise RuntimeError("the REST listener stopped during start-up")
-            await asyncio.sleep(0.01)
+        await self._ports.start()
+        self.rest_port = self._ports.rest_port
+        self.grpc_port = self._ports.grpc_port
         if self._parts.start is not None:
             await self._parts.start()
         log.info(
@@ -254,15 +250,12 @@ class Orchestrator:
             self.grpc_port,
         )
 
+    @property
+    def control_ports(self) -> ServicePorts | None:
+        return self._parts.ports
+
     async def stop(self) -> None:
         if self._parts.stop is not None:
             await self._parts.stop()
-        if self._uvicorn is not None and self._uvicorn_task is not None:
-            self._uvicorn.should_exit = True
-            await self._uvicorn_task
-        if self._grpc is not None:
-            await self._grpc.stop(SHUTDOWN_GRACE_SECONDS)
-
-
-def _host_for_grpc(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+        if self._ports is not None:
+            await self._ports.stop()

@@ -196,6 +196,12 @@ async def serve(
             f"user gateway: REST {scheme}://{settings.host}:{orchestrator.rest_port}"
             f"  gRPC {settings.host}:{orchestrator.grpc_port}"
         )
+        if orchestrator.control_ports is not None:
+            cp = orchestrator.control_ports
+            _say(
+                f"control plane: REST {scheme}://{settings.host}:{cp.rest_port}"
+                f"  gRPC {settings.host}:{cp.grpc_port}"
+            )
         try:
             await stop.wait()
         finally:

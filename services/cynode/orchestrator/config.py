@@ -105,6 +105,24 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
         "false",
         "allow plain text on a non-loopback address (--insecure)",
     ),
+    SettingDoc(
+        "default_model",
+        "CYNODE_DEFAULT_MODEL",
+        "(node's first model)",
+        "model prompt tasks use when they name none; empty lets each node pick its first",
+    ),
+    SettingDoc(
+        "lease_seconds",
+        "CYNODE_LEASE_SECONDS",
+        "30",
+        "how long a node holds a job without a heartbeat before it is requeued",
+    ),
+    SettingDoc(
+        "heartbeat_seconds",
+        "CYNODE_HEARTBEAT_SECONDS",
+        "10",
+        "how often nodes send heartbeats on their dispatch stream",
+    ),
     SettingDoc("dev", "CYNODE_DEV", "false", "development mode (--dev): generated admin password"),
     SettingDoc("log_level", "CYNODE_LOG_LEVEL", "info", "debug, info, warning, error"),
 )
@@ -118,6 +136,8 @@ _INT_FIELDS = {
     "refresh_token_ttl_seconds",
     "login_max_failures",
     "login_window_seconds",
+    "lease_seconds",
+    "heartbeat_seconds",
 }
 _BOOL_FIELDS = {"require_inference", "insecure", "dev"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -145,6 +165,9 @@ class Settings:
     login_max_failures: int = 5
     login_window_seconds: int = 300
     require_inference: bool = True
+    default_model: str = ""
+    lease_seconds: int = 30
+    heartbeat_seconds: int = 10
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure: bool = False

@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from cynode.orchestrator.openapi import openapi_document
 from cynode.orchestrator.store import Node, is_current
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,13 @@ class Readiness:
         return ReadinessReport(not missing, missing, notes)
 
 
-def health_routes(readiness: Readiness) -> list[Route]:
+def health_routes(readiness: Readiness, surface: str = "gateway") -> list[Route]:
+    """/healthz, /readyz and /openapi.json (the generated document of this surface)."""
+    document = openapi_document(surface)
+
+    async def openapi(_request: Request) -> JSONResponse:
+        return JSONResponse(document)
+
     async def healthz(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
@@ -107,4 +114,5 @@ def health_routes(readiness: Readiness) -> list[Route]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]

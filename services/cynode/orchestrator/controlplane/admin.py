@@ -22,7 +22,8 @@ DEFAULT_STALE_AFTER = timedelta(seconds=30)
 
 
 class PrincipalLike(Protocol):
-    is_admin: bool
+    @property
+    def is_admin(self) -> bool: ...
 
 
 # The gateway's Authenticator.authenticate: aborts the call itself when the user token

@@ -1,0 +1,140 @@
+"""A REST port and a gRPC port serving one set of servicers, in this event loop.
+
+The user gateway (12080/12081) and the control plane (12082/12083) are each one
+`ServicePorts`: the REST side is the shim over the same servicer objects the gRPC side
+registers, so both doors always answer alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+from google.protobuf import descriptor_pool
+from starlette.types import ASGIApp
+
+from cynode.orchestrator.grpc_server import Registration, build_grpc_server
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the orchestrator owns SIGTERM/SIGINT."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        pass
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+def grpc_registrations(services: Mapping[str, object]) -> list[Registration]:
+    """(add_XServicer_to_server, servicer) pairs, found from each service's proto file."""
+    pool = descriptor_pool.Default()
+    registrations: list[Registration] = []
+    for name, servicer in services.items():
+        service = pool.FindServiceByName(name)
+        module_name = service.file.name.removesuffix(".proto").replace("/", ".") + "_pb2_grpc"
+        module = importlib.import_module(module_name)
+        registrations.append((getattr(module, f"add_{service.name}Servicer_to_server"), servicer))
+    return registrations
+
+
+def grpc_address(host: str, port: int) -> str:
+    bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{bracketed}:{port}"
+
+
+@dataclass(frozen=True)
+class Tls:
+    cert: Path
+    key: Path
+
+
+class ServicePorts:
+    """Serves `services` over gRPC on `grpc_port` and REST (`rest_app`) on `rest_port`.
+    Port 0 picks a free port; the bound ports are in `.grpc_port` / `.rest_port`."""
+
+    def __init__(
+        self,
+        services: Mapping[str, object],
+        rest_app: ASGIApp,
+        *,
+        host: str,
+        rest_port: int,
+        grpc_port: int,
+        max_message_bytes: int,
+        tls: Tls | None = None,
+    ) -> None:
+        self._services = services
+        self._rest_app = rest_app
+        self._host = host
+        self._want_rest_port = rest_port
+        self._want_grpc_port = grpc_port
+        self._max_message_bytes = max_message_bytes
+        self._tls = tls
+        self._grpc: grpc.aio.Server | None = None
+        self._uvicorn: QuietServer | None = None
+        self._uvicorn_task: asyncio.Task[None] | None = None
+        self.rest_port = 0
+        self.grpc_port = 0
+
+    async def start(self) -> None:
+        self._grpc = build_grpc_server(
+            grpc_registrations(self._services),
+            service_names=list(self._services),
+            max_message_bytes=self._max_message_bytes,
+        )
+        address = grpc_address(self._host, self._want_grpc_port)
+        if self._tls is not None:
+            creds = grpc.ssl_server_credentials(
+                [(self._tls.key.read_bytes(), self._tls.cert.read_bytes())]
+            )
+            self.grpc_port = self._grpc.add_secure_port(address, creds)
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        await self._grpc.start()
+
+        sock = bind_socket(self._host, self._want_rest_port)
+        self.rest_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._rest_app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ssl_certfile=str(self._tls.cert) if self._tls else None,
+            ssl_keyfile=str(self._tls.key) if self._tls else None,
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+        )
+        self._uvicorn = QuietServer(config)
+        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+        while not self._uvicorn.started:
+            if self._uvicorn_task.done():
+                self._uvicorn_task.result()
+                raise RuntimeError("the REST listener stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._uvicorn is not None and self._uvicorn_task is not None:
+            self._uvicorn.should_exit = True
+            await self._uvicorn_task
+        if self._grpc is not None:
+            await self._grpc.stop(SHUTDOWN_GRACE_SECONDS)

@@ -51,3 +51,7 @@ def no_leftovers(podman_client: PodmanClient, node_id: str) -> Iterator[None]:
     left = leftovers(podman_client, node_id)
     remove_leftovers_sync(podman_client, node_id)
     assert left == ([], []), f"left behind: {left}"
+
+
+def pods_of(client: PodmanClient, node_id: str) -> list[str]:
+    return [p.name for p in client.pods.list(filters={"label": f"{LABEL_NODE_ID}={node_id}"})]

@@ -52,8 +52,7 @@ def test_attachments_come_first_so_the_script_wins_a_name_clash() -> None:
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
-        (make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt="hi"), "inference pod"),
-        (make_spec(commands=["true"], use_inference=True), "inference pod"),
+        (make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt=" \n"), "needs a prompt"),
         (make_spec(input_mode=job_pb2.INPUT_MODE_COMMANDS), "at least one command"),
         (make_spec(input_mode=job_pb2.INPUT_MODE_SCRIPT), "needs a script"),
         (make_spec(input_mode=job_pb2.INPUT_MODE_UNSPECIFIED), "no input mode"),
@@ -64,10 +63,29 @@ def test_unsupported_jobs(spec: job_pb2.JobSpec, reason: str) -> None:
         plan_job(spec)
 
 
-def test_prompt_message_is_the_documented_one() -> None:
-    with pytest.raises(UnsupportedJob) as info:
-        plan_job(make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt="hi"))
-    assert str(info.value) == "prompt jobs need an inference pod"
+def test_a_prompt_is_a_file_for_the_runner_never_a_command() -> None:
+    prompt = "$(touch /workspace/pwned); rm -rf /"
+    spec = make_spec(
+        input_mode=job_pb2.INPUT_MODE_PROMPT,
+        prompt=prompt,
+        attachments=[job_pb2.Attachment(name="prompt.txt", content=b"x")],
+    )
+    plan = plan_job(spec)
+    assert plan.command == ["/usr/local/bin/cynode-prompt", "/workspace/prompt.txt"]
+    assert plan.needs_inference
+    # Written last, so the prompt wins over an attachment of the same name.
+    assert [(f.name, f.content) for f in plan.files] == [
+        ("prompt.txt", b"x"),
+        ("prompt.txt", prompt.encode()),
+    ]
+
+
+def test_use_inference_keeps_the_command_and_asks_for_the_pod() -> None:
+    plain = plan_job(make_spec(commands=["true"]))
+    pod = plan_job(make_spec(commands=["true"], use_inference=True))
+    assert pod.command == plain.command
+    assert pod.needs_inference and not plain.needs_inference
+    assert plan_job(make_spec(script="true", use_inference=True)).needs_inference
 
 
 @pytest.mark.parametrize(

@@ -348,9 +348,10 @@ async def test_missing_image_is_a_runtime_error(
     assert result.exit_code == -1
 
 
-async def test_prompt_jobs_are_refused_for_now(
+async def test_prompt_jobs_are_refused_without_inference(
     podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt="hello")
     result = await run(podman_client, settings, spec)
-    assert (result.status, result.reason) == (FAILED, "error: prompt jobs need an inference pod")
+    assert result.status == FAILED
+    assert result.reason == "error: this node offers no inference (prompt/use_inference job)"

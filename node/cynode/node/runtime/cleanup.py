@@ -30,15 +30,16 @@ class CleanupReport:
 
 
 def remove_leftovers_sync(client: PodmanClient, node_id: str) -> CleanupReport:
-    """Containers first (they hold pods and volumes), then pods, then volumes."""
+    """Pods first (removing one removes its containers, and its infra container, which
+    carries the pod's labels, can go no other way), then containers, then volumes."""
     filters = node_label_filter(node_id)
     report = CleanupReport()
-    for container in client.containers.list(all=True, filters=filters):
-        ops.remove_container(client, container.id)
-        report.containers.append(container.name)
     for pod in client.pods.list(filters=filters):
         ops.remove_pod(client, pod.id)
         report.pods.append(pod.name)
+    for container in client.containers.list(all=True, filters=filters):
+        ops.remove_container(client, container.id)
+        report.containers.append(container.name)
     for volume in client.volumes.list(filters=filters):
         ops.remove_volume(client, volume.name)
         report.volumes.append(volume.name)

@@ -23,6 +23,9 @@ class ContainerHook(Hook):
             command=ctx.plan.command,
             name=ctx.container_name,
             volume_name=ctx.volume_name,
+            pod=ctx.pod_id,
+            extra_env=ctx.extra_env,
+            extra_volumes=ctx.extra_volumes,
         )
 
         def create() -> Container:

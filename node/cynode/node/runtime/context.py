@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from podman import PodmanClient
 
@@ -42,6 +43,10 @@ class JobContext:
     volume_name: str = ""
     container_id: str | None = None
     volume_created: bool = False
+    # Set by the inference pod hook; the container hook puts the sandbox into the pod.
+    pod_id: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exited: bool = False

@@ -10,6 +10,10 @@ from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime.sandbox import SANDBOX_UID, WORKSPACE
 
 SCRIPT_NAME = "script"
+PROMPT_NAME = "prompt.txt"
+# The prompt runner baked into the sandbox image (images/sandbox/cynode-prompt). The
+# prompt reaches it as a file, never on a command line, so it is never run or expanded.
+PROMPT_RUNNER = "/usr/local/bin/cynode-prompt"
 # Each command runs under its own `/bin/sh -c`, in order; the first failure ends the job
 # with that command's exit code. Commands travel as arguments, so no quoting is needed.
 COMMANDS_RUNNER = 'for c in "$@"; do /bin/sh -c "$c" || exit $?; done'
@@ -31,6 +35,8 @@ class WorkspaceFile:
 class JobPlan:
     command: list[str]
     files: tuple[WorkspaceFile, ...] = ()
+    # Runs in a pod with the inference proxy (prompt jobs and use_inference jobs).
+    needs_inference: bool = False
 
 
 def safe_file_name(name: str, index: int) -> str:
@@ -49,18 +55,22 @@ def safe_file_name(name: str, index: int) -> str:
 
 def plan_job(spec: job_pb2.JobSpec) -> JobPlan:
     """The container command and workspace files for a job; raises UnsupportedJob."""
-    if spec.input_mode == job_pb2.INPUT_MODE_PROMPT:
-        raise UnsupportedJob("prompt jobs need an inference pod")
-    if spec.use_inference:
-        raise UnsupportedJob("inference jobs need an inference pod")
     attachments = tuple(
         WorkspaceFile(safe_file_name(a.name, i), a.content) for i, a in enumerate(spec.attachments)
     )
+    inference = spec.use_inference
+    if spec.input_mode == job_pb2.INPUT_MODE_PROMPT:
+        if not spec.prompt.strip():
+            raise UnsupportedJob("prompt mode needs a prompt")
+        # Written last, so the prompt wins over an attachment of the same name.
+        prompt = WorkspaceFile(PROMPT_NAME, spec.prompt.encode())
+        command = [PROMPT_RUNNER, f"{WORKSPACE}/{PROMPT_NAME}"]
+        return JobPlan(command=command, files=(*attachments, prompt), needs_inference=True)
     if spec.input_mode == job_pb2.INPUT_MODE_COMMANDS:
         if not spec.commands:
             raise UnsupportedJob("commands mode needs at least one command")
         command = ["/bin/sh", "-c", COMMANDS_RUNNER, "cynode-commands", *spec.commands]
-        return JobPlan(command=command, files=attachments)
+        return JobPlan(command=command, files=attachments, needs_inference=inference)
     if spec.input_mode == job_pb2.INPUT_MODE_SCRIPT:
         if not spec.script:
             raise UnsupportedJob("script mode needs a script")
@@ -69,7 +79,7 @@ def plan_job(spec: job_pb2.JobSpec) -> JobPlan:
         command = [path] if spec.script.startswith("#!") else ["/bin/sh", path]
         # Written last, so the script wins over an attachment of the same name.
         script = WorkspaceFile(SCRIPT_NAME, spec.script.encode(), 0o755)
-        return JobPlan(command=command, files=(*attachments, script))
+        return JobPlan(command=command, files=(*attachments, script), needs_inference=inference)
     raise UnsupportedJob("no input mode")
 
 

@@ -20,6 +20,7 @@ from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.inputs import UnsupportedJob, plan_job
 from cynode.node.runtime.inputs_hook import InputFilesHook
 from cynode.node.runtime.output_hook import OutputHook
+from cynode.node.runtime.pod_hook import InferencePodHook
 from cynode.node.runtime.result import build_result, short_error
 from cynode.node.runtime.settings import SandboxSettings, effective_timeout
 from cynode.node.runtime.threads import in_thread
@@ -45,9 +46,24 @@ class JobRunner:
         self._ctx: JobContext | None = None
         self._early_cancel: str | None = None
 
-    def make_hooks(self) -> list[Hook]:
-        """The hooks, in prestart order. Override to add concerns (e.g. an inference pod)."""
-        return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
+    def make_hooks(self, needs_inference: bool = False) -> list[Hook]:
+        """The hooks, in prestart order; a job that needs inference gets the pod first.
+
+        Raises UnsupportedJob when the job needs inference and this node has none.
+        """
+        pod: list[Hook] = []
+        if needs_inference:
+            if self._settings.inference is None:
+                raise UnsupportedJob("this node offers no inference (prompt/use_inference job)")
+            pod = [InferencePodHook(self._settings.inference)]
+        return [
+            WorkspaceHook(),
+            *pod,
+            ContainerHook(),
+            InputFilesHook(),
+            OutputHook(),
+            TimeoutHook(),
+        ]
 
     async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:
         """Run the job to its end; the container and workspace are gone on return."""
@@ -67,7 +83,7 @@ class JobRunner:
         error: str | None = None
         try:
             ctx.plan = plan_job(spec)
-            hooks = self.make_hooks()
+            hooks = self.make_hooks(ctx.plan.needs_inference)
             await self._run_hooks(ctx, hooks)
         except UnsupportedJob as exc:
             error = f"error: {exc}"

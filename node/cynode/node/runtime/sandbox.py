@@ -11,6 +11,7 @@ Checked against podman-py 5.x talking to Podman 4.3 (`_render_payload`):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from cynode.jobs.v1 import job_pb2
@@ -51,15 +52,29 @@ def build_create_kwargs(
     command: list[str],
     name: str,
     volume_name: str,
+    pod: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    extra_volumes: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Everything for `client.containers.create(**kwargs)` for one sandbox container."""
+    """Everything for `client.containers.create(**kwargs)` for one sandbox container.
+
+    With `pod`, the container joins that pod's network namespace (loopback only, see
+    pod_hook.py) instead of getting none of its own, and the pod sets the hostname.
+    `extra_env` (ours) wins over the job's env; `extra_volumes` are added to /workspace.
+    """
     memory = settings.memory_mb * 1024 * 1024
-    return {
+    env = sandbox_env(spec)
+    env.update(extra_env or {})
+    volumes: dict[str, dict[str, Any]] = {
+        volume_name: {"bind": WORKSPACE, "extended_mode": ["rw", "nodev", "nosuid"]}
+    }
+    volumes.update(extra_volumes or {})
+    kwargs: dict[str, Any] = {
         "image": spec.image or settings.image,
         "command": command,
         "name": name,
         "labels": job_labels(spec, settings.node_id),
-        "environment": sandbox_env(spec),
+        "environment": env,
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
         "working_dir": WORKSPACE,
         "network_mode": "none",
@@ -72,7 +87,7 @@ def build_create_kwargs(
             # tmpfs pages count against the memory limit, so the limit also caps /tmp.
             {"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "size": f"{memory}"}
         ],
-        "volumes": {volume_name: {"bind": WORKSPACE, "extended_mode": ["rw", "nodev", "nosuid"]}},
+        "volumes": volumes,
         "mem_limit": memory,
         # No swap on top of the memory limit: a job over it is OOM-killed, not slowed.
         "memswap_limit": memory,
@@ -85,3 +100,8 @@ def build_create_kwargs(
         "log_config": {"Type": "k8s-file"},
         "hostname": "sandbox",
     }
+    if pod is not None:
+        # Podman refuses both for a container that shares the pod's namespaces.
+        del kwargs["network_mode"], kwargs["hostname"]
+        kwargs["pod"] = pod
+    return kwargs

@@ -4,6 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_PROXY_IMAGE = "localhost/cynode-proxy"
+
+
+@dataclass(frozen=True)
+class InferencePodSettings:
+    """How the node runs a job that needs inference (a pod with the proxy sidecar).
+
+    `relay_socket` is the host path of the node's inference relay (a UDS); it is
+    bind-mounted into the sidecar alone. `proxy_timeout_s` is the sidecar's wait for a
+    response head (504 beyond it). `default_model` goes to prompt jobs that name none
+    (empty: the runner in the sandbox takes the first model the proxy lists).
+    """
+
+    relay_socket: str
+    proxy_image: str = DEFAULT_PROXY_IMAGE
+    proxy_timeout_s: float = 120.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    default_model: str = ""
+    sidecar_memory_mb: int = 64
+    ready_timeout_s: float = 30.0
+
 
 @dataclass(frozen=True)
 class SandboxSettings:
@@ -22,6 +43,8 @@ class SandboxSettings:
     max_timeout_s: int = 10800
     max_output_bytes: int = 262144
     node_id: str = ""
+    # None: this node runs no inference jobs (prompt and use_inference jobs fail).
+    inference: InferencePodSettings | None = None
 
 
 def effective_timeout(

@@ -1,0 +1,121 @@
+"""The inference pod's pieces as podman-py keyword arguments (pure).
+
+The pod has a network namespace with loopback only (`netns: none`; its infra container
+holds it), so the sandbox and the sidecar share 127.0.0.1 and nothing else. The sidecar
+listens on 127.0.0.1:11434 and on a UDS in a per-job volume both containers mount; its
+one way out is the node's relay socket, bind-mounted into the sidecar alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.runtime.labels import job_labels
+from cynode.node.runtime.sandbox import SANDBOX_UID, STOP_TIMEOUT_S
+from cynode.node.runtime.settings import InferencePodSettings
+
+PROXY_PORT = 11434
+# Where the shared volume with the proxy's socket appears in both containers.
+SHARED_DIR = "/run/cynode-inference"
+PROXY_SOCKET_NAME = "proxy.sock"
+PROXY_SOCKET = f"{SHARED_DIR}/{PROXY_SOCKET_NAME}"
+# Where the directory holding the node's relay socket appears in the sidecar.
+UPSTREAM_DIR = "/run/cynode-upstream"
+POD_HOSTNAME = "sandbox"
+
+
+def inference_env(model: str) -> dict[str, str]:
+    """What a sandbox in an inference pod is told (SPEC §4); never a credential."""
+    env = {
+        "OLLAMA_BASE_URL": f"http://localhost:{PROXY_PORT}",
+        "OLLAMA_HOST": f"http://localhost:{PROXY_PORT}",
+        "INFERENCE_PROXY_URL": "http+unix://" + quote(PROXY_SOCKET, safe=""),
+    }
+    if model:
+        env["CYNODE_MODEL"] = model
+    return env
+
+
+def job_model(spec: job_pb2.JobSpec, settings: InferencePodSettings) -> str:
+    return spec.model or settings.default_model
+
+
+def pod_create_kwargs(spec: job_pb2.JobSpec, node_id: str) -> dict[str, Any]:
+    """For `client.pods.create(name, **kwargs)`: labelled, loopback-only network."""
+    return {
+        "labels": job_labels(spec, node_id, role="pod"),
+        "netns": {"nsmode": "none"},
+        "hostname": POD_HOSTNAME,
+    }
+
+
+def sandbox_shared_volume(volume_name: str) -> dict[str, dict[str, Any]]:
+    """The shared volume as the sandbox sees it: read-only, it only connects."""
+    return {volume_name: {"bind": SHARED_DIR, "extended_mode": ["ro", "nodev", "nosuid", "noexec"]}}
+
+
+def sidecar_create_kwargs(
+    spec: job_pb2.JobSpec,
+    settings: InferencePodSettings,
+    *,
+    node_id: str,
+    name: str,
+    pod: str,
+    shared_volume: str,
+    relay_dir: str,
+    relay_socket_name: str,
+) -> dict[str, Any]:
+    """For `client.containers.create(**kwargs)`: the proxy sidecar, locked down like a
+    sandbox (non-root, no capabilities, read-only root, small limits)."""
+    memory = settings.sidecar_memory_mb * 1024 * 1024
+    command = [
+        "--listen",
+        f"127.0.0.1:{PROXY_PORT}",
+        "--listen",
+        f"unix:{PROXY_SOCKET}",
+        "--upstream",
+        f"unix:{UPSTREAM_DIR}/{relay_socket_name}",
+        "--timeout",
+        f"{settings.proxy_timeout_s:g}",
+        "--max-body-bytes",
+        str(settings.max_body_bytes),
+    ]
+    return {
+        "image": settings.proxy_image,
+        "command": command,
+        "name": name,
+        "pod": pod,
+        "labels": job_labels(spec, node_id, role="proxy"),
+        "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
+        "cap_drop": ["ALL"],
+        "no_new_privileges": True,
+        "read_only": True,
+        "read_write_tmpfs": False,
+        "mounts": [
+            {"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "size": str(16 * 1024 * 1024)},
+            # The relay's directory, not its socket file: a relay restarted by the node
+            # makes a new socket the running sidecar then sees.
+            {"type": "bind", "source": relay_dir, "target": UPSTREAM_DIR, "read_only": True},
+        ],
+        "volumes": {
+            shared_volume: {
+                "bind": SHARED_DIR,
+                "extended_mode": ["rw", "nodev", "nosuid", "noexec"],
+            }
+        },
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "pids_limit": 64,
+        # PID 1 without handlers ignores SIGTERM; an init makes stopping the pod fast.
+        "init": True,
+        "stop_timeout": STOP_TIMEOUT_S,
+        "log_config": {"Type": "k8s-file"},
+    }
+
+
+def shared_volume_options() -> dict[str, str]:
+    """The shared volume is owned by the sidecar's (and sandbox's) uid, so the proxy
+    can create its socket in it."""
+    return {"o": f"uid={SANDBOX_UID},gid={SANDBOX_UID}"}

@@ -1,0 +1,327 @@
+"""Jobs that need inference, on real Podman: pod, proxy sidecar, relay, the real model.
+
+Every job here runs in a real pod (loopback only) with the real localhost/cynode-proxy
+sidecar, forwarding through a real relay socket to either the real dev model
+(SmolLM2-135M) or a scripted Ollama stand-in that records what reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from podman import PodmanClient
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.devinference import DevInferenceHandle, start_dev_inference
+from cynode.node.relay import InferenceRelay
+from cynode.node.runtime import JobRunner, SandboxSettings, remove_leftovers
+from cynode.node.runtime.context import JobContext
+from cynode.node.runtime.pod_hook import InferencePodHook
+from cynode.node.runtime.settings import InferencePodSettings
+from tests.node.runtime.conftest import leftovers, make_spec, pods_of
+from tests.node.runtime.inference_support import (
+    MODEL,
+    PROXY_IMAGE,
+    ScriptedOllama,
+    relay_to,
+    serve,
+)
+
+pytestmark = [pytest.mark.podman, pytest.mark.model]
+
+COMPLETED = job_pb2.JOB_STATUS_COMPLETED
+FAILED = job_pb2.JOB_STATUS_FAILED
+GENERATE = '{"model":"smollm2:135m","prompt":"Say hi","stream":false,"options":{"num_predict":8}}'
+
+
+@pytest.fixture(scope="module")
+async def dev_model() -> AsyncIterator[DevInferenceHandle]:
+    handle = await start_dev_inference("127.0.0.1", 0, n_ctx=1024, default_num_predict=16)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture(scope="module")
+async def model_relay(
+    dev_model: DevInferenceHandle, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[InferenceRelay]:
+    relay = await relay_to(tmp_path_factory.mktemp("relay"), dev_model.url)
+    yield relay
+    await relay.close()
+
+
+@pytest.fixture(scope="module")
+async def scripted() -> AsyncIterator[tuple[ScriptedOllama, str]]:
+    upstream = ScriptedOllama()
+    async for url in serve(upstream.app()):
+        yield upstream, url
+
+
+@pytest.fixture(scope="module")
+async def scripted_relay(
+    scripted: tuple[ScriptedOllama, str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[InferenceRelay]:
+    relay = await relay_to(tmp_path_factory.mktemp("srelay"), scripted[1])
+    yield relay
+    await relay.close()
+
+
+@pytest.fixture
+def clean_node(podman_client: PodmanClient, node_id: str) -> Iterator[None]:
+    """Fails the test when a container, volume or pod of its node outlives it."""
+    yield
+    left = (*leftovers(podman_client, node_id), pods_of(podman_client, node_id))
+    assert left == ([], [], []), f"left behind: {left}"
+
+
+def with_inference(
+    settings: SandboxSettings, relay: InferenceRelay, **changes: object
+) -> SandboxSettings:
+    pod = InferencePodSettings(
+        relay_socket=str(relay.socket_path), proxy_image=PROXY_IMAGE, ready_timeout_s=30
+    )
+    return dataclasses.replace(settings, inference=dataclasses.replace(pod, **changes))  # type: ignore[arg-type]
+
+
+async def run(
+    client: PodmanClient, settings: SandboxSettings, spec: job_pb2.JobSpec
+) -> job_pb2.JobResult:
+    return await JobRunner(client, settings).run(spec)
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_real_model_over_localhost_and_over_the_proxy_socket(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    spec = make_spec(
+        use_inference=True,
+        commands=[
+            'echo "$OLLAMA_BASE_URL"; echo "$INFERENCE_PROXY_URL"',
+            f"curl -s $OLLAMA_BASE_URL/api/generate -d '{GENERATE}'; echo",
+            'sock=$(python3 -c "import os,urllib.parse as u; '
+            "print(u.unquote(os.environ['INFERENCE_PROXY_URL'][len('http+unix://'):]))\"); "
+            f"curl -s --unix-socket \"$sock\" http://proxy/api/generate -d '{GENERATE}'; echo",
+        ],
+    )
+    result = await run(podman_client, with_inference(settings, model_relay), spec)
+    assert result.status == COMPLETED, result
+    lines = result.stdout.decode().splitlines()
+    assert lines[:2] == [
+        "http://localhost:11434",
+        "http+unix://%2Frun%2Fcynode-inference%2Fproxy.sock",
+    ]
+    for answer in (json.loads(lines[2]), json.loads(lines[3])):
+        assert answer["model"] == MODEL and answer["done"] is True
+        assert answer["response"].strip(), answer
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_the_sandbox_reaches_the_proxy_and_nothing_else(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    # An orchestrator-like port on the host: reachable from the node, never from a pod.
+    host_server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = host_server.sockets[0].getsockname()[1]
+    relay_path = model_relay.socket_path
+    try:
+        spec = make_spec(
+            use_inference=True,
+            commands=[
+                "ls /sys/class/net",
+                f"curl -sS -m 3 http://127.0.0.1:{port}/ >/dev/null 2>&1 && echo host-open"
+                " || echo host-closed",
+                "curl -sS -m 3 http://1.1.1.1/ >/dev/null 2>&1 && echo internet"
+                " || echo no-internet",
+                f"test -e {relay_path} && echo relay-path || echo no-relay-path",
+                "test -e /run/cynode-upstream && echo upstream-dir || echo no-upstream-dir",
+                "test -S /run/cynode-inference/proxy.sock && echo proxy-sock",
+                "curl -s -o /dev/null -w 'pull %{http_code}\\n' $OLLAMA_BASE_URL/api/pull"
+                ' -d \'{"model":"x"}\'',
+                "head -c 11534336 /dev/zero > /tmp/big; curl -s -o /dev/null"
+                " -w 'big %{http_code}\\n' --data-binary @/tmp/big $OLLAMA_BASE_URL/api/generate",
+                "touch /run/cynode-inference/x 2>/dev/null && echo shared-rw || echo shared-ro",
+            ],
+        )
+        result = await run(podman_client, with_inference(settings, model_relay), spec)
+    finally:
+        host_server.close()
+        await host_server.wait_closed()
+    assert result.status == COMPLETED, result
+    assert result.stdout.decode().splitlines() == [
+        "lo",
+        "host-closed",
+        "no-internet",
+        "no-relay-path",
+        "no-upstream-dir",
+        "proxy-sock",
+        "pull 403",
+        "big 413",
+        "shared-ro",
+    ]
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_prompt_job_is_answered_by_the_real_model(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    spec = make_spec(
+        input_mode=job_pb2.INPUT_MODE_PROMPT,
+        prompt="What is the capital of France? Answer in one word.",
+        env={"CYNODE_NUM_PREDICT": "12"},
+    )
+    # No model anywhere: the runner asks the proxy's /api/tags for the first one.
+    result = await run(podman_client, with_inference(settings, model_relay), spec)
+    assert (result.status, result.exit_code) == (COMPLETED, 0), result
+    assert result.stdout.strip() and result.stderr == b""
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_prompt_is_sent_as_text_and_never_run(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    scripted: tuple[ScriptedOllama, str],
+    scripted_relay: InferenceRelay,
+) -> None:
+    upstream, _ = scripted
+    upstream.seen.clear()
+    upstream.acked.clear()
+    prompt = (
+        "$(curl -s localhost:11434/api/version) `curl -s localhost:11434/api/version`; rm -rf /"
+    )
+    spec = make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt=prompt, model="scripted:1")
+    result = await run(podman_client, with_inference(settings, scripted_relay), spec)
+    assert (result.status, result.exit_code) == (COMPLETED, 0), result
+    assert result.stdout == b"scripted reply \n"
+    # Had the prompt been run, its curls would have reached the upstream as /api/version.
+    assert [(s.method, s.path) for s in upstream.seen] == [("POST", "/api/chat")]
+    body = json.loads(upstream.seen[0].body)
+    assert body["model"] == "scripted:1" and body["stream"] is True
+    assert body["messages"] == [{"role": "user", "content": prompt}]
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_credentials_stall_and_streaming_through_the_pod(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    scripted: tuple[ScriptedOllama, str],
+    scripted_relay: InferenceRelay,
+) -> None:
+    upstream, _ = scripted
+    upstream.seen.clear()
+    upstream.acked.clear()
+    upstream.stream_log.clear()
+    # Reads the first streamed line, acknowledges it with a second request, then reads on:
+    # with a buffering hop the upstream would wait for the ack in vain ("no ack").
+    streamer = (
+        "import http.client\n"
+        "c = http.client.HTTPConnection('localhost', 11434, timeout=60)\n"
+        "c.request('POST', '/api/generate', body=b'{}')\n"
+        "r = c.getresponse()\n"
+        "print('got', r.readline().decode().strip(), flush=True)\n"
+        "a = http.client.HTTPConnection('localhost', 11434, timeout=60)\n"
+        "a.request('GET', '/api/version'); a.getresponse().read()\n"
+        "print('then', r.readline().decode().strip(), flush=True)\n"
+    )
+    spec = make_spec(
+        use_inference=True,
+        commands=[
+            "curl -s -H 'Authorization: Bearer sandbox-secret' -H 'Cookie: c=1'"
+            " $OLLAMA_BASE_URL/api/tags; echo",
+            "curl -s -o /dev/null -w 'stall %{http_code}\\n' $OLLAMA_BASE_URL/api/generate"
+            " -d stall",
+            f'python3 -c "{streamer}"',
+        ],
+    )
+    pod_settings = with_inference(settings, scripted_relay, proxy_timeout_s=2)
+    result = await run(podman_client, pod_settings, spec)
+    assert result.status == COMPLETED, result
+    assert result.stdout.decode().splitlines() == [
+        '{"models": [{"name": "scripted:1", "model": "scripted:1"}]}',
+        "stall 504",
+        'got {"response":"first","done":false}',
+        'then {"response":"second","done":true}',
+    ]
+    tags = next(s for s in upstream.seen if s.path == "/api/tags")
+    lowered = {k.lower() for k in tags.headers}
+    assert "authorization" not in lowered and "cookie" not in lowered
+    assert upstream.stream_log == ["first sent", "ack before end", "finished"]
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_timeout_in_a_pod_stops_the_job_and_removes_everything(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    spec = make_spec(use_inference=True, commands=["sleep 60"], timeout_seconds=2)
+    result = await run(podman_client, with_inference(settings, model_relay), spec)
+    assert (result.status, result.reason) == (FAILED, "timeout")
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_an_inference_job_on_a_node_without_inference_fails_clearly(
+    podman_client: PodmanClient, settings: SandboxSettings
+) -> None:
+    for spec in (
+        make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt="hi"),
+        make_spec(use_inference=True, commands=["true"]),
+    ):
+        result = await run(podman_client, settings, spec)
+        assert result.status == FAILED and result.exit_code == -1
+        assert result.reason.startswith("error: this node offers no inference"), result.reason
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_missing_relay_socket_fails_the_job_before_anything_is_made(
+    podman_client: PodmanClient, settings: SandboxSettings, tmp_path: Path
+) -> None:
+    pod = InferencePodSettings(relay_socket=str(tmp_path / "none.sock"), proxy_image=PROXY_IMAGE)
+    spec = make_spec(use_inference=True, commands=["true"])
+    result = await run(podman_client, dataclasses.replace(settings, inference=pod), spec)
+    assert result.status == FAILED and "relay socket" in result.reason
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_sidecar_that_cannot_start_fails_the_job_and_is_removed(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    # The sandbox image has no proxy entrypoint: the sidecar's command cannot run.
+    broken = with_inference(settings, model_relay, proxy_image="localhost/cynode-sandbox:latest")
+    result = await run(podman_client, broken, make_spec(use_inference=True, commands=["true"]))
+    assert result.status == FAILED and result.reason.startswith("error: "), result
+    assert result.exit_code == -1
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_sidecar_that_never_answers_fails_at_the_ready_timeout(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    # Too small a memory limit for Python: the sidecar dies (or never answers) at start.
+    broken = with_inference(settings, model_relay, sidecar_memory_mb=6, ready_timeout_s=3)
+    result = await run(podman_client, broken, make_spec(use_inference=True, commands=["true"]))
+    assert result.status == FAILED and "inference proxy" in result.reason, result
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_leftovers_of_a_crashed_node_include_its_running_pods(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    node_id: str,
+    model_relay: InferenceRelay,
+) -> None:
+    # A pod with a running sidecar, as a node killed mid-job leaves it.
+    pod_settings = with_inference(settings, model_relay)
+    assert pod_settings.inference is not None
+    ctx = JobContext(
+        spec=make_spec(use_inference=True, commands=["true"]),
+        settings=pod_settings,
+        client=podman_client,
+        timeout_s=10,
+    )
+    await InferencePodHook(pod_settings.inference).prestart(ctx)
+    assert pods_of(podman_client, node_id) and ctx.pod_id is not None
+    report = await remove_leftovers(podman_client, node_id)
+    assert (len(report.pods), len(report.containers), len(report.volumes)) == (1, 0, 1)

@@ -209,8 +209,10 @@ async def test_inference_check_against_an_http_server(
         await check_inference("existing", url)
     with pytest.raises(InferenceUnavailable, match="unreachable"):
         await check_inference("existing", "http://127.0.0.1:1")
+    with pytest.raises(InferenceUnavailable, match="Ollama's JSON"):
+        await check_inference("container", url)  # the node's container is checked alike
     with pytest.raises(InferenceUnavailable, match="not supported"):
-        await check_inference("container", url)
+        await check_inference("cloud", url)
 
 
 async def test_probes_run_real_commands() -> None:

@@ -22,6 +22,8 @@ DEFAULT_GRPC_PORT = 12083
 DEFAULT_WORKER_API_PORT = 12090
 DEFAULT_STATE_DIR = "/var/lib/cynode-node"
 INFERENCE_MODES = ("none", "existing", "container")
+DEFAULT_OLLAMA_IMAGE = "docker.io/ollama/ollama:latest"
+DEFAULT_OLLAMA_MODELS_VOLUME = "cynode-ollama-models"
 # Where this repository keeps the Podman settings this kind of host needs.
 REPO_CONTAINERS_CONF = Path(__file__).resolve().parents[3] / "deploy" / "podman" / "containers.conf"
 
@@ -48,7 +50,16 @@ class NodeConfig:
     sandbox_image: str = "localhost/cynode-sandbox"
     max_concurrency: int = 2
     inference_mode: str = "none"
+    # existing: the Ollama the node relays to. container: where the node publishes the
+    # Ollama container it starts (127.0.0.1 and this URL's port).
     inference_url: str = "http://127.0.0.1:11434"
+    # Model for prompt jobs that name none; empty: the orchestrator's default, else the
+    # first model the node's Ollama lists.
+    inference_default_model: str = ""
+    inference_proxy_image: str = "localhost/cynode-proxy"
+    inference_proxy_timeout_s: float = 120.0
+    inference_image: str = DEFAULT_OLLAMA_IMAGE
+    inference_models_volume: str = DEFAULT_OLLAMA_MODELS_VOLUME
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
 
@@ -99,6 +110,11 @@ _YAML_KEYS: dict[str, str] = {
     "sandbox.max_concurrency": "max_concurrency",
     "inference.mode": "inference_mode",
     "inference.url": "inference_url",
+    "inference.default_model": "inference_default_model",
+    "inference.proxy_image": "inference_proxy_image",
+    "inference.proxy_timeout_seconds": "inference_proxy_timeout_s",
+    "inference.image": "inference_image",
+    "inference.models_volume": "inference_models_volume",
     "reconnect.initial_seconds": "reconnect_initial_s",
     "reconnect.max_seconds": "reconnect_max_s",
 }
@@ -117,10 +133,14 @@ ENV_KEYS: dict[str, str] = {
     "CYNODE_MAX_CONCURRENCY": "max_concurrency",
     "CYNODE_INFERENCE_MODE": "inference_mode",
     "CYNODE_INFERENCE_URL": "inference_url",
+    "CYNODE_INFERENCE_DEFAULT_MODEL": "inference_default_model",
+    "CYNODE_INFERENCE_PROXY_IMAGE": "inference_proxy_image",
+    "CYNODE_INFERENCE_PROXY_TIMEOUT": "inference_proxy_timeout_s",
+    "CYNODE_INFERENCE_IMAGE": "inference_image",
 }
 
 _INT_FIELDS = {"worker_api_port", "max_concurrency"}
-_FLOAT_FIELDS = {"reconnect_initial_s", "reconnect_max_s"}
+_FLOAT_FIELDS = {"reconnect_initial_s", "reconnect_max_s", "inference_proxy_timeout_s"}
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -189,6 +209,12 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("worker_api.port must be 0-65535")
     if config.inference_mode not in INFERENCE_MODES:
         raise ConfigError(f"inference.mode must be one of {', '.join(INFERENCE_MODES)}")
+    if config.inference_mode != "none":
+        url = urlsplit(config.inference_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError("inference.url must be an http:// or https:// URL")
+    if config.inference_proxy_timeout_s <= 0:
+        raise ConfigError("inference.proxy_timeout_seconds must be > 0")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):
         raise ConfigError("orchestrator.url must be an http:// or https:// URL")
     if config.reconnect_initial_s <= 0 or config.reconnect_max_s < config.reconnect_initial_s:

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 import grpc
+from podman import PodmanClient
 
 from cynode.controlplane.v1 import nodes_pb2
 
@@ -24,7 +26,8 @@ from .capability import InferenceStatus, build_report
 from .config import NodeConfig
 from .cpclient import ControlPlaneClient, make_channel
 from .dispatch import DispatchClient
-from .inference import check_inference
+from .inference import InferenceUnavailable
+from .inference_setup import NodeInference
 from .jobs import RunnerFactory
 from .metrics import NodeMetrics
 from .probe import podman_version
@@ -85,6 +88,7 @@ class NodeDaemon:
         self.applied: AppliedConfig | None = None
         self.podman_version = ""
         self.inference = InferenceStatus()
+        self.node_inference = NodeInference(config, self._podman_client)
         self._fetched: nodes_pb2.GetNodeConfigResponse | None = None
         self._base = SandboxSettings(image=config.sandbox_image)
         self._stop = asyncio.Event()
@@ -187,13 +191,25 @@ class NodeDaemon:
     async def _shutdown(self) -> None:
         if self.api is not None:
             await self.api.stop()
+        # Before the host: a node-started Ollama container is removed through its client.
+        with contextlib.suppress(Exception):
+            await self.node_inference.close()
         with contextlib.suppress(Exception):
             await self.host.close()
         if self.cp is not None and self._channel is None:
             await self.cp.channel.close(grace=None)
 
     def _settings(self) -> SandboxSettings:
-        return self.applied.settings if self.applied else self._base
+        settings = self.applied.settings if self.applied else self._base
+        default_model = self.applied.default_model if self.applied else ""
+        pod = self.node_inference.pod_settings(default_model)
+        return replace(settings, inference=pod) if pod is not None else settings
+
+    def _podman_client(self) -> PodmanClient:
+        client = getattr(self.host, "client", None)
+        if not isinstance(client, PodmanClient):
+            raise InferenceUnavailable("inference mode container needs the node's Podman service")
+        return client
 
     # -- the steps --------------------------------------------------------------------
 
@@ -246,14 +262,19 @@ class NodeDaemon:
         return f"removed {removed} leftover container(s)"
 
     async def _inference(self) -> str:
-        status = await check_inference(self.config.inference_mode, self.config.inference_url)
+        if self.config.inference_mode != "none":
+            image = self.config.inference_proxy_image
+            if not await self.host.image_exists(image):
+                raise StepFailed(f"image {image} is missing: run `make images`")
+        status = await self.node_inference.start()
         if status != self.inference:
             self.inference = status
             assert self.cp is not None
             await self.cp.report_capability()
         if self.config.inference_mode == "none":
             return "skipped (mode none)"
-        return f"{len(status.models)} model(s)"
+        names = ", ".join(status.models[:5]) or "none"
+        return f"{self.config.inference_mode}: {len(status.models)} model(s) ({names})"
 
     # -- config changes while running -------------------------------------------------
 

@@ -14,12 +14,13 @@ class InferenceUnavailable(RuntimeError):
 async def check_inference(
     mode: str, url: str, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> InferenceStatus:
-    """mode none: nothing to check. existing: GET <url>/api/tags must answer with models.
-    container: the node-started Ollama is not built yet, so it is reported, not faked."""
+    """mode none: nothing to check. existing and container: GET <url>/api/tags must
+    answer with Ollama's JSON (for container, `url` is where the node's container
+    answers); the models it lists go into the capability report."""
     if mode == "none":
         return InferenceStatus(running=False)
-    if mode != "existing":
-        raise InferenceUnavailable(f"inference mode {mode!r} is not supported by this node yet")
+    if mode not in ("existing", "container"):
+        raise InferenceUnavailable(f"inference mode {mode!r} is not supported")
     endpoint = url.rstrip("/") + "/api/tags"
     try:
         async with httpx.AsyncClient(timeout=5.0, transport=transport) as client:

@@ -1,0 +1,155 @@
+# mypy: disable-error-code="untyped-decorator"
+"""Steps for features/worker_node/inference.feature: the dev model as a real process,
+a node in inference mode `existing` relaying to it, and inference jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+from behave import given, then, when
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import BIN, NodeProcess, free_port, wait_until  # type: ignore[import-not-found]
+
+from cynode.jobs.v1 import job_pb2
+
+READY_WITHIN = 90.0
+CREDENTIAL_WORDS = ("NODE_PSK", "TOKEN", "PASSWORD", "SECRET", "JWT")
+
+
+class DevModelProcess:
+    """`cynode-node dev-inference` on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.mkdtemp(prefix="cynode-bdd-model-")) / "model.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "cynode-node"), "dev-inference", "--listen", f"127.0.0.1:{self.port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self) -> None:
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dev-inference exited: {self.log.read_text()[-2000:]}")
+            try:
+                return httpx.get(f"{self.url}/api/tags", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, 120, "the development model backend")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@given("the development model backend")
+def dev_model(context: Any) -> None:
+    context.model = DevModelProcess()
+    context.cleanups.append(context.model.stop)
+    context.model.wait_ready()
+
+
+@given("a node with inference connected to it")
+def node_with_inference(context: Any) -> None:
+    context.node = NodeProcess(
+        context.plane.target,
+        CYNODE_INFERENCE_MODE="existing",
+        CYNODE_INFERENCE_URL=context.model.url,
+    )
+    context.node.wait_readyz(lambda r: r.status_code == 200, READY_WITHIN)
+
+
+def _assign(context: Any, **fields: Any) -> None:
+    job_id = fields["job_id"]
+    context.plane.assign(job_pb2.JobSpec(task_id=f"T-{job_id}", attempt=1, **fields))
+
+
+@when('the control plane assigns inference job "{job_id}" running "{command}"')
+def assign_inference(context: Any, job_id: str, command: str) -> None:
+    _assign(
+        context,
+        job_id=job_id,
+        input_mode=job_pb2.INPUT_MODE_COMMANDS,
+        commands=[command],
+        use_inference=True,
+    )
+
+
+@when('the control plane assigns prompt job "{job_id}" with prompt "{prompt}"')
+def assign_prompt(context: Any, job_id: str, prompt: str) -> None:
+    _assign(
+        context,
+        job_id=job_id,
+        input_mode=job_pb2.INPUT_MODE_PROMPT,
+        prompt=prompt,
+        env={"CYNODE_NUM_PREDICT": "12"},
+    )
+
+
+def _completed(context: Any, job_id: str) -> job_pb2.JobResult:
+    result: job_pb2.JobResult = context.plane.result(job_id, within=180)
+    assert result.status == job_pb2.JOB_STATUS_COMPLETED, result
+    return result
+
+
+@then('job "{job_id}" completes with model text in the "{field}" field')
+def model_text_in(context: Any, job_id: str, field: str) -> None:
+    answer = json.loads(_completed(context, job_id).stdout)
+    assert answer["model"] == "smollm2:135m", answer
+    assert str(answer[field]).strip(), answer
+
+
+@then('job "{job_id}" completes with some model text')
+def some_model_text(context: Any, job_id: str) -> None:
+    result = _completed(context, job_id)
+    assert result.stdout.strip(), result
+    assert result.stderr == b"", result.stderr
+
+
+@then("the node leaves no pod behind")
+def no_pods(context: Any) -> None:
+    def none_left() -> bool:
+        listed = subprocess.run(
+            ["podman", "pod", "ps", "-q", "--filter", "label=cynode.node_id=NODE01"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return listed.stdout.strip() == ""
+
+    wait_until(none_left, 30, "the job pods to be removed")
+
+
+@then('job "{job_id}" has "{text}" in its stdout')
+def has_line(context: Any, job_id: str, text: str) -> None:
+    lines = _completed(context, job_id).stdout.decode().splitlines()
+    assert text in lines, lines
+
+
+@then('job "{job_id}" has no credential in its stdout')
+def no_credential(context: Any, job_id: str) -> None:
+    names = [
+        line.split("=", 1)[0] for line in _completed(context, job_id).stdout.decode().splitlines()
+    ]
+    leaked = [n for n in names if any(word in n.upper() for word in CREDENTIAL_WORDS)]
+    assert leaked == [], leaked

@@ -1,0 +1,90 @@
+"""The node's side of inference, by `inference.mode`:
+
+- none:      nothing runs; jobs that need inference are refused (the orchestrator never
+             sends them: the capability report says inference is not supported);
+- existing:  Ollama at `inference.url` must answer /api/tags; the relay forwards to it;
+- container: the node starts Ollama in a container (ollama_container.py), then as above.
+
+Once Ollama answers, the relay socket is up and `pod_settings()` tells the job runner how
+to build inference pods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from podman import PodmanClient
+
+from .capability import InferenceStatus
+from .config import NodeConfig
+from .inference import check_inference
+from .ollama_container import OllamaContainer
+from .relay import RELAY_TIMEOUT_MARGIN_S, InferenceRelay, relay_dir
+from .runtime.settings import InferencePodSettings
+
+log = logging.getLogger(__name__)
+
+
+class NodeInference:
+    def __init__(
+        self,
+        config: NodeConfig,
+        podman: Callable[[], PodmanClient],
+        *,
+        relay_directory: Path | None = None,
+        container_command: list[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.mode = config.inference_mode
+        self.upstream = config.inference_url
+        self.container: OllamaContainer | None = None
+        if self.mode == "container":
+            self.container = OllamaContainer(
+                podman,
+                image=config.inference_image,
+                models_volume=config.inference_models_volume,
+                url=config.inference_url,
+                command=container_command,
+            )
+        self.relay: InferenceRelay | None = None
+        self._relay_directory = relay_directory
+
+    async def start(self) -> InferenceStatus:
+        """Brings inference up (idempotent, so a failed start-up step can retry it)."""
+        if self.mode == "none":
+            return InferenceStatus(running=False)
+        if self.container is not None:
+            self.upstream = await self.container.ensure()
+        status = await check_inference(self.mode, self.upstream)
+        if self.relay is None:
+            directory = self._relay_directory or relay_dir(self.config.state_dir)
+            self.relay = InferenceRelay(
+                directory,
+                self.upstream,
+                timeout_s=self.config.inference_proxy_timeout_s + RELAY_TIMEOUT_MARGIN_S,
+            )
+        await self.relay.start()
+        return status
+
+    def pod_settings(self, default_model: str = "") -> InferencePodSettings | None:
+        """How to run inference pods, once the relay runs; None before or in mode none."""
+        if self.relay is None or not self.relay.running:
+            return None
+        return InferencePodSettings(
+            relay_socket=str(self.relay.socket_path),
+            proxy_image=self.config.inference_proxy_image,
+            proxy_timeout_s=self.config.inference_proxy_timeout_s,
+            default_model=self.config.inference_default_model or default_model,
+        )
+
+    async def close(self) -> None:
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            await relay.close()
+        if self.container is not None:
+            try:
+                await self.container.stop()
+            except Exception:
+                log.exception("could not stop the inference container")

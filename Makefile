@@ -38,10 +38,13 @@ lint: ## ruff, mypy, buf lint, buf breaking
 images: ## build the sandbox and proxy images (cached when unchanged)
 	tools/build_images.sh
 
+# Its own data file, so other pytest runs in this tree never clobber it.
+UNIT_COVERAGE := .build/coverage/unit
+
 unit: ## pytest with coverage, >= 90% per package
-	rm -f .coverage .coverage.*
-	$(PY) -m pytest -p no:cacheprovider --cov --cov-report= -q $(PYTEST_ARGS)
-	$(PY) tools/covcheck.py --min $(COV_MIN)
+	mkdir -p $(dir $(UNIT_COVERAGE)) && rm -f $(UNIT_COVERAGE)*
+	COVERAGE_FILE=$(UNIT_COVERAGE) $(PY) -m pytest -p no:cacheprovider --cov --cov-report= -q $(PYTEST_ARGS)
+	COVERAGE_FILE=$(UNIT_COVERAGE) $(PY) tools/covcheck.py --min $(COV_MIN)
 
 BDD_SUITES ?= orchestrator worker_node cynork
 
@@ -55,8 +58,20 @@ test: setup images ## set up, then unit tests with coverage and the behave suite
 e2e: ## the end-to-end suite against a stack on Postgres
 	$(PY) -m behave --format progress2 --no-capture-stderr features/e2e
 
-bench: ## every benchmark under bench/, one table of ratios
-	$(PY) -m bench
+bench: ## every benchmark under bench/, one table of ratios (BENCH_ARGS=--full for long runs)
+	$(PY) -m bench $(BENCH_ARGS)
+
+up: ## start orchestrator, node and dev model in the background; wait for /readyz
+	$(PY) tools/stack.py up
+
+down: ## stop the stack, remove its pods and containers
+	$(PY) tools/stack.py down
+
+logs: ## tail the stack's logs (var/logs/*.log)
+	$(PY) tools/stack.py logs
+
+demo: setup images ## fresh machine: set up, start the stack, log in, run three tasks
+	$(PY) tools/stack.py demo
 
 ci: setup ## what CI runs
 	$(MAKE) --no-print-directory gen-check lint images unit bdd

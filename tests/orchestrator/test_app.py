@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +20,8 @@ from cynode.orchestrator.app import (
     serve_control_plane,
 )
 from cynode.orchestrator.auth import create_user
+from cynode.orchestrator.config import SettingsError
+from cynode.orchestrator.store import make_engine, upgrade
 from tests.orchestrator.gatewaykit import PASSWORD, make_gateway, unique
 
 
@@ -74,3 +77,51 @@ async def test_serves_rest_and_grpc_and_runs_the_control_plane_hook(
 
 def test_control_plane_hook_is_the_real_control_plane() -> None:
     assert control_plane_hook() is serve_control_plane
+
+
+async def test_serve_control_plane_opens_its_ports_and_feeds_readiness(tmp_path: Path) -> None:
+    # A store of its own: readiness must not see nodes other tests left online.
+    engine = make_engine(f"sqlite:///{tmp_path / 'own.db'}")
+    await upgrade(engine)
+    gw = make_gateway(
+        engine,
+        tmp_path,
+        gateway_rest_port=0,
+        gateway_grpc_port=0,
+        control_rest_port=0,
+        control_grpc_port=0,
+        node_psk="psk-" + unique(),
+    )
+    orch = Orchestrator(gw, serve_control_plane)
+    await orch.start()
+    try:
+        cp = orch.control_ports
+        assert cp is not None and cp.rest_port and cp.grpc_port
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cp.rest_port}") as http:
+            refused = await http.post("/v1/nodes/register", json={"psk": "wrong"})
+            assert refused.status_code == 401
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            doc = (await http.get("/openapi.json")).json()
+            assert "/v1/nodes/register" in doc["paths"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{orch.rest_port}") as http:
+            # No inference-capable node is connected: the gateway says so.
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503 and "inference" in ready.text
+            assert "/v1/nodes" in (await http.get("/openapi.json")).json()["paths"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            status = await health.Check(
+                health_pb2.HealthCheckRequest(service="cynode.controlplane.v1.DispatchService")
+            )
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await orch.stop()
+        await engine.dispose()
+
+
+async def test_serve_control_plane_refuses_to_start_without_a_psk(
+    db_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    gw = make_gateway(db_engine, tmp_path, gateway_rest_port=0, gateway_grpc_port=0)
+    with pytest.raises(SettingsError, match="NODE_PSK"):
+        await serve_control_plane(gw)

@@ -321,7 +321,10 @@ async def test_leftovers_of_a_crashed_node_include_its_running_pods(
         client=podman_client,
         timeout_s=10,
     )
-    await InferencePodHook(pod_settings.inference).prestart(ctx)
+    hook = InferencePodHook(pod_settings.inference)
+    await hook.prestart(ctx)
+    await hook.wait_ready(ctx)
     assert pods_of(podman_client, node_id) and ctx.pod_id is not None
     report = await remove_leftovers(podman_client, node_id)
     assert (len(report.pods), len(report.containers), len(report.volumes)) == (1, 0, 1)
+    await hook.poststop(ctx)  # what the node had made is already gone: quiet

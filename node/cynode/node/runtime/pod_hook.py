@@ -1,10 +1,11 @@
 """The inference pod: shared volume, pod and proxy sidecar, ready before the sandbox.
 
 prestart creates a labelled volume for the proxy's socket, the loopback-only pod and
-the sidecar, starts the sidecar and waits until its proxy answers; then it tells the
-container hook to put the sandbox into the pod with the inference env. poststop (after
-the sandbox container is gone) removes the pod, which takes the sidecar and the infra
-container with it, then the volume.
+the sidecar, starts the sidecar, and tells the container hook to put the sandbox into
+the pod with the inference env. While the sandbox container is created and its inputs
+written, the proxy starts; ProxyReadyHook, the last prestart, waits until it answers.
+poststop (after the sandbox container is gone) removes the pod, which takes the sidecar
+and the infra container with it, then the volume.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class InferencePodHook(Hook):
         self.pod_id: str | None = None
         self.volume_created = False
         self.sidecar_id: str | None = None
+        self.ready: asyncio.Task[None] | None = None
 
     async def prestart(self, ctx: JobContext) -> None:
         relay = Path(self.settings.relay_socket)
@@ -105,19 +107,29 @@ class InferencePodHook(Hook):
             state = await asyncio.to_thread(client.containers.get, sidecar_id)
             return str(state.status) == "running"
 
-        try:
-            await wait_for_proxy(
+        # The proxy takes a few hundred ms to start; the sandbox container is created and
+        # filled meanwhile, and ProxyReadyHook waits for this just before it starts.
+        self.ready = asyncio.create_task(
+            wait_for_proxy(
                 mountpoint,
                 PROXY_SOCKET_NAME,
                 timeout_s=self.settings.ready_timeout_s,
                 still_running=still_running,
-            )
-        except ProxyNotReady:
-            log.warning("job %s: sidecar log: %s", ctx.spec.job_id, self._log_tail(ctx))
-            raise
+            ),
+            name=f"proxy-ready-{ctx.spec.job_id}",
+        )
         ctx.pod_id = self.pod_id
         ctx.extra_env.update(inference_env(job_model(ctx.spec, self.settings)))
         ctx.extra_volumes.update(sandbox_shared_volume(self.volume_name))
+
+    async def wait_ready(self, ctx: JobContext) -> None:
+        if self.ready is None:
+            return
+        try:
+            await self.ready
+        except ProxyNotReady:
+            log.warning("job %s: sidecar log: %s", ctx.spec.job_id, self._log_tail(ctx))
+            raise
 
     def _log_tail(self, ctx: JobContext) -> str:
         if self.sidecar_id is None:
@@ -132,9 +144,27 @@ class InferencePodHook(Hook):
             return f"(no log: {exc})"
 
     async def poststop(self, ctx: JobContext) -> None:
+        ready, self.ready = self.ready, None
+        if ready is not None and not ready.done():
+            ready.cancel()
+            await asyncio.wait({ready})
+        if ready is not None and ready.done() and not ready.cancelled():
+            ready.exception()  # retrieved: a failure was reported through wait_ready
         if self.pod_id is not None:
             await asyncio.to_thread(ops.remove_pod, ctx.client, self.pod_id)
             self.pod_id = None
         if self.volume_created:
             await asyncio.to_thread(ops.remove_volume, ctx.client, self.volume_name)
             self.volume_created = False
+
+
+class ProxyReadyHook(Hook):
+    """Last before the sandbox starts: waits until the pod's proxy answers."""
+
+    name = "proxy-ready"
+
+    def __init__(self, pod: InferencePodHook) -> None:
+        self.pod = pod
+
+    async def prestart(self, ctx: JobContext) -> None:
+        await self.pod.wait_ready(ctx)

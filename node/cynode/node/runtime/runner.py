@@ -20,7 +20,7 @@ from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.inputs import UnsupportedJob, plan_job
 from cynode.node.runtime.inputs_hook import InputFilesHook
 from cynode.node.runtime.output_hook import OutputHook
-from cynode.node.runtime.pod_hook import InferencePodHook
+from cynode.node.runtime.pod_hook import InferencePodHook, ProxyReadyHook
 from cynode.node.runtime.result import build_result, short_error
 from cynode.node.runtime.settings import SandboxSettings, effective_timeout
 from cynode.node.runtime.threads import in_thread
@@ -51,16 +51,17 @@ class JobRunner:
 
         Raises UnsupportedJob when the job needs inference and this node has none.
         """
-        pod: list[Hook] = []
-        if needs_inference:
-            if self._settings.inference is None:
-                raise UnsupportedJob("this node offers no inference (prompt/use_inference job)")
-            pod = [InferencePodHook(self._settings.inference)]
+        if not needs_inference:
+            return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
+        if self._settings.inference is None:
+            raise UnsupportedJob("this node offers no inference (prompt/use_inference job)")
+        pod = InferencePodHook(self._settings.inference)
         return [
             WorkspaceHook(),
-            *pod,
+            pod,
             ContainerHook(),
             InputFilesHook(),
+            ProxyReadyHook(pod),
             OutputHook(),
             TimeoutHook(),
         ]

@@ -1,0 +1,351 @@
+"""The inference proxy's cost, and the inference pod's cost, measured in one run.
+
+    .venv/bin/python -m bench.proxy [--requests 2000] [--stream-mb 256] [--runs 10]
+                                    [--skip-pod]
+
+1. Added latency per request: the same client asks a scripted upstream's /api/version
+   directly and through the proxy (`python -m cynode.proxy`, the sidecar's entrypoint,
+   TCP in, TCP out), sequentially on a kept-alive connection; p50/p99 of each and of the
+   difference (target: <= 1 ms added at p50). Also through both hops of a real pod
+   path (sidecar TCP -> relay UDS -> upstream).
+2. Streamed throughput: a large NDJSON stream from the scripted upstream, read directly
+   and through the proxy (target: >= 90 % of direct).
+3. Inference task vs a bare container: a use_inference job with one curl to the proxy
+   (JobRunner on a private Podman service, pod + sidecar + relay to the real dev model)
+   against `podman run --rm --network none localhost/cynode-sandbox true`; ratio of the
+   medians (target <= 2.5).
+
+Upstream, proxy and relay each run in their own process, as in production, so the
+client's CPU time is not counted against the proxy. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SANDBOX_IMAGE = "localhost/cynode-sandbox:latest"
+PROXY_IMAGE = "localhost/cynode-proxy:latest"
+LINE = b'{"model":"bench","response":"' + b"x" * 200 + b'","done":false}\n'
+
+
+# -- the scripted upstream (runs in its own process) -----------------------------------
+
+
+def upstream_app(stream_bytes: int) -> web.Application:
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": "bench"})
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        block = LINE * (65536 // len(LINE))
+        sent = 0
+        while sent < stream_bytes:
+            await response.write(block)
+            sent += len(block)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/version", version)
+    app.router.add_post("/api/generate", generate)
+    return app
+
+
+def serve_upstream(port: int, stream_bytes: int) -> None:
+    web.run_app(upstream_app(stream_bytes), host="127.0.0.1", port=port, print=None)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def wait_unix(path: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if Path(path).is_socket():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"no socket at {path}")
+
+
+@contextlib.contextmanager
+def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("proxy", ".")))
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- 1 and 2: latency and throughput ---------------------------------------------------
+
+
+async def latencies(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+    for _ in range(50):  # warm-up: connections, caches
+        async with session.get(url) as response:
+            await response.read()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        async with session.get(url) as response:
+            await response.read()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def throughput(session: aiohttp.ClientSession, url: str) -> float:
+    start = time.perf_counter()
+    total = 0
+    async with session.post(url, data=b"{}") as response:
+        async for chunk in response.content.iter_any():
+            total += len(chunk)
+    return total / (time.perf_counter() - start) / 1e6
+
+
+async def measure_proxy(requests: int, stream_mb: int) -> list[tuple[str, str]]:
+    up_port, proxy_port, hop_port = free_port(), free_port(), free_port()
+    relay_sock = tempfile.mktemp(prefix="cynode-bench-relay-", suffix=".sock", dir="/tmp")
+    stream_bytes = stream_mb * 1024 * 1024
+    proxy = [PY, "-m", "cynode.proxy", "--log-level", "WARNING"]
+    with (
+        process([PY, "-m", "bench.proxy", "--serve-upstream", str(up_port), str(stream_bytes)]),
+        process(
+            [
+                *proxy,
+                "--listen",
+                f"127.0.0.1:{proxy_port}",
+                "--upstream",
+                f"http://127.0.0.1:{up_port}",
+            ]
+        ),
+        process(
+            [*proxy, "--listen", f"unix:{relay_sock}", "--upstream", f"http://127.0.0.1:{up_port}"]
+        ),
+        process([*proxy, "--listen", f"127.0.0.1:{hop_port}", "--upstream", f"unix:{relay_sock}"]),
+    ):
+        for port in (up_port, proxy_port, hop_port):
+            wait_port(port)
+        wait_unix(relay_sock)
+        rows: list[tuple[str, str]] = []
+        async with aiohttp.ClientSession() as session:
+            direct = await latencies(session, f"http://127.0.0.1:{up_port}/api/version", requests)
+            proxied = await latencies(
+                session, f"http://127.0.0.1:{proxy_port}/api/version", requests
+            )
+            two_hops = await latencies(
+                session, f"http://127.0.0.1:{hop_port}/api/version", requests
+            )
+            for name, values in (
+                ("direct", direct),
+                ("proxy", proxied),
+                ("sidecar+relay", two_hops),
+            ):
+                p50, p99 = pct(values, 0.5) * 1e3, pct(values, 0.99) * 1e3
+                rows.append(
+                    (f"latency /api/version {name}", f"p50 {p50:7.3f} ms   p99 {p99:7.3f} ms")
+                )
+            for name, values in (("proxy", proxied), ("sidecar+relay", two_hops)):
+                added50 = (pct(values, 0.5) - pct(direct, 0.5)) * 1e3
+                added99 = (pct(values, 0.99) - pct(direct, 0.99)) * 1e3
+                verdict = "ok" if added50 <= 1.0 else "over target"
+                rows.append(
+                    (
+                        f"added latency, {name}",
+                        f"p50 {added50:7.3f} ms   p99 {added99:7.3f} ms   "
+                        f"(target p50 <= 1 ms: {verdict})",
+                    )
+                )
+            gen = "/api/generate"
+            await throughput(session, f"http://127.0.0.1:{up_port}{gen}")  # warm-up
+            direct_mbs = statistics.median(
+                [await throughput(session, f"http://127.0.0.1:{up_port}{gen}") for _ in range(3)]
+            )
+            proxy_mbs = statistics.median(
+                [await throughput(session, f"http://127.0.0.1:{proxy_port}{gen}") for _ in range(3)]
+            )
+            hops_mbs = statistics.median(
+                [await throughput(session, f"http://127.0.0.1:{hop_port}{gen}") for _ in range(3)]
+            )
+        rows.append((f"stream {stream_mb} MiB NDJSON direct", f"{direct_mbs:8.1f} MB/s"))
+        for name, mbs in (("proxy", proxy_mbs), ("sidecar+relay", hops_mbs)):
+            share = mbs / direct_mbs * 100
+            verdict = "ok" if share >= 90 else "under target"
+            rows.append(
+                (
+                    f"stream {stream_mb} MiB NDJSON {name}",
+                    f"{mbs:8.1f} MB/s = {share:5.1f} % of direct (target >= 90 %: {verdict})",
+                )
+            )
+    return rows
+
+
+# -- 3: the inference pod against a bare container -------------------------------------
+
+
+def podman_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(ROOT / "deploy" / "podman" / "containers.conf"))
+    return env
+
+
+def raw_runs(runs: int) -> list[float]:
+    argv = ["podman", "run", "--rm", "--network", "none", SANDBOX_IMAGE, "true"]
+    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+@contextlib.asynccontextmanager
+async def model_relay(directory: Path) -> AsyncIterator[str]:
+    from cynode.node.devinference import start_dev_inference
+    from cynode.node.relay import InferenceRelay
+
+    model = await start_dev_inference("127.0.0.1", 0, n_ctx=512, default_num_predict=4)
+    relay = InferenceRelay(directory, model.url)
+    try:
+        yield str(await relay.start())
+    finally:
+        await relay.close()
+        await model.close()
+
+
+async def pod_runs(runs: int) -> tuple[list[float], list[float]]:
+    import dataclasses
+
+    from ulid import ULID
+
+    from cynode.jobs.v1 import job_pb2
+    from cynode.node.runtime import JobRunner, PodmanService, SandboxSettings
+    from cynode.node.runtime.settings import InferencePodSettings
+
+    work = Path(tempfile.mkdtemp(prefix="cynode-bench-pod-"))
+    service = PodmanService(work / "podman", containers_conf=Path(podman_env()["CONTAINERS_CONF"]))
+    await service.astart()
+    node_id = f"bench-{str(ULID()).lower()}"
+    try:
+        async with model_relay(work / "relay") as relay_socket:
+            with service.client() as client:
+                plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
+                pod = dataclasses.replace(
+                    plain,
+                    inference=InferencePodSettings(
+                        relay_socket=relay_socket, proxy_image=PROXY_IMAGE
+                    ),
+                )
+
+                async def one(settings: SandboxSettings, **fields: object) -> float:
+                    spec = job_pb2.JobSpec(
+                        job_id=str(ULID()),
+                        task_id=str(ULID()),
+                        attempt=1,
+                        input_mode=job_pb2.INPUT_MODE_COMMANDS,
+                        **fields,  # type: ignore[arg-type]
+                    )
+                    start = time.perf_counter()
+                    result = await JobRunner(client, settings).run(spec)
+                    elapsed = time.perf_counter() - start
+                    if result.status != job_pb2.JOB_STATUS_COMPLETED:
+                        raise RuntimeError(f"bench job failed: {result}")
+                    return elapsed
+
+                curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
+                await one(pod, commands=[curl], use_inference=True)  # warm-up
+                await one(plain, commands=["true"])
+                pod_times = [
+                    await one(pod, commands=[curl], use_inference=True) for _ in range(runs)
+                ]
+                plain_times = [await one(plain, commands=["true"]) for _ in range(runs)]
+    finally:
+        await service.astop()
+    return pod_times, plain_times
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    rows = await measure_proxy(args.requests, args.stream_mb)
+    if not args.skip_pod:
+        raw = statistics.median(raw_runs(args.runs))
+        pod_times, plain_times = await pod_runs(args.runs)
+        pod, plain = statistics.median(pod_times), statistics.median(plain_times)
+        ratio = pod / raw
+        rows += [
+            ("raw podman run --rm --network none ... true", f"median {raw * 1e3:8.1f} ms"),
+            ("job without inference (JobRunner, true)", f"median {plain * 1e3:8.1f} ms"),
+            ("inference job (pod + sidecar, one curl)", f"median {pod * 1e3:8.1f} ms"),
+            (
+                "ratio inference job / raw podman run",
+                f"{ratio:8.2f}   (target <= 2.5: {'ok' if ratio <= 2.5 else 'over target'})",
+            ),
+        ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--stream-mb", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--skip-pod", action="store_true", help="only the proxy measurements")
+    parser.add_argument(
+        "--serve-upstream", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.serve_upstream:
+        serve_upstream(int(args.serve_upstream[0]), int(args.serve_upstream[1]))
+        return 0
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -697,6 +697,8 @@ def iter_secrets(stack: Stack) -> Iterator[str]:
     jwt = stack.dir / "orchestrator" / "jwt_secret"
     if jwt.is_file():
         yield jwt.read_text().strip()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        yield str(json.loads((stack.node_state_dir / "session.json").read_text())["node_jwt"])
 
 
 if __name__ == "__main__":

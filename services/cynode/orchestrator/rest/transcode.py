@@ -52,7 +52,10 @@ def _apply_body(binding: Binding, message: Message, raw: bytes) -> None:
     else:
         document = {binding.body: document}
     try:
-        json_format.ParseDict(document, message, ignore_unknown_fields=False)
+        # Unknown fields are dropped, as Envoy's transcoder does (it has no option to
+        # refuse them): one answer through either door, and older servers accept
+        # requests from newer clients.
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except _PARSE_ERRORS as exc:
         raise RequestError(_short(f"request body: {exc}")) from exc
 

@@ -7,6 +7,7 @@ mapped separately in `apply.py`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -41,10 +42,19 @@ class NodeConfig:
     orchestrator_url: str = DEFAULT_REST_URL
     control_plane_grpc: str = ""
     ca_file: str = ""
+    # Pins: the SHA-256 fingerprint `certs init` printed; ca_file must match it.
+    ca_fingerprint: str = ""
+    # mTLS: the node's certificate (issued by the orchestrator's CA) and its key.
+    client_cert: str = ""
+    client_key: str = ""
+    # Allow plain text to a non-loopback orchestrator / worker API address (a lab only).
+    insecure: bool = False
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     worker_api_host: str = "127.0.0.1"
     worker_api_port: int = DEFAULT_WORKER_API_PORT
     worker_api_base_url: str = ""
+    worker_api_tls_cert: str = ""
+    worker_api_tls_key: str = ""
     podman_socket: str = ""
     containers_conf: str = ""
     sandbox_image: str = "localhost/cynode-sandbox"
@@ -79,7 +89,8 @@ class NodeConfig:
     def advertised_worker_api(self) -> str:
         if self.worker_api_base_url:
             return self.worker_api_base_url
-        return f"http://{self.worker_api_host}:{self.worker_api_port}"
+        scheme = "https" if self.worker_api_tls_cert else "http"
+        return f"{scheme}://{self.worker_api_host}:{self.worker_api_port}"
 
     @property
     def effective_containers_conf(self) -> str:
@@ -100,10 +111,16 @@ _YAML_KEYS: dict[str, str] = {
     "orchestrator.url": "orchestrator_url",
     "orchestrator.grpc": "control_plane_grpc",
     "orchestrator.ca_file": "ca_file",
+    "orchestrator.ca_fingerprint": "ca_fingerprint",
+    "orchestrator.client_cert": "client_cert",
+    "orchestrator.client_key": "client_key",
+    "insecure": "insecure",
     "state_dir": "state_dir",
     "worker_api.host": "worker_api_host",
     "worker_api.port": "worker_api_port",
     "worker_api.base_url": "worker_api_base_url",
+    "worker_api.tls_cert": "worker_api_tls_cert",
+    "worker_api.tls_key": "worker_api_tls_key",
     "podman.socket": "podman_socket",
     "podman.containers_conf": "containers_conf",
     "sandbox.image": "sandbox_image",
@@ -123,6 +140,12 @@ ENV_KEYS: dict[str, str] = {
     "CYNODE_ORCHESTRATOR_URL": "orchestrator_url",
     "CYNODE_CONTROL_PLANE_GRPC": "control_plane_grpc",
     "CYNODE_CA_FILE": "ca_file",
+    "CYNODE_CA_FINGERPRINT": "ca_fingerprint",
+    "CYNODE_CLIENT_CERT": "client_cert",
+    "CYNODE_CLIENT_KEY": "client_key",
+    "CYNODE_INSECURE": "insecure",
+    "CYNODE_WORKER_API_TLS_CERT": "worker_api_tls_cert",
+    "CYNODE_WORKER_API_TLS_KEY": "worker_api_tls_key",
     "NODE_PSK": "psk",
     "CYNODE_NODE_SLUG": "node_slug",
     "CYNODE_NODE_STATE_DIR": "state_dir",
@@ -162,6 +185,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: expected a number, got {value!r}") from None
+    if name == "insecure":
+        text = str(value).strip().lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            raise ConfigError(f"{source}: expected true or false, got {value!r}")
+        return text in ("1", "true", "yes", "on")
     if name == "state_dir":
         return Path(str(value)).expanduser()
     if name == "labels":
@@ -217,9 +245,41 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("inference.proxy_timeout_seconds must be > 0")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):
         raise ConfigError("orchestrator.url must be an http:// or https:// URL")
+    _validate_tls(config)
     if config.reconnect_initial_s <= 0 or config.reconnect_max_s < config.reconnect_initial_s:
         raise ConfigError("reconnect: need 0 < initial_seconds <= max_seconds")
     return config
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_tls(config: NodeConfig) -> None:
+    if bool(config.client_cert) != bool(config.client_key):
+        raise ConfigError("orchestrator.client_cert and orchestrator.client_key go together")
+    if bool(config.worker_api_tls_cert) != bool(config.worker_api_tls_key):
+        raise ConfigError("worker_api.tls_cert and worker_api.tls_key go together")
+    if config.client_cert and not config.uses_tls:
+        raise ConfigError("orchestrator.client_cert needs TLS (an https:// orchestrator.url)")
+    if config.ca_fingerprint and not config.ca_file:
+        raise ConfigError("orchestrator.ca_fingerprint pins orchestrator.ca_file: set both")
+    # The PSK and the node JWT must never cross a network in clear.
+    host = config.grpc_target.rsplit(":", 1)[0]
+    rest_host = urlsplit(config.orchestrator_url).hostname or ""
+    exposed = not (is_loopback(host) and is_loopback(rest_host))
+    if exposed and not config.uses_tls and not config.insecure:
+        raise ConfigError(
+            f"refusing plain text to the orchestrator at {config.grpc_target}: the PSK and "
+            "node token would cross the network in clear; use an https:// orchestrator.url "
+            "with orchestrator.ca_file (or insecure: true for an isolated lab)"
+        )
 
 
 def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:

@@ -5,7 +5,9 @@ is about to expire or the server says UNAUTHENTICATED."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,12 +29,83 @@ RENEW_MARGIN = timedelta(seconds=60)
 RPC_TIMEOUT_S = 15.0
 
 
+class TlsConfigError(ValueError):
+    """The node's CA or client certificate files are unusable or do not match the pin."""
+
+
+def ca_fingerprint(pem: bytes) -> str:
+    """SHA-256 of the first certificate's DER form, `AB:CD:...` like `certs init` prints."""
+    try:
+        der = ssl.PEM_cert_to_DER_cert(pem.decode("ascii", "replace"))
+    except ValueError as exc:
+        raise TlsConfigError("orchestrator.ca_file holds no PEM certificate") from exc
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _normal_fingerprint(text: str) -> str:
+    return text.upper().removeprefix("SHA256:").replace(":", "").replace(" ", "")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TlsConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def channel_credentials(config: NodeConfig) -> grpc.ChannelCredentials:
+    """The CA the node pins (else the system store) and, for mTLS, its client pair."""
+    roots = _read(config.ca_file, "orchestrator.ca_file") if config.ca_file else None
+    if roots is not None and config.ca_fingerprint:
+        actual = ca_fingerprint(roots)
+        if _normal_fingerprint(actual) != _normal_fingerprint(config.ca_fingerprint):
+            raise TlsConfigError(
+                f"orchestrator.ca_file {config.ca_file} has fingerprint {actual}, "
+                f"not the pinned {config.ca_fingerprint}"
+            )
+    key = _read(config.client_key, "orchestrator.client_key") if config.client_key else None
+    chain = _read(config.client_cert, "orchestrator.client_cert") if config.client_cert else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=chain
+    )
+
+
 def make_channel(config: NodeConfig, target: str | None = None) -> grpc.aio.Channel:
     target = target or config.grpc_target
     if not config.uses_tls:
         return grpc.aio.insecure_channel(target)
-    roots = Path(config.ca_file).read_bytes() if config.ca_file else None
-    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+    return grpc.aio.secure_channel(target, channel_credentials(config))
+
+
+_TLS_MARKERS = (
+    "handshake",
+    "ssl",
+    "certificate",
+    "tls",
+    "socket closed",
+    "connection reset",
+    "wrong_version",
+)
+
+
+def tls_hint(config: NodeConfig, details: str) -> str:
+    """A sentence saying what to check when a connection fails in a way TLS explains
+    (wrong CA, refused client certificate, plain text against TLS or the reverse)."""
+    lowered = details.lower()
+    if not any(marker in lowered for marker in _TLS_MARKERS):
+        return ""
+    if not config.uses_tls:
+        return (
+            f"TLS: the node speaks plain text to {config.grpc_target}; if the orchestrator "
+            "serves TLS, use an https:// orchestrator.url and orchestrator.ca_file"
+        )
+    mtls = " and client certificate (orchestrator.client_cert)" if config.client_cert else ""
+    return (
+        f"TLS handshake with the control plane at {config.grpc_target} failed: check "
+        f"orchestrator.ca_file ({config.ca_file or 'system store'}){mtls}, and that the "
+        "orchestrator serves TLS and (for mTLS) trusts this node's certificate"
+    )
 
 
 def _now_ts() -> Timestamp:

@@ -24,7 +24,7 @@ from .apply import AppliedConfig, ConfigRejected, apply_node_config
 from .backoff import Backoff
 from .capability import InferenceStatus, build_report
 from .config import NodeConfig
-from .cpclient import ControlPlaneClient, make_channel
+from .cpclient import ControlPlaneClient, make_channel, tls_hint
 from .dispatch import DispatchClient
 from .inference import InferenceUnavailable
 from .inference_setup import NodeInference
@@ -35,7 +35,7 @@ from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
 from .spool import ResultSpool
 from .state import StateDir
-from .worker_api import WorkerApiServer, build_app
+from .worker_api import WorkerApiServer, build_app, worker_api_tls
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,12 @@ class NodeDaemon:
         if not self._serve_api:
             return
         app = build_app(self.readiness, self.metrics, self._max_request_bytes)
-        self.api = WorkerApiServer(app, self.config.worker_api_host, self.config.worker_api_port)
+        self.api = WorkerApiServer(
+            app,
+            self.config.worker_api_host,
+            self.config.worker_api_port,
+            tls=worker_api_tls(self.config),
+        )
         await self.api.start()
 
     def _max_request_bytes(self) -> int:
@@ -142,7 +147,7 @@ class NodeDaemon:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                message = _describe(exc)
+                message = _describe(exc, self.config)
                 log.error("start-up step %s failed: %s", name, message)
                 self.readiness.failed(name, message)
                 # fetch/apply/ack form one unit: a retry starts again at fetch.
@@ -297,7 +302,9 @@ class NodeDaemon:
         log.info("applied config %s", applied.config_version)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, config: NodeConfig | None = None) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")
+        text = f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")
+        hint = tls_hint(config, exc.details() or "") if config is not None else ""
+        return f"{text} ({hint})" if hint else text
     return str(exc) or type(exc).__name__

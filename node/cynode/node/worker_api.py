@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,8 +21,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .config import NodeConfig, is_loopback
 from .metrics import NodeMetrics
 from .readiness import Readiness
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _PROBLEM = "application/problem+json"
@@ -113,11 +118,48 @@ class _Server(uvicorn.Server):
         yield
 
 
+class PlainTextRefused(OSError):
+    """The worker API would serve plain text on an address other hosts can reach."""
+
+
+@dataclass(frozen=True)
+class WorkerApiTls:
+    cert: str
+    key: str
+
+
+def worker_api_tls(config: NodeConfig) -> WorkerApiTls | None:
+    """TLS for the worker API from the node config; refuses plain text on a non-loopback
+    address unless `insecure` is set (then it warns, loudly, on every start)."""
+    if config.worker_api_tls_cert:
+        return WorkerApiTls(config.worker_api_tls_cert, config.worker_api_tls_key)
+    if not is_loopback(config.worker_api_host):
+        if not config.insecure:
+            raise PlainTextRefused(
+                f"worker API on {config.worker_api_host} needs worker_api.tls_cert and "
+                "worker_api.tls_key (or insecure: true for plain text)"
+            )
+        log.warning(
+            "INSECURE: worker API serves PLAIN TEXT on %s:%d (insecure: true)",
+            config.worker_api_host,
+            config.worker_api_port,
+        )
+    return None
+
+
 class WorkerApiServer:
     """uvicorn in this process and event loop; `start()` returns once it listens."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    def __init__(self, app: ASGIApp, host: str, port: int, tls: WorkerApiTls | None = None) -> None:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=tls.cert if tls is not None else None,
+            ssl_keyfile=tls.key if tls is not None else None,
+        )
         self.server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 

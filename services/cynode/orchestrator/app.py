@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -176,7 +177,7 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
         rest_port=settings.control_rest_port,
         grpc_port=settings.control_grpc_port,
         max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
-        tls=_tls(settings),
+        tls=_tls(settings, client_ca=settings.node_client_ca),
     )
 
     async def start() -> None:
@@ -203,9 +204,9 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
     )
 
 
-def _tls(settings: Settings) -> Tls | None:
+def _tls(settings: Settings, client_ca: Path | None = None) -> Tls | None:
     if settings.tls_cert is not None and settings.tls_key is not None:
-        return Tls(settings.tls_cert, settings.tls_key)
+        return Tls(settings.tls_cert, settings.tls_key, client_ca)
     return None
 
 

@@ -34,6 +34,7 @@ from cynode.orchestrator.auth import (
     ensure_admin,
     set_password,
 )
+from cynode.orchestrator.certs import DEFAULT_NAMES, CertsError, init_certs, issue_node
 from cynode.orchestrator.config import Settings, SettingsError, load_settings, settings_help
 from cynode.orchestrator.store import DatabaseUrlError, make_engine, session_factory, upgrade
 
@@ -84,6 +85,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, help="gateway gRPC port")
 
     sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+
+    certs = sub.add_parser("certs", help="a private CA and certificates for TLS")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    init = certs_sub.add_parser(
+        "init",
+        help="create a private CA (kept if present), the server certificate and node ones",
+        description=(
+            "Writes ca.pem/ca.key, server.pem/server.key (for --name, default localhost, "
+            "127.0.0.1 and ::1) and node-<slug>.pem/.key per --node into DIR, then prints "
+            "the CA fingerprint. Point CYNODE_TLS_CERT/KEY at server.pem/key, nodes' "
+            "orchestrator.ca_file at ca.pem."
+        ),
+    )
+    init.add_argument("--dir", type=Path, default=Path("./var/certs"), help="output directory")
+    init.add_argument(
+        "--name", action="append", default=[], help="host name or IP of the orchestrator"
+    )
+    init.add_argument(
+        "--node", action="append", default=[], help="node slug to issue a certificate for"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    node = certs_sub.add_parser("node", help="issue a node certificate from the CA in DIR")
+    node.add_argument("slug")
+    node.add_argument("--dir", type=Path, default=Path("./var/certs"), help="CA directory")
+    node.add_argument("--name", action="append", default=[], help="worker API host name or IP")
 
     user = sub.add_parser("user", help="manage local users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -213,9 +239,39 @@ async def serve(
         await engine.dispose()
 
 
+def _certs(args: argparse.Namespace) -> None:
+    if args.certs_command == "init":
+        result = init_certs(args.dir, args.name or DEFAULT_NAMES, nodes=args.node, force=args.force)
+        _say(f"certificates in {result.directory} for {', '.join(result.server_names)}")
+        for slug in result.nodes:
+            _say(f"node certificate: {result.directory}/node-{slug}.pem (key beside it)")
+        print(f"CA fingerprint (SHA-256): {result.fingerprint}", flush=True)
+    else:
+        cert, _key = issue_node(args.dir, args.slug, args.name)
+        _say(f"node certificate: {cert} (key beside it)")
+
+
+def _warn_plain_text(settings: Settings) -> None:
+    """--insecure on a reachable address: say so loudly, on every start."""
+    if settings.plain_text_exposed:
+        banner = "!" * 72
+        for line in (
+            banner,
+            f"INSECURE: serving PLAIN TEXT on {settings.host}. Passwords, tokens and the",
+            "node PSK cross the network unencrypted. Use CYNODE_TLS_CERT/KEY (see",
+            "`cynode-orchestrator certs init`) for anything but an isolated lab.",
+            banner,
+        ):
+            log.warning("%s", line)
+            _say(line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "certs":
+            _certs(args)
+            return 0
         overrides: dict[str, Any] = {}
         if args.command == "serve":
             overrides = {
@@ -232,12 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         if args.command == "serve":
+            _warn_plain_text(settings)
             asyncio.run(serve(settings, control_plane=control_plane_hook()))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
         else:
             asyncio.run(_user(args, settings))
-    except (UsageError, SettingsError, DatabaseUrlError) as exc:
+    except (UsageError, SettingsError, DatabaseUrlError, CertsError) as exc:
         _say(str(exc))
         return 2
     except UserError as exc:

@@ -100,6 +100,12 @@ SETTINGS_DOC: tuple[SettingDoc, ...] = (
     SettingDoc("tls_cert", "CYNODE_TLS_CERT", "(none)", "server certificate (PEM)"),
     SettingDoc("tls_key", "CYNODE_TLS_KEY", "(none)", "server key (PEM)"),
     SettingDoc(
+        "node_client_ca",
+        "CYNODE_NODE_CLIENT_CA",
+        "(none)",
+        "mTLS for nodes: the control plane accepts only client certificates this CA issued",
+    ),
+    SettingDoc(
         "insecure",
         "CYNODE_INSECURE",
         "false",
@@ -170,6 +176,7 @@ class Settings:
     heartbeat_seconds: int = 10
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    node_client_ca: Path | None = None
     insecure: bool = False
     dev: bool = False
     log_level: str = "info"
@@ -182,6 +189,11 @@ class Settings:
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None and self.tls_key is not None
 
+    @property
+    def plain_text_exposed(self) -> bool:
+        """Plain text on an address other hosts can reach (allowed only with --insecure)."""
+        return self.host not in LOOPBACK_HOSTS and not self.tls_enabled
+
     def check(self) -> None:
         """Refuses combinations the orchestrator must not start with."""
         for name in _INT_FIELDS:
@@ -193,11 +205,13 @@ class Settings:
                 raise SettingsError(f"{name} must be positive, got {value}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("CYNODE_TLS_CERT and CYNODE_TLS_KEY go together")
-        if self.host not in LOOPBACK_HOSTS and not self.tls_enabled and not self.insecure:
+        if self.plain_text_exposed and not self.insecure:
             raise SettingsError(
                 f"listening on {self.host} needs CYNODE_TLS_CERT and CYNODE_TLS_KEY "
                 "(or --insecure for plain text)"
             )
+        if self.node_client_ca is not None and not self.tls_enabled:
+            raise SettingsError("CYNODE_NODE_CLIENT_CA (mTLS for nodes) needs TLS certificates")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise SettingsError(
                 f"log_level must be debug, info, warning or error: {self.log_level}"
@@ -241,7 +255,7 @@ def _convert(name: str, raw: Any) -> Any:
         if text in _FALSE:
             return False
         raise SettingsError(f"{name} must be true or false, got {raw!r}")
-    if name in {"data_dir", "tls_cert", "tls_key"}:
+    if name in {"data_dir", "tls_cert", "tls_key", "node_client_ca"}:
         return Path(str(raw)).expanduser() if raw not in (None, "") else None
     return None if raw is None else str(raw)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,26 @@ def grpc_address(host: str, port: int) -> str:
 
 @dataclass(frozen=True)
 class Tls:
+    """Server certificate and key; with `client_ca`, clients must present a certificate
+    that CA issued (mTLS), on gRPC and REST alike."""
+
     cert: Path
     key: Path
+    client_ca: Path | None = None
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        pair = [(self.key.read_bytes(), self.cert.read_bytes())]
+        if self.client_ca is None:
+            return grpc.ssl_server_credentials(pair)
+        return grpc.ssl_server_credentials(
+            pair, root_certificates=self.client_ca.read_bytes(), require_client_auth=True
+        )
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
+        if self.client_ca is not None:
+            options.update(ssl_ca_certs=str(self.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+        return options
 
 
 class ServicePorts:
@@ -105,10 +124,7 @@ class ServicePorts:
         )
         address = grpc_address(self._host, self._want_grpc_port)
         if self._tls is not None:
-            creds = grpc.ssl_server_credentials(
-                [(self._tls.key.read_bytes(), self._tls.cert.read_bytes())]
-            )
-            self.grpc_port = self._grpc.add_secure_port(address, creds)
+            self.grpc_port = self._grpc.add_secure_port(address, self._tls.grpc_credentials())
         else:
             self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
@@ -120,9 +136,8 @@ class ServicePorts:
             lifespan="off",
             log_config=None,
             access_log=False,
-            ssl_certfile=str(self._tls.cert) if self._tls else None,
-            ssl_keyfile=str(self._tls.key) if self._tls else None,
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+            **(self._tls.uvicorn_options() if self._tls else {}),
         )
         self._uvicorn = QuietServer(config)
         self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))

@@ -52,6 +52,7 @@ class InferencePodHook(Hook):
         self.volume_created = False
         self.sidecar_id: str | None = None
         self.ready: asyncio.Task[None] | None = None
+        self.sidecar_removal: asyncio.Task[None] | None = None
 
     async def prestart(self, ctx: JobContext) -> None:
         relay = Path(self.settings.relay_socket)
@@ -143,7 +144,20 @@ class InferencePodHook(Hook):
         except Exception as exc:  # only for the operator's log
             return f"(no log: {exc})"
 
+    async def exited(self, ctx: JobContext) -> None:
+        # The sandbox is done with the proxy: remove the sidecar while the output hook
+        # drains the sandbox's logs, so less of the pod is left to remove afterwards.
+        if self.sidecar_id is not None:
+            self.sidecar_removal = asyncio.create_task(
+                asyncio.to_thread(ops.remove_container, ctx.client, self.sidecar_id)
+            )
+
     async def poststop(self, ctx: JobContext) -> None:
+        removal, self.sidecar_removal = self.sidecar_removal, None
+        if removal is not None:
+            await asyncio.wait({removal})
+            if removal.exception() is not None:  # the pod removal below takes it along
+                log.warning("job %s: sidecar removal: %s", ctx.spec.job_id, removal.exception())
         ready, self.ready = self.ready, None
         if ready is not None and not ready.done():
             ready.cancel()

@@ -31,7 +31,7 @@ from tests.netns.topology import Topology
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 CONTAINERS_CONF = ROOT / "deploy" / "podman" / "containers.conf"
-LEASE_SECONDS = 4
+LEASE_SECONDS = 6
 HEARTBEAT_SECONDS = 1
 GATEWAY = 12080
 CONTROL_REST = 12082

@@ -26,6 +26,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 PREFIX = "cyn"
@@ -46,11 +47,10 @@ def _ip(*args: str) -> None:
 
 
 def stale_namespaces() -> list[str]:
-    try:
-        names = os.listdir(NETNS_DIR)
-    except FileNotFoundError:
+    root = Path(NETNS_DIR)
+    if not root.is_dir():
         return []
-    return sorted(n for n in names if n.startswith(PREFIX))
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(PREFIX))
 
 
 def remove_stale() -> None:

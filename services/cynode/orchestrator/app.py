@@ -166,6 +166,8 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
             rest_endpoint=f"{host}:{settings.control_rest_port}",
             lease_seconds=settings.lease_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
+            # Sweep well inside one lease: an expired lease is requeued within it.
+            sweep_seconds=min(5.0, settings.lease_seconds / 4),
             default_model=settings.default_model,
         ),
         authenticate=gw.authenticator.authenticate,

@@ -277,7 +277,9 @@ class Ingest:
                 .where(
                     JOBS.c.id == sa.bindparam("b_id"),
                     JOBS.c.attempt == sa.bindparam("b_attempt"),
-                    JOBS.c.status.in_(LIVE),
+                    # Not .in_(LIVE): an expanding IN cannot go into an executemany,
+                    # and this UPDATE runs once per renewed job.
+                    sa.or_(*(JOBS.c.status == status for status in LIVE)),
                 )
                 .values(lease_expires_at=sa.bindparam("b_lease")),
                 renew,

@@ -1,6 +1,7 @@
 """deploy/envoy.yaml serves the same REST surface as the Python shim.
 
-Checked statically against the descriptor set; running a real Envoy is a later step.
+Checked statically against the descriptor set and the shim's problem table; a real
+Envoy runs this file in tests/contract/ (the parity table).
 """
 
 from __future__ import annotations
@@ -137,3 +138,50 @@ def test_streaming_routes_have_no_deadline(listener: str) -> None:
 def test_ports_do_not_clash_with_the_python_shim() -> None:
     ports = {_listener(name)["address"]["socket_address"]["port_value"] for name in SURFACES}
     assert ports.isdisjoint({12080, 12081, 12082, 12083})
+
+
+def _lua_source() -> str:
+    filters = _manager("user_rest")["http_filters"]
+    lua = next(f for f in filters if f["name"] == "envoy.filters.http.lua")
+    return str(lua["typed_config"]["default_source_code"]["inline_string"])
+
+
+@pytest.mark.parametrize("listener", sorted(SURFACES))
+def test_problem_filter_runs_before_the_transcoder(listener: str) -> None:
+    names = [f["name"] for f in _manager(listener)["http_filters"]]
+    # Responses pass filters in reverse: Lua sees what the transcoder made of them.
+    assert names == ["envoy.filters.http.lua", TRANSCODER, "envoy.filters.http.router"]
+    assert _transcoder(listener)["match_incoming_request_route"] is True
+
+
+def test_lua_problem_tables_match_the_shim() -> None:
+    from cynode.orchestrator.rest import problems
+
+    source = _lua_source()
+    grpc_rows = re.findall(r'\[(\d+)\] = \{(\d+), "([a-z-]+)", "([^"]+)"\}', source)
+    by_code = {int(code): (int(status), slug, title) for code, status, slug, title in grpc_rows}
+    expected = {
+        code.value[0]: (kind.status, kind.slug, kind.title)
+        for code, kind in problems.GRPC_PROBLEMS.items()
+    }
+    assert by_code == expected
+    http_rows = re.findall(r'\[(\d+)\] = \{"([a-z-]+)", "([^"]+)"\}', source)
+    by_status = {int(status): (slug, title) for status, slug, title in http_rows}
+    assert by_status == {s: (k.slug, k.title) for s, k in problems.HTTP_PROBLEMS.items()}
+    assert problems.TYPE_PREFIX in source
+
+
+def test_streaming_route_is_marked_ndjson() -> None:
+    route = next(
+        r
+        for r in _manager("user_rest")["route_config"]["virtual_hosts"][0]["routes"]
+        if "safe_regex" in r["match"]
+    )
+    assert route["metadata"]["filter_metadata"]["envoy.filters.http.lua"] == {"ndjson": True}
+
+
+@pytest.mark.parametrize("cluster", ["user_grpc", "controlplane_grpc"])
+def test_upstreams_are_health_checked_over_grpc(cluster: str) -> None:
+    found = next(c for c in CONFIG["static_resources"]["clusters"] if c["name"] == cluster)
+    (check,) = found["health_checks"]
+    assert check["grpc_health_check"] == {"service_name": ""}

@@ -192,6 +192,8 @@ class StackSettings:
     node_slug: str = "local-node"
     orchestrator_env: dict[str, str] = field(default_factory=dict)
     node_env: dict[str, str] = field(default_factory=dict)
+    # YAML for `cynode-node run -c` (settings the env cannot carry, e.g. reconnect).
+    node_yaml: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], state_dir: Path | None = None) -> StackSettings:
@@ -401,7 +403,12 @@ class Stack:
 
     def start_node(self, wait: bool = True) -> Proc:
         self.say("starting the node (Podman service, images, registration) ...")
-        proc = self._spawn("node", [str(BIN / "cynode-node"), "run"], self.node_env())
+        argv = [str(BIN / "cynode-node"), "run"]
+        if self.settings.node_yaml:
+            config = self.dir / "node.yaml"
+            config.write_text(self.settings.node_yaml)
+            argv += ["-c", str(config)]
+        proc = self._spawn("node", argv, self.node_env())
         if wait:
             _wait_until(
                 "the node's /readyz",

@@ -54,3 +54,33 @@ async def test_heartbeats_renew_leases_of_two_running_jobs(server: ControlPlaneS
 
     await wait_until(done, what="both completed")
     await node.stop()
+
+
+async def test_two_leases_expiring_at_once_are_both_requeued(server: ControlPlaneServer) -> None:
+    """The expiry sweep marks attempts lost in one executemany; with an expanding IN it
+    failed for 2+ rows and wedged the scheduler (no job was dispatched again)."""
+    gate = Gate()
+    doomed = SimNode(server.target, PSK, "doomed2", slots=2, runtime=gate)
+    await doomed.start()
+    user = await make_user(server.engine)
+    await enqueue_jobs(server.engine, user, 2, bus=server.bus)
+    await wait_until(lambda: len(gate.started) == 2, what="2 running on doomed")
+    survivor = SimNode(server.target, PSK, "survivor2", slots=2)
+    await survivor.start()
+    await doomed.kill()
+
+    async def done() -> bool:
+        async with server.engine.connect() as conn:
+            rows = await conn.execute(sa.select(JOBS.c.status, JOBS.c.attempt))
+            return sorted((r.status, r.attempt) for r in rows) == [("completed", 2)] * 2
+
+    await wait_until(done, what="both requeued and completed on the survivor")
+    async with server.engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS.c.attempt, ATTEMPTS.c.status)))
+    assert sorted((r.attempt, r.status) for r in rows) == [
+        (1, "lost"),
+        (1, "lost"),
+        (2, "completed"),
+        (2, "completed"),
+    ]
+    await survivor.stop()

@@ -282,7 +282,8 @@ class Scheduler:
                 .where(
                     ATTEMPTS.c.job_id == sa.bindparam("b_job"),
                     ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
-                    ATTEMPTS.c.status.in_((ASSIGNED, RUNNING)),
+                    # No .in_(): an expanding IN cannot go into this executemany.
+                    sa.or_(ATTEMPTS.c.status == ASSIGNED, ATTEMPTS.c.status == RUNNING),
                 )
                 .values(status=LOST, reason=NODE_LOST),
                 [{"b_job": r.id, "b_attempt": r.attempt} for r in rows],

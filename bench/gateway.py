@@ -74,6 +74,11 @@ def server(db_url: str, data_dir: Path, password: str) -> Iterator[str]:
         "CYNODE_DATABASE_URL": db_url,
         "CYNODE_GATEWAY_REST_PORT": str(rest),
         "CYNODE_GATEWAY_GRPC_PORT": str(grpc_port),
+        # serve also runs the control plane: it needs a PSK and ports of its own.
+        "NODE_PSK": password,
+        "CYNODE_CONTROL_REST_PORT": str(_free_port()),
+        "CYNODE_CONTROL_GRPC_PORT": str(_free_port()),
+        "CYNODE_REQUIRE_INFERENCE": "false",
         "CYNODE_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(

@@ -456,6 +456,7 @@ class Stack:
             if proc is not None:
                 proc.stop()
         remove_containers(self.node_id())
+        kill_strays(self.node_state_dir)
 
     def log_files(self) -> list[Path]:
         return sorted(self.logs.glob("*.log")) if self.logs.is_dir() else []
@@ -497,6 +498,27 @@ def remove_containers(node_id: str) -> int:
             )
             removed += len(ids)
     return removed
+
+
+def kill_strays(state_dir: Path) -> int:
+    """Ends processes a killed node left behind (its `podman system service`, whose
+    socket lives under the node's state dir); found by that path in their argv."""
+    needle = str(state_dir).encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in argv and b"podman" in argv:
+            # SIGKILL: a service whose node died can wait forever on the dead node's
+            # open log streams in a graceful shutdown.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def running_state(state_dir: Path) -> dict[str, object] | None:
@@ -579,6 +601,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     with contextlib.suppress(OSError, ValueError):
         node_id = json.loads((state_dir / "node" / "session.json").read_text())["node_id"]
     removed = remove_containers(node_id)
+    kill_strays((state_dir / "node").resolve())
     with contextlib.suppress(FileNotFoundError):
         (state_dir / "stack.json").unlink()
     _print(f"stopped {stopped} process(es), removed {removed} pod(s)/container(s)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import struct
 
 from cynode.node.runtime.output import FrameDecoder, OutputCapture, StreamCapture
-from cynode.node.runtime.output_hook import LogFollower
+from cynode.node.runtime.output_hook import OutputAttach
 
 
 def frame(stream_id: int, payload: bytes) -> bytes:
@@ -66,7 +66,7 @@ def test_output_capture_keeps_streams_apart() -> None:
 def test_follower_pump_forwards_only_kept_bytes_with_offsets() -> None:
     capture = OutputCapture(5)
     emitted: list[tuple[str, bytes, int]] = []
-    follower = LogFollower(
+    follower = OutputAttach(
         client=None,  # type: ignore[arg-type]  # pump() never touches the client
         container_id="c",
         capture=capture,

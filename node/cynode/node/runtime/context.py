@@ -55,6 +55,9 @@ class JobContext:
     stop_kind: StopKind | None = None
     stop_reason: str = ""
     output: OutputCapture = field(init=False)
+    # Set by the output hook when the container's output streams end: the container has
+    # (almost certainly) exited, so the runner may look for its exit state right away.
+    output_closed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -79,6 +82,11 @@ class JobContext:
         if self.stop_kind is None and not self.exited:  # a finished job keeps its outcome
             self.stop_kind, self.stop_reason = kind, reason
         await self.stop_container()
+
+    async def stop_settled(self) -> None:
+        """Returns once no stop of the container is in progress."""
+        async with self._stop_lock:
+            return
 
     async def stop_container(self) -> None:
         if not self.running or self.container_id is None:

@@ -7,6 +7,7 @@ timeout of 1.5 x the stop timeout, shorter than a stop that has to escalate to S
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,11 @@ from podman import PodmanClient
 from podman.errors import NotFound
 
 _API_TIMEOUT_S = 60.0
+# For calls that last as long as the job (wait, attach): a connect timeout but no read
+# timeout, whatever the client's default (the node's is 60 s, shorter than many jobs).
+JOB_LONG_TIMEOUT = (_API_TIMEOUT_S, None)
+# States in which Podman has read the container's exit file (exit code, OOM) already.
+_ENDED_STATES = ("stopped", "exited")
 
 
 @dataclass(frozen=True)
@@ -34,20 +40,54 @@ def stop_container(client: PodmanClient, container_id: str, timeout_s: int) -> N
     response.raise_for_status()
 
 
+def start_container(client: PodmanClient, container_id: str) -> None:
+    """Start a created container (one call: podman-py's `get` + `start` make two)."""
+    response = client.api.post(f"/containers/{container_id}/start", timeout=_API_TIMEOUT_S)
+    if response.status_code == 304:  # already running
+        return
+    response.raise_for_status()
+
+
 def wait_container(client: PodmanClient, container_id: str) -> int:
-    """Block until the container has stopped; its exit code."""
+    """Block until the container has stopped; its exit code.
+
+    Podman 4.3 polls for this every 250 ms and, in practice, answers only once the
+    container's cleanup has run, so the runner prefers `ended_state` when it can.
+    """
     response = client.api.post(
-        f"/containers/{container_id}/wait", params={"condition": ["stopped", "exited"]}
+        f"/containers/{container_id}/wait",
+        params={"condition": ["stopped", "exited"]},
+        timeout=JOB_LONG_TIMEOUT,
     )
     response.raise_for_status()
     return int(response.json())
 
 
-def exit_state(client: PodmanClient, container_id: str) -> ExitState:
+def _state(client: PodmanClient, container_id: str) -> dict[str, Any]:
     response = client.api.get(f"/containers/{container_id}/json", timeout=_API_TIMEOUT_S)
     response.raise_for_status()
     state: dict[str, Any] = response.json()["State"]
+    return state
+
+
+def exit_state(client: PodmanClient, container_id: str) -> ExitState:
+    state = _state(client, container_id)
     return ExitState(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled", False)))
+
+
+def ended_state(
+    client: PodmanClient, container_id: str, tries: int = 20, pause_s: float = 0.005
+) -> ExitState | None:
+    """The exit state once Podman has recorded the container's exit, asking up to
+    `tries` times `pause_s` apart; None if it still has not (then use wait_container).
+    """
+    for attempt in range(tries):
+        state = _state(client, container_id)
+        if str(state.get("Status", "")) in _ENDED_STATES:
+            return ExitState(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled", False)))
+        if attempt + 1 < tries:
+            time.sleep(pause_s)
+    return None
 
 
 def put_archive(

@@ -1,10 +1,17 @@
 """Streams the container's stdout and stderr while it runs, capped per stream.
 
-A dedicated thread follows the logs endpoint and decodes its frames; the kept part of
-each chunk (up to max_output_bytes per stream) goes into the job's OutputCapture and,
-through the event loop, to on_output(stream, chunk, offset). Bytes past the cap are
-counted (for the truncated flags) but neither kept nor forwarded, so memory stays bounded
-and the live stream matches the final result.
+Before the container starts, the hook attaches to it (Podman's attach endpoint with
+stream=true, logs=false): Podman is connected to conmon's attach socket by the time it
+answers, so no byte the job writes, not even in its first instant, is missed; conmon
+blocks rather than drop output for a slow reader. The stream ends as soon as the
+container has exited, unlike following the k8s-file log, which Podman 4.3 polls and
+ends up to 250 ms late; its end also tells the runner to look for the exit state.
+
+A dedicated thread reads the stream and decodes its frames; the kept part of each chunk
+(up to max_output_bytes per stream) goes into the job's OutputCapture and, through the
+event loop, to on_output(stream, chunk, offset). Bytes past the cap are counted (for
+the truncated flags) but neither kept nor forwarded, so memory stays bounded and the
+live stream matches the final result.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from podman import PodmanClient
 
+from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.output import FrameDecoder, OutputCapture
@@ -24,15 +33,18 @@ from cynode.node.runtime.threads import in_thread
 
 log = logging.getLogger(__name__)
 
-# After the container stopped, how long the log stream may take to deliver its tail.
+# After the container stopped, how long the output stream may take to deliver its tail.
 DRAIN_TIMEOUT_S = 10.0
 _READ_SIZE = 65536
 
 Emit = Callable[[str, bytes, int], None]
 
 
-class LogFollower:
-    """Blocking: follows one container's logs until the stream ends or close()."""
+class OutputAttach:
+    """Blocking: attached to one container's stdout/stderr until the stream ends or close().
+
+    open() before the container starts, then run() (on its own thread) to the end.
+    """
 
     def __init__(
         self, client: PodmanClient, container_id: str, capture: OutputCapture, emit: Emit
@@ -43,34 +55,62 @@ class LogFollower:
         self._emit = emit
         self._closed = threading.Event()
         self._response: object | None = None
+        self._socket: socket.socket | None = None
+        self._reading = False
 
-    def run(self) -> None:
-        response = self._client.api.get(
-            f"/containers/{self._container_id}/logs",
-            params={"follow": True, "stdout": True, "stderr": True},
+    def open(self) -> None:
+        response = self._client.api.post(
+            f"/containers/{self._container_id}/attach",
+            params={"stream": True, "stdout": True, "stderr": True, "logs": False},
             stream=True,
+            timeout=ops.JOB_LONG_TIMEOUT,
         )
-        self._response = response
         try:
             response.raise_for_status()
-            self.pump(response.iter_content(chunk_size=_READ_SIZE))
+        except Exception:
+            response.close()
+            raise
+        self._response = response
+        connection = getattr(response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        self._socket = sock if isinstance(sock, socket.socket) else None
+
+    def run(self) -> None:
+        response = self._response
+        if response is None:
+            raise RuntimeError("open() the attach stream first")
+        raw = response.raw  # type: ignore[attr-defined]
+        self._reading = True
+        try:
+            # read1: whatever has arrived, so output reaches on_output while the job runs
+            # (read(n) would hold small writes back until n bytes came).
+            self.pump(iter(lambda: raw.read1(_READ_SIZE), b""))
         except Exception:
             if not self._closed.is_set():  # a close() ends the read with an error
                 raise
         finally:
-            response.close()
+            response.close()  # type: ignore[attr-defined]
 
-    def pump(self, chunks: object) -> None:
+    def pump(self, chunks: Iterable[bytes]) -> None:
         decoder = FrameDecoder()
-        for data in chunks:  # type: ignore[attr-defined]
+        for data in chunks:
             for stream, payload in decoder.feed(data):
                 kept = self._capture.add(stream, payload)
                 if kept is not None:
                     self._emit(stream, kept.data, kept.offset)
 
     def close(self) -> None:
+        """End the stream; safe from any thread, and it never blocks.
+
+        While run() reads, closing the response here would wait for the reader's
+        buffer lock (a deadlock with a blocked read), so the socket is shut down
+        instead: the read returns, and run() closes the response on its own thread.
+        """
         self._closed.set()
-        if self._response is not None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        if not self._reading and self._response is not None:
             with contextlib.suppress(Exception):
                 self._response.close()  # type: ignore[attr-defined]
 
@@ -79,11 +119,11 @@ class OutputHook(Hook):
     name = "output"
 
     def __init__(self) -> None:
-        self._follower: LogFollower | None = None
+        self._attach: OutputAttach | None = None
         self._reader: asyncio.Future[None] | None = None
         self._forwarder: asyncio.Task[None] | None = None
 
-    async def poststart(self, ctx: JobContext) -> None:
+    async def prestart(self, ctx: JobContext) -> None:
         assert ctx.container_id is not None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, bytes, int] | None] = asyncio.Queue()
@@ -91,17 +131,19 @@ class OutputHook(Hook):
         def emit(stream: str, data: bytes, offset: int) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (stream, data, offset))
 
-        follower = LogFollower(ctx.client, ctx.container_id, ctx.output, emit)
+        attach = OutputAttach(ctx.client, ctx.container_id, ctx.output, emit)
+        self._attach = attach
+        await asyncio.to_thread(attach.open)
 
-        def follow() -> None:
+        def read() -> None:
             try:
-                follower.run()
+                attach.run()
             finally:
                 with contextlib.suppress(RuntimeError):  # loop closed: nobody listens
                     loop.call_soon_threadsafe(queue.put_nowait, None)
+                    loop.call_soon_threadsafe(ctx.output_closed.set)
 
-        self._follower = follower
-        self._reader = in_thread(follow, name=f"logs-{ctx.spec.job_id}")
+        self._reader = in_thread(read, name=f"output-{ctx.spec.job_id}")
         self._forwarder = asyncio.create_task(self._forward(ctx, queue))
 
     async def _forward(
@@ -117,21 +159,21 @@ class OutputHook(Hook):
                 log.exception("on_output failed for job %s", ctx.spec.job_id)
 
     async def exited(self, ctx: JobContext) -> None:
-        if self._reader is None or self._follower is None:
+        if self._reader is None or self._attach is None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), DRAIN_TIMEOUT_S)
         except TimeoutError:
-            log.warning("log stream of job %s did not end; closing it", ctx.spec.job_id)
-            self._follower.close()
+            log.warning("output stream of job %s did not end; closing it", ctx.spec.job_id)
+            self._attach.close()
         except Exception as error:
-            log.warning("log stream of job %s failed: %s", ctx.spec.job_id, error)
+            log.warning("output stream of job %s failed: %s", ctx.spec.job_id, error)
         if self._forwarder is not None:
             await asyncio.wait({self._forwarder}, timeout=DRAIN_TIMEOUT_S)
 
     async def poststop(self, ctx: JobContext) -> None:
-        if self._follower is not None:
-            self._follower.close()
+        if self._attach is not None:
+            self._attach.close()
         if self._forwarder is not None and not self._forwarder.done():
             self._forwarder.cancel()
             await asyncio.wait({self._forwarder})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from podman import PodmanClient
 
@@ -28,6 +29,11 @@ from cynode.node.runtime.timeout_hook import TimeoutHook
 from cynode.node.runtime.workspace_hook import WorkspaceHook
 
 log = logging.getLogger(__name__)
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class JobRunner:
@@ -114,8 +120,7 @@ class JobRunner:
             return
         assert ctx.container_id is not None
         container_id = ctx.container_id
-        started = await asyncio.to_thread(self._client.containers.get, container_id)
-        await asyncio.to_thread(started.start)
+        await asyncio.to_thread(ops.start_container, self._client, container_id)
         ctx.started_at = datetime.now(UTC)
         # A cancel that came while the container was starting could not stop it yet.
         if ctx.stop_kind is not None:
@@ -127,16 +132,44 @@ class JobRunner:
                 await self._on_started(ctx.started_at)
             except Exception:
                 log.exception("on_started failed for job %s", ctx.spec.job_id)
-        exit_code = await in_thread(
-            lambda: ops.wait_container(self._client, container_id), name=f"wait-{container_id[:12]}"
-        )
+        state = await self._wait_exit(ctx, container_id)
         ctx.ended_at = datetime.now(UTC)
         ctx.exited = True
-        state = await asyncio.to_thread(ops.exit_state, self._client, container_id)
-        ctx.exit_code = exit_code if exit_code >= 0 else state.exit_code
+        ctx.exit_code = state.exit_code
         ctx.oom_killed = state.oom_killed
         for hook in hooks:
             await hook.exited(ctx)
+
+    async def _wait_exit(self, ctx: JobContext, container_id: str) -> ops.ExitState:
+        """The container's exit state, as soon as Podman has recorded it.
+
+        Podman's wait answers up to 250 ms (often more) after the exit; the end of the
+        output stream comes right after it, so when that comes first, the state is read
+        directly. Podman's wait stays the fallback (no output hook, a stream that broke).
+        """
+        client = self._client
+        waiter = in_thread(
+            lambda: ops.wait_container(client, container_id), name=f"wait-{container_id[:12]}"
+        )
+        closed = asyncio.ensure_future(ctx.output_closed.wait())
+        either: list[asyncio.Future[Any]] = [waiter, closed]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        # A stop (cancel, timeout) in progress finishes first: whoever asked for it sees
+        # the container stopped, not already removed, when it returns.
+        await ctx.stop_settled()
+        if not waiter.done():
+            state = await asyncio.to_thread(ops.ended_state, client, container_id)
+            if state is not None:
+                # The abandoned wait ends by itself soon (or fails once the container is
+                # removed); its outcome is retrieved so asyncio does not report it lost.
+                waiter.add_done_callback(_retrieve)
+                return state
+        exit_code = await waiter
+        state = await asyncio.to_thread(ops.exit_state, client, container_id)
+        return ops.ExitState(exit_code if exit_code >= 0 else state.exit_code, state.oom_killed)
 
     async def _release(self, ctx: JobContext, hooks: list[Hook]) -> None:
         for hook in reversed(hooks):

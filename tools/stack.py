@@ -687,7 +687,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         body = json.loads(_cynork("task", "result", task_id, "-o", "json", env=env))
         completed += body["status"] == "completed"
     _print(
-        f"\n{completed}/3 tasks completed. Try: .venv/bin/cynork task list | .venv/bin/cynork shell"
+        f"\n{completed}/3 tasks completed. "
+        "Try: .venv/bin/cynork task list, or .venv/bin/cynork shell"
     )
     _print("The stack is still up. Stop it with: make down   (logs: make logs)")
     return 0 if completed == 3 else 1

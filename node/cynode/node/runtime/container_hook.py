@@ -38,5 +38,8 @@ class ContainerHook(Hook):
         await asyncio.to_thread(container.init)
 
     async def poststop(self, ctx: JobContext) -> None:
+        if ctx.container_removal is not None:
+            # Its outcome is the remover's to report; the removal below is the fallback.
+            await asyncio.wait({ctx.container_removal})
         if ctx.container_id is not None:
             await asyncio.to_thread(ops.remove_container, ctx.client, ctx.container_id)

@@ -58,6 +58,9 @@ class JobContext:
     # Set by the output hook when the container's output streams end: the container has
     # (almost certainly) exited, so the runner may look for its exit state right away.
     output_closed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    # Set by a hook that removes the sandbox container along with something bigger (the
+    # inference pod): the container hook lets it finish instead of racing it.
+    container_removal: asyncio.Future[None] | None = None
     _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:

@@ -52,7 +52,8 @@ class InferencePodHook(Hook):
         self.volume_created = False
         self.sidecar_id: str | None = None
         self.ready: asyncio.Task[None] | None = None
-        self.sidecar_removal: asyncio.Task[None] | None = None
+        self.sidecar_start: asyncio.Future[str] | None = None
+        self.early_removal: asyncio.Task[None] | None = None
 
     async def prestart(self, ctx: JobContext) -> None:
         relay = Path(self.settings.relay_socket)
@@ -99,26 +100,33 @@ class InferencePodHook(Hook):
         def create_and_start() -> str:
             container: Container = client.containers.create(**kwargs)
             self.sidecar_id = container.id
-            container.start()
+            ops.start_container(client, container.id)
             return str(container.id)
 
-        sidecar_id = await asyncio.to_thread(create_and_start)
-
         async def still_running() -> bool:
-            state = await asyncio.to_thread(client.containers.get, sidecar_id)
+            if self.sidecar_id is None:
+                return False
+            state = await asyncio.to_thread(client.containers.get, self.sidecar_id)
             return str(state.status) == "running"
 
-        # The proxy takes a few hundred ms to start; the sandbox container is created and
-        # filled meanwhile, and ProxyReadyHook waits for this just before it starts.
-        self.ready = asyncio.create_task(
-            wait_for_proxy(
+        sidecar = asyncio.ensure_future(asyncio.to_thread(create_and_start))
+        self.sidecar_start = sidecar
+
+        async def start_then_wait() -> None:
+            # shield: a cancelled wait leaves the creation to finish; poststop awaits it
+            # so the pod is never removed while a container is being put into it.
+            await asyncio.shield(sidecar)
+            await wait_for_proxy(
                 mountpoint,
                 PROXY_SOCKET_NAME,
                 timeout_s=self.settings.ready_timeout_s,
                 still_running=still_running,
-            ),
-            name=f"proxy-ready-{ctx.spec.job_id}",
-        )
+            )
+
+        # The sidecar is made and started, and the proxy comes up (a few hundred ms),
+        # while the sandbox container is created and filled; ProxyReadyHook waits for
+        # this just before the sandbox starts.
+        self.ready = asyncio.create_task(start_then_wait(), name=f"proxy-ready-{ctx.spec.job_id}")
         ctx.pod_id = self.pod_id
         ctx.extra_env.update(inference_env(job_model(ctx.spec, self.settings)))
         ctx.extra_volumes.update(sandbox_shared_volume(self.volume_name))
@@ -145,19 +153,30 @@ class InferencePodHook(Hook):
             return f"(no log: {exc})"
 
     async def exited(self, ctx: JobContext) -> None:
-        # The sandbox is done with the proxy: remove the sidecar while the output hook
-        # drains the sandbox's logs, so less of the pod is left to remove afterwards.
-        if self.sidecar_id is not None:
-            self.sidecar_removal = asyncio.create_task(
+        # The sandbox is done with the pod. Once its output stream has ended too, the
+        # whole pod (sidecar, infra and sandbox) goes at once, while the other hooks
+        # finish; otherwise only the sidecar, so the draining stream is left alone.
+        if self.pod_id is not None and ctx.output_closed.is_set():
+            self.early_removal = asyncio.create_task(
+                asyncio.to_thread(ops.remove_pod, ctx.client, self.pod_id)
+            )
+            ctx.container_removal = self.early_removal
+        elif self.sidecar_id is not None:
+            self.early_removal = asyncio.create_task(
                 asyncio.to_thread(ops.remove_container, ctx.client, self.sidecar_id)
             )
 
     async def poststop(self, ctx: JobContext) -> None:
-        removal, self.sidecar_removal = self.sidecar_removal, None
+        removal, self.early_removal = self.early_removal, None
         if removal is not None:
             await asyncio.wait({removal})
-            if removal.exception() is not None:  # the pod removal below takes it along
-                log.warning("job %s: sidecar removal: %s", ctx.spec.job_id, removal.exception())
+            if removal.exception() is not None:  # the pod removal below is the fallback
+                log.warning("job %s: early removal: %s", ctx.spec.job_id, removal.exception())
+        start, self.sidecar_start = self.sidecar_start, None
+        if start is not None:
+            await asyncio.wait({start})
+            if not start.cancelled():
+                start.exception()  # retrieved: a failure was reported through wait_ready
         ready, self.ready = self.ready, None
         if ready is not None and not ready.done():
             ready.cancel()

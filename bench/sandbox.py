@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -51,6 +52,22 @@ def raw_runs(runs: int) -> list[float]:
     return times
 
 
+def wait_terminal(http: httpx.Client, task_id: str) -> None:
+    """Until GET /v1/tasks/{id}/watch (NDJSON) sends its terminal event."""
+    with http.stream("GET", f"/v1/tasks/{task_id}/watch") as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            event = event.get("result", event) if isinstance(event, dict) else event
+            if isinstance(event, dict) and event.get("error"):
+                raise RuntimeError(f"task {task_id} watch failed: {event['error']}")
+            if isinstance(event, dict) and event.get("terminal"):
+                return
+    raise RuntimeError(f"task {task_id}: the watch stream ended before the task did")
+
+
 def task_runs(gateway_url: str, password: str, runs: int) -> list[float]:
     with httpx.Client(base_url=gateway_url, timeout=30) as http:
         login = http.post("/v1/auth/login", json={"handle": "admin", "password": password})
@@ -62,11 +79,9 @@ def task_runs(gateway_url: str, password: str, runs: int) -> list[float]:
             created = http.post("/v1/tasks", json={"input_mode": "commands", "commands": ["true"]})
             created.raise_for_status()
             task_id = created.json()["task_id"]
-            while True:
-                result = http.get(f"/v1/tasks/{task_id}/result").json()
-                if result.get("status") in TERMINAL:
-                    break
-                time.sleep(0.01)
+            # The watch stream says when the task ends, so no poll interval is measured.
+            wait_terminal(http, task_id)
+            result = http.get(f"/v1/tasks/{task_id}/result").json()
             elapsed = time.perf_counter() - start
             if result["status"] != "completed":
                 raise RuntimeError(f"task {task_id} ended {result['status']}: {result}")

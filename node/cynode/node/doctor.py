@@ -104,8 +104,8 @@ async def check_orchestrator(config: NodeConfig) -> Check:
     target = config.grpc_target
     try:
         channel = make_channel(config)
-    except OSError as exc:
-        return Check("orchestrator", False, f"CA file: {exc.strerror}", "fix orchestrator.ca_file")
+    except TlsConfigError as exc:
+        return Check("orchestrator", False, f"CA file: {exc}", "fix orchestrator.ca_file")
     try:
         await asyncio.wait_for(channel.channel_ready(), 5)
     except TimeoutError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import NodeConfig
-from .cpclient import make_channel
+from .cpclient import TlsConfigError, make_channel
 from .inference import InferenceUnavailable, check_inference
 from .podman_host import PodmanHost
 from .probe import command_output, podman_version

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
 from cynode.jobs.v1 import job_pb2
+from cynode.orchestrator.controlplane.ingest import Result
 from cynode.orchestrator.controlplane.tables import ATTEMPTS, CHUNKS, JOBS, NODES, TASKS
 from cynode.orchestrator.events import JOBS as JOBS_TOPIC
 from cynode.orchestrator.events import task_topic
@@ -22,6 +23,7 @@ from cynode.orchestrator.simnode.harness import (
     settings_for_tests,
     wait_until,
 )
+from cynode.orchestrator.store.models import utcnow
 
 PSK = "test-psk-0123456789"
 
@@ -50,6 +52,10 @@ async def _job(engine: AsyncEngine, job_id: str) -> sa.Row[tuple[object, ...]]:
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id))).one()
     return row
+
+
+async def _job_status(engine: AsyncEngine, job_id: str, status: str) -> bool:
+    return bool((await _job(engine, job_id)).status == status)
 
 
 async def _all_done(engine: AsyncEngine, n: int) -> bool:
@@ -156,6 +162,127 @@ async def test_orchestrator_restart_mid_job_result_lands_once(engine: AsyncEngin
     assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
     assert len(node.assignments) == 1  # never dispatched twice
     await node.stop()
+    await srv2.stop()
+
+
+async def test_restart_longer_than_the_lease_requeues_nothing(engine: AsyncEngine) -> None:
+    """Nodes cannot renew leases while the orchestrator is down; a restart that outlasts
+    the lease gives them one lease from start-up to reconnect before any is requeued (the
+    netns restart test saw jobs run twice when start-up on a busy machine took longer)."""
+    settings = settings_for_tests(lease_seconds=2)
+    srv = await ControlPlaneServer(engine, settings).start()
+    gate = Gate()
+    node = SimNode(srv.target, PSK, "patient", slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(engine)
+    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    await srv.stop()
+    await asyncio.sleep(3.0)  # down for longer than the lease
+    srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
+    swept = await srv2.cp.scheduler.expire_leases()
+    assert swept == 0  # within the start-up grace
+    await wait_until(node.connected.is_set, what="reconnected")
+    await asyncio.sleep(4.5)  # past the grace: the node's heartbeats now hold the lease
+    gate.release.set()
+    await wait_until(lambda: _all_done(engine, 1), what="completed")
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS)))
+    assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
+    assert len(node.assignments) == 1
+    await node.stop()
+    await srv2.stop()
+
+
+async def test_node_back_after_its_lease_lapsed_reclaims_the_requeued_job(
+    engine: AsyncEngine,
+) -> None:
+    """Requeued while its node was away and not yet dispatched again: the node that still
+    runs that copy takes it back on reconnect; it runs once and the task is not canceled
+    by the stale copy's cancel."""
+    settings = settings_for_tests(lease_seconds=2)
+    srv = await ControlPlaneServer(engine, settings).start()
+    gate = Gate()
+    node = SimNode(srv.target, PSK, "returning", slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(engine)
+    [(task_id, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    plane = srv.cp
+    await srv.stop()
+    async with engine.begin() as conn:
+        await conn.execute(JOBS.update().values(lease_expires_at=utcnow()))
+    await asyncio.sleep(0.01)  # the lease lapsed after start-up: no grace for it
+    assert await plane.scheduler.expire_leases() == 1
+    job = await _job(engine, job_id)
+    assert (job.status, job.node_id, job.attempt) == ("queued", None, 1)
+    srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
+    await wait_until(node.connected.is_set, what="reconnected")
+    await wait_until(lambda: _job_status(engine, job_id, "running"), what="reclaimed by its node")
+    async with engine.connect() as conn:
+        task = (await conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id))).one()
+    assert task.status == "running"
+    gate.release.set()
+    await wait_until(lambda: _all_done(engine, 1), what="completed")
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS)))
+    assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
+    assert len(node.assignments) == 1 and node.cancels == []
+    await node.stop()
+    await srv2.stop()
+
+
+async def test_stopped_stale_copy_leaves_the_requeued_job_queued(engine: AsyncEngine) -> None:
+    settings = settings_for_tests(lease_seconds=2)
+    srv = await ControlPlaneServer(engine, settings).start()
+    gate = Gate()
+    node = SimNode(srv.target, PSK, "late", slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(engine)
+    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    await node.kill()
+    plane = srv.cp
+    async with engine.begin() as conn:
+        await conn.execute(JOBS.update().values(lease_expires_at=utcnow()))
+    await asyncio.sleep(0.01)  # the lease lapsed after start-up: no grace for it
+    assert await plane.scheduler.expire_leases() == 1
+    stale = job_pb2.JobResult(
+        job_id=job_id,
+        attempt=1,
+        status=job_pb2.JOB_STATUS_CANCELED,
+        exit_code=-1,
+        reason="lease_expired",
+    )
+    await srv.cp.ingest.apply([Result(node.node_id, stale, lambda: None)])
+    job = await _job(engine, job_id)
+    assert (job.status, job.attempt) == ("queued", 1)
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(ATTEMPTS.c.attempt, ATTEMPTS.c.status)))
+    assert [tuple(r) for r in rows] == [(1, "canceled")]
+    await srv.stop()
+
+
+async def test_lease_lost_before_a_restart_is_requeued_after_the_grace(
+    engine: AsyncEngine,
+) -> None:
+    settings = settings_for_tests(lease_seconds=1)
+    srv = await ControlPlaneServer(engine, settings).start()
+    gate = Gate()
+    doomed = SimNode(srv.target, PSK, "gone", slots=1, runtime=gate)
+    await doomed.start()
+    user = await make_user(engine)
+    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    await doomed.kill()
+    await srv.stop()
+    srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
+    survivor = SimNode(srv2.target, PSK, "heir", slots=1)
+    await survivor.start()
+    await wait_until(lambda: _all_done(engine, 1), what="completed on the survivor")
+    job = await _job(engine, job_id)
+    assert (job.attempt, job.node_id) == (2, survivor.node_id)
+    await survivor.stop()
     await srv2.stop()
 
 

@@ -9,8 +9,10 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
 2. Orchestrator → HelloAck{node_id, lease_seconds, heartbeat_seconds}, then at once:
    CancelJob for each held job that is no longer the node's (attempt superseded, job
    canceled or terminal) and has no result; ConfigChanged if the node's config_version
-   is not the current one. A held job that is still the node's keeps its lease; a live
-   job assigned to the node that it does not list is treated as lost (requeued now).
+   is not the current one. A held job that is still the node's keeps its lease; a held
+   copy of a job requeued after its lease lapsed, and not yet dispatched again, is taken
+   back by the node (same attempt, no second run); a live job assigned to the node that
+   it does not list is treated as lost (requeued now).
 3. Node → Ready{free_slots}: a credit GRANT. Credits add up; each JobAssignment uses
    one. Send the number of free slots right after Hello, then Ready{1} each time a slot
    frees (after sending that job's result). A new stream starts at zero credits. Credits
@@ -32,7 +34,8 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
 8. Either side may drop the stream at any time. The node reconnects with backoff
    (re-registering if its token is refused) and starts again at 1 with what it holds;
    leases are not cut short by a disconnect, so a reconnect within the lease keeps the
-   job. gRPC keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle
+   job. A lease that ran out while the orchestrator itself was down is honoured until two
+   leases after its start-up, so an orchestrator restart does not run jobs twice. gRPC keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle
    stream open for days.
 """
 
@@ -54,7 +57,17 @@ from cynode.orchestrator.controlplane.nodeconfig import latest_config
 from cynode.orchestrator.controlplane.scheduler import Scheduler, cancel_message
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
-from cynode.orchestrator.controlplane.tables import JOBS, LIVE, NODES, chunked
+from cynode.orchestrator.controlplane.tables import (
+    ATTEMPTS,
+    JOBS,
+    LIVE,
+    LOST,
+    NODES,
+    QUEUED,
+    RUNNING,
+    TASKS,
+    chunked,
+)
 from cynode.orchestrator.controlplane.tokens import NodeClaims, require_node
 from cynode.orchestrator.events import NODES as NODES_TOPIC
 from cynode.orchestrator.events import EventBus
@@ -165,13 +178,18 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             others: dict[str, Any] = {}
             for part in chunked(sorted(set(held) - set(mine))):
                 rows = await conn.execute(
-                    sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.status).where(JOBS.c.id.in_(part))
+                    sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id).where(
+                        JOBS.c.id.in_(part)
+                    )
                 )
                 others.update({r.id: r for r in rows})
             keep = []
             for job_id, h in held.items():
                 row = mine.get(job_id)
-                if row is not None and row.attempt == h.attempt:
+                still_mine = row is not None and row.attempt == h.attempt
+                if still_mine or (
+                    not h.has_result and await _reclaim(conn, node.id, h, others.get(job_id))
+                ):
                     keep.append(job_id)
                 elif not h.has_result:
                     reason = (
@@ -277,6 +295,47 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 .values(status="offline", updated_at=utcnow())
             )
         self._bus.publish(NODES_TOPIC)
+
+
+async def _reclaim(conn: Any, node_id: str, held: dispatch_pb2.HeldJob, row: Any) -> bool:
+    """Takes back a job whose lease ran out while its node was away (requeued, not yet
+    dispatched again) when the node still runs that very copy: cheaper than running it
+    twice. The conditional UPDATE loses cleanly to a scheduler that claimed it first."""
+    if row is None or row.status != QUEUED or row.node_id is not None:
+        return False
+    if row.attempt != held.attempt:
+        return False
+    taken = await conn.execute(
+        JOBS.update()
+        .where(
+            JOBS.c.id == held.job_id,
+            JOBS.c.status == QUEUED,
+            JOBS.c.node_id.is_(None),
+            JOBS.c.attempt == held.attempt,
+        )
+        .values(node_id=node_id, status=RUNNING, updated_at=utcnow())
+    )
+    if taken.rowcount != 1:
+        return False
+    await conn.execute(
+        ATTEMPTS.update()
+        .where(
+            ATTEMPTS.c.job_id == held.job_id,
+            ATTEMPTS.c.attempt == held.attempt,
+            ATTEMPTS.c.status == LOST,
+        )
+        .values(status=RUNNING, reason=None)
+    )
+    task_id = sa.select(JOBS.c.task_id).where(JOBS.c.id == held.job_id).scalar_subquery()
+    await conn.execute(
+        TASKS.update()
+        .where(TASKS.c.id == task_id, TASKS.c.status == QUEUED)
+        .values(status=RUNNING, updated_at=utcnow())
+    )
+    log.info(
+        "job %s attempt %d reclaimed by its node after a lapsed lease", held.job_id, held.attempt
+    )
+    return True
 
 
 def config_changed(version: str) -> dispatch_pb2.ConnectResponse:

@@ -350,6 +350,10 @@ class Ingest:
             touched.add(job.task_id)
             if job.attempt != res.attempt:
                 continue  # a stale attempt: recorded, never overwrites
+            if job.status == QUEUED and status == "canceled":
+                # The copy was stopped because its lease lapsed; the job itself was
+                # requeued (same attempt number until it is dispatched again), not canceled.
+                continue
             if job.status in TERMINAL and not (job.status == "canceled" and job.ended_at is None):
                 continue
             # A canceled job keeps its status but gets the output its container left.

@@ -68,6 +68,7 @@ class Scheduler:
         self._event = asyncio.Event()
         self._cancels_due = True
         self._last_sweep = 0.0
+        self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
         self.assigned_total = 0
 
@@ -78,6 +79,7 @@ class Scheduler:
         self._event.set()
 
     def start(self) -> None:
+        self._started_at = utcnow()
         self._task = asyncio.create_task(self._run(), name="controlplane-scheduler")
 
     async def stop(self) -> None:
@@ -225,14 +227,17 @@ class Scheduler:
         now = utcnow()
         touched: set[str] = set()
         stale: list[tuple[str, int, str]] = []
+        expired = JOBS.c.lease_expires_at < now
+        if now < self._started_at + timedelta(seconds=2 * self._settings.lease_seconds):
+            # Nodes could not renew leases while this process was down: a lease that ran
+            # out before start-up gets two leases from start-up for its node (reconnecting
+            # with backoff) to list the job, else a restart longer than the lease runs
+            # jobs twice.
+            expired = sa.and_(expired, JOBS.c.lease_expires_at >= self._started_at)
         async with self._engine.begin() as conn:
             stmt = (
                 sa.select(JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.node_id)
-                .where(
-                    JOBS.c.status.in_(LIVE),
-                    JOBS.c.node_id.is_not(None),
-                    JOBS.c.lease_expires_at < now,
-                )
+                .where(JOBS.c.status.in_(LIVE), JOBS.c.node_id.is_not(None), expired)
                 .order_by(JOBS.c.lease_expires_at)
                 .limit(1000)
             )

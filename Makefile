@@ -46,7 +46,7 @@ unit: ## pytest with coverage, >= 90% per package
 	COVERAGE_FILE=$(UNIT_COVERAGE) $(PY) -m pytest -p no:cacheprovider --cov --cov-report= -q $(PYTEST_ARGS)
 	COVERAGE_FILE=$(UNIT_COVERAGE) $(PY) tools/covcheck.py --min $(COV_MIN)
 
-BDD_SUITES ?= orchestrator worker_node cynork
+BDD_SUITES ?= orchestrator worker_node cynork multihost
 
 bdd: ## behave acceptance suites (orchestrator, worker_node, cynork), each with its own steps
 	@set -e; for s in $(BDD_SUITES); do echo "== behave features/$$s"; $(PY) -m behave --format progress2 --no-capture-stderr features/$$s; done

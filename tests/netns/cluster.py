@@ -296,3 +296,14 @@ class Cluster:
     def session_jwt(self, slug: str) -> str:
         body = json.loads((self.tmp / slug / "session.json").read_text())
         return str(body["node_jwt"])
+
+    def wire_secrets(self) -> dict[str, str]:
+        """What must never cross a link in clear: the PSK, the admin password, both
+        nodes' session JWTs and the client's access token."""
+        return {
+            "psk": self.psk,
+            "password": self.admin_password,
+            "node jwt a": self.session_jwt("node-a"),
+            "node jwt b": self.session_jwt("node-b"),
+            "access token": self.token,
+        }

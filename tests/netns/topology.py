@@ -22,7 +22,10 @@ import contextlib
 import ctypes
 import os
 import secrets
+import select
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +34,9 @@ from typing import TypeVar
 
 PREFIX = "cyn"
 NETNS_DIR = "/run/netns"
+# One file per namespace holding the pid that made it (kept out of NETNS_DIR, which
+# `ip netns list` reads).
+OWNERS_DIR = "/run/cyn-netns-owners"
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
@@ -46,18 +52,54 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
 
 
+def _owner_alive(netns: str) -> bool:
+    try:
+        pid = int((Path(OWNERS_DIR) / netns).read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stale_namespaces() -> list[str]:
+    """Ours (this prefix) whose creating process is gone: a run running in parallel (pytest
+    and behave, or two checkouts) keeps its namespaces."""
     root = Path(NETNS_DIR)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.name.startswith(PREFIX))
+    ours = sorted(p.name for p in root.iterdir() if p.name.startswith(PREFIX))
+    return [name for name in ours if not _owner_alive(name)]
 
 
 def remove_stale() -> None:
-    """Namespaces a crashed earlier run left behind (this prefix only)."""
+    """Namespaces a crashed earlier run left behind, and the processes still in them."""
     for name in stale_namespaces():
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=20
+            ).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             _ip("netns", "del", name)
+        (Path(OWNERS_DIR) / name).unlink(missing_ok=True)
+
+
+def _add_netns(netns: str) -> None:
+    _ip("netns", "add", netns)
+    Path(OWNERS_DIR).mkdir(parents=True, exist_ok=True)
+    (Path(OWNERS_DIR) / netns).write_text(str(os.getpid()))
+
+
+def _del_netns(netns: str) -> None:
+    with contextlib.suppress(subprocess.CalledProcessError):
+        _ip("netns", "del", netns)
+    (Path(OWNERS_DIR) / netns).unlink(missing_ok=True)
 
 
 @dataclass
@@ -82,14 +124,14 @@ class Topology:
     def create(self) -> Topology:
         remove_stale()
         self.switch = f"{PREFIX}{self.run_id}sw"
-        _ip("netns", "add", self.switch)
+        _add_netns(self.switch)
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.switch, "link", "set", "br0", "up")
         for index, (name, address) in enumerate(HOSTS.items()):
             netns = f"{PREFIX}{self.run_id}{name}"
             # Interface names are at most 15 characters.
             inner, outer = f"{PREFIX}{self.run_id}h{index}", f"{PREFIX}{self.run_id}s{index}"
-            _ip("netns", "add", netns)
+            _add_netns(netns)
             self.hosts[name] = Host(name, netns, address, outer)
             _ip("link", "add", inner, "type", "veth", "peer", "name", outer)
             _ip("link", "set", inner, "netns", netns)
@@ -105,11 +147,9 @@ class Topology:
         if self._client is not None:
             self._client.shutdown(wait=False, cancel_futures=True)
         for host in self.hosts.values():
-            with contextlib.suppress(subprocess.CalledProcessError):
-                _ip("netns", "del", host.netns)
+            _del_netns(host.netns)
         if self.switch:
-            with contextlib.suppress(subprocess.CalledProcessError):
-                _ip("netns", "del", self.switch)
+            _del_netns(self.switch)
 
     def cut(self, name: str) -> None:
         _ip("-n", self.switch, "link", "set", self.hosts[name].switch_veth, "down")
@@ -124,12 +164,42 @@ class Topology:
             "nsenter",
             f"--net={NETNS_DIR}/{self.switch}",
             "tcpdump",
+            # Each packet handed over as it arrives: otherwise the kernel passes them on
+            # about once a second, and whatever is still held when tcpdump is stopped is lost.
+            "--immediate-mode",
             "-U",
             "-i",
             veth,
             "-w",
             pcap,
         ]
+
+    @contextlib.contextmanager
+    def capture(self, names: list[str], directory: Path) -> Iterator[dict[str, Path]]:
+        """tcpdump on each named host's link while the block runs; yields the pcap paths,
+        complete once the block has left."""
+        pcaps = {name: directory / f"{name}.pcap" for name in names}
+        dumps: list[subprocess.Popen[bytes]] = []
+        try:
+            for name, path in pcaps.items():
+                dump = subprocess.Popen(self.capture_argv(name, str(path)), stderr=subprocess.PIPE)
+                dumps.append(dump)
+                # A fixed sleep is not enough on a loaded machine: the traffic of
+                # interest may pass before tcpdump has opened the link.
+                _wait_listening(dump)
+            yield pcaps
+        finally:
+            time.sleep(0.5)  # the last packets flushed
+            for dump in dumps:
+                dump.terminate()
+            for dump in dumps:
+                try:
+                    dump.wait(10)
+                except subprocess.TimeoutExpired:
+                    dump.kill()
+                    dump.wait()
+                if dump.stderr is not None:
+                    dump.stderr.close()
 
     def in_client(self, fn: Callable[[], T]) -> T:
         """Runs `fn` in a thread that lives in the client host's network namespace, so
@@ -140,6 +210,21 @@ class Topology:
                 1, "netns-client", initializer=_enter_netns, initargs=(path,)
             )
         return self._client.submit(fn).result()
+
+
+def _wait_listening(dump: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Until tcpdump says it is capturing (`listening on ...` on stderr)."""
+    assert dump.stderr is not None
+    deadline = time.monotonic() + timeout
+    said = b""
+    while b"listening on" not in said:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([dump.stderr], [], [], left)[0]:
+            raise TimeoutError(f"tcpdump not capturing within {timeout:.0f}s: {said!r}")
+        chunk = os.read(dump.stderr.fileno(), 4096)
+        if not chunk:
+            raise RuntimeError(f"tcpdump exited {dump.wait()}: {said!r}")
+        said += chunk
 
 
 def _enter_netns(path: str) -> None:

@@ -35,8 +35,9 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
    (re-registering if its token is refused) and starts again at 1 with what it holds;
    leases are not cut short by a disconnect, so a reconnect within the lease keeps the
    job. A lease that ran out while the orchestrator itself was down is honoured until two
-   leases after its start-up, so an orchestrator restart does not run jobs twice. gRPC keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle
-   stream open for days.
+   leases after its start-up, so an orchestrator restart does not run jobs twice. gRPC
+   keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle stream open
+   for days.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ results stored, duplicates and lost."""
 from __future__ import annotations
 
 import secrets
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -37,32 +36,14 @@ def test_a_task_runs_across_hosts_and_the_wire_shows_no_secret(
     cluster: Cluster, topo: Topology, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     marker = f"prompt-marker-{secrets.token_hex(8)}"
-    pcaps = {name: tmp_path / f"{name}.pcap" for name in ("node-a", "node-b", "client")}
-    dumps = [
-        subprocess.Popen(topo.capture_argv(name, str(path)), stderr=subprocess.DEVNULL)
-        for name, path in pcaps.items()
-    ]
-    time.sleep(1.0)
-    try:
+    with topo.capture(["node-a", "node-b", "client"], tmp_path) as pcaps:
         cluster.login()  # the password crosses the client's link
         task = cluster.create([f"echo {marker}"])
         cluster.wait_done([task], 60)
-    finally:
-        time.sleep(0.5)
-        for dump in dumps:
-            dump.terminate()
-            dump.wait(10)
     report(capsys, "tls round trip", cluster.counts([task], lambda _: marker))
     wire = b"".join(path.read_bytes() for path in pcaps.values())
     assert len(wire) > 2000, "the capture saw no traffic"
-    secrets_in_clear = {
-        "psk": cluster.psk,
-        "password": cluster.admin_password,
-        "node jwt a": cluster.session_jwt("node-a"),
-        "node jwt b": cluster.session_jwt("node-b"),
-        "access token": cluster.token,
-        "prompt text": marker,
-    }
+    secrets_in_clear = {**cluster.wire_secrets(), "prompt text": marker}
     found = [what for what, value in secrets_in_clear.items() if value.encode() in wire]
     with capsys.disabled():
         print(f"[netns] capture: {len(wire)} bytes on 3 links, secrets in clear: {found or 'none'}")

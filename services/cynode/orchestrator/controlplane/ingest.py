@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.jobs.v1 import job_pb2
+from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.controlplane.tables import (
     ASSIGNED,
     ATTEMPTS,
@@ -91,6 +92,92 @@ class _JobRow:
     ended_at: datetime | None
 
 
+_RESULT_FIELDS = (
+    "status",
+    "exit_code",
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+    "reason",
+    "started_at",
+    "ended_at",
+)
+
+# Built once: a statement object memoizes its cache key, so reusing it saves both the
+# construction and the cache-key walk that each batch would otherwise repeat.
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+_LOAD_JOBS = sa.select(
+    JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id, JOBS.c.ended_at
+).where(JOBS.c.id.in_(_IDS))
+_START_JOBS = (
+    JOBS.update()
+    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
+    .values(status=RUNNING, started_at=sa.bindparam("b_at"), updated_at=sa.bindparam("b_now"))
+)
+_START_TASKS = (
+    TASKS.update()
+    .where(TASKS.c.id == sa.bindparam("b_id"), TASKS.c.status == QUEUED)
+    .values(status=RUNNING, updated_at=sa.bindparam("b_now"))
+)
+_START_ATTEMPTS = (
+    ATTEMPTS.update()
+    .where(
+        ATTEMPTS.c.job_id == sa.bindparam("b_job"),
+        ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
+        ATTEMPTS.c.status == ASSIGNED,
+    )
+    .values(status=RUNNING, started_at=sa.bindparam("b_at"))
+)
+_BEAT_NODES = (
+    NODES.update().where(NODES.c.id.in_(_IDS)).values(last_heartbeat_at=sa.bindparam("b_now"))
+)
+_RENEW = (
+    JOBS.update()
+    .where(
+        JOBS.c.id == sa.bindparam("b_id"),
+        JOBS.c.attempt == sa.bindparam("b_attempt"),
+        # Not .in_(LIVE): an expanding IN cannot go into an executemany, and this
+        # UPDATE runs once per renewed job.
+        sa.or_(*(JOBS.c.status == status for status in LIVE)),
+    )
+    .values(lease_expires_at=sa.bindparam("b_lease"))
+)
+_LOAD_ATTEMPTS = sa.select(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.status).where(
+    ATTEMPTS.c.job_id.in_(_IDS)
+)
+_INSERT_ATTEMPTS = ATTEMPTS.insert()
+_RESULT_ATTEMPTS = (
+    ATTEMPTS.update()
+    .where(
+        ATTEMPTS.c.job_id == sa.bindparam("b_job"),
+        ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
+    )
+    .values({k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS})
+)
+_RESULT_JOBS = (
+    JOBS.update()
+    .where(JOBS.c.id == sa.bindparam("b_id"))
+    .values(
+        {
+            **{k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS if k != "started_at"},
+            "status": sa.bindparam("b_status"),
+            "updated_at": sa.bindparam("b_now"),
+            "started_at": sa.func.coalesce(JOBS.c.started_at, sa.bindparam("b_started_at")),
+        }
+    )
+)
+_RESULT_TASKS = (
+    TASKS.update()
+    .where(TASKS.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        reason=sa.bindparam("b_reason"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
 def _ts(msg: Any, field: str) -> datetime | None:
     return getattr(msg, field).ToDatetime(UTC) if msg.HasField(field) else None
 
@@ -105,6 +192,7 @@ class Ingest:
         max_batch: int = 2000,
     ) -> None:
         self._engine = engine
+        self._held = HeldConnection(engine)
         self._lease = timedelta(seconds=lease_seconds)
         # Runs inside the transaction (e.g. pg_notify), then after it (bus publish).
         self._in_tx = on_tasks_changed
@@ -128,6 +216,7 @@ class Ingest:
             self._task = None
         while not self._queue.empty():
             await self._write(self._drain([]))
+        await self._held.close()
 
     def _drain(self, batch: list[Event]) -> list[Event]:
         while len(batch) < self._max_batch and not self._queue.empty():
@@ -153,7 +242,7 @@ class Ingest:
 
     async def apply(self, batch: Sequence[Event]) -> None:
         touched: set[str] = set()
-        async with self._engine.begin() as conn:
+        async with self._held.begin() as conn:
             ids = {e.job_id for e in batch if not isinstance(e, (Result, Beat))}
             ids |= {e.result.job_id for e in batch if isinstance(e, Result)}
             ids |= {job for e in batch if isinstance(e, Beat) for job, _ in e.running}
@@ -197,33 +286,10 @@ class Ingest:
                 task_rows.append({"b_id": job.task_id, "b_now": now})
                 touched.add(job.task_id)
         if job_rows:
-            await conn.execute(
-                JOBS.update()
-                .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
-                .values(
-                    status=RUNNING,
-                    started_at=sa.bindparam("b_at"),
-                    updated_at=sa.bindparam("b_now"),
-                ),
-                job_rows,
-            )
-            await conn.execute(
-                TASKS.update()
-                .where(TASKS.c.id == sa.bindparam("b_id"), TASKS.c.status == QUEUED)
-                .values(status=RUNNING, updated_at=sa.bindparam("b_now")),
-                task_rows,
-            )
+            await conn.execute(_START_JOBS, job_rows)
+            await conn.execute(_START_TASKS, task_rows)
         if attempt_rows:
-            await conn.execute(
-                ATTEMPTS.update()
-                .where(
-                    ATTEMPTS.c.job_id == sa.bindparam("b_job"),
-                    ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
-                    ATTEMPTS.c.status == ASSIGNED,
-                )
-                .values(status=RUNNING, started_at=sa.bindparam("b_at")),
-                attempt_rows,
-            )
+            await conn.execute(_START_ATTEMPTS, attempt_rows)
 
     async def _apply_chunks(
         self,
@@ -268,22 +334,9 @@ class Ingest:
         now = utcnow()
         nodes = sorted(latest)
         for part in chunked(nodes):
-            await conn.execute(
-                NODES.update().where(NODES.c.id.in_(part)).values(last_heartbeat_at=now)
-            )
+            await conn.execute(_BEAT_NODES, {"ids": part, "b_now": now})
         if renew:
-            await conn.execute(
-                JOBS.update()
-                .where(
-                    JOBS.c.id == sa.bindparam("b_id"),
-                    JOBS.c.attempt == sa.bindparam("b_attempt"),
-                    # Not .in_(LIVE): an expanding IN cannot go into an executemany,
-                    # and this UPDATE runs once per renewed job.
-                    sa.or_(*(JOBS.c.status == status for status in LIVE)),
-                )
-                .values(lease_expires_at=sa.bindparam("b_lease")),
-                renew,
-            )
+            await conn.execute(_RENEW, renew)
 
     async def _apply_results(
         self,
@@ -296,11 +349,7 @@ class Ingest:
         job_ids = sorted({e.result.job_id for e in results if e.result.job_id in jobs})
         attempts: dict[tuple[str, int], str] = {}
         for part in chunked(job_ids):
-            rows = await conn.execute(
-                sa.select(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.status).where(
-                    ATTEMPTS.c.job_id.in_(part)
-                )
-            )
+            rows = await conn.execute(_LOAD_ATTEMPTS, {"ids": part})
             attempts.update({(r.job_id, r.attempt): r.status for r in rows})
         inserts, updates, job_updates, task_updates = [], [], [], []
         for ev in results:
@@ -315,38 +364,32 @@ class Ingest:
             status = STATUS_NAMES.get(res.status, "failed")
             reason = res.reason or (None if status == "completed" else "error")
             ended_at = _ts(res, "ended_at") or now
-            fields: dict[str, Any] = {
-                "status": status,
-                "exit_code": res.exit_code,
-                "stdout": res.stdout,
-                "stderr": res.stderr,
-                "stdout_truncated": res.stdout_truncated,
-                "stderr_truncated": res.stderr_truncated,
-                "reason": reason,
-                "started_at": _ts(res, "started_at"),
-                "ended_at": ended_at,
+            # The result's columns as bound parameters (b_<column>), shared by the
+            # attempt's and the job's UPDATE.
+            bound: dict[str, Any] = {
+                "b_status": status,
+                "b_exit_code": res.exit_code,
+                "b_stdout": res.stdout,
+                "b_stderr": res.stderr,
+                "b_stdout_truncated": res.stdout_truncated,
+                "b_stderr_truncated": res.stderr_truncated,
+                "b_reason": reason,
+                "b_started_at": _ts(res, "started_at"),
+                "b_ended_at": ended_at,
             }
             attempts[key] = status
             if known is None:
-                inserts.append(
-                    {
-                        **fields,
-                        "job_id": res.job_id,
-                        "attempt": res.attempt,
-                        "node_id": ev.node_id,
-                        "received_at": now,
-                        "id": new_id(),
-                    }
+                row = {k[2:]: v for k, v in bound.items()}
+                row.update(
+                    job_id=res.job_id,
+                    attempt=res.attempt,
+                    node_id=ev.node_id,
+                    received_at=now,
+                    id=new_id(),
                 )
+                inserts.append(row)
             else:
-                updates.append(
-                    {
-                        **{f"b_{k}": v for k, v in fields.items()},
-                        "b_job": res.job_id,
-                        "b_attempt": res.attempt,
-                        "b_now": now,
-                    }
-                )
+                updates.append({**bound, "b_job": res.job_id, "b_attempt": res.attempt})
             touched.add(job.task_id)
             if job.attempt != res.attempt:
                 continue  # a stale attempt: recorded, never overwrites
@@ -360,76 +403,22 @@ class Ingest:
             new_status = "canceled" if job.status == "canceled" else status
             job.status = new_status
             job.ended_at = ended_at
-            job_updates.append(
-                {
-                    **{f"b_{k}": v for k, v in fields.items()},
-                    "b_status": new_status,
-                    "b_id": res.job_id,
-                    "b_now": now,
-                }
-            )
+            job_updates.append({**bound, "b_status": new_status, "b_id": res.job_id, "b_now": now})
             task_updates.append(
                 {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
             )
         if inserts:
-            await conn.execute(ATTEMPTS.insert(), inserts)
+            await conn.execute(_INSERT_ATTEMPTS, inserts)
         if updates:
-            await conn.execute(
-                ATTEMPTS.update()
-                .where(
-                    ATTEMPTS.c.job_id == sa.bindparam("b_job"),
-                    ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
-                )
-                .values({k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS}),
-                updates,
-            )
+            await conn.execute(_RESULT_ATTEMPTS, updates)
         if job_updates:
-            values: dict[str, Any] = {
-                k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS if k != "started_at"
-            }
-            values["status"] = sa.bindparam("b_status")
-            values["updated_at"] = sa.bindparam("b_now")
-            values["started_at"] = sa.func.coalesce(JOBS.c.started_at, sa.bindparam("b_started_at"))
-            await conn.execute(
-                JOBS.update().where(JOBS.c.id == sa.bindparam("b_id")).values(values),
-                job_updates,
-            )
-            await conn.execute(
-                TASKS.update()
-                .where(TASKS.c.id == sa.bindparam("b_id"))
-                .values(
-                    status=sa.bindparam("b_status"),
-                    reason=sa.bindparam("b_reason"),
-                    updated_at=sa.bindparam("b_now"),
-                ),
-                task_updates,
-            )
-
-
-_RESULT_FIELDS = (
-    "status",
-    "exit_code",
-    "stdout",
-    "stderr",
-    "stdout_truncated",
-    "stderr_truncated",
-    "reason",
-    "started_at",
-    "ended_at",
-)
+            await conn.execute(_RESULT_JOBS, job_updates)
+            await conn.execute(_RESULT_TASKS, task_updates)
 
 
 async def _load_jobs(conn: AsyncConnection, ids: set[str]) -> dict[str, _JobRow]:
     out: dict[str, _JobRow] = {}
-    cols = (
-        JOBS.c.id,
-        JOBS.c.task_id,
-        JOBS.c.attempt,
-        JOBS.c.status,
-        JOBS.c.node_id,
-        JOBS.c.ended_at,
-    )
     for part in chunked(sorted(ids)):
-        for r in await conn.execute(sa.select(*cols).where(JOBS.c.id.in_(part))):
-            out[r.id] = _JobRow(r.id, r.task_id, r.attempt, r.status, r.node_id, r.ended_at)
+        for r in await conn.execute(_LOAD_JOBS, {"ids": part}):
+            out[r[0]] = _JobRow(*r)
     return out

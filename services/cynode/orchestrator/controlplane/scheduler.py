@@ -19,12 +19,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2
+from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.controlplane.jobspec import build_spec
 from cynode.orchestrator.controlplane.notify import Notifier
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
@@ -48,6 +50,64 @@ log = logging.getLogger(__name__)
 NODE_LOST = "node_lost"
 
 
+class _Claimed(NamedTuple):
+    id: str
+    task_id: str
+    attempt: int
+    needs_inference: bool
+
+
+# Built once: a statement object memoizes its cache key, so reusing it saves both the
+# construction and the cache-key walk that each round would otherwise repeat.
+_ASSIGN_JOBS = (
+    JOBS.update()
+    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
+    .values(
+        node_id=sa.bindparam("b_node"),
+        attempt=sa.bindparam("b_attempt"),
+        lease_expires_at=sa.bindparam("b_lease"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+_INSERT_ATTEMPTS = ATTEMPTS.insert()
+_TASK_COLS = (
+    TASKS.c.id,
+    TASKS.c.input_mode,
+    TASKS.c.prompt,
+    TASKS.c.script,
+    TASKS.c.commands,
+    TASKS.c.use_inference,
+    TASKS.c.timeout_seconds,
+    TASKS.c.image,
+)
+_LOAD_TASKS = sa.select(*_TASK_COLS).where(TASKS.c.id.in_(sa.bindparam("ids", expanding=True)))
+_LOAD_FILES = (
+    sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
+    .where(ATTACHMENTS.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(ATTACHMENTS.c.id)
+)
+
+
+def _claim_stmt(inference: bool, pg: bool) -> Any:
+    stmt = (
+        sa.select(JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.needs_inference)
+        .where(
+            JOBS.c.status == QUEUED,
+            JOBS.c.node_id.is_(None),
+            JOBS.c.cancel_requested.is_(False),
+            JOBS.c.needs_inference.is_(inference),
+        )
+        .order_by(JOBS.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    if pg:
+        stmt = stmt.with_for_update(skip_locked=True, of=JOBS)
+    return stmt
+
+
+_CLAIM = {(inf, pg): _claim_stmt(inf, pg) for inf in (True, False) for pg in (True, False)}
+
+
 class Scheduler:
     def __init__(
         self,
@@ -59,6 +119,7 @@ class Scheduler:
         tasks_changed: Callable[[set[str]], None],
     ) -> None:
         self._engine = engine
+        self._held = HeldConnection(engine)
         self._pg = engine.dialect.name == "postgresql"
         self._registry = registry
         self._settings = settings
@@ -88,6 +149,7 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._held.close()
 
     async def _run(self) -> None:
         while True:
@@ -125,9 +187,9 @@ class Scheduler:
         sends: list[tuple[NodeSession, dispatch_pb2.ConnectResponse]] = []
         now = utcnow()
         lease = now + timedelta(seconds=self._settings.lease_seconds)
-        plan: list[tuple[dict[str, Any], NodeSession]] = []
+        plan: list[tuple[_Claimed, NodeSession]] = []
         try:
-            async with self._engine.begin() as conn:
+            async with self._held.begin() as conn:
                 claimed = await self._claim(conn, True, inf_credits) if inf_credits else []
                 claimed += await self._claim(conn, False, total - len(claimed))
                 if not claimed:
@@ -137,7 +199,7 @@ class Scheduler:
         except BaseException:
             for row, session in plan:
                 session.credits += 1  # the claim rolled back: the slots are free again
-                session.outstanding.discard((row["id"], row["attempt"] + 1))
+                session.outstanding.discard((row.id, row.attempt + 1))
             raise
         for session, msg in sends:
             session.send(msg)
@@ -147,18 +209,20 @@ class Scheduler:
     async def _dispatch(
         self,
         conn: AsyncConnection,
-        plan: list[tuple[dict[str, Any], NodeSession]],
+        plan: list[tuple[_Claimed, NodeSession]],
         now: datetime,
         lease: datetime,
         sends: list[tuple[NodeSession, dispatch_pb2.ConnectResponse]],
     ) -> None:
-        tasks, files = await _load_tasks(conn, {row["task_id"] for row, _ in plan})
+        tasks, files = await _load_tasks(conn, {row.task_id for row, _ in plan})
         job_rows, attempt_rows = [], []
+        lease_ts = Timestamp()
+        lease_ts.FromDatetime(lease)
         for row, session in plan:
-            attempt = row["attempt"] + 1
+            attempt = row.attempt + 1
             job_rows.append(
                 {
-                    "b_id": row["id"],
+                    "b_id": row.id,
                     "b_node": session.node_id,
                     "b_attempt": attempt,
                     "b_lease": lease,
@@ -168,7 +232,7 @@ class Scheduler:
             attempt_rows.append(
                 {
                     "id": new_id(),
-                    "job_id": row["id"],
+                    "job_id": row.id,
                     "attempt": attempt,
                     "node_id": session.node_id,
                     "status": ASSIGNED,
@@ -180,45 +244,22 @@ class Scheduler:
                 }
             )
             spec = build_spec(
-                row["id"],
+                row.id,
                 attempt,
-                row["needs_inference"],
-                tasks[row["task_id"]],
-                files.get(row["task_id"], ()),
+                row.needs_inference,
+                tasks[row.task_id],
+                files.get(row.task_id, ()),
             )
-            msg = dispatch_pb2.ConnectResponse(assignment=dispatch_pb2.JobAssignment(spec=spec))
-            msg.assignment.lease_expires_at.FromDatetime(lease)
-            sends.append((session, msg))
-        await conn.execute(
-            JOBS.update()
-            .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
-            .values(
-                node_id=sa.bindparam("b_node"),
-                attempt=sa.bindparam("b_attempt"),
-                lease_expires_at=sa.bindparam("b_lease"),
-                updated_at=sa.bindparam("b_now"),
-            ),
-            job_rows,
-        )
-        await conn.execute(ATTEMPTS.insert(), attempt_rows)
+            assignment = dispatch_pb2.JobAssignment(spec=spec, lease_expires_at=lease_ts)
+            sends.append((session, dispatch_pb2.ConnectResponse(assignment=assignment)))
+        await conn.execute(_ASSIGN_JOBS, job_rows)
+        await conn.execute(_INSERT_ATTEMPTS, attempt_rows)
 
-    async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[Any]:
+    async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[_Claimed]:
         if limit <= 0:
             return []
-        stmt = (
-            sa.select(JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.needs_inference)
-            .where(
-                JOBS.c.status == QUEUED,
-                JOBS.c.node_id.is_(None),
-                JOBS.c.cancel_requested.is_(False),
-                JOBS.c.needs_inference.is_(inference),
-            )
-            .order_by(JOBS.c.id)
-            .limit(limit)
-        )
-        if self._pg:
-            stmt = stmt.with_for_update(skip_locked=True, of=JOBS)
-        return [dict(r._mapping) for r in await conn.execute(stmt)]
+        rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
+        return [_Claimed(*r) for r in rows]
 
     # -- leases -----------------------------------------------------------------------
 
@@ -350,13 +391,13 @@ def cancel_message(job_id: str, attempt: int, reason: str) -> dispatch_pb2.Conne
 
 
 def _plan(
-    claimed: list[dict[str, Any]], sessions: list[NodeSession]
-) -> list[tuple[dict[str, Any], NodeSession]]:
+    claimed: list[_Claimed], sessions: list[NodeSession]
+) -> list[tuple[_Claimed, NodeSession]]:
     """Spreads jobs by free credits: each job goes to the session with the most left.
     Inference jobs first, to inference-capable sessions only."""
-    plan: list[tuple[dict[str, Any], NodeSession]] = []
+    plan: list[tuple[_Claimed, NodeSession]] = []
     for inference in (True, False):
-        rows = [r for r in claimed if bool(r["needs_inference"]) is inference]
+        rows = [r for r in claimed if bool(r.needs_inference) is inference]
         if not rows:
             continue
         heap = [
@@ -370,7 +411,7 @@ def _plan(
                 break  # left unassigned: it stays queued and unlocked after commit
             _, i, session = heapq.heappop(heap)
             session.credits -= 1
-            session.outstanding.add((row["id"], row["attempt"] + 1))
+            session.outstanding.add((row.id, row.attempt + 1))
             plan.append((row, session))
             if session.credits > 0:
                 heapq.heappush(heap, (-session.credits, i, session))
@@ -379,28 +420,13 @@ def _plan(
 
 async def _load_tasks(
     conn: AsyncConnection, task_ids: set[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[str, bytes]]]]:
-    tasks: dict[str, dict[str, Any]] = {}
+) -> tuple[dict[str, Any], dict[str, list[tuple[str, bytes]]]]:
+    tasks: dict[str, Any] = {}
     files: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-    cols = (
-        TASKS.c.id,
-        TASKS.c.input_mode,
-        TASKS.c.prompt,
-        TASKS.c.script,
-        TASKS.c.commands,
-        TASKS.c.use_inference,
-        TASKS.c.timeout_seconds,
-        TASKS.c.image,
-    )
     ids = sorted(task_ids)
     for part in chunked(ids):
-        for r in await conn.execute(sa.select(*cols).where(TASKS.c.id.in_(part))):
-            tasks[r.id] = dict(r._mapping)
-        stmt = (
-            sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
-            .where(ATTACHMENTS.c.task_id.in_(part))
-            .order_by(ATTACHMENTS.c.id)
-        )
-        for f in await conn.execute(stmt):
+        for r in await conn.execute(_LOAD_TASKS, {"ids": part}):
+            tasks[r.id] = r
+        for f in await conn.execute(_LOAD_FILES, {"ids": part}):
             files[f.task_id].append((f.name, f.content))
     return tasks, files

@@ -32,6 +32,7 @@ from cynode.orchestrator.controlplane.tables import (
     RUNNING,
     TASKS,
     TERMINAL,
+    any_id,
     chunked,
     insert_ignoring_duplicates,
 )
@@ -106,10 +107,13 @@ _RESULT_FIELDS = (
 
 # Built once: a statement object memoizes its cache key, so reusing it saves both the
 # construction and the cache-key walk that each batch would otherwise repeat.
-_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
-_LOAD_JOBS = sa.select(
-    JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id, JOBS.c.ended_at
-).where(JOBS.c.id.in_(_IDS))
+# Keyed by "is Postgres": the id-list statements differ by backend (see any_id).
+_LOAD_JOBS = {
+    pg: sa.select(
+        JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id, JOBS.c.ended_at
+    ).where(any_id(JOBS.c.id, pg))
+    for pg in (True, False)
+}
 _START_JOBS = (
     JOBS.update()
     .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
@@ -129,9 +133,10 @@ _START_ATTEMPTS = (
     )
     .values(status=RUNNING, started_at=sa.bindparam("b_at"))
 )
-_BEAT_NODES = (
-    NODES.update().where(NODES.c.id.in_(_IDS)).values(last_heartbeat_at=sa.bindparam("b_now"))
-)
+_BEAT_NODES = {
+    pg: NODES.update().where(any_id(NODES.c.id, pg)).values(last_heartbeat_at=sa.bindparam("b_now"))
+    for pg in (True, False)
+}
 _RENEW = (
     JOBS.update()
     .where(
@@ -143,9 +148,12 @@ _RENEW = (
     )
     .values(lease_expires_at=sa.bindparam("b_lease"))
 )
-_LOAD_ATTEMPTS = sa.select(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.status).where(
-    ATTEMPTS.c.job_id.in_(_IDS)
-)
+_LOAD_ATTEMPTS = {
+    pg: sa.select(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.status).where(
+        any_id(ATTEMPTS.c.job_id, pg)
+    )
+    for pg in (True, False)
+}
 _INSERT_ATTEMPTS = ATTEMPTS.insert()
 _RESULT_ATTEMPTS = (
     ATTEMPTS.update()
@@ -193,6 +201,7 @@ class Ingest:
     ) -> None:
         self._engine = engine
         self._held = HeldConnection(engine)
+        self._pg = engine.dialect.name == "postgresql"
         self._lease = timedelta(seconds=lease_seconds)
         # Runs inside the transaction (e.g. pg_notify), then after it (bus publish).
         self._in_tx = on_tasks_changed
@@ -246,7 +255,7 @@ class Ingest:
             ids = {e.job_id for e in batch if not isinstance(e, (Result, Beat))}
             ids |= {e.result.job_id for e in batch if isinstance(e, Result)}
             ids |= {job for e in batch if isinstance(e, Beat) for job, _ in e.running}
-            jobs = await _load_jobs(conn, ids)
+            jobs = await _load_jobs(conn, self._pg, ids)
             starts = [e for e in batch if isinstance(e, Started)]
             chunks = [e for e in batch if isinstance(e, Chunk)]
             results = [e for e in batch if isinstance(e, Result)]
@@ -334,7 +343,7 @@ class Ingest:
         now = utcnow()
         nodes = sorted(latest)
         for part in chunked(nodes):
-            await conn.execute(_BEAT_NODES, {"ids": part, "b_now": now})
+            await conn.execute(_BEAT_NODES[self._pg], {"ids": list(part), "b_now": now})
         if renew:
             await conn.execute(_RENEW, renew)
 
@@ -349,7 +358,7 @@ class Ingest:
         job_ids = sorted({e.result.job_id for e in results if e.result.job_id in jobs})
         attempts: dict[tuple[str, int], str] = {}
         for part in chunked(job_ids):
-            rows = await conn.execute(_LOAD_ATTEMPTS, {"ids": part})
+            rows = await conn.execute(_LOAD_ATTEMPTS[self._pg], {"ids": list(part)})
             attempts.update({(r.job_id, r.attempt): r.status for r in rows})
         inserts, updates, job_updates, task_updates = [], [], [], []
         for ev in results:
@@ -416,9 +425,9 @@ class Ingest:
             await conn.execute(_RESULT_TASKS, task_updates)
 
 
-async def _load_jobs(conn: AsyncConnection, ids: set[str]) -> dict[str, _JobRow]:
+async def _load_jobs(conn: AsyncConnection, pg: bool, ids: set[str]) -> dict[str, _JobRow]:
     out: dict[str, _JobRow] = {}
     for part in chunked(sorted(ids)):
-        for r in await conn.execute(_LOAD_JOBS, {"ids": part}):
+        for r in await conn.execute(_LOAD_JOBS[pg], {"ids": list(part)}):
             out[r[0]] = _JobRow(*r)
     return out

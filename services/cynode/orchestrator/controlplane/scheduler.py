@@ -41,6 +41,7 @@ from cynode.orchestrator.controlplane.tables import (
     QUEUED,
     RUNNING,
     TASKS,
+    any_id,
     chunked,
 )
 from cynode.orchestrator.store.models import new_id, utcnow
@@ -80,12 +81,14 @@ _TASK_COLS = (
     TASKS.c.timeout_seconds,
     TASKS.c.image,
 )
-_LOAD_TASKS = sa.select(*_TASK_COLS).where(TASKS.c.id.in_(sa.bindparam("ids", expanding=True)))
-_LOAD_FILES = (
-    sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
-    .where(ATTACHMENTS.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+# Keyed by "is Postgres": the id-list statements differ by backend (see any_id).
+_LOAD_TASKS = {pg: sa.select(*_TASK_COLS).where(any_id(TASKS.c.id, pg)) for pg in (True, False)}
+_LOAD_FILES = {
+    pg: sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
+    .where(any_id(ATTACHMENTS.c.task_id, pg))
     .order_by(ATTACHMENTS.c.id)
-)
+    for pg in (True, False)
+}
 
 
 def _claim_stmt(inference: bool, pg: bool) -> Any:
@@ -214,7 +217,7 @@ class Scheduler:
         lease: datetime,
         sends: list[tuple[NodeSession, dispatch_pb2.ConnectResponse]],
     ) -> None:
-        tasks, files = await _load_tasks(conn, {row.task_id for row, _ in plan})
+        tasks, files = await _load_tasks(conn, self._pg, {row.task_id for row, _ in plan})
         job_rows, attempt_rows = [], []
         lease_ts = Timestamp()
         lease_ts.FromDatetime(lease)
@@ -419,14 +422,14 @@ def _plan(
 
 
 async def _load_tasks(
-    conn: AsyncConnection, task_ids: set[str]
+    conn: AsyncConnection, pg: bool, task_ids: set[str]
 ) -> tuple[dict[str, Any], dict[str, list[tuple[str, bytes]]]]:
     tasks: dict[str, Any] = {}
     files: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     ids = sorted(task_ids)
     for part in chunked(ids):
-        for r in await conn.execute(_LOAD_TASKS, {"ids": part}):
+        for r in await conn.execute(_LOAD_TASKS[pg], {"ids": list(part)}):
             tasks[r.id] = r
-        for f in await conn.execute(_LOAD_FILES, {"ids": part}):
+        for f in await conn.execute(_LOAD_FILES[pg], {"ids": list(part)}):
             files[f.task_id].append((f.name, f.content))
     return tasks, files

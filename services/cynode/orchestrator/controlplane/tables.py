@@ -40,6 +40,17 @@ def chunked(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def any_id(column: sa.ColumnElement[Any], postgres: bool) -> sa.ColumnElement[bool]:
+    """`column` is one of the ids bound as `ids` (a list), as one statement whatever
+    their number: `= ANY(:ids)` on Postgres, `IN (SELECT value FROM json_each(:ids))` on
+    SQLite. An expanding IN renders a new statement for every count of ids, which
+    Postgres then prepares again."""
+    if postgres:
+        return column == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+    each = sa.func.json_each(sa.bindparam("ids", type_=sa.JSON)).table_valued("value")
+    return column.in_(sa.select(each.c.value))
+
+
 def insert_ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
     """INSERT … ON CONFLICT DO NOTHING on either backend."""
     if dialect == "postgresql":

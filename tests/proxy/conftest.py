@@ -7,6 +7,7 @@ aiohttp (the sidecar's 3.8) with only this conftest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -238,3 +239,60 @@ async def raw_exchange(port: int, request: bytes) -> RawResponse:
         return await asyncio.wait_for(read_response(reader), 10)
     finally:
         writer.close()
+
+
+# -- a byte-level upstream, for framing the scripted aiohttp upstream cannot produce ------
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Coroutine[Any, Any, bool]]
+
+
+@dataclass
+class RawUpstream:
+    """An asyncio server that reads each request (head and Content-Length body) and hands
+    the connection to ``script``, which writes whatever bytes it likes and returns
+    whether to keep the connection for another request."""
+
+    script: Script
+    url: str = ""
+    unix_path: str | None = None
+    heads: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                self.heads.append(head)
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        await reader.readexactly(int(line.split(b":", 1)[1]))
+                if not await self.script(reader, writer, head):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            self.errors.append(type(exc).__name__)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw_upstream(tmp_path: Path) -> AsyncIterator[RawUpstream]:
+    async def unset(*_: object) -> bool:
+        raise AssertionError("no script set")
+
+    raw = RawUpstream(script=unset)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    raw.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    raw.unix_path = str(tmp_path / "raw-upstream.sock")
+    unix_server = await asyncio.start_unix_server(raw.handle, raw.unix_path)
+    yield raw
+    for srv in (server, unix_server):
+        srv.close()
+    # Handlers still blocked in a write are cut by closing their transports.
+    for srv in (server, unix_server):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(srv.wait_closed(), 2)

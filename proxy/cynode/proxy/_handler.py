@@ -2,6 +2,8 @@
 
 Written against the aiohttp 3.8 API (Debian bookworm's python3-aiohttp runs the
 sidecar image) while also running on the newer aiohttp in the development venv.
+aiohttp serves the client side only; the upstream side is ``_upstream``'s own client,
+so that a response body can be relayed by ``_splice`` without passing through Python.
 """
 
 from __future__ import annotations
@@ -9,17 +11,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
-from yarl import URL
 
-from cynode.proxy import _policy
+from cynode.proxy import _policy, _splice
+from cynode.proxy._body import IdleWatchdog, copy_body
 from cynode.proxy._config import ProxyConfig
+from cynode.proxy._upstream import (
+    Connection,
+    Framing,
+    ResponseHead,
+    UpstreamError,
+    UpstreamPool,
+    request_head,
+)
 
 access_log = logging.getLogger("cynode.proxy.access")
 log = logging.getLogger("cynode.proxy")
@@ -33,13 +44,17 @@ class BodyTooLarge(Exception):
 
 @dataclass
 class _Exchange:
-    """What one request did, for the access log and for error mapping."""
+    """What one request did, for the access log, error mapping and upstream reuse."""
 
     status: int = 0
     bytes_out: int = 0
     body_too_large: bool = False
-    upstream: aiohttp.ClientResponse | None = None
+    conn: Connection | None = None
+    body_task: asyncio.Task[None] | None = None
+    body_sent: bool = False
     streamed: bool = False
+    # Set once the response body was read to its end and the upstream may be reused.
+    complete: bool = False
 
 
 def error_response(status: int, message: str, **headers: str) -> web.Response:
@@ -55,10 +70,9 @@ def error_response(status: int, message: str, **headers: str) -> web.Response:
 class ProxyHandler:
     """Callable handed to ``aiohttp.web.Server``; one instance per running proxy."""
 
-    def __init__(self, config: ProxyConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ProxyConfig, pool: UpstreamPool) -> None:
         self._config = config
-        self._session = session
-        self._base = config.upstream.base_url
+        self._pool = pool
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
@@ -110,47 +124,92 @@ class ProxyHandler:
         if request.headers.get("Expect", "").lower() == "100-continue":
             # The low-level server does not answer Expect itself; the body is welcome now.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        headers = CIMultiDict(_policy.request_headers(request.headers.items()))
-        data: AsyncIterator[bytes] | None = None
-        if request.body_exists:
-            data = self._body(request, exchange)
-            if request.content_length is not None:
-                headers["Content-Length"] = str(request.content_length)
-        url = URL(self._base + request.raw_path, encoded=True)
+        headers = _policy.request_headers(request.headers.items())
+        has_body = request.body_exists
+        chunked = False
+        if has_body and request.content_length is not None:
+            headers.append(("Content-Length", str(request.content_length)))
+        elif has_body:
+            headers.append(("Transfer-Encoding", "chunked"))
+            chunked = True
+        elif request.method == "POST":
+            headers.append(("Content-Length", "0"))
+        raw = request_head(request.method, request.raw_path, self._pool.host_header, headers)
         try:
-            async with asyncio.timeout(self._config.timeout):
-                upstream = await self._session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-                )
-        except Exception as exc:
-            return self._upstream_failure(exc, exchange)
-        exchange.upstream = upstream
-        try:
-            return await self._relay(request, upstream, exchange)
+            try:
+                async with asyncio.timeout(self._config.timeout):
+                    head = await self._send(request, raw, has_body, chunked, exchange)
+            except Exception as exc:
+                return self._upstream_failure(exc, exchange)
+            return await self._relay(request, head, exchange)
         finally:
-            upstream.close()
+            self._settle(exchange)
 
-    async def _body(self, request: web.BaseRequest, exchange: _Exchange) -> AsyncIterator[bytes]:
+    async def _send(
+        self,
+        request: web.BaseRequest,
+        raw: bytes,
+        has_body: bool,
+        chunked: bool,
+        exchange: _Exchange,
+    ) -> ResponseHead:
+        """Send the request and read the response head (the phase ``timeout`` bounds)."""
+        conn, reused = await self._pool.acquire()
+        while True:
+            exchange.conn = conn
+            try:
+                conn.write(raw)
+                if has_body:
+                    exchange.body_task = asyncio.create_task(
+                        self._send_body(request, conn, chunked, exchange)
+                    )
+                return await conn.read_response_head(request.method)
+            except UpstreamError:
+                if not reused or has_body:
+                    raise
+            # A kept-alive connection the upstream had just closed; nothing was lost
+            # (no body), so once more on a fresh one.
+            conn.abort()
+            conn, reused = await self._pool.connect(), False
+
+    async def _send_body(
+        self, request: web.BaseRequest, conn: Connection, chunked: bool, exchange: _Exchange
+    ) -> None:
         """Stream the client's body upstream, counting against the cap as it goes."""
         seen = 0
-        while True:
-            chunk = await request.content.read(_CHUNK)
-            if not chunk:
-                return
-            seen += len(chunk)
-            if seen > self._config.max_body_bytes:
-                exchange.body_too_large = True
-                if exchange.upstream is not None:
-                    # The upstream already answered and the relay is waiting on it;
-                    # closing the connection is what wakes that wait up.
-                    exchange.upstream.close()
-                raise BodyTooLarge
-            yield chunk
+        try:
+            while True:
+                chunk = await request.content.read(_CHUNK)
+                if not chunk:
+                    break
+                seen += len(chunk)
+                if seen > self._config.max_body_bytes:
+                    exchange.body_too_large = True
+                    # Cutting the upstream connection is what ends the wait for its
+                    # head, or the relay of a response it already started.
+                    conn.abort()
+                    return
+                conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await conn.drain()
+            if chunked:
+                conn.write(b"0\r\n\r\n")
+            exchange.body_sent = True
+        except Exception as exc:
+            log.info("request body not forwarded: %s", type(exc).__name__)
+            conn.abort()
+
+    def _settle(self, exchange: _Exchange) -> None:
+        """Give the upstream connection back to the pool, or close it."""
+        task = exchange.body_task
+        if task is not None and not task.done():
+            task.cancel()
+        conn = exchange.conn
+        if conn is None:
+            return
+        if exchange.complete and (task is None or exchange.body_sent):
+            self._pool.release(conn)
+        else:
+            conn.abort()
 
     def _upstream_failure(self, exc: BaseException, exchange: _Exchange) -> web.Response:
         if exchange.body_too_large:
@@ -166,45 +225,115 @@ class ProxyHandler:
         return error_response(502, "upstream unavailable")
 
     async def _relay(
-        self,
-        request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
-        exchange: _Exchange,
+        self, request: web.BaseRequest, head: ResponseHead, exchange: _Exchange
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=CIMultiDict(_policy.response_headers(upstream.headers.items())),
+        headers = CIMultiDict(_policy.response_headers(head.headers))
+        if head.framing in (Framing.CHUNKED, Framing.CLOSE):
+            headers.popall("Content-Length", None)
+        response = web.StreamResponse(status=head.status, reason=head.reason, headers=headers)
+        client_chunked = head.framing in (Framing.CHUNKED, Framing.CLOSE) and (
+            request.version >= HttpVersion11
         )
-        exchange.status = upstream.status
+        if client_chunked:
+            response.enable_chunked_encoding()
+        exchange.status = head.status
         exchange.streamed = True
-        idle = self._config.stream_idle_timeout
+        watchdog: IdleWatchdog | None = None
         try:
-            await response.prepare(request)
-            while True:
-                async with asyncio.timeout(idle):
-                    chunk = await upstream.content.readany()
-                if not chunk:
-                    break
-                async with asyncio.timeout(idle):
-                    await response.write(chunk)
-                exchange.bytes_out += len(chunk)
+            writer = await response.prepare(request)
+            # Newer aiohttp may hold the head back until the first body write.
+            send_headers = getattr(writer, "send_headers", None)
+            if send_headers is not None:
+                send_headers()
+            if head.framing is not Framing.NONE:
+                async with asyncio.timeout(None) as timeout:
+                    watchdog = IdleWatchdog(timeout, self._config.stream_idle_timeout)
+                    try:
+                        await self._body(request, response, head, exchange, watchdog)
+                    finally:
+                        watchdog.stop()
+                        exchange.bytes_out = watchdog.moved
             if exchange.body_too_large:
                 # The upstream ended early because its request was cut; not a success.
                 raise BodyTooLarge
+            exchange.complete = head.keep_alive
             await response.write_eof()
         except asyncio.CancelledError:
+            exchange.complete = False
             raise
         except ConnectionError:
             # The client went away; aiohttp treats the failed finish as a closed
             # connection, so returning is quieter than raising.
+            exchange.complete = False
             log.info("client went away after %d bytes", exchange.bytes_out)
         except Exception as exc:
             # The status line is out, so the only honest signal left is a cut connection
             # (a chunked body without its last chunk, or fewer bytes than announced).
+            exchange.complete = False
             reason = "body too large" if exchange.body_too_large else type(exc).__name__
             log.warning("stream aborted after %d bytes: %s", exchange.bytes_out, reason)
             transport = request.transport
             if transport is not None:
                 transport.close()
         return response
+
+    async def _body(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        head: ResponseHead,
+        exchange: _Exchange,
+        watchdog: IdleWatchdog,
+    ) -> None:
+        conn = exchange.conn
+        assert conn is not None
+        zero_copy = head.framing is Framing.LENGTH or (
+            head.framing is Framing.CHUNKED and request.version >= HttpVersion11
+        )
+        transport = request.transport
+        # A TLS upstream's bytes have to be decrypted in Python anyway.
+        if zero_copy and transport is not None and conn.plain and _splice.available():
+            client = _plain_socket(transport)
+            if client is not None:
+                await self._splice_body(transport, client, conn, head, watchdog)
+                return
+        await copy_body(conn, head, response.write, watchdog)
+
+    async def _splice_body(
+        self,
+        transport: asyncio.WriteTransport,
+        client: int,
+        conn: Connection,
+        head: ResponseHead,
+        watchdog: IdleWatchdog,
+    ) -> None:
+        src, leftover = conn.detach()
+        dst = socket.socket(fileno=os.dup(client))
+        relay = _splice.SpliceRelay(src, leftover, dst, head.framing, head.length, watchdog.touch)
+        conn.on_lost(relay.fail)
+        try:
+            await _flushed(transport)
+            await relay.run()
+        finally:
+            watchdog.moved = relay.moved
+            conn.remove_on_lost(relay.fail)
+            dst.close()
+            src.close()
+        conn.reattach()
+
+
+def _plain_socket(transport: asyncio.BaseTransport) -> int | None:
+    """The client socket's descriptor, if the transport is a plain socket one."""
+    if transport.is_closing() or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    return None if sock is None else int(sock.fileno())
+
+
+async def _flushed(transport: asyncio.WriteTransport) -> None:
+    """Wait until aiohttp's writes (the response head) have all reached the socket, so
+    that bytes written around the transport land after them."""
+    while transport.get_write_buffer_size():
+        if transport.is_closing():
+            raise ConnectionResetError("client connection closed")
+        await asyncio.sleep(0.001)

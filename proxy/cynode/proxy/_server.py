@@ -1,4 +1,4 @@
-"""Start and stop a proxy: listeners, the shared upstream client session, cleanup."""
+"""Start and stop a proxy: listeners, the shared upstream connection pool, cleanup."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from cynode.proxy._config import ListenAddress, ProxyConfig
 from cynode.proxy._handler import ProxyHandler
+from cynode.proxy._upstream import UpstreamPool
 
 log = logging.getLogger("cynode.proxy")
 
@@ -33,7 +33,7 @@ class RunningProxy:
     config: ProxyConfig
     addresses: list[str]
     _runner: web.BaseRunner
-    _session: aiohttp.ClientSession
+    _pool: UpstreamPool
     _unix_paths: list[str] = field(default_factory=list)
     _closed: bool = False
 
@@ -54,7 +54,7 @@ class RunningProxy:
         try:
             await self._runner.cleanup()
         finally:
-            await self._session.close()
+            self._pool.close()
             _remove_sockets(self._unix_paths)
 
     async def __aenter__(self) -> RunningProxy:
@@ -81,21 +81,6 @@ def _open_socket(path: str, mode: int) -> None:
     Path(path).chmod(mode)
 
 
-def _make_session(config: ProxyConfig) -> aiohttp.ClientSession:
-    connector: aiohttp.BaseConnector
-    if config.upstream.unix_path is not None:
-        connector = aiohttp.UnixConnector(path=config.upstream.unix_path)
-    else:
-        connector = aiohttp.TCPConnector()
-    # Timeouts are applied per phase by the handler, not by the session.
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
-
-
 def _site(runner: web.BaseRunner, listen: ListenAddress, config: ProxyConfig) -> web.BaseSite:
     extra: dict[str, Any] = {}
     if not _RUNNER_TAKES_SHUTDOWN_TIMEOUT:
@@ -116,8 +101,8 @@ def _bound(names: list[Any], listen: ListenAddress) -> str:
 
 async def start_proxy(config: ProxyConfig) -> RunningProxy:
     """Bind every listener and start forwarding to ``config.upstream``."""
-    session = _make_session(config)
-    server = web.Server(ProxyHandler(config, session), access_log=None)
+    pool = UpstreamPool(config.upstream)
+    server = web.Server(ProxyHandler(config, pool), access_log=None)
     runner_kwargs: dict[str, Any] = {}
     if _RUNNER_TAKES_SHUTDOWN_TIMEOUT:
         runner_kwargs["shutdown_timeout"] = config.shutdown_timeout
@@ -136,7 +121,7 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
             addresses.append(_bound(runner.addresses[before:], listen))
     except BaseException:
         await runner.cleanup()
-        await session.close()
+        pool.close()
         raise
     log.info("proxy listening on %s, upstream %s", ", ".join(addresses), config.upstream)
-    return RunningProxy(config, addresses, runner, session, unix_paths)
+    return RunningProxy(config, addresses, runner, pool, unix_paths)

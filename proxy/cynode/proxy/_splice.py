@@ -1,0 +1,346 @@
+"""Zero-copy relay of one response body: upstream socket → pipe → client socket.
+
+The body never enters Python: ``os.splice`` moves it between the two sockets through a
+pipe, so the proxy's CPU cost per byte is a few syscalls per pipe-full instead of two
+copies and a Python loop per chunk. To find where a chunked body ends, only chunk
+headers are looked at (``MSG_PEEK``, a few bytes): a canonical header goes on verbatim
+together with its data, so the client gets the upstream's framing unchanged. Anything
+else (an extension, a header split across reads, the last chunk and its trailers) is
+consumed here and rewritten; the last chunk is left to the caller's ``write_eof()``.
+
+Both sockets are dups of descriptors owned by asyncio transports: the upstream one is
+paused while this runs, and the client one is written only once its transport's buffer
+is empty and by nothing else until this returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+
+from cynode.proxy._body import TRAILER_LIMIT, BadChunk, chunk_size
+from cynode.proxy._upstream import LINE_LIMIT, Framing, UpstreamError
+
+PIPE_SIZE = 1 << 20
+BATCH = 256 * 1024
+_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
+# Enough for "\r\n" + any plain hex size + "\r\n"; longer lines get a second, larger peek.
+_PEEK = 32
+_HEXDIGITS = b"0123456789abcdefABCDEF"
+_CRLF = b"\r\n"
+
+
+class _Step(enum.Enum):
+    PROGRESS = "progress"
+    READ = "read"  # wait for the upstream
+    DRAIN = "drain"  # wait for the client to take what is queued
+    DONE = "done"
+
+
+_available: bool | None = None
+
+
+def available() -> bool:
+    """Whether splice works here (Linux, and not refused by a seccomp filter)."""
+    global _available
+    if _available is None:
+        _available = _probe()
+    return _available
+
+
+def _probe() -> bool:
+    if not hasattr(os, "splice"):  # pragma: no cover - not Linux
+        return False
+    try:
+        left, right = socket.socketpair()
+        read_end, write_end = os.pipe()
+    except OSError:  # pragma: no cover - out of descriptors
+        return False
+    try:
+        left.sendall(b"x")
+        moved_in = os.splice(right.fileno(), write_end, 1)
+        moved_out = os.splice(read_end, left.fileno(), 1)
+        return moved_in == 1 and moved_out == 1 and right.recv(1) == b"x"
+    except OSError:  # pragma: no cover - splice filtered out
+        return False
+    finally:
+        for sock in (left, right):
+            sock.close()
+        for fd in (read_end, write_end):
+            os.close(fd)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class SpliceRelay:
+    """Moves one body; ``moved`` counts payload bytes (without chunk framing)."""
+
+    def __init__(
+        self,
+        src: socket.socket,
+        leftover: bytes,
+        dst: socket.socket,
+        framing: Framing,
+        length: int,
+        touch: Callable[[], None],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._src, self._dst = src, dst
+        self._src_fd, self._dst_fd = src.fileno(), dst.fileno()
+        # Body bytes the upstream connection had read before it was handed over.
+        self._left = bytearray(leftover)
+        self._chunked = framing is Framing.CHUNKED
+        self._raw = 0 if self._chunked else length  # bytes to pass on verbatim
+        self._done = not self._chunked and length == 0
+        self._crlf = False  # the next chunk header is preceded by the previous CRLF
+        self._trailers = False
+        self._partial = bytearray()  # consumed from the upstream, not yet understood
+        # Bytes for the client written from Python; always ahead of what is in the pipe,
+        # so they are only added while the pipe is empty.
+        self._out = bytearray()
+        self._in_pipe = 0
+        self._cap = 0
+        self._pipe_r = self._pipe_w = -1
+        self._touch = touch
+        self.moved = 0
+        self._failed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def fail(self) -> None:
+        """The upstream connection was cut under us (e.g. the request body overflowed)."""
+        self._failed = True
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+    async def run(self) -> None:
+        self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            try:
+                self._cap = fcntl.fcntl(self._pipe_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:  # pragma: no cover - over the per-user pipe budget
+                self._cap = fcntl.fcntl(self._pipe_w, fcntl.F_GETPIPE_SZ)
+            await self._pump()
+        finally:
+            os.close(self._pipe_r)
+            os.close(self._pipe_w)
+
+    async def _pump(self) -> None:
+        while True:
+            if self._failed:
+                raise UpstreamError("upstream connection lost mid-body")
+            # Fill the pipe with as many chunks as are there (up to a batch), then
+            # empty it towards the client in one go: fewer syscalls per byte.
+            step = _Step.DONE
+            filled = False
+            try:
+                while not self._done and self._in_pipe < BATCH:
+                    step = self._fill()
+                    if step is not _Step.PROGRESS:
+                        break
+                    filled = True
+            except UpstreamError:
+                # Hand over what did arrive before the cut, as far as the client takes it now.
+                with contextlib.suppress(OSError):
+                    while self._flush():
+                        pass
+                raise
+            flushed = self._flush()
+            if self._done and not self._out and not self._in_pipe:
+                return
+            if filled or flushed:
+                self._touch()
+                continue
+            await self._wait(read=step is _Step.READ, write=bool(self._out or self._in_pipe))
+
+    async def _wait(self, *, read: bool, write: bool) -> None:
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        if read:
+            self._loop.add_reader(self._src_fd, _wake, waiter)
+        if write:
+            self._loop.add_writer(self._dst_fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if read:
+                self._loop.remove_reader(self._src_fd)
+            if write:
+                self._loop.remove_writer(self._dst_fd)
+
+    # -- towards the client -----------------------------------------------------------
+
+    def _flush(self) -> bool:
+        """Push queued bytes to the client; True if any went. Raises ConnectionError
+        when the client is gone."""
+        if self._out:
+            try:
+                sent = self._dst.send(self._out)
+            except BlockingIOError:
+                return False
+            del self._out[:sent]
+            if self._out:
+                return sent > 0
+        if not self._in_pipe:
+            return False
+        try:
+            sent = os.splice(self._pipe_r, self._dst_fd, self._in_pipe, flags=_FLAGS)
+        except BlockingIOError:
+            return False
+        self._in_pipe -= sent
+        return sent > 0
+
+    # -- from the upstream ------------------------------------------------------------
+
+    def _fill(self) -> _Step:
+        if self._raw:
+            return self._move()
+        if not self._chunked:  # pragma: no cover - _move sets _done at the end
+            self._done = True
+            return _Step.PROGRESS
+        if self._trailers:
+            return self._skip_trailers()
+        peek = self._peek(_PEEK)
+        if peek is None:
+            return _Step.READ
+        if not self._partial:
+            # The common case, kept short: "[CRLF]<hex>CRLF" whole in the peek; the
+            # header and its data go on verbatim with one splice.
+            start = 2 if self._crlf else 0
+            end = peek.find(b"\r\n", start)
+            line = peek[start:end]
+            if (
+                end > start
+                and len(line) <= 15
+                and not line.strip(_HEXDIGITS)
+                and peek.startswith(_CRLF[:start])
+                and (size := int(line, 16))
+            ):
+                self.moved += size
+                self._crlf = True
+                self._raw = end + 2 + size
+                return self._move()
+        return self._chunk_header(peek)
+
+    def _move(self) -> _Step:
+        if self._left:
+            moved = min(self._raw, len(self._left))
+            self._out += self._left[:moved]
+            del self._left[:moved]
+        else:
+            room = self._cap - self._in_pipe
+            if room <= 0:
+                return _Step.DRAIN
+            try:
+                moved = os.splice(self._src_fd, self._pipe_w, min(self._raw, room), flags=_FLAGS)
+            except BlockingIOError:
+                # With data in the pipe this may mean "pipe full" rather than "nothing
+                # to read"; waiting on the client then avoids spinning on a readable socket.
+                return _Step.DRAIN if self._in_pipe else _Step.READ
+            except ConnectionError as exc:
+                raise UpstreamError("upstream connection reset mid-body") from exc
+            if not moved:
+                raise UpstreamError("upstream closed mid-body")
+            self._in_pipe += moved
+        self._raw -= moved
+        if not self._chunked:
+            self.moved += moved
+            self._done = not self._raw
+        return _Step.PROGRESS
+
+    def _peek(self, size: int) -> bytes | None:
+        if self._left:
+            return bytes(self._left[:size])
+        try:
+            return self._src.recv(size, socket.MSG_PEEK)
+        except BlockingIOError:
+            return None
+        except ConnectionError as exc:
+            raise UpstreamError("upstream connection reset mid-body") from exc
+
+    def _consume(self, size: int) -> None:
+        """Drop ``size`` bytes that a peek has shown to be there."""
+        from_left = min(size, len(self._left))
+        del self._left[:from_left]
+        size -= from_left
+        while size:
+            data = self._src.recv(size)
+            if not data:  # pragma: no cover - peeked bytes vanished
+                raise UpstreamError("upstream closed mid-body")
+            size -= len(data)
+
+    def _chunk_header(self, peek: bytes) -> _Step:
+        """The general case of a chunk header: split, padded, with an extension, the
+        last chunk, or not yet all there."""
+        start = 2 if self._crlf else 0
+        buf = self._partial + peek
+        end = buf.find(b"\r\n", start)
+        if end < 0 and len(peek) == _PEEK:
+            peek = self._peek(LINE_LIMIT) or peek
+            buf = self._partial + peek
+            end = buf.find(b"\r\n", start)
+        if self._crlf and len(buf) >= 2 and buf[:2] != b"\r\n":
+            raise BadChunk("upstream chunk data not followed by CRLF")
+        if end < 0:
+            if not peek:
+                raise UpstreamError("upstream closed mid-body")
+            if len(buf) > LINE_LIMIT:
+                raise BadChunk("upstream sent an over-long chunk header")
+            if self._crlf and len(buf) >= 2 and not self._partial:
+                # The chunk before is whole with its CRLF: pass that on now rather than
+                # with the next header, which may be a long time coming.
+                self._raw = 2
+                self._crlf = False
+                return _Step.PROGRESS
+            # Take what is there, so the socket stops being readable until more comes.
+            self._consume(len(peek))
+            self._partial = buf
+            return _Step.PROGRESS
+        size, plain = chunk_size(bytes(buf[start:end]))
+        if size and plain and not self._partial:
+            self._raw = end + 2 + size  # [CRLF] size CRLF data, all verbatim
+        else:
+            if self._in_pipe:
+                return _Step.DRAIN
+            self._consume(end + 2 - len(self._partial))
+            self._partial = bytearray()
+            if self._crlf:
+                self._out += b"\r\n"
+            if size:
+                self._out += b"%x\r\n" % size
+                self._raw = size
+            else:
+                # The blank line may follow at once: treat the size line's CRLF as seen.
+                self._trailers = True
+                self._partial = bytearray(b"\r\n")
+        self._crlf = True
+        self.moved += size
+        return _Step.PROGRESS
+
+    def _skip_trailers(self) -> _Step:
+        peek = self._peek(LINE_LIMIT)
+        if peek is None:
+            return _Step.READ
+        if not peek:
+            raise UpstreamError("upstream closed mid-body")
+        buf = self._partial + peek
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > TRAILER_LIMIT:
+                raise BadChunk("upstream sent too many trailers")
+            self._consume(len(peek))
+            self._partial = buf
+            return _Step.PROGRESS
+        self._consume(end + 4 - len(self._partial))
+        self._partial = bytearray()
+        self._trailers = False
+        self._done = True
+        return _Step.PROGRESS

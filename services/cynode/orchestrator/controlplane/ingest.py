@@ -32,6 +32,7 @@ from cynode.orchestrator.controlplane.tables import (
     RUNNING,
     TASKS,
     TERMINAL,
+    Many,
     any_id,
     chunked,
     insert_ignoring_duplicates,
@@ -114,17 +115,17 @@ _LOAD_JOBS = {
     ).where(any_id(JOBS.c.id, pg))
     for pg in (True, False)
 }
-_START_JOBS = (
+_START_JOBS = Many(
     JOBS.update()
     .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
     .values(status=RUNNING, started_at=sa.bindparam("b_at"), updated_at=sa.bindparam("b_now"))
 )
-_START_TASKS = (
+_START_TASKS = Many(
     TASKS.update()
     .where(TASKS.c.id == sa.bindparam("b_id"), TASKS.c.status == QUEUED)
     .values(status=RUNNING, updated_at=sa.bindparam("b_now"))
 )
-_START_ATTEMPTS = (
+_START_ATTEMPTS = Many(
     ATTEMPTS.update()
     .where(
         ATTEMPTS.c.job_id == sa.bindparam("b_job"),
@@ -137,7 +138,7 @@ _BEAT_NODES = {
     pg: NODES.update().where(any_id(NODES.c.id, pg)).values(last_heartbeat_at=sa.bindparam("b_now"))
     for pg in (True, False)
 }
-_RENEW = (
+_RENEW = Many(
     JOBS.update()
     .where(
         JOBS.c.id == sa.bindparam("b_id"),
@@ -155,7 +156,7 @@ _LOAD_ATTEMPTS = {
     for pg in (True, False)
 }
 _INSERT_ATTEMPTS = ATTEMPTS.insert()
-_RESULT_ATTEMPTS = (
+_RESULT_ATTEMPTS = Many(
     ATTEMPTS.update()
     .where(
         ATTEMPTS.c.job_id == sa.bindparam("b_job"),
@@ -163,7 +164,7 @@ _RESULT_ATTEMPTS = (
     )
     .values({k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS})
 )
-_RESULT_JOBS = (
+_RESULT_JOBS = Many(
     JOBS.update()
     .where(JOBS.c.id == sa.bindparam("b_id"))
     .values(
@@ -171,11 +172,13 @@ _RESULT_JOBS = (
             **{k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS if k != "started_at"},
             "status": sa.bindparam("b_status"),
             "updated_at": sa.bindparam("b_now"),
-            "started_at": sa.func.coalesce(JOBS.c.started_at, sa.bindparam("b_started_at")),
+            "started_at": sa.func.coalesce(
+                JOBS.c.started_at, sa.bindparam("b_started_at", type_=JOBS.c.started_at.type)
+            ),
         }
     )
 )
-_RESULT_TASKS = (
+_RESULT_TASKS = Many(
     TASKS.update()
     .where(TASKS.c.id == sa.bindparam("b_id"))
     .values(
@@ -295,10 +298,10 @@ class Ingest:
                 task_rows.append({"b_id": job.task_id, "b_now": now})
                 touched.add(job.task_id)
         if job_rows:
-            await conn.execute(_START_JOBS, job_rows)
-            await conn.execute(_START_TASKS, task_rows)
+            await _START_JOBS.run(conn, job_rows)
+            await _START_TASKS.run(conn, task_rows)
         if attempt_rows:
-            await conn.execute(_START_ATTEMPTS, attempt_rows)
+            await _START_ATTEMPTS.run(conn, attempt_rows)
 
     async def _apply_chunks(
         self,
@@ -345,7 +348,7 @@ class Ingest:
         for part in chunked(nodes):
             await conn.execute(_BEAT_NODES[self._pg], {"ids": list(part), "b_now": now})
         if renew:
-            await conn.execute(_RENEW, renew)
+            await _RENEW.run(conn, renew)
 
     async def _apply_results(
         self,
@@ -419,10 +422,10 @@ class Ingest:
         if inserts:
             await conn.execute(_INSERT_ATTEMPTS, inserts)
         if updates:
-            await conn.execute(_RESULT_ATTEMPTS, updates)
+            await _RESULT_ATTEMPTS.run(conn, updates)
         if job_updates:
-            await conn.execute(_RESULT_JOBS, job_updates)
-            await conn.execute(_RESULT_TASKS, task_updates)
+            await _RESULT_JOBS.run(conn, job_updates)
+            await _RESULT_TASKS.run(conn, task_updates)
 
 
 async def _load_jobs(conn: AsyncConnection, pg: bool, ids: set[str]) -> dict[str, _JobRow]:

@@ -41,6 +41,7 @@ from cynode.orchestrator.controlplane.tables import (
     QUEUED,
     RUNNING,
     TASKS,
+    Many,
     any_id,
     chunked,
 )
@@ -60,7 +61,7 @@ class _Claimed(NamedTuple):
 
 # Built once: a statement object memoizes its cache key, so reusing it saves both the
 # construction and the cache-key walk that each round would otherwise repeat.
-_ASSIGN_JOBS = (
+_ASSIGN_JOBS = Many(
     JOBS.update()
     .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
     .values(
@@ -255,7 +256,7 @@ class Scheduler:
             )
             assignment = dispatch_pb2.JobAssignment(spec=spec, lease_expires_at=lease_ts)
             sends.append((session, dispatch_pb2.ConnectResponse(assignment=assignment)))
-        await conn.execute(_ASSIGN_JOBS, job_rows)
+        await _ASSIGN_JOBS.run(conn, job_rows)
         await conn.execute(_INSERT_ATTEMPTS, attempt_rows)
 
     async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[_Claimed]:

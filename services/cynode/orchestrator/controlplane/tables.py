@@ -3,11 +3,12 @@ than ORM objects, to keep per-job round trips out of the dispatch loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 import cynode.orchestrator.store.models  # noqa: F401  (registers the tables)
@@ -56,3 +57,49 @@ def insert_ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+class Many:
+    """An UPDATE run for many rows at once without SQLAlchemy's per-row parameter work.
+
+    Compiled once per dialect to its SQL text, bind order and each bind's type processor;
+    each row (a mapping keyed by bind name) then becomes one tuple for the driver's
+    executemany. Row values are the binds named `b_…`; any other bind is a fixed value of
+    the statement (`status == 'queued'`). UPDATEs only: an INSERT relying on column
+    defaults would lose them, so INSERTs go through `conn.execute`.
+    """
+
+    def __init__(self, stmt: sa.Update) -> None:
+        self.stmt = stmt
+        self._plans: dict[str, tuple[str, list[tuple[str | None, Any, Any]]]] = {}
+
+    def _plan(self, dialect: sa.Dialect) -> tuple[str, list[tuple[str | None, Any, Any]]]:
+        compiled = self.stmt.compile(dialect=dialect)
+        if not compiled.positional or compiled.positiontup is None:
+            raise TypeError(f"{dialect.name}: Many needs a positional paramstyle")
+        slots: list[tuple[str | None, Any, Any]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            process = bind.type.bind_processor(dialect)
+            if not name.startswith("b_"):
+                # A fixed value of the statement itself; row values are bound as b_<name>.
+                value = bind.effective_value
+                slots.append((None, None, process(value) if process else value))
+            else:
+                slots.append((name, process, None))
+        plan = (str(compiled), slots)
+        self._plans[dialect.name] = plan
+        return plan
+
+    async def run(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        sql, slots = self._plans.get(conn.dialect.name) or self._plan(conn.dialect)
+        params = [
+            tuple(
+                fixed if key is None else (process(row[key]) if process else row[key])
+                for key, process, fixed in slots
+            )
+            for row in rows
+        ]
+        await conn.exec_driver_sql(sql, params)

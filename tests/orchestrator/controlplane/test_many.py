@@ -1,0 +1,73 @@
+"""tables.Many: an executemany UPDATE that writes exactly what conn.execute would."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.orchestrator.controlplane.tables import JOBS, QUEUED, RUNNING, Many
+from cynode.orchestrator.simnode.harness import enqueue_jobs, make_user
+from cynode.orchestrator.store.models import utcnow
+
+_STMT = (
+    JOBS.update()
+    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
+    .values(
+        status=RUNNING,
+        attempt=sa.bindparam("b_attempt"),
+        lease_expires_at=sa.bindparam("b_lease"),
+        stdout_truncated=sa.bindparam("b_trunc"),
+        stdout=sa.bindparam("b_out"),
+    )
+)
+
+
+async def _rows(engine: AsyncEngine, ids: list[str]) -> list[tuple[object, ...]]:
+    cols = (JOBS.c.status, JOBS.c.attempt, JOBS.c.lease_expires_at, JOBS.c.stdout_truncated)
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            sa.select(*cols, JOBS.c.stdout).where(JOBS.c.id.in_(ids)).order_by(JOBS.c.id)
+        )
+        return [tuple(r) for r in result]
+
+
+async def test_many_matches_execute(engine: AsyncEngine) -> None:
+    user = await make_user(engine)
+    jobs = [j for _, j in await enqueue_jobs(engine, user, 6)]
+    lease = utcnow() + timedelta(seconds=30)
+
+    def params(ids: list[str]) -> list[dict[str, object]]:
+        return [
+            {"b_id": j, "b_attempt": n + 1, "b_lease": lease, "b_trunc": n % 2 == 0, "b_out": b"x"}
+            for n, j in enumerate(ids)
+        ]
+
+    async with engine.begin() as conn:
+        await conn.execute(_STMT, params(jobs[:3]))
+        many = Many(_STMT)
+        await many.run(conn, params(jobs[3:]))
+        await many.run(conn, [])  # nothing to do
+        # The fixed `status == 'queued'` still guards: a second pass changes nothing.
+        await many.run(conn, [{**p, "b_attempt": 9} for p in params(jobs[3:])])
+    by_execute, by_many = await _rows(engine, jobs[:3]), await _rows(engine, jobs[3:])
+    assert by_many == by_execute
+    assert [r[0] for r in by_many] == [RUNNING] * 3
+    assert [r[1] for r in by_many] == [1, 2, 3]
+    assert all(r[2] == lease for r in by_many)
+    async with engine.connect() as conn:
+        # A datetime written by Many compares in SQL like one written by execute.
+        later = await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(JOBS)
+            .where(JOBS.c.lease_expires_at >= lease, JOBS.c.id.in_(jobs))
+        )
+        assert later.scalar_one() == 6
+
+
+def test_many_needs_a_positional_paramstyle() -> None:
+    with pytest.raises(TypeError, match="positional"):
+        Many(_STMT)._plan(postgresql.psycopg2.dialect())  # type: ignore[no-untyped-call]

@@ -44,7 +44,7 @@ class ScriptedUpstream:
         return {name.lower() for name, _ in self.seen[index].headers}
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/api/generate", self._stream_ndjson)
         app.router.add_post("/v1/chat/completions", self._stream_sse)
         app.router.add_post("/api/chat", self._echo)

@@ -12,12 +12,19 @@ import hashlib
 import logging
 import random
 import socket
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from cynode.proxy import _handler, _splice
-from tests.proxy.conftest import ProxyFactory, RawUpstream, raw_exchange, read_response
+from tests.proxy.conftest import (
+    ProxyFactory,
+    RawUpstream,
+    ScriptedUpstream,
+    raw_exchange,
+    read_response,
+)
 
 PAYLOAD = random.Random(7).randbytes(3 * 1024 * 1024 + 123)
 GENERATE = b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
@@ -499,3 +506,26 @@ async def test_splice_waits_for_the_head_to_leave_aiohttps_buffer() -> None:
     assert transport.looks == 0
     with pytest.raises(ConnectionResetError):
         await _handler._flushed(_Buffered(looks=4, closing=True))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_large_request_body_is_forwarded_whole(
+    framing: str, upstream: ScriptedUpstream, make_proxy: ProxyFactory
+) -> None:
+    body = PAYLOAD * 3  # over 9 MiB: the upstream write buffer fills and drains
+
+    async def parts() -> AsyncIterator[bytes]:
+        for part in pieces(body, [1 << 20]):
+            yield part
+
+    proxy = await make_proxy(upstream.url, max_body_bytes=16 * 1024 * 1024)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"http://{proxy.addresses[0]}/api/chat",
+            data=body if framing == "length" else parts(),
+        ) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["received"] == len(body)
+    assert upstream.seen[0].body == body

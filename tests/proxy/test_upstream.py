@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import pytest
@@ -230,3 +231,37 @@ async def test_pool_keeps_a_bounded_number_of_idle_connections(
         conn.close()
     pool.release(reused[0][0])  # after close: closed, not kept
     assert not reused[0][0].alive
+
+
+async def test_request_body_waits_for_a_slow_upstream(make_proxy: ProxyFactory) -> None:
+    """The proxy's write buffer towards the upstream stays bounded (it drains)."""
+    body = b"b" * (4 * 1024 * 1024)
+    got: list[int] = []
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        seen = 0
+        while seen < len(body):
+            seen += len(await reader.read(65536))
+            await asyncio.sleep(0.001)
+        got.append(seen)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(slow, sock=sock)
+    try:
+        proxy = await make_proxy(
+            f"http://127.0.0.1:{sock.getsockname()[1]}", max_body_bytes=len(body)
+        )
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(f"http://{proxy.addresses[0]}/api/chat", data=body) as response,
+        ):
+            assert await response.read() == b"ok"
+    finally:
+        server.close()
+    assert got == [len(body)]

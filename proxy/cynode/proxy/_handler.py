@@ -287,7 +287,9 @@ class ProxyHandler:
     ) -> None:
         conn = exchange.conn
         assert conn is not None
-        zero_copy = head.framing is Framing.LENGTH or (
+        # A short answer that is already read whole is cheaper to write than to set a
+        # pipe up for.
+        zero_copy = (head.framing is Framing.LENGTH and conn.buffered < head.length) or (
             head.framing is Framing.CHUNKED and request.version >= HttpVersion11
         )
         transport = request.transport

@@ -113,10 +113,6 @@ class Connection(asyncio.Protocol):
     # -- state ------------------------------------------------------------------------
 
     @property
-    def lost(self) -> bool:
-        return self._lost
-
-    @property
     def alive(self) -> bool:
         """Usable for another request: open, not at EOF, nothing unsolicited buffered."""
         transport = self.transport
@@ -127,6 +123,11 @@ class Connection(asyncio.Protocol):
             and not self._buffer
             and self.reusable
         )
+
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the upstream and not yet consumed."""
+        return len(self._buffer)
 
     def on_lost(self, callback: Callable[[], None]) -> None:
         if self._lost:

@@ -71,3 +71,17 @@ async def test_many_matches_execute(engine: AsyncEngine) -> None:
 def test_many_needs_a_positional_paramstyle() -> None:
     with pytest.raises(TypeError, match="positional"):
         Many(_STMT)._plan(postgresql.psycopg2.dialect())  # type: ignore[no-untyped-call]
+
+
+async def test_many_rolls_back_with_its_transaction(engine: AsyncEngine) -> None:
+    user = await make_user(engine)
+    jobs = [j for _, j in await enqueue_jobs(engine, user, 2)]
+    rows = [
+        {"b_id": j, "b_attempt": 1, "b_lease": utcnow(), "b_trunc": False, "b_out": b""}
+        for j in jobs
+    ]
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await Many(_STMT).run(conn, rows)  # the transaction's first write
+            raise RuntimeError("boom")
+    assert [r[0] for r in await _rows(engine, jobs)] == [QUEUED, QUEUED]

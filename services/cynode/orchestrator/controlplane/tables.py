@@ -80,7 +80,10 @@ class Many:
         slots: list[tuple[str | None, Any, Any]] = []
         for name in compiled.positiontup:
             bind = compiled.binds[name]
-            process = bind.type.bind_processor(dialect)
+            # Both drivers take bytes as they are (SQLite's processor wraps a memoryview).
+            process = (
+                None if isinstance(bind.type, sa.LargeBinary) else bind.type.bind_processor(dialect)
+            )
             if not name.startswith("b_"):
                 # A fixed value of the statement itself; row values are bound as b_<name>.
                 value = bind.effective_value
@@ -102,4 +105,11 @@ class Many:
             )
             for row in rows
         ]
-        await conn.exec_driver_sql(sql, params)
+        if conn.dialect.name == "sqlite":
+            # Straight to aiosqlite: one hop to its thread instead of three (cursor,
+            # executemany, close). Same sqlite3 connection, so the same transaction.
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            await driver.executemany(sql, params)
+        else:
+            await conn.exec_driver_sql(sql, params)

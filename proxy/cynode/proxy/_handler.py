@@ -238,7 +238,6 @@ class ProxyHandler:
             response.enable_chunked_encoding()
         exchange.status = head.status
         exchange.streamed = True
-        watchdog: IdleWatchdog | None = None
         try:
             writer = await response.prepare(request)
             # Newer aiohttp may hold the head back until the first body write.

@@ -52,11 +52,25 @@ log = logging.getLogger(__name__)
 NODE_LOST = "node_lost"
 
 
+class _Task(NamedTuple):
+    """The task columns a spec needs (jobspec.TaskFields), read with the claim."""
+
+    id: str
+    input_mode: str
+    prompt: str | None
+    script: str | None
+    commands: list[str] | None
+    use_inference: bool
+    timeout_seconds: int | None
+    image: str | None
+
+
 class _Claimed(NamedTuple):
     id: str
     task_id: str
     attempt: int
     needs_inference: bool
+    task: _Task
 
 
 # Built once: a statement object memoizes its cache key, so reusing it saves both the
@@ -72,18 +86,7 @@ _ASSIGN_JOBS = Many(
     )
 )
 _INSERT_ATTEMPTS = ATTEMPTS.insert()
-_TASK_COLS = (
-    TASKS.c.id,
-    TASKS.c.input_mode,
-    TASKS.c.prompt,
-    TASKS.c.script,
-    TASKS.c.commands,
-    TASKS.c.use_inference,
-    TASKS.c.timeout_seconds,
-    TASKS.c.image,
-)
 # Keyed by "is Postgres": the id-list statements differ by backend (see any_id).
-_LOAD_TASKS = {pg: sa.select(*_TASK_COLS).where(any_id(TASKS.c.id, pg)) for pg in (True, False)}
 _LOAD_FILES = {
     pg: sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
     .where(any_id(ATTACHMENTS.c.task_id, pg))
@@ -93,8 +96,23 @@ _LOAD_FILES = {
 
 
 def _claim_stmt(inference: bool, pg: bool) -> Any:
+    """Queued jobs with their tasks' spec columns, in one statement; on Postgres the job
+    rows (only) are locked, skipping rows another replica holds."""
     stmt = (
-        sa.select(JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.needs_inference)
+        sa.select(
+            JOBS.c.id,
+            JOBS.c.task_id,
+            JOBS.c.attempt,
+            JOBS.c.needs_inference,
+            TASKS.c.input_mode,
+            TASKS.c.prompt,
+            TASKS.c.script,
+            TASKS.c.commands,
+            TASKS.c.use_inference,
+            TASKS.c.timeout_seconds,
+            TASKS.c.image,
+        )
+        .join(TASKS, TASKS.c.id == JOBS.c.task_id)
         .where(
             JOBS.c.status == QUEUED,
             JOBS.c.node_id.is_(None),
@@ -218,7 +236,7 @@ class Scheduler:
         lease: datetime,
         sends: list[tuple[NodeSession, dispatch_pb2.ConnectResponse]],
     ) -> None:
-        tasks, files = await _load_tasks(conn, self._pg, {row.task_id for row, _ in plan})
+        files = await _load_files(conn, self._pg, {row.task_id for row, _ in plan})
         job_rows, attempt_rows = [], []
         lease_ts = Timestamp()
         lease_ts.FromDatetime(lease)
@@ -251,7 +269,7 @@ class Scheduler:
                 row.id,
                 attempt,
                 row.needs_inference,
-                tasks[row.task_id],
+                row.task,
                 files.get(row.task_id, ()),
             )
             assignment = dispatch_pb2.JobAssignment(spec=spec, lease_expires_at=lease_ts)
@@ -263,7 +281,7 @@ class Scheduler:
         if limit <= 0:
             return []
         rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
-        return [_Claimed(*r) for r in rows]
+        return [_Claimed(r[0], r[1], r[2], r[3], _Task(r[1], *r[4:])) for r in rows]
 
     # -- leases -----------------------------------------------------------------------
 
@@ -422,15 +440,11 @@ def _plan(
     return plan
 
 
-async def _load_tasks(
+async def _load_files(
     conn: AsyncConnection, pg: bool, task_ids: set[str]
-) -> tuple[dict[str, Any], dict[str, list[tuple[str, bytes]]]]:
-    tasks: dict[str, Any] = {}
+) -> dict[str, list[tuple[str, bytes]]]:
     files: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-    ids = sorted(task_ids)
-    for part in chunked(ids):
-        for r in await conn.execute(_LOAD_TASKS[pg], {"ids": list(part)}):
-            tasks[r.id] = r
+    for part in chunked(sorted(task_ids)):
         for f in await conn.execute(_LOAD_FILES[pg], {"ids": list(part)}):
             files[f.task_id].append((f.name, f.content))
-    return tasks, files
+    return files

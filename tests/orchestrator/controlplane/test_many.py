@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cynode.orchestrator.controlplane.tables import JOBS, QUEUED, RUNNING, Many
+from cynode.orchestrator.controlplane.tables import ATTEMPTS, JOBS, QUEUED, RUNNING, Many
 from cynode.orchestrator.simnode.harness import enqueue_jobs, make_user
 from cynode.orchestrator.store.models import utcnow
 
@@ -85,3 +85,10 @@ async def test_many_rolls_back_with_its_transaction(engine: AsyncEngine) -> None
             await Many(_STMT).run(conn, rows)  # the transaction's first write
             raise RuntimeError("boom")
     assert [r[0] for r in await _rows(engine, jobs)] == [QUEUED, QUEUED]
+
+
+def test_insert_refuses_a_column_it_does_not_bind() -> None:
+    # `id` has a Python default: SQLAlchemy would add it as a bind Many cannot fill.
+    stmt = ATTEMPTS.insert().values(job_id=sa.bindparam("b_job_id"))
+    with pytest.raises(TypeError, match="not bound"):
+        Many(stmt)._plan(postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]

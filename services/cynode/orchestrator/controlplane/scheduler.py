@@ -44,6 +44,7 @@ from cynode.orchestrator.controlplane.tables import (
     Many,
     any_id,
     chunked,
+    insert,
 )
 from cynode.orchestrator.store.models import new_id, utcnow
 
@@ -85,7 +86,19 @@ _ASSIGN_JOBS = Many(
         updated_at=sa.bindparam("b_now"),
     )
 )
-_INSERT_ATTEMPTS = ATTEMPTS.insert()
+_ATTEMPT_COLUMNS = (
+    "id",
+    "job_id",
+    "attempt",
+    "node_id",
+    "status",
+    "received_at",
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+)
+_INSERT_ATTEMPTS = insert(ATTEMPTS, _ATTEMPT_COLUMNS)
 # Keyed by "is Postgres": the id-list statements differ by backend (see any_id).
 _LOAD_FILES = {
     pg: sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
@@ -253,16 +266,16 @@ class Scheduler:
             )
             attempt_rows.append(
                 {
-                    "id": new_id(),
-                    "job_id": row.id,
-                    "attempt": attempt,
-                    "node_id": session.node_id,
-                    "status": ASSIGNED,
-                    "received_at": now,
-                    "stdout": b"",
-                    "stderr": b"",
-                    "stdout_truncated": False,
-                    "stderr_truncated": False,
+                    "b_id": new_id(),
+                    "b_job_id": row.id,
+                    "b_attempt": attempt,
+                    "b_node_id": session.node_id,
+                    "b_status": ASSIGNED,
+                    "b_received_at": now,
+                    "b_stdout": b"",
+                    "b_stderr": b"",
+                    "b_stdout_truncated": False,
+                    "b_stderr_truncated": False,
                 }
             )
             spec = build_spec(
@@ -275,7 +288,7 @@ class Scheduler:
             assignment = dispatch_pb2.JobAssignment(spec=spec, lease_expires_at=lease_ts)
             sends.append((session, dispatch_pb2.ConnectResponse(assignment=assignment)))
         await _ASSIGN_JOBS.run(conn, job_rows)
-        await conn.execute(_INSERT_ATTEMPTS, attempt_rows)
+        await _INSERT_ATTEMPTS.run(conn, attempt_rows)
 
     async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[_Claimed]:
         if limit <= 0:

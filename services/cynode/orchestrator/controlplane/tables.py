@@ -60,16 +60,17 @@ def insert_ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
 
 
 class Many:
-    """An UPDATE run for many rows at once without SQLAlchemy's per-row parameter work.
+    """An UPDATE or INSERT run for many rows at once without SQLAlchemy's per-row
+    parameter work.
 
     Compiled once per dialect to its SQL text, bind order and each bind's type processor;
     each row (a mapping keyed by bind name) then becomes one tuple for the driver's
     executemany. Row values are the binds named `b_…`; any other bind is a fixed value of
-    the statement (`status == 'queued'`). UPDATEs only: an INSERT relying on column
-    defaults would lose them, so INSERTs go through `conn.execute`.
+    the statement (`status == 'queued'`). An INSERT must bind every column it sets as
+    `b_…` (see `insert`): a column default SQLAlchemy would fill in is refused.
     """
 
-    def __init__(self, stmt: sa.Update) -> None:
+    def __init__(self, stmt: sa.Update | sa.Insert) -> None:
         self.stmt = stmt
         self._plans: dict[str, tuple[str, list[tuple[str | None, Any, Any]]]] = {}
 
@@ -85,6 +86,8 @@ class Many:
                 None if isinstance(bind.type, sa.LargeBinary) else bind.type.bind_processor(dialect)
             )
             if not name.startswith("b_"):
+                if isinstance(self.stmt, sa.Insert):
+                    raise TypeError(f"INSERT column {name!r} is not bound as b_{name}")
                 # A fixed value of the statement itself; row values are bound as b_<name>.
                 value = bind.effective_value
                 slots.append((None, None, process(value) if process else value))
@@ -113,3 +116,8 @@ class Many:
             await driver.executemany(sql, params)
         else:
             await conn.exec_driver_sql(sql, params)
+
+
+def insert(table: sa.Table, columns: Sequence[str]) -> Many:
+    """A Many INSERT of `columns`, each bound as b_<column>."""
+    return Many(table.insert().values({c: sa.bindparam(f"b_{c}") for c in columns}))

@@ -66,6 +66,15 @@ async def test_many_matches_execute(engine: AsyncEngine) -> None:
             .where(JOBS.c.lease_expires_at >= lease, JOBS.c.id.in_(jobs))
         )
         assert later.scalar_one() == 6
+        # And is stored the same way (on SQLite a timestamp is text: the same format, or
+        # string comparisons in SQL and raw readers go wrong).
+        raw = await conn.execute(
+            sa.select(sa.cast(JOBS.c.lease_expires_at, sa.String))
+            .where(JOBS.c.id.in_(jobs))
+            .order_by(JOBS.c.id)
+        )
+        texts = [r[0] for r in raw]
+    assert len(set(texts)) == 1, texts
 
 
 def test_many_needs_a_positional_paramstyle() -> None:

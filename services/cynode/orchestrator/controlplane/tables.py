@@ -83,7 +83,9 @@ class Many:
             bind = compiled.binds[name]
             # Both drivers take bytes as they are (SQLite's processor wraps a memoryview).
             process = (
-                None if isinstance(bind.type, sa.LargeBinary) else bind.type.bind_processor(dialect)
+                None
+                if isinstance(bind.type, sa.LargeBinary)
+                else bind.type.dialect_impl(dialect).bind_processor(dialect)
             )
             if not name.startswith("b_"):
                 if isinstance(self.stmt, sa.Insert):

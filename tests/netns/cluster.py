@@ -262,6 +262,15 @@ class Cluster:
             )
         ]
 
+    def attempt_rows(self, job_id: str) -> list[tuple[Any, ...]]:
+        """Every copy of a job: attempt, status, reason, node, started, ended, received."""
+        return self.query(
+            "SELECT a.attempt, a.status, a.reason, n.slug, a.started_at, a.ended_at, "
+            "a.received_at FROM job_attempts a LEFT JOIN nodes n ON n.id = a.node_id "
+            "WHERE a.job_id = ? ORDER BY a.attempt",
+            job_id,
+        )
+
     def wait_done(self, task_ids: list[str], timeout: float) -> None:
         def done() -> bool:
             return all(

@@ -158,7 +158,12 @@ def test_orchestrator_restart_while_nodes_run_loses_no_result(
     for proc in ("node-a", "node-b"):
         assert cluster.procs[proc].popen.poll() is None
     tags = {t: f"restart-{i}" for i, t in enumerate(tasks)}
-    report(capsys, "orchestrator restart", cluster.counts(tasks, tags.__getitem__))
+    counts = cluster.counts(tasks, tags.__getitem__)
+    if counts.duplicates:  # which copies ran, where, when: the orchestrator log says why
+        attempts = {t: cluster.attempt_rows(cluster.job(t)["id"]) for t in tasks}
+        with capsys.disabled():
+            print(f"\n{attempts}\n{cluster.procs['orchestrator'].text()[-6000:]}")
+    report(capsys, "orchestrator restart", counts)
     after = [echo_task(cluster, f"after-{i}") for i in range(4)]
     cluster.wait_done(after, 60)
     seen = {cluster.job(t)["node"] for t in [*tasks, *after]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import dataclass
 
 import grpc
 import sqlalchemy as sa
@@ -60,6 +61,28 @@ async def _job_status(engine: AsyncEngine, job_id: str, status: str) -> bool:
 
 async def _all_done(engine: AsyncEngine, n: int) -> bool:
     return (await _statuses(engine))["completed"] == n
+
+
+@dataclass
+class OneRunning:
+    """A control plane with one job running on one simulated node, held by a Gate."""
+
+    srv: ControlPlaneServer
+    node: SimNode
+    gate: Gate
+    task_id: str
+    job_id: str
+
+
+async def _one_running(engine: AsyncEngine, lease_seconds: int, slug: str) -> OneRunning:
+    srv = await ControlPlaneServer(engine, settings_for_tests(lease_seconds=lease_seconds)).start()
+    gate = Gate()
+    node = SimNode(srv.target, PSK, slug, slots=1, runtime=gate)
+    await node.start()
+    user = await make_user(engine)
+    [(task_id, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
+    await wait_until(lambda: gate.started == [job_id], what="running")
+    return OneRunning(srv, node, gate, task_id, job_id)
 
 
 async def test_jobs_spread_by_free_slots_and_complete(server: ControlPlaneServer) -> None:
@@ -141,14 +164,9 @@ async def test_killed_node_job_completes_elsewhere_after_lease(server: ControlPl
 
 
 async def test_orchestrator_restart_mid_job_result_lands_once(engine: AsyncEngine) -> None:
-    settings = settings_for_tests(lease_seconds=10)
-    srv = await ControlPlaneServer(engine, settings).start()
-    gate = Gate()
-    node = SimNode(srv.target, PSK, "steady", slots=1, runtime=gate)
-    await node.start()
-    user = await make_user(engine)
-    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    run = await _one_running(engine, 10, "steady")
+    srv, node, gate, job_id = run.srv, run.node, run.gate, run.job_id
+    settings = srv.settings
     await srv.stop()
     await wait_until(lambda: not node.connected.is_set(), what="stream dropped")
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
@@ -167,16 +185,11 @@ async def test_orchestrator_restart_mid_job_result_lands_once(engine: AsyncEngin
 
 async def test_restart_longer_than_the_lease_requeues_nothing(engine: AsyncEngine) -> None:
     """Nodes cannot renew leases while the orchestrator is down; a restart that outlasts
-    the lease gives them one lease from start-up to reconnect before any is requeued (the
+    the lease gives them two leases from start-up to reconnect before any is requeued (the
     netns restart test saw jobs run twice when start-up on a busy machine took longer)."""
-    settings = settings_for_tests(lease_seconds=2)
-    srv = await ControlPlaneServer(engine, settings).start()
-    gate = Gate()
-    node = SimNode(srv.target, PSK, "patient", slots=1, runtime=gate)
-    await node.start()
-    user = await make_user(engine)
-    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    run = await _one_running(engine, 2, "patient")
+    srv, node, gate = run.srv, run.node, run.gate
+    settings = srv.settings
     await srv.stop()
     await asyncio.sleep(3.0)  # down for longer than the lease
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
@@ -200,14 +213,10 @@ async def test_node_back_after_its_lease_lapsed_reclaims_the_requeued_job(
     """Requeued while its node was away and not yet dispatched again: the node that still
     runs that copy takes it back on reconnect; it runs once and the task is not canceled
     by the stale copy's cancel."""
-    settings = settings_for_tests(lease_seconds=2)
-    srv = await ControlPlaneServer(engine, settings).start()
-    gate = Gate()
-    node = SimNode(srv.target, PSK, "returning", slots=1, runtime=gate)
-    await node.start()
-    user = await make_user(engine)
-    [(task_id, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    run = await _one_running(engine, 2, "returning")
+    srv, node, gate, job_id = run.srv, run.node, run.gate, run.job_id
+    task_id = run.task_id
+    settings = srv.settings
     plane = srv.cp
     await srv.stop()
     async with engine.begin() as conn:
@@ -233,14 +242,8 @@ async def test_node_back_after_its_lease_lapsed_reclaims_the_requeued_job(
 
 
 async def test_stopped_stale_copy_leaves_the_requeued_job_queued(engine: AsyncEngine) -> None:
-    settings = settings_for_tests(lease_seconds=2)
-    srv = await ControlPlaneServer(engine, settings).start()
-    gate = Gate()
-    node = SimNode(srv.target, PSK, "late", slots=1, runtime=gate)
-    await node.start()
-    user = await make_user(engine)
-    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    run = await _one_running(engine, 2, "late")
+    srv, node, job_id = run.srv, run.node, run.job_id
     await node.kill()
     plane = srv.cp
     async with engine.begin() as conn:
@@ -266,14 +269,9 @@ async def test_stopped_stale_copy_leaves_the_requeued_job_queued(engine: AsyncEn
 async def test_lease_lost_before_a_restart_is_requeued_after_the_grace(
     engine: AsyncEngine,
 ) -> None:
-    settings = settings_for_tests(lease_seconds=1)
-    srv = await ControlPlaneServer(engine, settings).start()
-    gate = Gate()
-    doomed = SimNode(srv.target, PSK, "gone", slots=1, runtime=gate)
-    await doomed.start()
-    user = await make_user(engine)
-    [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    run = await _one_running(engine, 1, "gone")
+    srv, doomed, job_id = run.srv, run.node, run.job_id
+    settings = srv.settings
     await doomed.kill()
     await srv.stop()
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()

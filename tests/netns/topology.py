@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from tools.stack import pid_alive
+
 PREFIX = "cyn"
 NETNS_DIR = "/run/netns"
 # One file per namespace holding the pid that made it (kept out of NETNS_DIR, which
@@ -57,13 +59,7 @@ def _owner_alive(netns: str) -> bool:
         pid = int((Path(OWNERS_DIR) / netns).read_text())
     except (OSError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def stale_namespaces() -> list[str]:

@@ -21,6 +21,7 @@ from cynode.proxy import _handler, _splice
 from tests.proxy.conftest import (
     ProxyFactory,
     RawUpstream,
+    Script,
     ScriptedUpstream,
     raw_exchange,
     read_response,
@@ -73,6 +74,18 @@ async def send_chunked(
         else:
             writer.write(frame)
             await writer.drain()
+
+
+def chunked_answer(body: bytes, sizes: list[int]) -> Script:
+    """An upstream script answering with `body` chunked at `sizes`, keeping the connection."""
+
+    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
+        writer.write(CHUNKED_HEAD)
+        await send_chunked(writer, pieces(body, sizes))
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    return script
 
 
 async def fetch(url: str, **kwargs: object) -> tuple[int, bytes]:
@@ -172,13 +185,7 @@ async def test_body_until_close_is_relayed_chunked(
 async def test_http10_client_gets_the_chunked_body_decoded(
     relay: str, raw_upstream: RawUpstream, make_proxy: ProxyFactory
 ) -> None:
-    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
-        writer.write(CHUNKED_HEAD)
-        await send_chunked(writer, pieces(PAYLOAD[:300_000], [1000, 65536]))
-        writer.write(b"0\r\n\r\n")
-        return True
-
-    raw_upstream.script = script
+    raw_upstream.script = chunked_answer(PAYLOAD[:300_000], [1000, 65536])
     proxy = await make_proxy(raw_upstream.url)
     response = await raw_exchange(
         proxy.tcp_ports[0],
@@ -191,13 +198,7 @@ async def test_http10_client_gets_the_chunked_body_decoded(
 async def test_sequential_streams_keep_both_connections(
     relay: str, raw_upstream: RawUpstream, make_proxy: ProxyFactory
 ) -> None:
-    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
-        writer.write(CHUNKED_HEAD)
-        await send_chunked(writer, pieces(PAYLOAD[:200_000], [65536]))
-        writer.write(b"0\r\n\r\n")
-        return True
-
-    raw_upstream.script = script
+    raw_upstream.script = chunked_answer(PAYLOAD[:200_000], [65536])
     proxy = await make_proxy(raw_upstream.url)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp_ports[0])
     try:

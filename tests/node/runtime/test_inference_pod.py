@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from podman import PodmanClient
+from podman.domain.containers import Container
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.devinference import DevInferenceHandle, start_dev_inference
 from cynode.node.relay import InferenceRelay
-from cynode.node.runtime import JobRunner, SandboxSettings, remove_leftovers
+from cynode.node.runtime import JobRunner, SandboxSettings, ops, remove_leftovers
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.pod_hook import InferencePodHook
 from cynode.node.runtime.settings import InferencePodSettings
@@ -293,6 +295,43 @@ async def test_a_sidecar_that_cannot_start_fails_the_job_and_is_removed(
     result = await run(podman_client, broken, make_spec(use_inference=True, commands=["true"]))
     assert result.status == FAILED and result.reason.startswith("error: "), result
     assert result.exit_code == -1
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_the_sandbox_joins_the_pod_only_after_the_sidecar_started_it(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    model_relay: InferenceRelay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox is made while the sidecar starts the pod. Its init joins the pod's
+    namespaces; run during that start, the two raced to start the pod's infra (seen in
+    CI as "cannot get namespace path unless container ... is running")."""
+    events: list[tuple[str, float]] = []
+    start, init = ops.start_container, Container.init
+
+    def slow_sidecar_start(client: PodmanClient, container_id: str) -> None:
+        if client.containers.get(container_id).name.startswith("cynode-proxy-"):
+            time.sleep(0.8)  # a slow start, so an init that does not wait comes during it
+            start(client, container_id)
+            events.append(("sidecar started", time.monotonic()))
+        else:
+            start(client, container_id)
+
+    def recorded_init(self: Container, **kwargs: object) -> None:
+        events.append(("sandbox init", time.monotonic()))
+        init(self, **kwargs)
+
+    monkeypatch.setattr(ops, "start_container", slow_sidecar_start)
+    monkeypatch.setattr(Container, "init", recorded_init)
+    spec = make_spec(use_inference=True, commands=["echo in-the-pod"])
+    result = await run(podman_client, with_inference(settings, model_relay), spec)
+    assert result.status == COMPLETED, result
+    assert result.stdout == b"in-the-pod\n"
+    assert [name for name, _ in sorted(events, key=lambda e: e[1])] == [
+        "sidecar started",
+        "sandbox init",
+    ]
 
 
 @pytest.mark.usefixtures("clean_node")

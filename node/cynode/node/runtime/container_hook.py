@@ -33,6 +33,11 @@ class ContainerHook(Hook):
 
         container = await asyncio.to_thread(create)
         ctx.container_id = container.id
+        if ctx.pod_started is not None:
+            # Made at the same time as the sidecar; init would fail ("cannot get namespace
+            # path") if it came before the sidecar's start had started the pod's infra.
+            # shield: the pod hook owns that start and awaits it in its poststop.
+            await asyncio.shield(ctx.pod_started)
         # Initialising mounts the volume (and copies /workspace into it), so the input
         # files written next land on top of the image's /workspace, not under it.
         await asyncio.to_thread(container.init)

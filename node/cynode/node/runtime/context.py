@@ -45,6 +45,9 @@ class JobContext:
     volume_created: bool = False
     # Set by the inference pod hook; the container hook puts the sandbox into the pod.
     pod_id: str | None = None
+    # Also the pod hook's: done once the pod's first member (the sidecar) has started it.
+    # Initialising the sandbox joins the pod's namespaces, which needs its infra running.
+    pod_started: asyncio.Future[str] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     started_at: datetime | None = None

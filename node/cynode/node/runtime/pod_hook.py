@@ -128,6 +128,7 @@ class InferencePodHook(Hook):
         # this just before the sandbox starts.
         self.ready = asyncio.create_task(start_then_wait(), name=f"proxy-ready-{ctx.spec.job_id}")
         ctx.pod_id = self.pod_id
+        ctx.pod_started = sidecar
         ctx.extra_env.update(inference_env(job_model(ctx.spec, self.settings)))
         ctx.extra_volumes.update(sandbox_shared_volume(self.volume_name))
 

@@ -296,6 +296,17 @@ async def flood(writer: asyncio.StreamWriter, stop: asyncio.Event) -> None:
         await writer.drain()
 
 
+def flooding_answer(stop: asyncio.Event) -> Script:
+    """An upstream script streaming chunks until `stop` is set, then closing."""
+
+    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
+        writer.write(CHUNKED_HEAD)
+        await flood(writer, stop)
+        return False
+
+    return script
+
+
 async def test_idle_timeout_cuts_a_client_that_stops_reading(
     relay: str,
     raw_upstream: RawUpstream,
@@ -304,12 +315,7 @@ async def test_idle_timeout_cuts_a_client_that_stops_reading(
 ) -> None:
     stop = asyncio.Event()
 
-    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
-        writer.write(CHUNKED_HEAD)
-        await flood(writer, stop)
-        return False
-
-    raw_upstream.script = script
+    raw_upstream.script = flooding_answer(stop)
     proxy = await make_proxy(raw_upstream.url, timeout=5, idle_timeout=0.3)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -353,12 +359,7 @@ async def test_client_leaving_a_large_stream(
     caplog.set_level(logging.INFO, logger="cynode.proxy")
     stop = asyncio.Event()
 
-    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
-        writer.write(CHUNKED_HEAD)
-        await flood(writer, stop)
-        return False
-
-    raw_upstream.script = script
+    raw_upstream.script = flooding_answer(stop)
     proxy = await make_proxy(raw_upstream.url)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp_ports[0])
     writer.write(GENERATE)

@@ -50,7 +50,7 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
 from cynode.orchestrator.controlplane.ingest import Beat, Chunk, Ingest, Result, Started
@@ -179,9 +179,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             others: dict[str, Any] = {}
             for part in chunked(sorted(set(held) - set(mine))):
                 rows = await conn.execute(
-                    sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id).where(
-                        JOBS.c.id.in_(part)
-                    )
+                    sa.select(
+                        JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id
+                    ).where(JOBS.c.id.in_(part))
                 )
                 others.update({r.id: r for r in rows})
             keep = []
@@ -298,14 +298,15 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         self._bus.publish(NODES_TOPIC)
 
 
-async def _reclaim(conn: Any, node_id: str, held: dispatch_pb2.HeldJob, row: Any) -> bool:
+async def _reclaim(
+    conn: AsyncConnection, node_id: str, held: dispatch_pb2.HeldJob, row: Any
+) -> bool:
     """Takes back a job whose lease ran out while its node was away (requeued, not yet
     dispatched again) when the node still runs that very copy: cheaper than running it
     twice. The conditional UPDATE loses cleanly to a scheduler that claimed it first."""
-    if row is None or row.status != QUEUED or row.node_id is not None:
+    if row is None or (row.status, row.node_id, row.attempt) != (QUEUED, None, held.attempt):
         return False
-    if row.attempt != held.attempt:
-        return False
+    now = utcnow()
     taken = await conn.execute(
         JOBS.update()
         .where(
@@ -314,7 +315,7 @@ async def _reclaim(conn: Any, node_id: str, held: dispatch_pb2.HeldJob, row: Any
             JOBS.c.node_id.is_(None),
             JOBS.c.attempt == held.attempt,
         )
-        .values(node_id=node_id, status=RUNNING, updated_at=utcnow())
+        .values(node_id=node_id, status=RUNNING, updated_at=now)
     )
     if taken.rowcount != 1:
         return False
@@ -327,11 +328,10 @@ async def _reclaim(conn: Any, node_id: str, held: dispatch_pb2.HeldJob, row: Any
         )
         .values(status=RUNNING, reason=None)
     )
-    task_id = sa.select(JOBS.c.task_id).where(JOBS.c.id == held.job_id).scalar_subquery()
     await conn.execute(
         TASKS.update()
-        .where(TASKS.c.id == task_id, TASKS.c.status == QUEUED)
-        .values(status=RUNNING, updated_at=utcnow())
+        .where(TASKS.c.id == row.task_id, TASKS.c.status == QUEUED)
+        .values(status=RUNNING, updated_at=now)
     )
     log.info(
         "job %s attempt %d reclaimed by its node after a lapsed lease", held.job_id, held.attempt

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import NamedTuple
 
 from cynode.jobs.v1 import job_pb2
 
@@ -14,32 +14,24 @@ INPUT_MODES = {
 }
 
 
-class TaskFields(Protocol):
-    """The task columns a spec needs (a result row, read by attribute)."""
+class TaskFields(NamedTuple):
+    """The task columns a spec needs, read with the claim."""
 
-    @property
-    def id(self) -> str: ...
-    @property
-    def input_mode(self) -> str: ...
-    @property
-    def prompt(self) -> str | None: ...
-    @property
-    def script(self) -> str | None: ...
-    @property
-    def commands(self) -> list[str] | None: ...
-    @property
-    def use_inference(self) -> bool: ...
-    @property
-    def timeout_seconds(self) -> int | None: ...
-    @property
-    def image(self) -> str | None: ...
+    id: str
+    input_mode: str
+    prompt: str | None
+    script: str | None
+    commands: list[str] | None
+    use_inference: bool
+    timeout_seconds: int | None
+    image: str | None
 
 
 def build_spec(
     job_id: str,
     attempt: int,
     needs_inference: bool,
-    task: TaskFields | Any,
+    task: TaskFields,
     attachments: Iterable[tuple[str, bytes]],
 ) -> job_pb2.JobSpec:
     spec = job_pb2.JobSpec(

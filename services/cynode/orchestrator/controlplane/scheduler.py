@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2
 from cynode.orchestrator.controlplane.held import HeldConnection
-from cynode.orchestrator.controlplane.jobspec import build_spec
+from cynode.orchestrator.controlplane.jobspec import TaskFields, build_spec
 from cynode.orchestrator.controlplane.notify import Notifier
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
@@ -53,25 +53,12 @@ log = logging.getLogger(__name__)
 NODE_LOST = "node_lost"
 
 
-class _Task(NamedTuple):
-    """The task columns a spec needs (jobspec.TaskFields), read with the claim."""
-
-    id: str
-    input_mode: str
-    prompt: str | None
-    script: str | None
-    commands: list[str] | None
-    use_inference: bool
-    timeout_seconds: int | None
-    image: str | None
-
-
 class _Claimed(NamedTuple):
     id: str
     task_id: str
     attempt: int
     needs_inference: bool
-    task: _Task
+    task: TaskFields
 
 
 # Built once: a statement object memoizes its cache key, so reusing it saves both the
@@ -294,7 +281,7 @@ class Scheduler:
         if limit <= 0:
             return []
         rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
-        return [_Claimed(r[0], r[1], r[2], r[3], _Task(r[1], *r[4:])) for r in rows]
+        return [_Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:])) for r in rows]
 
     # -- leases -----------------------------------------------------------------------
 

@@ -180,6 +180,14 @@ async def make_proxy() -> AsyncIterator[ProxyFactory]:
         await proxy.close()
 
 
+async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
+    """Polls `check` every 25 ms until it holds; fails the test if it never does."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"{check.__name__} never held"
+        await asyncio.sleep(0.025)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

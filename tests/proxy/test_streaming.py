@@ -23,6 +23,7 @@ from tests.proxy.conftest import (
     RawUpstream,
     Script,
     ScriptedUpstream,
+    eventually,
     raw_exchange,
     read_response,
 )
@@ -330,11 +331,7 @@ async def test_idle_timeout_cuts_a_client_that_stops_reading(
         def aborted() -> bool:
             return any("stream aborted" in r.getMessage() for r in caplog.records)
 
-        for _ in range(200):  # not reading; the proxy must give up on its own
-            if aborted():
-                break
-            await asyncio.sleep(0.025)
-        assert aborted()
+        await eventually(aborted, 5)  # not reading; the proxy must give up on its own
         # What was queued still arrives, then the cut: no last chunk.
         rest = await asyncio.wait_for(_drain(reader), 10)
         assert not rest.endswith(b"0\r\n\r\n")
@@ -375,18 +372,10 @@ async def test_client_leaving_a_large_stream(
         )
 
     try:
-        for _ in range(400):
-            if logged():
-                break
-            await asyncio.sleep(0.025)
-        assert logged()
+        await eventually(logged, 10)
         assert any("client went away" in r.getMessage() for r in caplog.records)
         # The upstream connection was closed, not pooled: its writes fail.
-        for _ in range(200):
-            if raw_upstream.errors:
-                break
-            await asyncio.sleep(0.025)
-        assert raw_upstream.errors
+        await eventually(lambda: raw_upstream.errors, 5)
     finally:
         stop.set()
 
@@ -432,10 +421,7 @@ async def test_client_leaving_mid_request_body_cuts_upstream(
     _, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp_ports[0])
     writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
     await writer.drain()
-    for _ in range(200):
-        if raw_upstream.heads:
-            break
-        await asyncio.sleep(0.025)
+    await eventually(lambda: raw_upstream.heads, 5)
     writer.transport.abort()
 
     def settled() -> bool:
@@ -443,11 +429,7 @@ async def test_client_leaving_mid_request_body_cuts_upstream(
             "request body not forwarded" in r.getMessage() for r in caplog.records
         )
 
-    for _ in range(200):
-        if settled():
-            break
-        await asyncio.sleep(0.025)
-    assert settled()
+    await eventually(settled, 5)
     assert raw_upstream.errors == ["IncompleteReadError"]
 
 
@@ -478,11 +460,7 @@ async def test_proxy_shutdown_mid_stream_cuts_both_sides(
         response = await asyncio.wait_for(reader.read(), 10)
         assert b"0\r\n\r\n" not in response
         release.set()
-        for _ in range(200):
-            if raw_upstream.errors:
-                break
-            await asyncio.sleep(0.025)
-        assert raw_upstream.errors
+        await eventually(lambda: raw_upstream.errors, 5)
     finally:
         writer.close()
 

@@ -12,9 +12,20 @@
    and through the proxy in interleaved rounds; the share is the median of each round's
    proxy/direct ratio (target: >= 90 % of direct).
 3. Inference task vs a bare container: a use_inference job with one curl to the proxy
-   (JobRunner on a private Podman service, pod + sidecar + relay to the real dev model)
-   against `podman run --rm --network none localhost/cynode-sandbox true`; ratio of the
-   medians (target <= 2.5).
+   (pod + sidecar + relay to the real dev model) against
+   `podman run --rm --network none localhost/cynode-sandbox true`; ratio of the medians
+   (target <= 2.5). The jobs go through what the node uses: `PodmanHost.runner_factory`
+   (a JobRunner that reports the result before removing the pod; the node keeps the
+   slot until `released()`, which is awaited between jobs, outside the timing) on a
+   private Podman service. Two figures, in interleaved rounds with the raw run:
+   - warm: the node's default (`inference.warm_pods: 1`): the job takes the warm pod
+     the node made while idle (the bench waits for that refill between jobs, as on a
+     node whose jobs do not arrive back to back), so it only creates and starts its
+     sandbox in a pod whose proxy already answers;
+   - cold: `inference.warm_pods: 0`: the job makes its own pod and sidecar and waits
+     for the proxy to come up.
+   Also: warm jobs back to back (the next job right after the previous one's removal,
+   when the refill may still be in the making), and a plain job without inference.
 
 Upstream, proxy and relay each run in their own process, as in production, so the
 client's CPU time is not counted against the proxy. Prints a table; asserts nothing.
@@ -25,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import statistics
@@ -240,8 +252,11 @@ def podman_env() -> dict[str, str]:
 
 
 def raw_runs(runs: int) -> list[float]:
+    """`runs` timed bare runs; 0 runs one untimed (a warm-up)."""
     argv = ["podman", "run", "--rm", "--network", "none", SANDBOX_IMAGE, "true"]
-    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)  # warm-up
+    if runs == 0:
+        subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
+        return []
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -264,72 +279,124 @@ async def model_relay(directory: Path) -> AsyncIterator[str]:
         await model.close()
 
 
-async def pod_runs(runs: int) -> tuple[list[float], list[float]]:
-    import dataclasses
+@dataclasses.dataclass
+class PodFigures:
+    raw: list[float] = dataclasses.field(default_factory=list)
+    warm: list[float] = dataclasses.field(default_factory=list)
+    cold: list[float] = dataclasses.field(default_factory=list)
+    back_to_back: list[float] = dataclasses.field(default_factory=list)
+    plain: list[float] = dataclasses.field(default_factory=list)
+    warm_taken: int = 0
 
+
+async def pod_runs(runs: int) -> PodFigures:
     from ulid import ULID
 
     from cynode.jobs.v1 import job_pb2
-    from cynode.node.runtime import JobRunner, PodmanService, SandboxSettings
+    from cynode.node.config import NodeConfig
+    from cynode.node.jobs import RunnerFactory
+    from cynode.node.podman_host import PodmanHost
+    from cynode.node.runtime import PodmanService, SandboxSettings, remove_leftovers
     from cynode.node.runtime.settings import InferencePodSettings
 
     work = Path(tempfile.mkdtemp(prefix="cynode-bench-pod-"))
     service = PodmanService(work / "podman", containers_conf=Path(podman_env()["CONTAINERS_CONF"]))
     await service.astart()
     node_id = f"bench-{str(ULID()).lower()}"
+    # Two node hosts on the one Podman service: the default (one warm pod) and none.
+    base = NodeConfig(node_slug="bench", state_dir=work, podman_socket=str(service.socket_path))
+    warm_host = PodmanHost(dataclasses.replace(base, inference_warm_pods=1))
+    cold_host = PodmanHost(dataclasses.replace(base, inference_warm_pods=0))
+    figures = PodFigures()
     try:
+        await warm_host.start()
+        await cold_host.start()
         async with model_relay(work / "relay") as relay_socket:
-            with service.client() as client:
-                plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
-                pod = dataclasses.replace(
-                    plain,
-                    inference=InferencePodSettings(
-                        relay_socket=relay_socket, proxy_image=PROXY_IMAGE
-                    ),
+            plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
+            pod = dataclasses.replace(
+                plain,
+                inference=InferencePodSettings(relay_socket=relay_socket, proxy_image=PROXY_IMAGE),
+            )
+            warm_jobs = warm_host.runner_factory(lambda: pod)
+            cold_jobs = cold_host.runner_factory(lambda: pod)
+            plain_jobs = cold_host.runner_factory(lambda: plain)
+            pool = warm_host.warm_pods
+            assert pool is not None
+
+            async def ignore(*_: object) -> None:
+                return None
+
+            async def one(factory: RunnerFactory, **fields: object) -> float:
+                spec = job_pb2.JobSpec(
+                    job_id=str(ULID()),
+                    task_id=str(ULID()),
+                    attempt=1,
+                    input_mode=job_pb2.INPUT_MODE_COMMANDS,
+                    **fields,  # type: ignore[arg-type]
                 )
+                runner = factory(ignore, ignore)
+                start = time.perf_counter()
+                result = await runner.run(spec)
+                elapsed = time.perf_counter() - start
+                # The node frees the job's slot only now; not part of the job's latency.
+                await runner.released()
+                if result.status != job_pb2.JOB_STATUS_COMPLETED:
+                    raise RuntimeError(f"bench job failed: {result}")
+                return elapsed
 
-                async def one(settings: SandboxSettings, **fields: object) -> float:
-                    spec = job_pb2.JobSpec(
-                        job_id=str(ULID()),
-                        task_id=str(ULID()),
-                        attempt=1,
-                        input_mode=job_pb2.INPUT_MODE_COMMANDS,
-                        **fields,  # type: ignore[arg-type]
-                    )
-                    start = time.perf_counter()
-                    result = await JobRunner(client, settings).run(spec)
-                    elapsed = time.perf_counter() - start
-                    if result.status != job_pb2.JOB_STATUS_COMPLETED:
-                        raise RuntimeError(f"bench job failed: {result}")
-                    return elapsed
-
-                curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
-                await one(pod, commands=[curl], use_inference=True)  # warm-up
-                await one(plain, commands=["true"])
-                pod_times = [
-                    await one(pod, commands=[curl], use_inference=True) for _ in range(runs)
-                ]
-                plain_times = [await one(plain, commands=["true"]) for _ in range(runs)]
+            curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
+            inference = {"commands": [curl], "use_inference": True}
+            warm_host.keep_warm(pod)  # as the node does once it is ready
+            await pool.wait_filled()
+            await one(warm_jobs, **inference)  # warm-ups
+            await one(cold_jobs, **inference)
+            await one(plain_jobs, commands=["true"])
+            raw_runs(0)
+            taken = pool.taken
+            for _ in range(runs):
+                figures.raw += raw_runs(1)
+                await pool.wait_filled()  # an idle node: its refill is done
+                figures.warm.append(await one(warm_jobs, **inference))
+                figures.cold.append(await one(cold_jobs, **inference))
+                figures.plain.append(await one(plain_jobs, commands=["true"]))
+            figures.warm_taken = pool.taken - taken
+            await pool.wait_filled()
+            for _ in range(runs):
+                figures.back_to_back.append(await one(warm_jobs, **inference))
     finally:
+        await warm_host.close()
+        await cold_host.close()
+        with contextlib.suppress(Exception), service.client() as client:
+            await remove_leftovers(client, node_id)
         await service.astop()
-    return pod_times, plain_times
+    return figures
 
 
 async def main_async(args: argparse.Namespace) -> None:
     rows = await measure_proxy(args.requests, args.stream_mb)
     if not args.skip_pod:
-        raw = statistics.median(raw_runs(args.runs))
-        pod_times, plain_times = await pod_runs(args.runs)
-        pod, plain = statistics.median(pod_times), statistics.median(plain_times)
-        ratio = pod / raw
+        figures = await pod_runs(args.runs)
+        raw = statistics.median(figures.raw)
+
+        def ms(values: list[float]) -> str:
+            return f"median {statistics.median(values) * 1e3:8.1f} ms"
+
+        def verdict(ratio: float) -> str:
+            return f"{ratio:8.2f}   (target <= 2.5: {'ok' if ratio <= 2.5 else 'over target'})"
+
+        warm = statistics.median(figures.warm) / raw
+        cold = statistics.median(figures.cold) / raw
         rows += [
-            ("raw podman run --rm --network none ... true", f"median {raw * 1e3:8.1f} ms"),
-            ("job without inference (JobRunner, true)", f"median {plain * 1e3:8.1f} ms"),
-            ("inference job (pod + sidecar, one curl)", f"median {pod * 1e3:8.1f} ms"),
+            ("raw podman run --rm --network none ... true", ms(figures.raw)),
+            ("job without inference (node runner, true)", ms(figures.plain)),
             (
-                "ratio inference job / raw podman run",
-                f"{ratio:8.2f}   (target <= 2.5: {'ok' if ratio <= 2.5 else 'over target'})",
+                "inference job, warm pod (node default)",
+                f"{ms(figures.warm)}   ({figures.warm_taken}/{len(figures.warm)} took a warm pod)",
             ),
+            ("inference job, cold (inference.warm_pods: 0)", ms(figures.cold)),
+            ("inference job, warm pod, jobs back to back", ms(figures.back_to_back)),
+            ("ratio inference job (warm pod) / raw podman run", verdict(warm)),
+            ("ratio inference job (cold, no warm pod) / raw podman run", verdict(cold)),
         ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -16,7 +16,10 @@ Feature: Jobs with inference run in a pod whose only way out is the inference pr
     Then job "INF4" completes with stdout "unreachable"
     When the control plane assigns prompt job "PR1" with prompt "Name a colour. $(touch /workspace/pwned)"
     Then job "PR1" completes with some model text
-    And the node leaves no pod behind
+    And the node ran jobs in warm pods it made while idle
+    And the node keeps only its one warm pod, no pod of a finished job
+    When the node stops
+    Then the node leaves no pod behind
 
   Scenario: sandbox env contains OLLAMA_BASE_URL
     Given a control plane stand-in

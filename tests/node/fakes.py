@@ -11,7 +11,8 @@ from cynode.node.jobs import OnOutput, OnStarted
 
 
 class ScriptedRunner:
-    """Starts, prints `output`, then waits for `release` (or a cancel) and finishes."""
+    """Starts, prints `output`, then waits for `release` (or a cancel) and finishes;
+    `released()` then waits for `removed` (set at once unless `hold_removal`)."""
 
     instances: list[ScriptedRunner] = []
 
@@ -23,6 +24,7 @@ class ScriptedRunner:
         output: bytes = b"hello\n",
         hold: bool = False,
         fail: Exception | None = None,
+        hold_removal: bool = False,
     ) -> None:
         self.on_output = on_output
         self.on_started = on_started
@@ -31,6 +33,9 @@ class ScriptedRunner:
         if not hold:
             self.release.set()
         self.fail = fail
+        self.removed = asyncio.Event()
+        if not hold_removal:
+            self.removed.set()
         self.cancels: list[str] = []
         self.cancelled_by_task = False
         self.started = asyncio.Event()
@@ -66,3 +71,6 @@ class ScriptedRunner:
     async def cancel(self, reason: str = "canceled") -> None:
         self.cancels.append(reason)
         self.release.set()
+
+    async def released(self) -> None:
+        await self.removed.wait()

@@ -22,7 +22,7 @@ state_dir: /srv/cynode
 worker_api: {host: 0.0.0.0, port: 12091, base_url: "http://box:12091"}
 podman: {socket: /run/podman/podman.sock, containers_conf: /etc/cynode/containers.conf}
 sandbox: {image: localhost/other, max_concurrency: 4}
-inference: {mode: existing, url: "http://127.0.0.1:11434"}
+inference: {mode: existing, url: "http://127.0.0.1:11434", warm_pods: 2}
 reconnect: {initial_seconds: 1, max_seconds: 10}
 """
 
@@ -39,6 +39,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
     assert config.advertised_worker_api == "http://box:12091"
     assert config.max_concurrency == 4
     assert config.effective_containers_conf == "/etc/cynode/containers.conf"
+    assert config.inference_warm_pods == 2
     env = {
         "CYNODE_ORCHESTRATOR_URL": "http://10.0.0.5:12082",
         "CYNODE_CONTROL_PLANE_GRPC": "10.0.0.5:9999",
@@ -48,6 +49,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
         "CYNODE_WORKER_API_PORT": "12099",
         "CYNODE_PODMAN_SOCKET": "/tmp/p.sock",
         "CYNODE_MAX_CONCURRENCY": "3",
+        "CYNODE_INFERENCE_WARM_PODS": "0",
     }
     config = load_config(path, env=env)
     assert (config.node_slug, config.psk, config.worker_api_port) == ("env-node", "from-env", 12099)
@@ -55,6 +57,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
     assert config.state_dir == tmp_path / "s"
     assert config.podman_socket == "/tmp/p.sock"
     assert config.max_concurrency == 3
+    assert config.inference_warm_pods == 0  # 0 turns warm pods off
     assert "from-env" not in repr(config)
 
 
@@ -64,6 +67,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.grpc_target == "127.0.0.1:12083"
     assert not config.uses_tls
     assert config.worker_api_port == 12090
+    assert config.inference_warm_pods == 1
     assert config.advertised_worker_api == "http://127.0.0.1:12090"
     assert config.effective_containers_conf == str(REPO_CONTAINERS_CONF)
     monkeypatch.setenv("CONTAINERS_CONF", "/x.conf")
@@ -80,6 +84,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         ("node: {slug: a}\nworker_api: {port: 70000}\n", "worker_api.port"),
         ("node: {slug: a}\nsandbox: {max_concurrency: 0}\n", "max_concurrency"),
         ("node: {slug: a}\ninference: {mode: cloud}\n", "inference.mode"),
+        ("node: {slug: a}\ninference: {warm_pods: -1}\n", "inference.warm_pods"),
         ("node: {slug: a}\norchestrator: {url: 'ftp://x'}\n", "orchestrator.url"),
         ("node: {slug: a}\nreconnect: {initial_seconds: 5, max_seconds: 1}\n", "reconnect"),
         ("node: {slug: a, labels: 3}\n", "list of strings"),

@@ -31,6 +31,7 @@ class FakeHost:
         self.calls: list[str] = []
         self.start_error: Exception | None = None
         self.settings_seen: list[SandboxSettings] = []
+        self.kept_warm: list[SandboxSettings] = []
 
     async def start(self) -> str:
         self.calls.append("start")
@@ -53,6 +54,9 @@ class FakeHost:
             return ScriptedRunner(on_output, on_started)
 
         return make
+
+    def keep_warm(self, settings: SandboxSettings) -> None:
+        self.kept_warm.append(settings)
 
     async def close(self) -> None:
         self.calls.append("close")
@@ -113,6 +117,8 @@ async def test_steps_run_in_spec_order_and_readyz_turns_ready_last(
         assert (settings.memory_mb, settings.pids, settings.default_timeout_s) == (256, 64, 600)
         assert settings.max_timeout_s == 1800  # folded in from constraints
         assert settings.node_id == "NODE01"
+        # Warm pods are asked for once the node is ready, with the settings jobs get.
+        assert host.kept_warm == [settings]
         report = plane.registrations[0].capability
         assert report.node.node_slug == "node-test"
         assert report.compute.cpu_cores >= 1 and report.compute.ram_mb > 0
@@ -203,6 +209,8 @@ async def test_config_changed_refetches_applies_and_acks(
         await wait_until(lambda: len(plane.acks) == 2)
         assert plane.acks[-1].status == "applied"
         assert daemon.applied is not None and daemon.applied.settings.pids == 99
+        # The warm pods are told about the new settings (pods for other ones go).
+        assert host.kept_warm[-1].pids == 99
         # An image the node does not have is refused and the old settings stay.
         plane.config.config_version = "01JCONFIG0000000000000003"
         plane.config.sandbox.default_image = "localhost/absent"

@@ -54,6 +54,7 @@ async def running_client(
     fail: Exception | None = None,
     max_concurrency: int = 2,
     on_config_changed: Callable[[str], Any] | None = None,
+    hold_removal: bool = False,
 ) -> AsyncIterator[Harness]:
     state = StateDir(node_config.state_dir)
     state.prepare()
@@ -63,7 +64,9 @@ async def running_client(
     runners: list[ScriptedRunner] = []
 
     def factory(on_output: OnOutput, on_started: OnStarted) -> ScriptedRunner:
-        runner = ScriptedRunner(on_output, on_started, hold=hold, fail=fail)
+        runner = ScriptedRunner(
+            on_output, on_started, hold=hold, fail=fail, hold_removal=hold_removal
+        )
         runners.append(runner)
         return runner
 
@@ -224,6 +227,44 @@ async def test_credits_and_heartbeats_track_running_jobs(
         await session.wait_for(lambda: len(session.of_kind("ready")) == 3)
         assert [r.free_slots for r in session.of_kind("ready")] == [2, 1, 1]
         assert h.client.free_slots == 2
+
+
+async def test_a_finished_job_keeps_its_slot_until_what_it_made_is_removed(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, max_concurrency=1, hold_removal=True) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBR"))
+        await session.wait_for(lambda: bool(results(session)))
+        # The result went out at once; the removal still holds the one slot.
+        await asyncio.sleep(0.05)
+        assert [r.free_slots for r in session.of_kind("ready")] == [1]
+        assert h.client.free_slots == 0 and list(h.client.releasing) == [("JOBR", 1)]
+        assert h.client.workers == {}  # no longer running: heartbeats do not name it
+        assert [(j.job_id, j.has_result) for j in h.client.held_jobs()] == [("JOBR", True)]
+        # Stopping the node waits for the removal rather than cutting it short.
+        stopping = asyncio.create_task(h.client.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()
+        h.runners[0].removed.set()
+        await asyncio.wait_for(stopping, 5)
+        assert h.client.releasing == {}
+
+
+async def test_the_slot_comes_back_once_the_removal_is_done(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, max_concurrency=1, hold_removal=True) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBR"))
+        await session.wait_for(lambda: bool(results(session)))
+        assert h.client.free_slots == 0
+        h.runners[0].removed.set()
+        await session.wait_for(lambda: len(session.of_kind("ready")) == 2)
+        assert [r.free_slots for r in session.of_kind("ready")] == [1, 1]
+        assert h.client.free_slots == 1 and h.client.releasing == {}
 
 
 async def test_assignment_of_a_spooled_job_resends_its_result(

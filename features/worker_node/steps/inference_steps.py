@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,18 +127,50 @@ def some_model_text(context: Any, job_id: str) -> None:
     assert result.stderr == b"", result.stderr
 
 
+def _podman_lines(*args: str) -> list[str]:
+    listed = subprocess.run(["podman", *args], capture_output=True, text=True, check=True)
+    return listed.stdout.split()
+
+
+@then("the node ran jobs in warm pods it made while idle")
+def ran_in_warm_pods(context: Any) -> None:
+    log = context.node.log.read_text(errors="replace")
+    assert "runs in warm pod cynode-pod-warm-" in log, context.node.tail()
+
+
+@then("the node keeps only its one warm pod, no pod of a finished job")
+def only_the_warm_pod(context: Any) -> None:
+    found = re.search(r"warm pod cynode-pod-warm-([0-9a-f]+)-", context.node.log.read_text())
+    assert found is not None, context.node.tail()
+    pool = f"label=cynode.warm_pool={found.group(1)}"
+    node = "label=cynode.node_id=NODE01"
+
+    def settled() -> bool:
+        # A finished job's pod (a used warm pod, or one it made itself, labelled with its
+        # job id) goes with its sandbox; the one warm pod left holds no sandbox.
+        sandboxes = _podman_lines(
+            "ps", "-aq", "--filter", node, "--filter", "label=cynode.role=sandbox"
+        )
+        job_pods = _podman_lines(
+            "pod", "ps", "-q", "--filter", node, "--filter", "label=cynode.job_id"
+        )
+        warm = _podman_lines("pod", "ps", "-q", "--filter", pool)
+        return not sandboxes and not job_pods and len(warm) == 1
+
+    wait_until(settled, 30, "only the warm pod to be left")
+
+
+@when("the node stops")
+def node_stops(context: Any) -> None:
+    context.node.stop()
+
+
 @then("the node leaves no pod behind")
 def no_pods(context: Any) -> None:
     def none_left() -> bool:
-        listed = subprocess.run(
-            ["podman", "pod", "ps", "-q", "--filter", "label=cynode.node_id=NODE01"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return listed.stdout.strip() == ""
+        return _podman_lines("pod", "ps", "-q", "--filter", "label=cynode.node_id=NODE01") == []
 
-    wait_until(none_left, 30, "the job pods to be removed")
+    wait_until(none_left, 30, "the node's pods to be removed")
 
 
 @then('job "{job_id}" has "{text}" in its stdout')

@@ -68,6 +68,8 @@ class NodeConfig:
     inference_default_model: str = ""
     inference_proxy_image: str = "localhost/cynode-proxy"
     inference_proxy_timeout_s: float = 120.0
+    # Inference pods made ahead, while idle, so a job only starts its sandbox; 0: none.
+    inference_warm_pods: int = 1
     inference_image: str = DEFAULT_OLLAMA_IMAGE
     inference_models_volume: str = DEFAULT_OLLAMA_MODELS_VOLUME
     reconnect_initial_s: float = 0.5
@@ -130,6 +132,7 @@ _YAML_KEYS: dict[str, str] = {
     "inference.default_model": "inference_default_model",
     "inference.proxy_image": "inference_proxy_image",
     "inference.proxy_timeout_seconds": "inference_proxy_timeout_s",
+    "inference.warm_pods": "inference_warm_pods",
     "inference.image": "inference_image",
     "inference.models_volume": "inference_models_volume",
     "reconnect.initial_seconds": "reconnect_initial_s",
@@ -159,10 +162,11 @@ ENV_KEYS: dict[str, str] = {
     "CYNODE_INFERENCE_DEFAULT_MODEL": "inference_default_model",
     "CYNODE_INFERENCE_PROXY_IMAGE": "inference_proxy_image",
     "CYNODE_INFERENCE_PROXY_TIMEOUT": "inference_proxy_timeout_s",
+    "CYNODE_INFERENCE_WARM_PODS": "inference_warm_pods",
     "CYNODE_INFERENCE_IMAGE": "inference_image",
 }
 
-_INT_FIELDS = {"worker_api_port", "max_concurrency"}
+_INT_FIELDS = {"worker_api_port", "max_concurrency", "inference_warm_pods"}
 _FLOAT_FIELDS = {"reconnect_initial_s", "reconnect_max_s", "inference_proxy_timeout_s"}
 
 
@@ -243,6 +247,8 @@ def validate(config: NodeConfig) -> NodeConfig:
             raise ConfigError("inference.url must be an http:// or https:// URL")
     if config.inference_proxy_timeout_s <= 0:
         raise ConfigError("inference.proxy_timeout_seconds must be > 0")
+    if config.inference_warm_pods < 0:
+        raise ConfigError("inference.warm_pods must be 0 (none) or more")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):
         raise ConfigError("orchestrator.url must be an http:// or https:// URL")
     _validate_tls(config)

@@ -57,6 +57,10 @@ class ContainerHost(Protocol):
 
     def runner_factory(self, settings: Callable[[], SandboxSettings]) -> RunnerFactory: ...
 
+    def keep_warm(self, settings: SandboxSettings) -> None:
+        """Prepare what jobs with these settings need ahead of time (warm pods)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -181,6 +185,8 @@ class NodeDaemon:
             config_version=lambda: self.applied.config_version if self.applied else "",
             on_config_changed=self.on_config_changed,
         )
+        # Idle until the first assignment: the time to make the first warm pod.
+        self.host.keep_warm(self._settings())
         self.readiness.running("dispatch", "connecting")
         runner = asyncio.create_task(self.dispatch.run())
         stopper = asyncio.create_task(self._stop.wait())
@@ -298,6 +304,8 @@ class NodeDaemon:
             await self.cp.ack_config(fetched.config_version, error=str(exc))
             return
         self.applied = applied
+        # Pods made for settings that changed are discarded, new ones made.
+        self.host.keep_warm(self._settings())
         await self.cp.ack_config(applied.config_version)
         log.info("applied config %s", applied.config_version)
 

@@ -81,6 +81,9 @@ class DispatchClient:
         self._config_version = config_version
         self._on_config_changed = on_config_changed
         self.workers: dict[JobKey, JobWorker] = {}
+        # Jobs whose result is out but whose containers/pod are still being removed:
+        # each keeps its slot until then, so removals never pile up beyond the slots.
+        self.releasing: dict[JobKey, JobWorker] = {}
         self.node_id = ""
         self.heartbeat_s = DEFAULT_HEARTBEAT_S
         self.connections = 0
@@ -93,7 +96,7 @@ class DispatchClient:
 
     @property
     def free_slots(self) -> int:
-        return max(0, self.max_concurrency - len(self.workers))
+        return max(0, self.max_concurrency - len(self.workers) - len(self.releasing))
 
     def held_jobs(self) -> list[dispatch_pb2.HeldJob]:
         held = {key: dispatch_pb2.HeldJob(job_id=key[0], attempt=key[1]) for key in self.workers}
@@ -128,13 +131,15 @@ class DispatchClient:
 
     async def stop(self) -> None:
         """Stops running jobs (their containers go) without reporting them: the lease
-        expires and the orchestrator requeues them, as for a node that died."""
+        expires and the orchestrator requeues them, as for a node that died. Finished
+        jobs whose removal is under way are waited for, not interrupted."""
         self._stopping = True
-        tasks = [w.task for w in self.workers.values() if w.task is not None]
-        for task in tasks:
+        running = [w.task for w in self.workers.values() if w.task is not None]
+        for task in running:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=30)
+        releasing = [w.task for w in self.releasing.values() if w.task is not None]
+        if running or releasing:
+            await asyncio.wait([*running, *releasing], timeout=30)
         if self._outbox is not None:
             self._outbox.put_nowait(None)
 
@@ -301,10 +306,16 @@ class DispatchClient:
     async def job_finished(self, worker: JobWorker, result: job_pb2.JobResult) -> None:
         # Disk first: once spooled, no stream loss can lose this result.
         await asyncio.to_thread(self.spool.put, result)
-        self.workers.pop(worker.key, None)
+        if self.workers.pop(worker.key, None) is not None:
+            self.releasing[worker.key] = worker
         self.metrics.record_result(result)
         self.metrics.running.set(len(self.workers))
         self.send(dispatch_pb2.ConnectRequest(job_result=result))
+
+    async def job_released(self, worker: JobWorker) -> None:
+        # The job's slot is free only now: its containers, pod and volumes are gone.
+        if self.releasing.pop(worker.key, None) is None:
+            return
         if not self._stopping:
             # Ready is a credit grant that adds up: one freed slot, one credit.
             self.metrics.free_slots.set(self.free_slots)

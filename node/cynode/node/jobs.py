@@ -1,8 +1,10 @@
 """One asyncio task per job, owning that job's state (the kubelet pod-worker idea).
 
 The worker runs the sandbox runner, forwards its start and output to the sink, and
-hands the final result to the sink. A cancel goes through the worker's inbox, never
-around it, so a cancel racing the end of the job is handled in one place.
+hands the final result to the sink as soon as it is complete; then it waits until the
+runner has removed what the job made and tells the sink the job's slot is free. A
+cancel goes through the worker's inbox, never around it, so a cancel racing the end of
+the job is handled in one place.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class Runner(Protocol):
 
     async def cancel(self, reason: str = "canceled") -> None: ...
 
+    async def released(self) -> None:
+        """Returns once everything the job made is removed (may be after `run`)."""
+        ...
+
 
 RunnerFactory = Callable[[OnOutput, OnStarted], Runner]
 
@@ -41,6 +47,10 @@ class JobSink(Protocol):
     ) -> None: ...
 
     async def job_finished(self, worker: JobWorker, result: job_pb2.JobResult) -> None: ...
+
+    async def job_released(self, worker: JobWorker) -> None:
+        """After job_finished, once the job's containers, pod and volumes are removed."""
+        ...
 
 
 def _ts(moment: datetime) -> Timestamp:
@@ -107,6 +117,14 @@ class JobWorker:
         if self.node_id and not result.node_id:
             result.node_id = self.node_id
         await self._sink.job_finished(self, result)
+        if runner is not None:
+            try:
+                await runner.released()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job %s attempt %s: release failed", *self.key)
+        await self._sink.job_released(self)
         return result
 
     async def _supervise(self, runner: Runner) -> job_pb2.JobResult:

@@ -1,5 +1,10 @@
 """The daemon's container host on real Podman: the service (private or existing socket),
-image checks, leftover cleanup, and one `JobRunner` per job."""
+image checks, leftover cleanup, the warm inference pods, and one `JobRunner` per job.
+
+Runners release in the background (the result goes out before the removal of the job's
+containers and pod; the job worker keeps the slot until `released()`), and take their
+inference pod from the warm pool when it has one ready.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from podman import PodmanClient
 from .config import NodeConfig
 from .jobs import OnOutput, OnStarted, Runner, RunnerFactory
 from .runtime import JobRunner, PodmanService, SandboxSettings, remove_leftovers
+from .runtime.warm_pool import WarmPodPool
 from .state import ensure_private_dir
 
 # sun_path holds 108 bytes; keep the socket path safely under it.
@@ -32,6 +38,7 @@ class PodmanHost:
         self.start_timeout_s = start_timeout_s
         self.service: PodmanService | None = None
         self.client: PodmanClient | None = None
+        self.warm_pods: WarmPodPool | None = None
 
     def _make_service(self) -> PodmanService:
         if self.config.podman_socket:
@@ -51,6 +58,7 @@ class PodmanHost:
             await service.astart(self.start_timeout_s)
             self.service = service
             self.client = service.client(timeout=60)
+            self.warm_pods = WarmPodPool(self.client, size=self.config.inference_warm_pods)
         client = self._client()
         info = await asyncio.to_thread(client.version)
         return str(info.get("Version", "")) or "unknown"
@@ -67,13 +75,29 @@ class PodmanHost:
         report = await remove_leftovers(self._client(), node_id)
         return report.total
 
+    def keep_warm(self, settings: SandboxSettings) -> None:
+        """Have warm inference pods made for these settings while the node is idle (a
+        no-op without inference or with `inference.warm_pods: 0`)."""
+        if self.warm_pods is not None:
+            self.warm_pods.fill(settings)
+
     def runner_factory(self, settings: Callable[[], SandboxSettings]) -> RunnerFactory:
         def make(on_output: OnOutput, on_started: OnStarted) -> Runner:
-            return JobRunner(self._client(), settings(), on_output=on_output, on_started=on_started)
+            return JobRunner(
+                self._client(),
+                settings(),
+                on_output=on_output,
+                on_started=on_started,
+                warm_pods=self.warm_pods,
+                background_release=True,
+            )
 
         return make
 
     async def close(self) -> None:
+        pool, self.warm_pods = self.warm_pods, None
+        if pool is not None:
+            await pool.close()
         client, self.client = self.client, None
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]

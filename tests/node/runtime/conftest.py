@@ -55,3 +55,11 @@ def no_leftovers(podman_client: PodmanClient, node_id: str) -> Iterator[None]:
 
 def pods_of(client: PodmanClient, node_id: str) -> list[str]:
     return [p.name for p in client.pods.list(filters={"label": f"{LABEL_NODE_ID}={node_id}"})]
+
+
+@pytest.fixture
+def clean_node(podman_client: PodmanClient, node_id: str) -> Iterator[None]:
+    """Fails the test when a container, volume or pod of its node outlives it."""
+    yield
+    left = (*leftovers(podman_client, node_id), pods_of(podman_client, node_id))
+    assert left == ([], [], []), f"left behind: {left}"

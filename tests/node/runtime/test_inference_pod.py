@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from cynode.node.runtime import JobRunner, SandboxSettings, ops, remove_leftover
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.pod_hook import InferencePodHook
 from cynode.node.runtime.settings import InferencePodSettings
-from tests.node.runtime.conftest import leftovers, make_spec, pods_of
+from tests.node.runtime.conftest import make_spec, pods_of
 from tests.node.runtime.inference_support import (
     MODEL,
     PROXY_IMAGE,
@@ -71,14 +71,6 @@ async def scripted_relay(
     relay = await relay_to(tmp_path_factory.mktemp("srelay"), scripted[1])
     yield relay
     await relay.close()
-
-
-@pytest.fixture
-def clean_node(podman_client: PodmanClient, node_id: str) -> Iterator[None]:
-    """Fails the test when a container, volume or pod of its node outlives it."""
-    yield
-    left = (*leftovers(podman_client, node_id), pods_of(podman_client, node_id))
-    assert left == ([], [], []), f"left behind: {left}"
 
 
 def with_inference(

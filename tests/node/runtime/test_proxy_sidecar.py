@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cynode.node.runtime import SandboxSettings, build_create_kwargs
+from cynode.node.runtime.labels import job_labels
 from cynode.node.runtime.proxy_sidecar import (
     inference_env,
     job_model,
@@ -36,7 +37,7 @@ def test_the_job_model_wins_over_the_node_default() -> None:
 
 def test_pod_is_labelled_and_has_no_network() -> None:
     spec = make_spec(commands=["x"], job_id="J1")
-    kwargs = pod_create_kwargs(spec, "node-1")
+    kwargs = pod_create_kwargs(job_labels(spec, "node-1", role="pod"))
     assert kwargs["netns"] == {"nsmode": "none"}
     assert kwargs["labels"]["cynode.node_id"] == "node-1"
     assert kwargs["labels"]["cynode.job_id"] == "J1"
@@ -46,9 +47,8 @@ def test_pod_is_labelled_and_has_no_network() -> None:
 def test_sidecar_is_locked_down_and_alone_sees_the_relay() -> None:
     spec = make_spec(commands=["x"])
     kwargs = sidecar_create_kwargs(
-        spec,
         POD,
-        node_id="n",
+        labels=job_labels(spec, "n", role="proxy"),
         name="side",
         pod="pod-id",
         shared_volume="vol",

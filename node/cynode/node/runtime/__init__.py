@@ -5,9 +5,13 @@ Public API (stable; the node daemon builds on it):
     SandboxSettings(image, memory_mb, cpus, pids, default_timeout_s, max_timeout_s,
                     max_output_bytes, node_id)
     effective_timeout(spec_timeout, settings, constraint_max=None) -> int
-    JobRunner(client, settings, *, on_output=None, on_started=None)
+    JobRunner(client, settings, *, on_output=None, on_started=None, warm_pods=None,
+              background_release=False)
         await runner.run(spec) -> JobResult      # never raises for job/runtime failures
         await runner.cancel(reason="canceled")   # container stopped on return
+        await runner.released()                  # all the job made is removed
+    WarmPodPool(client, size=1)                  # inference pods made ahead (warm_pool.py)
+        .fill(settings)  await .take(settings)  await .close()
     PodmanService(runtime_dir, containers_conf=None)  /  PodmanService.existing(socket)
         .start() .stop() .astart() .astop() .client() .uri .socket_path
     remove_leftovers(client, node_id) -> CleanupReport   # at node start
@@ -32,6 +36,7 @@ from cynode.node.runtime.runner import JobRunner
 from cynode.node.runtime.sandbox import SANDBOX_UID, build_create_kwargs
 from cynode.node.runtime.service import PodmanService, PodmanServiceError
 from cynode.node.runtime.settings import SandboxSettings, effective_timeout
+from cynode.node.runtime.warm_pool import WarmPodPool
 
 __all__ = [
     "LABEL_ATTEMPT",
@@ -45,6 +50,7 @@ __all__ = [
     "PodmanService",
     "PodmanServiceError",
     "SandboxSettings",
+    "WarmPodPool",
     "build_create_kwargs",
     "effective_timeout",
     "remove_leftovers",

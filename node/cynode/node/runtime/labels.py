@@ -9,6 +9,8 @@ LABEL_TASK_ID = "cynode.task_id"
 LABEL_NODE_ID = "cynode.node_id"
 LABEL_ATTEMPT = "cynode.attempt"
 LABEL_ROLE = "cynode.role"
+# On the pieces of a warm inference pod (made before any job): the pool that made them.
+LABEL_WARM = "cynode.warm_pool"
 
 
 def job_labels(spec: job_pb2.JobSpec, node_id: str, role: str = "sandbox") -> dict[str, str]:
@@ -19,6 +21,13 @@ def job_labels(spec: job_pb2.JobSpec, node_id: str, role: str = "sandbox") -> di
         LABEL_ATTEMPT: str(spec.attempt),
         LABEL_ROLE: role,
     }
+
+
+def warm_labels(node_id: str, pool_id: str, role: str) -> dict[str, str]:
+    """A warm pod's pieces: no job yet, so the node and the pool that made them. The job
+    that takes the pod is in the node's log and on its sandbox container, which joins
+    the pod; start-up cleanup finds them all by the node label."""
+    return {LABEL_NODE_ID: node_id, LABEL_ROLE: role, LABEL_WARM: pool_id}
 
 
 def node_label_filter(node_id: str) -> dict[str, str]:

@@ -8,11 +8,11 @@ one way out is the node's relay socket, bind-mounted into the sidecar alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from cynode.jobs.v1 import job_pb2
-from cynode.node.runtime.labels import job_labels
 from cynode.node.runtime.sandbox import SANDBOX_UID, STOP_TIMEOUT_S
 from cynode.node.runtime.settings import InferencePodSettings
 
@@ -42,10 +42,10 @@ def job_model(spec: job_pb2.JobSpec, settings: InferencePodSettings) -> str:
     return spec.model or settings.default_model
 
 
-def pod_create_kwargs(spec: job_pb2.JobSpec, node_id: str) -> dict[str, Any]:
+def pod_create_kwargs(labels: Mapping[str, str]) -> dict[str, Any]:
     """For `client.pods.create(name, **kwargs)`: labelled, loopback-only network."""
     return {
-        "labels": job_labels(spec, node_id, role="pod"),
+        "labels": dict(labels),
         "netns": {"nsmode": "none"},
         "hostname": POD_HOSTNAME,
     }
@@ -57,10 +57,9 @@ def sandbox_shared_volume(volume_name: str) -> dict[str, dict[str, Any]]:
 
 
 def sidecar_create_kwargs(
-    spec: job_pb2.JobSpec,
     settings: InferencePodSettings,
     *,
-    node_id: str,
+    labels: Mapping[str, str],
     name: str,
     pod: str,
     shared_volume: str,
@@ -68,7 +67,8 @@ def sidecar_create_kwargs(
     relay_socket_name: str,
 ) -> dict[str, Any]:
     """For `client.containers.create(**kwargs)`: the proxy sidecar, locked down like a
-    sandbox (non-root, no capabilities, read-only root, small limits)."""
+    sandbox (non-root, no capabilities, read-only root, small limits). Nothing in it is
+    the job's but its labels, so it can be made before the job is known (warm_pool.py)."""
     memory = settings.sidecar_memory_mb * 1024 * 1024
     command = [
         "--listen",
@@ -87,7 +87,7 @@ def sidecar_create_kwargs(
         "command": command,
         "name": name,
         "pod": pod,
-        "labels": job_labels(spec, node_id, role="proxy"),
+        "labels": dict(labels),
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
         "cap_drop": ["ALL"],
         "no_new_privileges": True,

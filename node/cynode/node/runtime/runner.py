@@ -2,6 +2,14 @@
 
 One JobRunner per job attempt (the kubelet pod-worker idea: one owner per job). `run`
 never raises for a job's own failure or a runtime error; both become a JobResult.
+
+The result is complete once the sandbox has exited and its output is in; removing the
+containers, pod and volumes (the hooks' poststop) can take longer than the job itself
+(an inference pod: ~140 ms). With `background_release`, `run` returns the result as
+soon as it is complete and the removal goes on in the background; `released()` returns
+once it is done. The caller then owns that wait: the node keeps the job's slot until it
+returns and awaits it before stopping (jobs.py, dispatch.py). Without it (the default),
+`run` returns only once everything is removed, and `released()` at once.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from cynode.node.runtime.result import build_result, short_error
 from cynode.node.runtime.settings import SandboxSettings, effective_timeout
 from cynode.node.runtime.threads import in_thread
 from cynode.node.runtime.timeout_hook import TimeoutHook
+from cynode.node.runtime.warm_pool import WarmPodPool
 from cynode.node.runtime.workspace_hook import WorkspaceHook
 
 log = logging.getLogger(__name__)
@@ -44,13 +53,18 @@ class JobRunner:
         *,
         on_output: OnOutput | None = None,
         on_started: OnStarted | None = None,
+        warm_pods: WarmPodPool | None = None,
+        background_release: bool = False,
     ) -> None:
         self._client = client
         self._settings = settings
         self._on_output = on_output
         self._on_started = on_started
+        self._warm_pods = warm_pods
+        self._background_release = background_release
         self._ctx: JobContext | None = None
         self._early_cancel: str | None = None
+        self._release: asyncio.Task[None] | None = None
 
     def make_hooks(self, needs_inference: bool = False) -> list[Hook]:
         """The hooks, in prestart order; a job that needs inference gets the pod first.
@@ -61,7 +75,7 @@ class JobRunner:
             return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
         if self._settings.inference is None:
             raise UnsupportedJob("this node offers no inference (prompt/use_inference job)")
-        pod = InferencePodHook(self._settings.inference)
+        pod = InferencePodHook(self._settings.inference, self._warm_pods)
         return [
             WorkspaceHook(),
             pod,
@@ -73,7 +87,8 @@ class JobRunner:
         ]
 
     async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:
-        """Run the job to its end; the container and workspace are gone on return."""
+        """Run the job to its end. Everything it made is gone on return, unless the
+        runner releases in the background: then await `released()` for that."""
         if self._ctx is not None:
             raise RuntimeError("a JobRunner runs one job; make a new one per attempt")
         ctx = JobContext(
@@ -97,10 +112,18 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s: runtime error", spec.job_id)
             error = short_error(exc)
-        finally:
+        except BaseException:
+            # Cancelled (the node stops): nobody will await released(), so release now.
             ctx.ended_at = ctx.ended_at or datetime.now(UTC)
-            await self._release(ctx, hooks)
+            self._start_release(ctx, hooks)
+            await self.released()
+            raise
+        ctx.ended_at = ctx.ended_at or datetime.now(UTC)
+        # Nothing the poststop hooks do changes the result: it is built first.
         result = build_result(ctx, error)
+        self._start_release(ctx, hooks)
+        if not self._background_release:
+            await self.released()
         log.info(
             "job %s attempt %d: status %s reason %r exit %d",
             spec.job_id,
@@ -171,7 +194,19 @@ class JobRunner:
         state = await asyncio.to_thread(ops.exit_state, client, container_id)
         return ops.ExitState(exit_code if exit_code >= 0 else state.exit_code, state.oom_killed)
 
-    async def _release(self, ctx: JobContext, hooks: list[Hook]) -> None:
+    def _start_release(self, ctx: JobContext, hooks: list[Hook]) -> None:
+        self._release = asyncio.create_task(
+            self._release_all(ctx, hooks), name=f"release-{ctx.spec.job_id}"
+        )
+
+    async def released(self) -> None:
+        """Returns once everything the job made is removed (or a removal failed and was
+        logged; start-up cleanup removes what is left). A waiter that is cancelled
+        leaves the removal running."""
+        if self._release is not None:
+            await asyncio.shield(self._release)
+
+    async def _release_all(self, ctx: JobContext, hooks: list[Hook]) -> None:
         for hook in reversed(hooks):
             try:
                 await hook.poststop(ctx)

@@ -131,6 +131,44 @@ async def test_a_job_runs_in_the_warm_pod_which_is_removed_and_replaced(
     assert (pool.made, pool.taken) == (2, 1)
 
 
+async def test_a_warm_pod_keeps_the_sandbox_to_loopback_and_the_proxy(
+    podman_client: PodmanClient,
+    pool: WarmPodPool,
+    pod_settings: SandboxSettings,
+    relay: InferenceRelay,
+) -> None:
+    pool.fill(pod_settings)
+    await pool.wait_filled()
+    spec = make_spec(
+        use_inference=True,
+        commands=[
+            "ls /sys/class/net",
+            "curl -sS -m 3 http://1.1.1.1/ >/dev/null 2>&1 && echo internet || echo no-internet",
+            f"test -e {relay.socket_path} && echo relay-path || echo no-relay-path",
+            "test -e /run/cynode-upstream && echo upstream-dir || echo no-upstream-dir",
+            "test -S /run/cynode-inference/proxy.sock && echo proxy-sock",
+            "curl -s -o /dev/null -w 'pull %{http_code}\\n' $OLLAMA_BASE_URL/api/pull -d '{}'",
+            "touch /run/cynode-inference/x 2>/dev/null && echo shared-rw || echo shared-ro",
+            'echo "$OLLAMA_BASE_URL $CYNODE_JOB_ID"',
+        ],
+    )
+    runner = JobRunner(podman_client, pod_settings, warm_pods=pool, background_release=True)
+    result = await runner.run(spec)
+    await runner.released()
+    assert pool.taken == 1
+    assert result.status == COMPLETED, result
+    assert result.stdout.decode().splitlines() == [
+        "lo",
+        "no-internet",
+        "no-relay-path",
+        "no-upstream-dir",
+        "proxy-sock",
+        "pull 403",
+        "shared-ro",
+        f"http://localhost:11434 {spec.job_id}",
+    ]
+
+
 async def test_the_result_comes_before_the_pod_is_removed_and_released_waits_for_it(
     podman_client: PodmanClient,
     pool: WarmPodPool,

@@ -23,7 +23,10 @@ PSK = "test-psk-0123456789"
 @dataclass(eq=False)
 class StreamSession:
     hello: dispatch_pb2.Hello | None = None
+    # Every message received, batches unpacked into their items in order.
     received: list[dispatch_pb2.ConnectRequest] = field(default_factory=list)
+    # How many of the messages read off the wire were batches.
+    batches: int = 0
     outbox: asyncio.Queue[dispatch_pb2.ConnectResponse | None] = field(
         default_factory=asyncio.Queue
     )
@@ -44,6 +47,11 @@ class StreamSession:
     def send(self, **kwargs: Any) -> None:
         self.outbox.put_nowait(dispatch_pb2.ConnectResponse(**kwargs))
 
+    def send_batch(self, *items: dispatch_pb2.ConnectResponse) -> None:
+        """Several messages in one ResponseBatch write."""
+        batch = dispatch_pb2.ResponseBatch(items=items)
+        self.outbox.put_nowait(dispatch_pb2.ConnectResponse(batch=batch))
+
     def drop(self) -> None:
         """Ends the stream from the server side (status OK)."""
         self.outbox.put_nowait(None)
@@ -52,8 +60,10 @@ class StreamSession:
 class FakeControlPlane(
     nodes_pb2_grpc.NodeServiceServicer, dispatch_pb2_grpc.DispatchServiceServicer
 ):
-    def __init__(self, heartbeat_seconds: int = 1) -> None:
+    def __init__(self, heartbeat_seconds: int = 1, accepts_batches: bool = True) -> None:
         self.heartbeat_seconds = heartbeat_seconds
+        # False: an orchestrator from before batching (HelloAck without accepts_batches).
+        self.accepts_batches = accepts_batches
         self._ids = itertools.count(1)
         self.valid_tokens: set[str] = set()
         self.registrations: list[nodes_pb2.RegisterNodeRequest] = []
@@ -155,7 +165,10 @@ class FakeControlPlane(
         try:
             yield dispatch_pb2.ConnectResponse(
                 hello_ack=dispatch_pb2.HelloAck(
-                    node_id="NODE01", lease_seconds=30, heartbeat_seconds=self.heartbeat_seconds
+                    node_id="NODE01",
+                    lease_seconds=30,
+                    heartbeat_seconds=self.heartbeat_seconds,
+                    accepts_batches=self.accepts_batches,
                 )
             )
             while True:
@@ -171,7 +184,11 @@ class FakeControlPlane(
         self, requests: AsyncIterator[dispatch_pb2.ConnectRequest], session: StreamSession
     ) -> None:
         async for message in requests:
-            session.received.append(message)
+            if message.HasField("batch"):
+                session.batches += 1
+                session.received.extend(message.batch.items)
+            else:
+                session.received.append(message)
             session.changed.set()
 
     async def session(self, index: int, within: float = 10.0) -> StreamSession:

@@ -16,12 +16,12 @@ from cynode.node.backoff import Backoff
 from cynode.node.capability import build_report
 from cynode.node.config import NodeConfig
 from cynode.node.cpclient import ControlPlaneClient
-from cynode.node.dispatch import DispatchClient
+from cynode.node.dispatch import DispatchClient, coalesce
 from cynode.node.jobs import OnOutput, OnStarted
 from cynode.node.readiness import StepState
 from cynode.node.spool import ResultSpool
 from cynode.node.state import StateDir
-from tests.node.cp_server import FakeControlPlane
+from tests.node.cp_server import FakeControlPlane, start_server
 from tests.node.fakes import ScriptedRunner
 
 
@@ -361,3 +361,86 @@ async def test_server_down_marks_dispatch_failed_then_recovers(
         assert h.client.readiness.steps["dispatch"].state is StepState.FAILED
         assert "stream failed" in h.client.readiness.steps["dispatch"].detail
         assert not h.client.connected.is_set()
+
+
+def batch_item(**kwargs: Any) -> dispatch_pb2.ConnectResponse:
+    return dispatch_pb2.ConnectResponse(**kwargs)
+
+
+async def test_batches_from_the_orchestrator_are_handled_in_order(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, hold=True) as h:
+        session = await plane.session(0)
+        assert session.hello is not None and session.hello.accepts_batches
+        # An assignment and its cancel in one write: the cancel finds the job it follows.
+        session.send_batch(
+            batch_item(**assign("JOBB")),
+            batch_item(cancel=dispatch_pb2.CancelJob(job_id="JOBB", attempt=1, reason="user")),
+        )
+        await session.wait_for(lambda: bool(results(session)))
+        assert h.runners[0].cancels == ["user"]
+        assert results(session)[0].status == job_pb2.JOB_STATUS_CANCELED
+        # Single messages and batches mixed on one stream; a nested batch is ignored.
+        nested = dispatch_pb2.ResponseBatch(items=[batch_item(**assign("NESTED"))])
+        session.send_batch(
+            batch_item(result_ack=dispatch_pb2.ResultAck(job_id="JOBB", attempt=1)),
+            batch_item(batch=nested),
+        )
+        session.send(**assign("JOBS2"))
+        await session.wait_for(lambda: len(h.runners) == 2)
+        await session.wait_for(lambda: not h.client.spool.has("JOBB", 1))
+        assert set(h.client.workers) == {("JOBS2", 1)}
+
+
+async def test_queued_messages_go_up_as_one_batch_in_order(
+    control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel) as h:
+        session = await plane.session(0)
+        await session.wait_for(lambda: bool(session.of_kind("ready")))
+        assert h.client.peer_batches
+        before = session.batches
+        # Queued in one step, so the writer finds them all waiting.
+        for slots in (7, 8, 9):
+            h.client.send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=slots)))
+        await session.wait_for(lambda: len(session.of_kind("ready")) == 4)
+        assert [r.free_slots for r in session.of_kind("ready")] == [2, 7, 8, 9]
+        assert session.batches == before + 1
+
+
+async def test_an_orchestrator_without_batches_gets_single_messages(
+    node_config: NodeConfig,
+) -> None:
+    plane = FakeControlPlane(accepts_batches=False)
+    server, target = await start_server(plane)
+    async with grpc.aio.insecure_channel(target) as chan, running_client(node_config, chan) as h:
+        session = await plane.session(0)
+        await session.wait_for(lambda: bool(session.of_kind("ready")))
+        assert not h.client.peer_batches
+        for slots in (7, 8, 9):
+            h.client.send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=slots)))
+        session.send(**assign("JOBO"))
+        await session.wait_for(lambda: bool(results(session)))
+        assert [r.free_slots for r in session.of_kind("ready")][:4] == [2, 7, 8, 9]
+        assert session.batches == 0
+    await server.stop(grace=None)
+
+
+def test_coalesce_keeps_order_and_the_size_limit() -> None:
+    def ready(n: int) -> dispatch_pb2.ConnectRequest:
+        return dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=n))
+
+    big = dispatch_pb2.ConnectRequest(job_result=job_pb2.JobResult(stdout=b"x" * 100))
+    assert coalesce([]) == []
+    one = ready(1)
+    assert coalesce([one]) == [one]
+    writes = coalesce([ready(1), ready(2), big, ready(3)], limit=50)
+    kinds = [w.WhichOneof("msg") for w in writes]
+    assert kinds == ["batch", "job_result", "ready"]
+    assert [i.ready.free_slots for i in writes[0].batch.items] == [1, 2]
+    assert writes[2].ready.free_slots == 3
+    flat = coalesce([ready(n) for n in range(5)])
+    assert len(flat) == 1 and [i.ready.free_slots for i in flat[0].batch.items] == list(range(5))

@@ -8,6 +8,11 @@ each is a `JobWorker` task owned by this client, and its result is in the spool 
 it is sent, so a dropped stream costs only live output chunks, never a result.
 The stream is reopened with jittered exponential backoff; UNAUTHENTICATED drops the
 JWT so the next attempt registers again.
+
+Batching (see the orchestrator's `controlplane.dispatch` for the protocol): Hello says
+this node reads ResponseBatch; when the HelloAck says the orchestrator reads
+RequestBatch, the writer sends whatever is queued at the moment it writes as one batch
+(never waiting for more). Batches received are handled item by item, in order.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from .spool import ResultSpool
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_S = 10.0
+# A batch stays well under the 4 MiB gRPC receive limit the orchestrator may keep; a
+# larger message (a result with long output) goes alone.
+BATCH_BYTES = 1 << 20
 # The end-of-stream marker of grpc.aio reads (missing from grpc-stubs).
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
@@ -45,6 +53,28 @@ class Auth(Protocol):
 
 class StreamClosed(ConnectionError):
     pass
+
+
+def coalesce(
+    messages: list[dispatch_pb2.ConnectRequest], limit: int = BATCH_BYTES
+) -> list[dispatch_pb2.ConnectRequest]:
+    """`messages` in order as few writes: runs of them wrapped in RequestBatch of at most
+    `limit` bytes; a run of one (or a message over the limit) goes unwrapped."""
+    if len(messages) == 1:
+        return messages
+    writes: list[dispatch_pb2.ConnectRequest] = []
+    group: list[dispatch_pb2.ConnectRequest] = []
+    size = 0
+    for msg in [*messages, None]:
+        n = 0 if msg is None else msg.ByteSize()
+        if group and (msg is None or size + n > limit):
+            batch = dispatch_pb2.ConnectRequest(batch=dispatch_pb2.RequestBatch(items=group))
+            writes.append(group[0] if len(group) == 1 else batch)
+            group, size = [], 0
+        if msg is not None:
+            group.append(msg)
+            size += n
+    return writes
 
 
 def _now_ts() -> dispatch_pb2.Heartbeat:
@@ -88,6 +118,8 @@ class DispatchClient:
         self.heartbeat_s = DEFAULT_HEARTBEAT_S
         self.connections = 0
         self.connected = asyncio.Event()
+        # The current stream's HelloAck said the orchestrator reads RequestBatch.
+        self.peer_batches = False
         self._outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -159,6 +191,7 @@ class DispatchClient:
             node_slug=self.node_slug,
             held_jobs=self.held_jobs(),
             config_version=self._config_version(),
+            accepts_batches=True,
         )
         await call.write(dispatch_pb2.ConnectRequest(hello=hello))
         first = await call.read()
@@ -166,6 +199,7 @@ class DispatchClient:
             raise StreamClosed("the server did not answer Hello with HelloAck")
         ack = first.hello_ack
         self.node_id = ack.node_id or self.node_id
+        self.peer_batches = ack.accepts_batches
         if ack.heartbeat_seconds > 0:
             self.heartbeat_s = float(ack.heartbeat_seconds)
         outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None] = asyncio.Queue()
@@ -201,11 +235,17 @@ class DispatchClient:
         outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None],
     ) -> None:
         while True:
-            message = await outbox.get()
-            if message is None:
+            queued = [await outbox.get()]
+            if self.peer_batches:
+                # Whatever else is queued right now goes in the same write.
+                while queued[-1] is not None and not outbox.empty():
+                    queued.append(outbox.get_nowait())
+            end = queued[-1] is None
+            for write in coalesce([m for m in queued if m is not None]):
+                await call.write(write)
+            if end:
                 await call.done_writing()
                 return
-            await call.write(message)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -240,7 +280,13 @@ class DispatchClient:
 
     def _handle(self, message: dispatch_pb2.ConnectResponse) -> None:
         kind = message.WhichOneof("msg")
-        if kind == "assignment":
+        if kind == "batch":
+            for item in message.batch.items:
+                if item.HasField("batch"):
+                    log.debug("nested batch ignored")
+                else:
+                    self._handle(item)
+        elif kind == "assignment":
             self._accept(message.assignment.spec)
         elif kind == "cancel":
             worker = self.workers.get((message.cancel.job_id, message.cancel.attempt))

@@ -21,14 +21,16 @@ class HeldJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., has_result: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_slug", "held_jobs", "config_version")
+    __slots__ = ("node_slug", "held_jobs", "config_version", "accepts_batches")
     NODE_SLUG_FIELD_NUMBER: _ClassVar[int]
     HELD_JOBS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     node_slug: str
     held_jobs: _containers.RepeatedCompositeFieldContainer[HeldJob]
     config_version: str
-    def __init__(self, node_slug: _Optional[str] = ..., held_jobs: _Optional[_Iterable[_Union[HeldJob, _Mapping]]] = ..., config_version: _Optional[str] = ...) -> None: ...
+    accepts_batches: bool
+    def __init__(self, node_slug: _Optional[str] = ..., held_jobs: _Optional[_Iterable[_Union[HeldJob, _Mapping]]] = ..., config_version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class Ready(_message.Message):
     __slots__ = ("free_slots",)
@@ -69,30 +71,40 @@ class OutputChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "ready", "heartbeat", "job_started", "output_chunk", "job_result")
+    __slots__ = ("hello", "ready", "heartbeat", "job_started", "output_chunk", "job_result", "batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     JOB_STARTED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     JOB_RESULT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ready: Ready
     heartbeat: Heartbeat
     job_started: JobStarted
     output_chunk: OutputChunk
     job_result: _job_pb2.JobResult
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., job_started: _Optional[_Union[JobStarted, _Mapping]] = ..., output_chunk: _Optional[_Union[OutputChunk, _Mapping]] = ..., job_result: _Optional[_Union[_job_pb2.JobResult, _Mapping]] = ...) -> None: ...
+    batch: RequestBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., job_started: _Optional[_Union[JobStarted, _Mapping]] = ..., output_chunk: _Optional[_Union[OutputChunk, _Mapping]] = ..., job_result: _Optional[_Union[_job_pb2.JobResult, _Mapping]] = ..., batch: _Optional[_Union[RequestBatch, _Mapping]] = ...) -> None: ...
+
+class RequestBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ConnectRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class HelloAck(_message.Message):
-    __slots__ = ("node_id", "lease_seconds", "heartbeat_seconds")
+    __slots__ = ("node_id", "lease_seconds", "heartbeat_seconds", "accepts_batches")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     lease_seconds: int
     heartbeat_seconds: int
-    def __init__(self, node_id: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+    accepts_batches: bool
+    def __init__(self, node_id: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class JobAssignment(_message.Message):
     __slots__ = ("spec", "lease_expires_at")
@@ -127,15 +139,23 @@ class ConfigChanged(_message.Message):
     def __init__(self, config_version: _Optional[str] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("hello_ack", "assignment", "cancel", "result_ack", "config_changed")
+    __slots__ = ("hello_ack", "assignment", "cancel", "result_ack", "config_changed", "batch")
     HELLO_ACK_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
     CONFIG_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     hello_ack: HelloAck
     assignment: JobAssignment
     cancel: CancelJob
     result_ack: ResultAck
     config_changed: ConfigChanged
-    def __init__(self, hello_ack: _Optional[_Union[HelloAck, _Mapping]] = ..., assignment: _Optional[_Union[JobAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., config_changed: _Optional[_Union[ConfigChanged, _Mapping]] = ...) -> None: ...
+    batch: ResponseBatch
+    def __init__(self, hello_ack: _Optional[_Union[HelloAck, _Mapping]] = ..., assignment: _Optional[_Union[JobAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., config_changed: _Optional[_Union[ConfigChanged, _Mapping]] = ..., batch: _Optional[_Union[ResponseBatch, _Mapping]] = ...) -> None: ...
+
+class ResponseBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ConnectResponse]
+    def __init__(self, items: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...

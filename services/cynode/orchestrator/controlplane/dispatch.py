@@ -31,7 +31,16 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
 7. Orchestrator → CancelJob{job_id, attempt, reason}: stop that copy, then report its
    result (status canceled) like any other. ConfigChanged{config_version}: fetch the
    config with NodeService.GetNodeConfig and acknowledge it.
-8. Either side may drop the stream at any time. The node reconnects with backoff
+8. Batching: either side may send several messages as one write, a RequestBatch /
+   ResponseBatch whose items are handled in order exactly as if each had come alone.
+   Each side batches only towards a peer that said it reads batches (Hello and HelloAck
+   `accepts_batches`), so a node or orchestrator that predates batches never gets one
+   and is never asked to send one. A sender batches only what is already queued when
+   it writes (it never waits to fill a batch, so an idle stream adds no latency), keeps
+   each batch under BATCH_BYTES (a larger message goes alone), never nests batches and
+   never batches Hello or HelloAck. Nothing else changes: every result is still
+   acknowledged by its own ResultAck item, credits still add up item by item.
+9. Either side may drop the stream at any time. The node reconnects with backoff
    (re-registering if its token is refused) and starts again at 1 with what it holds;
    leases are not cut short by a disconnect, so a reconnect within the lease keeps the
    job. A lease that ran out while the orchestrator itself was down is honoured until two
@@ -53,6 +62,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
+from cynode.orchestrator.controlplane.batching import coalesce
 from cynode.orchestrator.controlplane.ingest import Beat, Chunk, Ingest, Result, Started
 from cynode.orchestrator.controlplane.nodeconfig import latest_config
 from cynode.orchestrator.controlplane.scheduler import Scheduler, cancel_message
@@ -132,19 +142,24 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         if greeting is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "node not registered")
         session, replies = greeting
+        session.batches = first.hello.accepts_batches
         old = self._registry.add(session)
         if old is not None:
             old.close()
-        for msg in replies:
+        for msg in replies[1:]:
             session.send(msg)
         self._bus.publish(NODES_TOPIC)
         reader = asyncio.create_task(self._read(session, request_iterator))
         try:
-            while True:
-                out = await session.outbox.get()
-                if out is None:
-                    break
-                yield out
+            # The HelloAck goes alone, first: the node learns from it that we batch.
+            yield replies[0]
+            while out := await session.take():
+                if not session.batches:
+                    for msg in out:
+                        yield msg
+                    continue
+                for msg in coalesce(out, _response_batch):
+                    yield msg
         finally:
             reader.cancel()
             session.closed = True
@@ -225,6 +240,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 node_id=session.node_id,
                 lease_seconds=self._settings.lease_seconds,
                 heartbeat_seconds=self._settings.heartbeat_seconds,
+                accepts_batches=True,
             )
         )
         replies.insert(0, ack)
@@ -241,34 +257,43 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         try:
             async for req in requests:
                 kind = req.WhichOneof("msg")
-                if kind == "ready":
-                    session.grant(req.ready.free_slots)
-                    if session.credits > 0:
-                        self._scheduler.wake()
-                elif kind == "heartbeat":
-                    running = [(h.job_id, h.attempt) for h in req.heartbeat.running]
-                    self._ingest.put(Beat(node_id, running, utcnow()))
-                elif kind == "job_started":
-                    m = req.job_started
-                    self._ingest.put(Started(node_id, m.job_id, m.attempt, utcnow()))
-                elif kind == "output_chunk":
-                    c = req.output_chunk
-                    self._ingest.put(
-                        Chunk(node_id, c.job_id, c.attempt, c.stream, c.offset, c.data)
-                    )
-                elif kind == "job_result":
-                    result = req.job_result
-                    result.node_id = node_id  # trust the token, not the message
-                    session.outstanding.discard((result.job_id, result.attempt))
-                    self._ingest.put(Result(node_id, result, self._acker(session, result)))
+                if kind == "batch":
+                    for item in req.batch.items:
+                        self._handle(session, item, item.WhichOneof("msg"))
                 else:
-                    log.debug("node %s sent %s mid-stream; ignored", node_id, kind)
+                    self._handle(session, req, kind)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream broke; the handler's cleanup follows
             log.debug("dispatch stream of %s ended: %s", node_id, exc)
         finally:
             session.close()
+
+    def _handle(
+        self, session: NodeSession, req: dispatch_pb2.ConnectRequest, kind: str | None
+    ) -> None:
+        node_id = session.node_id
+        if kind == "ready":
+            session.grant(req.ready.free_slots)
+            if session.credits > 0:
+                self._scheduler.wake()
+        elif kind == "heartbeat":
+            running = [(h.job_id, h.attempt) for h in req.heartbeat.running]
+            self._ingest.put(Beat(node_id, running, utcnow()))
+        elif kind == "job_started":
+            m = req.job_started
+            self._ingest.put(Started(node_id, m.job_id, m.attempt, utcnow()))
+        elif kind == "output_chunk":
+            c = req.output_chunk
+            self._ingest.put(Chunk(node_id, c.job_id, c.attempt, c.stream, c.offset, c.data))
+        elif kind == "job_result":
+            result = req.job_result
+            result.node_id = node_id  # trust the token, not the message
+            session.outstanding.discard((result.job_id, result.attempt))
+            self._ingest.put(Result(node_id, result, self._acker(session, result)))
+        else:
+            # A second Hello, a batch nested in a batch, or a kind newer than this code.
+            log.debug("node %s sent %s mid-stream; ignored", node_id, kind)
 
     def _acker(self, session: NodeSession, result: Any) -> Callable[[], None]:
         ack = dispatch_pb2.ConnectResponse(
@@ -337,6 +362,10 @@ async def _reclaim(
         "job %s attempt %d reclaimed by its node after a lapsed lease", held.job_id, held.attempt
     )
     return True
+
+
+def _response_batch(items: list[dispatch_pb2.ConnectResponse]) -> dispatch_pb2.ConnectResponse:
+    return dispatch_pb2.ConnectResponse(batch=dispatch_pb2.ResponseBatch(items=items))
 
 
 def config_changed(version: str) -> dispatch_pb2.ConnectResponse:

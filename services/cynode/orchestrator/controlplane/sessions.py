@@ -21,9 +21,12 @@ class NodeSession:
     # (job, attempt) sent to or held by the node whose result has not arrived.
     outstanding: set[tuple[str, int]] = field(default_factory=set)
     closed: bool = False
-    outbox: asyncio.Queue[dispatch_pb2.ConnectResponse | None] = field(
-        default_factory=asyncio.Queue
-    )
+    # The node's Hello said it reads ResponseBatch.
+    batches: bool = False
+    # Messages queued for the stream, sent in order by the handler; a list and an event
+    # rather than a queue, so the handler takes all of them in one step.
+    pending: list[dispatch_pb2.ConnectResponse] = field(default_factory=list)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def grant(self, free_slots: int) -> None:
         """Ready is a credit grant. The cap also makes a node that reports its absolute
@@ -34,14 +37,25 @@ class NodeSession:
     def send(self, msg: dispatch_pb2.ConnectResponse) -> bool:
         if self.closed:
             return False
-        self.outbox.put_nowait(msg)
+        self.pending.append(msg)
+        self._wakeup.set()
         return True
 
     def close(self) -> None:
-        """Ends the stream from our side; the handler returns once the outbox drains."""
+        """Ends the stream from our side; the handler returns once what was queued before
+        is sent."""
         if not self.closed:
             self.closed = True
-            self.outbox.put_nowait(None)
+            self._wakeup.set()
+
+    async def take(self) -> list[dispatch_pb2.ConnectResponse]:
+        """Everything queued so far, in order, waiting while there is nothing; an empty
+        list once the session is closed and drained."""
+        while not self.pending and not self.closed:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        taken, self.pending = self.pending, []
+        return taken
 
 
 class Registry:

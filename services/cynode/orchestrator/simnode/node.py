@@ -17,6 +17,7 @@ import grpc
 
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc, nodes_pb2, nodes_pb2_grpc
 from cynode.jobs.v1 import job_pb2
+from cynode.orchestrator.controlplane.batching import coalesce
 from cynode.orchestrator.controlplane.dispatch import KEEPALIVE_CLIENT_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class SimNode:
         stream_output: bool = True,
         send_started: bool = True,
         backoff: tuple[float, float] = (0.05, 2.0),
+        batching: bool = True,
     ) -> None:
         self.target = target
         self.slug = slug
@@ -72,6 +74,10 @@ class SimNode:
         self._stream_output = stream_output
         self._send_started = send_started
         self._backoff = backoff
+        # False: a node from before batching, which neither sends nor asks for batches.
+        self.batching = batching
+        # The current stream's HelloAck said the orchestrator reads batches.
+        self._peer_batches = False
         self.token = ""
         self.node_id = ""
         self.config_version = ""
@@ -83,6 +89,9 @@ class SimNode:
         self.acked: list[Key] = []
         self.config_changes: list[str] = []
         self.hello_acks = 0
+        # Batches received and sent (messages that carried several).
+        self.batches_in = 0
+        self.batches_out = 0
         self.spool: dict[Key, job_pb2.JobResult] = {}
         self.running: dict[Key, asyncio.Task[None]] = {}
         self.connected = asyncio.Event()
@@ -218,7 +227,10 @@ class SimNode:
 
     async def _session(self) -> None:
         out: asyncio.Queue[dispatch_pb2.ConnectRequest | None] = asyncio.Queue()
-        hello = dispatch_pb2.Hello(node_slug=self.slug, config_version=self.config_version)
+        self._peer_batches = False
+        hello = dispatch_pb2.Hello(
+            node_slug=self.slug, config_version=self.config_version, accepts_batches=self.batching
+        )
         for key in self.running:
             hello.held_jobs.add(job_id=key[0], attempt=key[1], has_result=False)
         for key in self.spool:
@@ -233,7 +245,21 @@ class SimNode:
                 msg = await out.get()
                 if msg is None:
                     return
-                yield msg
+                if not self._peer_batches or out.empty():
+                    yield msg
+                    continue
+                # Whatever else is queued right now goes in the same write.
+                queued, end = [msg], False
+                while not out.empty():
+                    more = out.get_nowait()
+                    if more is None:
+                        end = True
+                        break
+                    queued.append(more)
+                for one in coalesce(queued, self._request_batch):
+                    yield one
+                if end:
+                    return
 
         self._out = out
         call = self._dispatch.Connect(requests(), metadata=self.metadata)
@@ -247,22 +273,37 @@ class SimNode:
                     self.heartbeat_seconds = float(resp.hello_ack.heartbeat_seconds or 10)
                     self.lease_seconds = resp.hello_ack.lease_seconds
                     self.node_id = resp.hello_ack.node_id
+                    self._peer_batches = self.batching and resp.hello_ack.accepts_batches
                     for result in self.spool.values():
                         self._send(dispatch_pb2.ConnectRequest(job_result=result))
                     beats = asyncio.create_task(self._heartbeats(out))
                     self.connected.set()
-                elif kind == "assignment":
-                    self._assigned(resp.assignment.spec)
-                elif kind == "cancel":
-                    self._cancel(resp.cancel)
-                elif kind == "result_ack":
-                    self._acked((resp.result_ack.job_id, resp.result_ack.attempt))
-                elif kind == "config_changed":
-                    self.config_changes.append(resp.config_changed.config_version)
-                    self._tasks.add(asyncio.create_task(self._refetch_config()))
+                elif kind == "batch":
+                    self.batches_in += 1
+                    for item in resp.batch.items:
+                        self._handle(item, item.WhichOneof("msg"))
+                else:
+                    self._handle(resp, kind)
         finally:
             if beats is not None:
                 beats.cancel()
+
+    def _request_batch(
+        self, items: list[dispatch_pb2.ConnectRequest]
+    ) -> dispatch_pb2.ConnectRequest:
+        self.batches_out += 1
+        return dispatch_pb2.ConnectRequest(batch=dispatch_pb2.RequestBatch(items=items))
+
+    def _handle(self, resp: dispatch_pb2.ConnectResponse, kind: str | None) -> None:
+        if kind == "assignment":
+            self._assigned(resp.assignment.spec)
+        elif kind == "cancel":
+            self._cancel(resp.cancel)
+        elif kind == "result_ack":
+            self._acked((resp.result_ack.job_id, resp.result_ack.attempt))
+        elif kind == "config_changed":
+            self.config_changes.append(resp.config_changed.config_version)
+            self._tasks.add(asyncio.create_task(self._refetch_config()))
 
     def _send(self, msg: dispatch_pb2.ConnectRequest) -> None:
         if self._out is not None:

@@ -7,6 +7,7 @@ JSON body, except where DIFFERENCES (mirrored in docs/envoy-parity.md) says othe
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -134,6 +135,16 @@ def _cancel_fresh(world: World, base: str) -> Call:
 
 
 BIG_PROMPT = {"input_mode": "prompt", "prompt": "x" * (1024 * 1024 + 1)}
+MIB = 1024 * 1024
+
+
+def _with_attachment(size: int) -> dict[str, Any]:
+    """A commands task with one attachment of `size` bytes (SPEC §2 allows 10 MiB)."""
+    content = base64.b64encode(bytes(size)).decode()
+    attachment = {"name": "blob.bin", "content": content}
+    return {"input_mode": "commands", "commands": ["true"], "attachments": [attachment]}
+
+
 AUTH = "cynode.gateway.v1.AuthService/"
 TASKS = "cynode.gateway.v1.TaskService/"
 NODES = "cynode.controlplane.v1.NodeService/"
@@ -323,6 +334,22 @@ ROWS: list[Row] = [
         _user("POST", "/v1/tasks", {"prompt": "a", "commands": ["b"]}),
     ),
     Row("create-too-large", TASKS + "CreateTask", 413, _user("POST", "/v1/tasks", BIG_PROMPT)),
+    # The largest attachment SPEC allows is 13.3 MiB of base64: both doors take it, and
+    # one byte more is the servicer's 413 through both (not a proxy's body cap).
+    Row(
+        "create-max-attachment",
+        TASKS + "CreateTask",
+        201,
+        _user("POST", "/v1/tasks", _with_attachment(10 * MIB)),
+        volatile=frozenset({"task_id"}),
+        differences=frozenset({"success-status"}),
+    ),
+    Row(
+        "create-attachment-too-large",
+        TASKS + "CreateTask",
+        413,
+        _user("POST", "/v1/tasks", _with_attachment(10 * MIB + 1)),
+    ),
     Row(
         "create-no-token",
         TASKS + "CreateTask",

@@ -15,12 +15,16 @@ import yaml
 from google.api import annotations_pb2  # type: ignore[import-untyped]
 from google.protobuf import descriptor_pb2
 
+from cynode.orchestrator.app import REST_MAX_BODY_BYTES
+from cynode.orchestrator.rest import DEFAULT_MAX_BODY_BYTES
 from cynode.orchestrator.rest.bindings import rule_verb_and_path
 from cynode.orchestrator.rest.template import parse_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "deploy" / "envoy.yaml").read_text())
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+# The Python shim's request body cap on each surface (what build_rest_app is given).
+SHIM_BODY_CAPS = {"user_rest": REST_MAX_BODY_BYTES, "controlplane_rest": DEFAULT_MAX_BODY_BYTES}
 SURFACES = {
     # listener name: (package, REST port, upstream gRPC port)
     "user_rest": ("cynode.gateway.v1", 12180, 12081),
@@ -115,7 +119,8 @@ def test_json_options_match_the_python_shim(listener: str) -> None:
     assert transcoder["query_param_unescape_plus"] is True
     assert transcoder["url_unescape_spec"] == "ALL_CHARACTERS"
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
-    assert transcoder["max_request_body_size"] == 11 * 1024 * 1024
+    # The same body cap as the shim on that port: a body one door takes, the other takes.
+    assert transcoder["max_request_body_size"] == SHIM_BODY_CAPS[listener]
 
 
 @pytest.mark.parametrize("listener", sorted(SURFACES))

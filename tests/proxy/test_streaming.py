@@ -1,8 +1,9 @@
 """Response bodies through both relays: zero-copy (splice) and copying.
 
-Every test here runs twice, once per relay, against a byte-level upstream that frames
-its answer exactly as the test says (chunk sizes, split headers, extensions, trailers,
-broken framing, cuts).
+Every test here runs once per relay (splice reading chunk headers ahead, splice one
+chunk at a time as on kernels without TCP ``SO_PEEK_OFF``, and copying) against a
+byte-level upstream that frames its answer exactly as the test says (chunk sizes, split
+headers, extensions, trailers, broken framing, cuts).
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ CHUNKED_HEAD = (
 )
 
 
-@pytest.fixture(params=["splice", "copy"])
+@pytest.fixture(params=["splice", "splice-chunkwise", "copy"])
 def relay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     mode: str = request.param
     if mode == "copy":
         monkeypatch.setattr(_splice, "_available", False)
     else:
         assert _splice.available(), "splice must work on the test machine"
+        # A fresh verdict per family, or none at all: no peeking ahead.
+        monkeypatch.setattr(_splice, "_peek_offset", {} if mode == "splice" else None)
     return mode
 
 
@@ -234,6 +237,47 @@ async def test_head_and_no_content_have_no_body(
         async with client.get(f"http://{proxy.addresses[0]}/api/tags") as response:
             assert response.status == 204
             assert await response.read() == b""
+    assert raw_upstream.connections == 1
+
+
+@pytest.mark.parametrize("answer", ["head-chunked", "head-bare", "not-modified"])
+async def test_bodiless_answers_without_length_leave_the_connection_clean(
+    answer: str, relay: str, raw_upstream: RawUpstream, make_proxy: ProxyFactory
+) -> None:
+    """A HEAD answer or a 304 without Content-Length has no body, and none is made up
+    for it: aiohttp 3.8 would otherwise frame it chunked and end it with a stray last
+    chunk, which the client then reads as the start of its next response."""
+    heads = {
+        "head-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "head-bare": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n",
+        "not-modified": b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n',
+    }
+
+    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
+        if head.startswith(b"GET /api/version"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        else:
+            writer.write(heads[answer])
+        return True
+
+    raw_upstream.script = script
+    proxy = await make_proxy(raw_upstream.url)
+    first = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+    if answer == "not-modified":
+        first = b'GET /api/tags HTTP/1.1\r\nHost: x\r\nIf-None-Match: "v1"\r\n\r\n'
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp_ports[0])
+    try:
+        writer.write(first)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 304" if answer == "not-modified" else b"HTTP/1.1 200")
+        assert b"content-length" not in head.lower()
+        # The same connection answers the next request, from its first byte on.
+        writer.write(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert second.startswith(b"HTTP/1.1 200 OK\r\n"), second
+        assert await asyncio.wait_for(reader.readexactly(2), 10) == b"ok"
+    finally:
+        writer.close()
     assert raw_upstream.connections == 1
 
 

@@ -236,6 +236,13 @@ class ProxyHandler:
         )
         if client_chunked:
             response.enable_chunked_encoding()
+        elif head.framing is Framing.NONE:
+            # No body (HEAD, 204, 304), so none is framed. aiohttp 3.8 frames a response
+            # without Content-Length chunked unless it is a 204, and so would end a HEAD
+            # answer or a 304 with a last chunk the client reads as its next response;
+            # newer aiohttp knows these have no body. The attribute is what aiohttp's
+            # own FileResponse sets to the same end, in 3.8 and since.
+            response._length_check = False
         exchange.status = head.status
         exchange.streamed = True
         try:

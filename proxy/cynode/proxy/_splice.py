@@ -1,13 +1,21 @@
 """Zero-copy relay of one response body: upstream socket → pipe → client socket.
 
 The body never enters Python: ``os.splice`` moves it between the two sockets through a
-pipe, so what the proxy spends per byte is one peek and one splice per chunk plus one
-splice per pipe-full, instead of two copies and a Python loop per chunk. To find where
-a chunked body ends, only chunk headers are looked at (``MSG_PEEK``, a few bytes): a
-canonical header goes on verbatim together with its data, so the client gets the
-upstream's framing unchanged. Anything else (an extension, a header split across reads,
-the last chunk and its trailers) is consumed here and rewritten; the last chunk is left
-to the caller's ``write_eof()``.
+pipe, instead of two copies and a Python loop per chunk. To find where a chunked body
+ends, only chunk headers are looked at (``MSG_PEEK``, a few bytes): a canonical header
+goes on verbatim together with its data, so the client gets the upstream's framing
+unchanged. Anything else (an extension, a header split across reads, the last chunk and
+its trailers) is consumed here and rewritten; the last chunk is left to the caller's
+``write_eof()``.
+
+What a relayed byte costs is mostly per call, not per byte: each splice out of the
+upstream socket acknowledges what it took (and so makes the upstream send more, in this
+process's time), and each splice into the client socket pushes TCP segments through the
+loopback. So the relay moves as much as it can per call: with ``SO_PEEK_OFF`` it peeks
+at the chunk headers that follow the one in hand, past their data, without taking
+anything, and moves a whole run of canonical chunks (up to a pipe-full) with one splice
+in and one splice out. Where the kernel does not offer ``SO_PEEK_OFF`` on the upstream
+socket (TCP before Linux 6.10), it moves one chunk per splice in.
 
 Both sockets are dups of descriptors owned by asyncio transports: the upstream one is
 paused while this runs, and the client one is written only once its transport's buffer
@@ -22,15 +30,26 @@ import enum
 import fcntl
 import os
 import socket
+import termios
+from array import array
 from collections.abc import Callable
 
 from cynode.proxy._body import TRAILER_LIMIT, BadChunk, chunk_size
 from cynode.proxy._upstream import LINE_LIMIT, Framing, UpstreamError
 
-# Filled, then emptied towards the client in one go. Bigger measured no faster, and pipe
-# pages count against a per-user budget that every sidecar of the sandbox uid shares.
-PIPE_SIZE = 256 * 1024
+# Filled, then emptied towards the client in one go; the first size the kernel grants is
+# used. 1 MiB is the default /proc/sys/fs/pipe-max-size and measured clearly cheaper per
+# byte than 256 KiB once runs of chunks move in one splice. Pipe pages count against a
+# per-user budget (fs/pipe-user-pages-soft, 64 MiB by default) that every sidecar of the
+# sandbox uid shares; past it the kernel refuses and a smaller pipe is used.
+PIPE_SIZES = (1024 * 1024, 256 * 1024)
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
+# Rounds of the pump (each up to a pipe-full in and out) between turns of the event loop
+# when neither side ever makes it wait.
+YIELD_EVERY = 16
+# Linux's value on the architectures the sidecar runs on; the probe checks it means
+# "peek from this offset" before the relay relies on it.
+SO_PEEK_OFF = getattr(socket, "SO_PEEK_OFF", 42)
 # Enough for "\r\n" + any plain hex size + "\r\n"; longer lines get a second, larger peek.
 _PEEK = 32
 _HEXDIGITS = b"0123456789abcdefABCDEF"
@@ -45,14 +64,37 @@ class _Step(enum.Enum):
 
 
 _available: bool | None = None
+# Per address family: whether its sockets take SO_PEEK_OFF (absent: not tried yet).
+# None means the probe found it unusable everywhere.
+_peek_offset: dict[int, bool] | None = {}
 
 
 def available() -> bool:
     """Whether splice works here (Linux, and not refused by a seccomp filter)."""
-    global _available
+    global _available, _peek_offset
     if _available is None:
         _available = _probe()
+        if not _peek_offset_works():  # pragma: no cover - an old kernel
+            _peek_offset = None
     return _available
+
+
+def _peek_offset_works() -> bool:
+    """Whether ``SO_PEEK_OFF`` makes a peek start at that offset (on a Unix socket pair;
+    an upstream of another family is tried when first used)."""
+    try:
+        left, right = socket.socketpair()
+    except OSError:  # pragma: no cover - out of descriptors
+        return False
+    try:
+        left.sendall(b"0123456789")
+        right.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 4)
+        return right.recv(2, socket.MSG_PEEK) == b"45" and right.recv(3) == b"012"
+    except OSError:  # pragma: no cover - an old kernel or another architecture
+        return False
+    finally:
+        left.close()
+        right.close()
 
 
 def _probe() -> bool:
@@ -109,6 +151,12 @@ class SpliceRelay:
         # so they are only added while the pipe is empty.
         self._out = bytearray()
         self._in_pipe = 0
+        # Whether the upstream socket can be peeked at an offset: chunk headers past the
+        # one in hand can then be read ahead.
+        self._family = src.family
+        self._ahead = _peek_offset is not None and _peek_offset.get(src.family, True)
+        self._inq = array("i", [0])
+        self._resume = False
         self._cap = 0
         self._pipe_r = self._pipe_w = -1
         self._touch = touch
@@ -125,16 +173,14 @@ class SpliceRelay:
     async def run(self) -> None:
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            try:
-                self._cap = fcntl.fcntl(self._pipe_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:  # pragma: no cover - over the per-user pipe budget
-                self._cap = fcntl.fcntl(self._pipe_w, fcntl.F_GETPIPE_SZ)
+            self._cap = _grow(self._pipe_w)
             await self._pump()
         finally:
             os.close(self._pipe_r)
             os.close(self._pipe_w)
 
     async def _pump(self) -> None:
+        busy = 0
         while True:
             if self._failed:
                 raise UpstreamError("upstream connection lost mid-body")
@@ -159,7 +205,14 @@ class SpliceRelay:
                 return
             if filled or flushed:
                 self._touch()
+                busy += 1
+                if busy >= YIELD_EVERY:
+                    # Both sides keep up, so this loop never waits: let the other streams,
+                    # timers and callbacks (a lost upstream) of the event loop have a turn.
+                    busy = 0
+                    await asyncio.sleep(0)
                 continue
+            busy = 0
             await self._wait(read=step is _Step.READ, write=bool(self._out or self._in_pipe))
 
     async def _wait(self, *, read: bool, write: bool) -> None:
@@ -204,6 +257,8 @@ class SpliceRelay:
 
     def _fill(self) -> _Step:
         if self._raw:
+            if self._resume and self._raw < self._cap - self._in_pipe:
+                self._read_ahead()
             return self._move()
         if not self._chunked:  # pragma: no cover - _move sets _done at the end
             self._done = True
@@ -229,8 +284,61 @@ class SpliceRelay:
                 self.moved += size
                 self._crlf = True
                 self._raw = end + 2 + size
+                if self._ahead and not self._left:
+                    self._read_ahead()
                 return self._move()
         return self._chunk_header(peek)
+
+    def _read_ahead(self) -> None:
+        """Extend the verbatim run ``_raw`` over the canonical chunks that follow it and
+        are already in the socket, peeking at each header past the data before it, up to
+        a pipe-full. Where it stops for lack of bytes or of room, it goes on once the run
+        has moved on (``_resume``); at anything else (another kind of header, the last
+        chunk) the chunk-by-chunk path takes over."""
+        self._resume = False
+        # How much is there decides whether to peek at all: a peek that finds nothing
+        # costs more than this question, and a stream that trickles in never has more
+        # than the chunk in hand.
+        try:
+            fcntl.ioctl(self._src_fd, termios.FIONREAD, self._inq)
+        except OSError:  # pragma: no cover - the chunk-by-chunk path reports it
+            return
+        there = min(self._inq[0], self._cap)
+        if there <= self._raw:
+            self._resume = True
+            return
+        sock = self._src
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, self._raw)
+        except OSError:
+            # Not on this family here (TCP before Linux 6.10): one chunk per splice.
+            self._ahead = False
+            assert _peek_offset is not None
+            _peek_offset[self._family] = False
+            return
+        with contextlib.suppress(OSError):  # the chunk-by-chunk path reports it
+            while True:
+                peek = sock.recv(_PEEK, socket.MSG_PEEK)
+                end = peek.find(b"\r\n", 2)
+                line = peek[2:end]
+                if not (
+                    end > 2
+                    and len(line) <= 15
+                    and not line.strip(_HEXDIGITS)
+                    and peek.startswith(_CRLF)
+                    and (size := int(line, 16))
+                ):
+                    break
+                self.moved += size
+                self._raw += end + 2 + size
+                if self._raw >= there:
+                    self._resume = True
+                    break
+                sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, self._raw)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+        except OSError as exc:  # pragma: no cover - later peeks would read the wrong bytes
+            raise UpstreamError("upstream socket refused a peek reset") from exc
 
     def _move(self) -> _Step:
         if self._left:
@@ -344,3 +452,13 @@ class SpliceRelay:
         self._trailers = False
         self._done = True
         return _Step.PROGRESS
+
+
+def _grow(pipe_w: int) -> int:
+    """Make the pipe as large as the kernel grants from ``PIPE_SIZES``; its capacity."""
+    for size in PIPE_SIZES:
+        try:
+            return int(fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, size))
+        except OSError:  # over pipe-max-size or the per-user pipe budget
+            continue
+    return int(fcntl.fcntl(pipe_w, fcntl.F_GETPIPE_SZ))

@@ -14,7 +14,7 @@ help: ## list the targets
 $(UV):
 	@mkdir -p .tools && python3 -m pip install -q --target .tools/uv-pkg uv && mkdir -p .tools/bin && ln -sf ../uv-pkg/bin/uv .tools/bin/uv
 
-system-deps: ## apt packages: podman, runc, debootstrap, tmux, iproute2 (root)
+system-deps: ## apt packages: podman, runc, debootstrap, tmux, iproute2, zsh, fish (root)
 	tools/system-deps.sh
 
 setup: $(UV) system-deps ## install system packages and the locked Python deps

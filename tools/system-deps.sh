@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages CyNode needs on a Debian host. Idempotent; quiet when all are present.
 set -euo pipefail
-pkgs=(podman runc conmon containernetworking-plugins catatonit debootstrap tmux iproute2 curl nftables tcpdump)
+# zsh and fish: tests/cynork loads `cynork completion zsh|fish` into the real shells.
+pkgs=(podman runc conmon containernetworking-plugins catatonit debootstrap tmux iproute2 curl nftables tcpdump zsh fish)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

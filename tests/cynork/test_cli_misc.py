@@ -115,6 +115,36 @@ def test_unknown_command_is_usage_error(cy: Cy) -> None:
     assert cy("task", "create", "--bogus").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "message", "help_of"),
+    [
+        (["frobnicate"], "No such command 'frobnicate'.", "cynork"),
+        (["task", "bogus"], "No such command 'bogus'.", "cynork task"),
+        (["task", "get"], "Missing argument 'ID'.", "cynork task get"),
+        (["task", "create", "--bogus"], "No such option '--bogus'.", "cynork task create"),
+        (["-o", "yaml", "task", "list"], "'yaml' is not one of 'table', 'json'.", "cynork"),
+        (["task", "list", "-l", "0"], "0 is not in the range 1<=x<=200.", "cynork task list"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    config_dir: Path,
+    gw: FakeGateway,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+    help_of: str,
+) -> None:
+    # click alone prints a usage block, a hint and a blank line; SPEC §5 wants one line.
+    assert main(argv, _seams(gw)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("cynork: ") and message in lines[0]
+    assert lines[0].endswith(f"(see `{help_of} --help`)")
+    assert gw.requests == []
+
+
 def test_gateway_url_precedence(cy: Cy, tmp_path: Path) -> None:
     seen: list[str] = []
     inner = cy.gw.transport()

@@ -197,6 +197,16 @@ def test_dispatch_maps_every_failure(cy: Cy) -> None:
     assert shell.run_line("quit") is False
 
 
+def test_shell_usage_error_is_one_line(cy: Cy, capsys: pytest.CaptureFixture[str]) -> None:
+    shell = Shell(_app(cy), cli, history=InMemoryHistory(), pt_output=DummyOutput())
+    capsys.readouterr()
+    assert shell.run_line("task get") is True
+    assert shell.last_exit == 2
+    assert capsys.readouterr().err == (
+        "cynork: Missing argument 'ID'. (see `cynork task get --help`)\n"
+    )
+
+
 def test_history_falls_back_to_memory(cy: Cy, config_dir: Path, tmp_path: Path) -> None:
     config_dir.parent.mkdir(parents=True)
     config_dir.write_text("a file where the directory should be")

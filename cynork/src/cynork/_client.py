@@ -79,9 +79,10 @@ def raise_for_status(resp: httpx.Response, what: str | None = None) -> None:
     if status in (400, 422):
         raise UsageError(f"the gateway refused the request: {said}")
     if status == 429:
+        # The title is "Too many requests" again; the detail says what was limited.
         wait = _retry_after(resp)
-        hint = f"; retry after {wait} seconds" if wait else "; retry later"
-        raise ServerError(f"too many requests ({said}){hint}")
+        hint = f"retry after {wait} seconds" if wait else "retry later"
+        raise ServerError(f"too many requests: {detail or title} ({hint})")
     if status == 409:
         raise ServerError(said)
     raise ServerError(f"gateway error {status}: {said}")

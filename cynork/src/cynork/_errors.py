@@ -30,6 +30,19 @@ class CynorkError(click.ClickException):
         click.echo(f"cynork: {line}", file=file, err=file is None)
 
 
+def show_error(exc: click.ClickException) -> None:
+    """Any click error as one stderr line: click's own usage errors print a usage block,
+    a hint and a blank line, which SPEC §5's "one readable line" rules out."""
+    if isinstance(exc, CynorkError):
+        exc.show()
+        return
+    line = " ".join(exc.format_message().split())
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None:
+        line += f" (see `{ctx.command_path} --help`)"
+    click.echo(f"cynork: {line}", err=True)
+
+
 class ServerError(CynorkError):
     """The gateway answered with an error, or could not be reached (exit 1)."""
 

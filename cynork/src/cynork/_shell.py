@@ -22,7 +22,7 @@ from prompt_toolkit.output import Output as PTOutput
 
 from cynork._app import App
 from cynork._config import history_path
-from cynork._errors import CynorkError
+from cynork._errors import CynorkError, show_error
 
 PROMPT = "cynork> "
 BUILTINS = ("help", "exit", "quit")
@@ -220,7 +220,7 @@ class Shell:
                 standalone_mode=False,
             )
         except click.ClickException as exc:
-            exc.show()
+            show_error(exc)
             return exc.exit_code
         except click.exceptions.Abort:
             click.echo("aborted", err=True)

@@ -10,7 +10,7 @@ import click
 
 from cynork import __version__
 from cynork._app import App, Seams
-from cynork._errors import EXIT_INTERRUPTED, EXIT_SERVER
+from cynork._errors import EXIT_INTERRUPTED, EXIT_SERVER, show_error
 from cynork._output import OUTPUT_MODES, TABLE
 from cynork.commands import register
 
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None, seams: Seams | None = None) -> int:
     try:
         rv = cli.main(args=args, prog_name="cynork", obj=seams, standalone_mode=False)
     except click.ClickException as exc:
-        exc.show()
+        show_error(exc)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         # click turns Ctrl-C (and EOF at a prompt) into Abort after printing a newline.

@@ -80,19 +80,23 @@ async def test_enum_by_number_and_false_bool(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "detail"),
     [
-        "verbose=yes",
-        "limit=five",
-        "limit=99999999999",
-        "limit=1&limit=2",
-        "color=COLOR_GREEN",
-        "color=7",
+        ("verbose=yes", "verbose: expected true or false"),
+        ("limit=five", "limit: expected an integer"),
+        ("limit=99999999999", "limit: value out of range"),
+        ("limit=1&limit=2", "limit: expected one value, got 2"),
+        ("color=COLOR_GREEN", "color: unknown enum value"),
+        ("color=7", "color: unknown enum value"),
+        ("tags=a&verbose=1", "verbose: expected true or false"),
     ],
 )
-async def test_bad_query_values_are_400(client: httpx.AsyncClient, query: str) -> None:
+async def test_bad_query_values_are_400(client: httpx.AsyncClient, query: str, detail: str) -> None:
     response = await client.get(f"/v1/shelves/s/things/t?{query}")
-    assert_problem(response, 400, "invalid-argument")
+    # The detail names the parameter and what is wrong with its value.
+    assert assert_problem(response, 400, "invalid-argument")["detail"] == (
+        f"query parameter {detail}"
+    )
 
 
 async def test_path_that_is_not_utf8_is_400(client: httpx.AsyncClient) -> None:

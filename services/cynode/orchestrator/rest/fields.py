@@ -93,7 +93,9 @@ def set_field(message: Message, fields: Sequence[FieldDescriptor], values: Seque
         if leaf.message_type is not None:
             raise FieldValueError(f"{dotted}: repeated messages cannot come from text")
         container = getattr(target, leaf.name)
-        _extend(container, (_scalar(leaf, value, dotted) for value in values), dotted)
+        # Converted first: _scalar's own FieldValueError (a ValueError) says what is wrong
+        # ("expected an integer"); only the store below can be out of range.
+        _extend(container, [_scalar(leaf, value, dotted) for value in values], dotted)
         return
     if len(values) != 1:
         raise FieldValueError(f"{dotted}: expected one value, got {len(values)}")
@@ -101,8 +103,9 @@ def set_field(message: Message, fields: Sequence[FieldDescriptor], values: Seque
     if leaf.message_type is not None:
         _set_message(getattr(target, leaf.name), leaf, value, dotted)
         return
+    scalar = _scalar(leaf, value, dotted)
     try:
-        setattr(target, leaf.name, _scalar(leaf, value, dotted))
+        setattr(target, leaf.name, scalar)
     except (ValueError, TypeError) as exc:
         raise FieldValueError(f"{dotted}: value out of range") from exc
 
@@ -120,8 +123,9 @@ def _set_message(target: Message, field: FieldDescriptor, value: str, dotted: st
     full_name = message_type.full_name
     if full_name in _WRAPPERS:
         inner = message_type.fields_by_name["value"]
+        scalar = _scalar(inner, value, dotted)
         try:
-            target.value = _scalar(inner, value, dotted)  # type: ignore[attr-defined]
+            target.value = scalar  # type: ignore[attr-defined]
         except (ValueError, TypeError) as exc:
             raise FieldValueError(f"{dotted}: value out of range") from exc
         return

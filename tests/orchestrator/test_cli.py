@@ -8,14 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from cynode.orchestrator import cli
-from cynode.orchestrator.config import Settings
+from cynode.orchestrator.config import SETTINGS_DOC, Settings
 from cynode.orchestrator.store import User, make_engine, session_factory
 from tests.orchestrator.gatewaykit import unique
 
@@ -89,6 +89,29 @@ def test_serve_help_explains_the_settings(capsys: pytest.CaptureFixture[str]) ->
     text = capsys.readouterr().out
     for name in ("ADMIN_PASSWORD", "CYNODE_DATABASE_URL", "CYNODE_REQUIRE_INFERENCE", "--dev"):
         assert name in text
+    # Every setting the orchestrator reads, with its YAML key, env variable and help.
+    documented = {doc.name: doc for doc in SETTINGS_DOC}
+    assert set(documented) == {f.name for f in fields(Settings)}
+    for doc in documented.values():
+        line = next((row for row in text.splitlines() if row.split()[:1] == [doc.env]), "")
+        assert f"{doc.name} [{doc.default}]" in line, doc.name
+        assert doc.help in text, doc.name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["migrate"], ["user", "create", "x"], ["user", "passwd", "x"], ["user", "disable", "x"]],
+)
+def test_every_command_help_says_where_settings_are(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv[:2], "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "cynode-orchestrator serve --help" in text
+    if argv:
+        assert "CYNODE_DATABASE_URL" in text
 
 
 async def test_serve_in_dev_prints_a_generated_password_once(

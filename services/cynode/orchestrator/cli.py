@@ -40,6 +40,13 @@ from cynode.orchestrator.store import DatabaseUrlError, make_engine, session_fac
 
 PROG = "cynode-orchestrator"
 STDIN_HELP = "read the password from stdin (one line)"
+# For the commands that only open the database; `serve --help` explains every setting.
+DATABASE_EPILOG = (
+    "The database is CYNODE_DATABASE_URL (default: SQLite in CYNODE_DATA_DIR), or\n"
+    "database_url / data_dir in the --config YAML file.\n"
+    f"Every setting: `{PROG} serve --help`."
+)
+RAW = argparse.RawDescriptionHelpFormatter
 log = logging.getLogger("cynode.orchestrator")
 
 
@@ -54,7 +61,12 @@ def _say(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="YAML settings file")
-    parser = argparse.ArgumentParser(prog=PROG, description="The CyNode orchestrator.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The CyNode orchestrator.",
+        epilog=f"Settings come from the environment or a YAML file: `{PROG} serve --help`.",
+        formatter_class=RAW,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -62,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="migrate, bootstrap the admin user, and serve the gateway",
         description=(
-            "Applies migrations, creates the user `admin` from ADMIN_PASSWORD on first start, "
-            "then serves the user gateway (REST and gRPC) until SIGTERM or SIGINT."
+            "Applies migrations, creates the user `admin` from ADMIN_PASSWORD on first start,\n"
+            "then serves the user gateway and the control plane (REST and gRPC each) until\n"
+            "SIGTERM or SIGINT."
         ),
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -84,7 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rest-port", type=int, help="gateway REST port")
     serve.add_argument("--grpc-port", type=int, help="gateway gRPC port")
 
-    sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+    sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="apply database migrations and exit",
+        epilog=DATABASE_EPILOG,
+        formatter_class=RAW,
+    )
 
     certs = sub.add_parser("certs", help="a private CA and certificates for TLS")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)
@@ -113,15 +132,33 @@ def _parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("user", help="manage local users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
-    create = user_sub.add_parser("create", parents=[common], help="create a user")
+    create = user_sub.add_parser(
+        "create",
+        parents=[common],
+        help="create a user",
+        epilog=DATABASE_EPILOG,
+        formatter_class=RAW,
+    )
     create.add_argument("handle")
     create.add_argument("--admin", action="store_true", help="an administrator (sees all tasks)")
     create.add_argument("--email")
     create.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
-    passwd = user_sub.add_parser("passwd", parents=[common], help="set a user's password")
+    passwd = user_sub.add_parser(
+        "passwd",
+        parents=[common],
+        help="set a user's password",
+        epilog=DATABASE_EPILOG,
+        formatter_class=RAW,
+    )
     passwd.add_argument("handle")
     passwd.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
-    disable = user_sub.add_parser("disable", parents=[common], help="disable a user")
+    disable = user_sub.add_parser(
+        "disable",
+        parents=[common],
+        help="disable a user",
+        epilog=DATABASE_EPILOG,
+        formatter_class=RAW,
+    )
     disable.add_argument("handle")
     return parser
 

@@ -78,12 +78,40 @@ Feature: Task lifecycle through the user gateway
 
   Scenario: The same operations over gRPC with a generated stub
     When I log in over gRPC as "admin" with the admin password
+    And I refresh the tokens over gRPC
+    Then over gRPC I am "admin"
+    And over gRPC the previous refresh token is refused
+    When I log in over gRPC as "admin" with the admin password
     And I create a commands task over gRPC
     Then the gRPC task status is "queued"
     And I can read the task back over gRPC
+    And the task is in my task list over gRPC
+    When I cancel the task over gRPC
+    Then cancelling it again over gRPC is refused with FAILED_PRECONDITION
+    When I log out over gRPC
+    Then over gRPC my access token is refused
 
   Scenario: The same operations with plain curl
+    When I log in with curl as "admin" with the admin password
+    Then curl printed HTTP status 200
+    When I refresh the tokens with curl
+    Then curl printed HTTP status 200
+    When I ask who I am with curl
+    Then curl printed HTTP status 200
+    And curl printed the JSON field "handle" as "admin"
     When I create a prompt task with curl
     Then curl printed HTTP status 201
     When I get the task with curl
     Then curl printed HTTP status 200
+    When I list my tasks with curl
+    Then curl printed HTTP status 200
+    And curl's task list holds the task
+    When I cancel the task with curl
+    Then curl printed HTTP status 200
+    When I cancel the task with curl
+    Then curl printed HTTP status 409
+    And curl printed problem JSON
+    When I log out with curl
+    Then curl printed HTTP status 204
+    When I ask who I am with curl
+    Then curl printed HTTP status 401

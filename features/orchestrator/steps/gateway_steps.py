@@ -292,12 +292,89 @@ def step_next_cursor(context: Any) -> None:
 # --- gRPC and curl ---------------------------------------------------------------------
 
 
+def _grpc_auth(context: Any) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {context.access_token}"),)
+
+
+def _grpc_call(context: Any, service: str, method: str, request: Any, authed: bool = True) -> Any:
+    """One unary call through the generated stub of `service` ("auth" or "tasks")."""
+    stubs = {"auth": auth_pb2_grpc.AuthServiceStub, "tasks": tasks_pb2_grpc.TaskServiceStub}
+    with grpc.insecure_channel(context.grpc_target) as channel:
+        stub = stubs[service](channel)  # type: ignore[no-untyped-call]
+        metadata = _grpc_auth(context) if authed else ()
+        return getattr(stub, method)(request, metadata=metadata)
+
+
+def _grpc_error(context: Any, call: Any) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        code: grpc.StatusCode = exc.code()
+        return code
+    raise AssertionError("the gRPC call succeeded")
+
+
 @when(r'I log in over gRPC as "(?P<handle>[^"]+)" with the admin password')
 def step_grpc_login(context: Any, handle: str) -> None:
-    with grpc.insecure_channel(context.grpc_target) as channel:
-        stub = auth_pb2_grpc.AuthServiceStub(channel)  # type: ignore[no-untyped-call]
-        pair = stub.Login(auth_pb2.LoginRequest(handle=handle, password=context.admin_password))
-    context.access_token = pair.access_token
+    request = auth_pb2.LoginRequest(handle=handle, password=context.admin_password)
+    pair = _grpc_call(context, "auth", "Login", request, authed=False)
+    assert pair.token_type == "Bearer" and pair.expires_in > 0
+    context.access_token, context.refresh_token = pair.access_token, pair.refresh_token
+
+
+@when(r"I refresh the tokens over gRPC")
+def step_grpc_refresh(context: Any) -> None:
+    request = auth_pb2.RefreshRequest(refresh_token=context.refresh_token)
+    pair = _grpc_call(context, "auth", "Refresh", request, authed=False)
+    assert pair.refresh_token != context.refresh_token
+    context.previous_refresh_token = context.refresh_token
+    context.access_token, context.refresh_token = pair.access_token, pair.refresh_token
+
+
+@then(r'over gRPC I am "(?P<handle>[^"]+)"')
+def step_grpc_whoami(context: Any, handle: str) -> None:
+    me = _grpc_call(context, "auth", "GetCurrentUser", auth_pb2.GetCurrentUserRequest())
+    assert me.handle == handle and me.is_active and me.id
+
+
+@then(r"over gRPC the previous refresh token is refused")
+def step_grpc_reuse(context: Any) -> None:
+    request = auth_pb2.RefreshRequest(refresh_token=context.previous_refresh_token)
+    code = _grpc_error(context, lambda: _grpc_call(context, "auth", "Refresh", request, False))
+    assert code == grpc.StatusCode.UNAUTHENTICATED, code
+
+
+@then(r"the task is in my task list over gRPC")
+def step_grpc_list(context: Any) -> None:
+    page = _grpc_call(context, "tasks", "ListTasks", tasks_pb2.ListTasksRequest(limit=200))
+    assert context.grpc_created.task_id in [t.task_id for t in page.tasks]
+
+
+@when(r"I cancel the task over gRPC")
+def step_grpc_cancel(context: Any) -> None:
+    request = tasks_pb2.CancelTaskRequest(task_id=context.grpc_created.task_id)
+    answer = _grpc_call(context, "tasks", "CancelTask", request)
+    assert answer.canceled and answer.task_id == context.grpc_created.task_id
+
+
+@then(r"cancelling it again over gRPC is refused with (?P<code>[A-Z_]+)")
+def step_grpc_cancel_again(context: Any, code: str) -> None:
+    request = tasks_pb2.CancelTaskRequest(task_id=context.grpc_created.task_id)
+    got = _grpc_error(context, lambda: _grpc_call(context, "tasks", "CancelTask", request))
+    assert got == getattr(grpc.StatusCode, code), got
+
+
+@when(r"I log out over gRPC")
+def step_grpc_logout(context: Any) -> None:
+    request = auth_pb2.LogoutRequest(refresh_token=context.refresh_token)
+    _grpc_call(context, "auth", "Logout", request, authed=False)
+
+
+@then(r"over gRPC my access token is refused")
+def step_grpc_refused(context: Any) -> None:
+    request = auth_pb2.GetCurrentUserRequest()
+    code = _grpc_error(context, lambda: _grpc_call(context, "auth", "GetCurrentUser", request))
+    assert code == grpc.StatusCode.UNAUTHENTICATED, code
 
 
 @when(r"I create a commands task over gRPC")
@@ -367,6 +444,82 @@ def step_curl_get(context: Any) -> None:
         f"{context.rest_url}/v1/tasks/{context.task_id}",
     )
     assert json.loads(context.curl_body)["task"]["task_id"] == context.task_id
+
+
+def _curl_json(context: Any, method: str, path: str, body: Any, token: bool = False) -> None:
+    headers = ["-H", f"Authorization: Bearer {context.access_token}"] if token else []
+    _curl(
+        context,
+        "-X",
+        method,
+        *headers,
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        json.dumps(body),
+        f"{context.rest_url}{path}",
+    )
+
+
+def _curl_tokens(context: Any) -> None:
+    if context.curl_status == 200:
+        pair = json.loads(context.curl_body)
+        assert pair["token_type"] == "Bearer"
+        context.access_token, context.refresh_token = pair["access_token"], pair["refresh_token"]
+
+
+@when(r'I log in with curl as "(?P<handle>[^"]+)" with the admin password')
+def step_curl_login(context: Any, handle: str) -> None:
+    body = {"handle": handle, "password": context.admin_password}
+    _curl_json(context, "POST", "/v1/auth/login", body)
+    _curl_tokens(context)
+
+
+@when(r"I refresh the tokens with curl")
+def step_curl_refresh(context: Any) -> None:
+    _curl_json(context, "POST", "/v1/auth/refresh", {"refresh_token": context.refresh_token})
+    _curl_tokens(context)
+
+
+@when(r"I ask who I am with curl")
+def step_curl_whoami(context: Any) -> None:
+    auth = f"Authorization: Bearer {context.access_token}"
+    _curl(context, "-H", auth, f"{context.rest_url}/v1/users/me")
+
+
+@then(r'curl printed the JSON field "(?P<field>[^"]+)" as "(?P<value>[^"]*)"')
+def step_curl_field(context: Any, field: str, value: str) -> None:
+    assert json.loads(context.curl_body)[field] == value, context.curl_body
+
+
+@when(r"I list my tasks with curl")
+def step_curl_list(context: Any) -> None:
+    auth = f"Authorization: Bearer {context.access_token}"
+    _curl(context, "-H", auth, f"{context.rest_url}/v1/tasks?limit=200")
+
+
+@then(r"curl's task list holds the task")
+def step_curl_list_holds(context: Any) -> None:
+    page = json.loads(context.curl_body)
+    assert context.task_id in [t["task_id"] for t in page["tasks"]]
+    assert "next_cursor" in page
+
+
+@when(r"I cancel the task with curl")
+def step_curl_cancel(context: Any) -> None:
+    _curl_json(context, "POST", f"/v1/tasks/{context.task_id}/cancel", {}, token=True)
+
+
+@then(r"curl printed problem JSON")
+def step_curl_problem(context: Any) -> None:
+    problem = json.loads(context.curl_body)
+    assert problem["status"] == context.curl_status and problem["type"].startswith("urn:")
+    assert problem["title"] and problem["detail"]
+
+
+@when(r"I log out with curl")
+def step_curl_logout(context: Any) -> None:
+    _curl_json(context, "POST", "/v1/auth/logout", {"refresh_token": context.refresh_token})
 
 
 @then(r"curl printed HTTP status (?P<status>\d+)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -14,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator.controlplane.batching import coalesce
-from cynode.orchestrator.controlplane.tables import ATTEMPTS, CHUNKS, JOBS
+from cynode.orchestrator.controlplane.ingest import Result, Started
+from cynode.orchestrator.controlplane.tables import ATTEMPTS, CHUNKS, JOBS, TASKS
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import ControlPlaneServer, enqueue_jobs, make_user
 from cynode.orchestrator.simnode.harness import wait_until as poll
+from cynode.orchestrator.store.models import utcnow
 
 PSK = "test-psk-0123456789"
 Request = dispatch_pb2.ConnectRequest
@@ -219,3 +223,48 @@ def test_coalesce_keeps_order_and_the_size_limit() -> None:
     assert [i.ready.free_slots for i in writes[2].batch.items] == [3, 4]
     tail = list(coalesce([big, ready(5)], wrap, limit=50))
     assert [w.WhichOneof("msg") for w in tail] == ["job_result", "ready"]
+
+
+async def _rows_of(engine: AsyncEngine, job_id: str) -> tuple[Any, Any, Any]:
+    async with engine.connect() as conn:
+        job = (await conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id))).one()
+        task = (await conn.execute(sa.select(TASKS).where(TASKS.c.id == job.task_id))).one()
+        attempt = (await conn.execute(sa.select(ATTEMPTS).where(ATTEMPTS.c.job_id == job_id))).one()
+    return job, task, attempt
+
+
+async def test_started_and_finished_in_one_write_ends_as_in_two(
+    server: ControlPlaneServer,
+) -> None:
+    """A job whose start and result land in one ingest batch skips its running step (the
+    start's UPDATEs); what is stored must equal what two batches store."""
+    user = await make_user(server.engine)
+    await enqueue_jobs(server.engine, user, 2, bus=server.bus)
+    stream, node = await _raw(server, "folder", batches=True)
+    stream.send(_ready(2))
+    assigned, _ = await stream.read_items(2)
+    one, two = (m.assignment.spec.job_id for m in assigned)
+    hour_ago = utcnow() - timedelta(hours=1)
+    ingest = server.cp.ingest
+
+    def result(job_id: str) -> Result:
+        res = job_pb2.JobResult(job_id=job_id, attempt=1, status=job_pb2.JOB_STATUS_COMPLETED)
+        res.started_at.FromDatetime(hour_ago)  # the node's clock: not the start's time
+        res.ended_at.FromDatetime(utcnow())
+        return Result(node.node_id, res, lambda: None)
+
+    def started(job_id: str) -> Started:
+        return Started(node.node_id, job_id, 1, utcnow())
+
+    first = started(one)
+    await ingest.apply([first])
+    await ingest.apply([result(one)])
+    second = started(two)
+    await ingest.apply([second, started(two), result(two)])
+    for job_id, start in ((one, first), (two, second)):
+        job, task, attempt = await _rows_of(server.engine, job_id)
+        assert (job.status, task.status, attempt.status) == ("completed",) * 3
+        assert job.started_at == start.at  # the start's time, as a separate start sets it
+        assert attempt.started_at == hour_ago  # the result's, which overwrites the start's
+        assert job.ended_at is not None and job.ended_at == attempt.ended_at
+    await stream.close()

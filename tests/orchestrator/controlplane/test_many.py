@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cynode.orchestrator.controlplane.tables import ATTEMPTS, JOBS, QUEUED, RUNNING, Many
+from cynode.orchestrator.controlplane.tables import (
+    ATTEMPTS,
+    JOBS,
+    QUEUED,
+    RUNNING,
+    Many,
+    _sqlite_utc_text,
+)
 from cynode.orchestrator.simnode.harness import enqueue_jobs, make_user
-from cynode.orchestrator.store.models import utcnow
+from cynode.orchestrator.store.models import UTCDateTime, utcnow
 
 _STMT = (
     JOBS.update()
@@ -101,3 +108,20 @@ def test_insert_refuses_a_column_it_does_not_bind() -> None:
     stmt = ATTEMPTS.insert().values(job_id=sa.bindparam("b_job_id"))
     with pytest.raises(TypeError, match="not bound"):
         Many(stmt)._plan(postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]
+
+
+def test_sqlite_datetime_text_matches_sqlalchemys() -> None:
+    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    general = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert general is not None
+    plus_two = timezone(timedelta(hours=2))
+    for moment in (
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 1, 1, 30, 0, 120, tzinfo=plus_two),  # another zone: to UTC
+        utcnow(),
+    ):
+        assert _sqlite_utc_text(moment) == general(moment)
+    assert _sqlite_utc_text(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        _sqlite_utc_text(datetime(2026, 1, 1))  # naive

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -263,45 +263,22 @@ class Ingest:
             chunks = [e for e in batch if isinstance(e, Chunk)]
             results = [e for e in batch if isinstance(e, Result)]
             beats = [e for e in batch if isinstance(e, Beat)]
-            if starts:
-                await self._apply_started(conn, starts, jobs, touched)
+            # Planned before anything is written, so that a job that both started and
+            # finished within this batch is written once (see _Starts).
+            started = _plan_started(starts, jobs, touched)
+            finished = await self._plan_results(conn, results, jobs, touched, started)
+            await started.run(conn)
             if chunks:
                 await self._apply_chunks(conn, chunks, jobs, touched)
             if beats:
                 await self._apply_beats(conn, beats, jobs)
-            if results:
-                await self._apply_results(conn, results, jobs, touched)
+            await finished.run(conn)
             if touched:
                 await self._in_tx(conn, touched)
         for event in results:
             event.on_stored()
         if touched:
             self._after_commit(touched)
-
-    async def _apply_started(
-        self,
-        conn: AsyncConnection,
-        starts: list[Started],
-        jobs: dict[str, _JobRow],
-        touched: set[str],
-    ) -> None:
-        now = utcnow()
-        job_rows, task_rows, attempt_rows = [], [], []
-        for ev in starts:
-            job = jobs.get(ev.job_id)
-            if job is None:
-                continue
-            attempt_rows.append({"b_job": ev.job_id, "b_attempt": ev.attempt, "b_at": ev.at})
-            if job.attempt == ev.attempt and job.status == QUEUED and job.node_id == ev.node_id:
-                job.status = RUNNING
-                job_rows.append({"b_id": ev.job_id, "b_at": ev.at, "b_now": now})
-                task_rows.append({"b_id": job.task_id, "b_now": now})
-                touched.add(job.task_id)
-        if job_rows:
-            await _START_JOBS.run(conn, job_rows)
-            await _START_TASKS.run(conn, task_rows)
-        if attempt_rows:
-            await _START_ATTEMPTS.run(conn, attempt_rows)
 
     async def _apply_chunks(
         self,
@@ -350,20 +327,23 @@ class Ingest:
         if renew:
             await _RENEW.run(conn, renew)
 
-    async def _apply_results(
+    async def _plan_results(
         self,
         conn: AsyncConnection,
         results: list[Result],
         jobs: dict[str, _JobRow],
         touched: set[str],
-    ) -> None:
+        started: _Starts,
+    ) -> _Finishes:
+        out = _Finishes()
+        if not results:
+            return out
         now = utcnow()
         job_ids = sorted({e.result.job_id for e in results if e.result.job_id in jobs})
         attempts: dict[tuple[str, int], str] = {}
         for part in chunked(job_ids):
             rows = await conn.execute(_LOAD_ATTEMPTS[self._pg], {"ids": list(part)})
             attempts.update({(r.job_id, r.attempt): r.status for r in rows})
-        inserts, updates, job_updates, task_updates = [], [], [], []
         for ev in results:
             res = ev.result
             job = jobs.get(res.job_id)
@@ -390,6 +370,8 @@ class Ingest:
                 "b_ended_at": ended_at,
             }
             attempts[key] = status
+            # The result sets every column the attempt's start would have.
+            started.attempts.pop(key, None)
             if known is None:
                 row = {k[2:]: v for k, v in bound.items()}
                 row.update(
@@ -399,9 +381,9 @@ class Ingest:
                     received_at=now,
                     id=new_id(),
                 )
-                inserts.append(row)
+                out.inserts.append(row)
             else:
-                updates.append({**bound, "b_job": res.job_id, "b_attempt": res.attempt})
+                out.updates.append({**bound, "b_job": res.job_id, "b_attempt": res.attempt})
             touched.add(job.task_id)
             if job.attempt != res.attempt:
                 continue  # a stale attempt: recorded, never overwrites
@@ -415,17 +397,78 @@ class Ingest:
             new_status = "canceled" if job.status == "canceled" else status
             job.status = new_status
             job.ended_at = ended_at
-            job_updates.append({**bound, "b_status": new_status, "b_id": res.job_id, "b_now": now})
-            task_updates.append(
+            job_row = {**bound, "b_status": new_status, "b_id": res.job_id, "b_now": now}
+            start = started.jobs.pop(res.job_id, None)
+            if start is not None:
+                # Started in this batch too: its start time goes in with the result
+                # (started_at is NULL until then, so coalesce keeps it as the start's
+                # UPDATE would have), and the task skips its running step.
+                job_row["b_started_at"] = start["b_at"]
+                started.tasks.pop(res.job_id, None)
+            out.jobs.append(job_row)
+            out.tasks.append(
                 {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
             )
-        if inserts:
-            await conn.execute(_INSERT_ATTEMPTS, inserts)
-        if updates:
-            await _RESULT_ATTEMPTS.run(conn, updates)
-        if job_updates:
-            await _RESULT_JOBS.run(conn, job_updates)
-            await _RESULT_TASKS.run(conn, task_updates)
+        return out
+
+
+@dataclass
+class _Starts:
+    """The UPDATEs of a batch's JobStarted events, keyed so that results in the same
+    batch can take theirs over: within one transaction the running step of a job that
+    also finished is never seen by anyone, and writing it costs three row versions."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The task row each job's start moves to running, by job id.
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+
+    async def run(self, conn: AsyncConnection) -> None:
+        if self.jobs:
+            await _START_JOBS.run(conn, list(self.jobs.values()))
+            await _START_TASKS.run(conn, list(self.tasks.values()))
+        if self.attempts:
+            await _START_ATTEMPTS.run(conn, list(self.attempts.values()))
+
+
+@dataclass
+class _Finishes:
+    """The writes of a batch's results."""
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    async def run(self, conn: AsyncConnection) -> None:
+        if self.inserts:
+            await conn.execute(_INSERT_ATTEMPTS, self.inserts)
+        if self.updates:
+            await _RESULT_ATTEMPTS.run(conn, self.updates)
+        if self.jobs:
+            await _RESULT_JOBS.run(conn, self.jobs)
+            await _RESULT_TASKS.run(conn, self.tasks)
+
+
+def _plan_started(starts: list[Started], jobs: dict[str, _JobRow], touched: set[str]) -> _Starts:
+    out = _Starts()
+    if not starts:
+        return out
+    now = utcnow()
+    for ev in starts:
+        job = jobs.get(ev.job_id)
+        if job is None:
+            continue
+        # A repeated start changes nothing: its UPDATE would find the attempt running.
+        out.attempts.setdefault(
+            (ev.job_id, ev.attempt), {"b_job": ev.job_id, "b_attempt": ev.attempt, "b_at": ev.at}
+        )
+        if job.attempt == ev.attempt and job.status == QUEUED and job.node_id == ev.node_id:
+            job.status = RUNNING
+            out.jobs[ev.job_id] = {"b_id": ev.job_id, "b_at": ev.at, "b_now": now}
+            out.tasks[ev.job_id] = {"b_id": job.task_id, "b_now": now}
+            touched.add(job.task_id)
+    return out
 
 
 async def _load_jobs(conn: AsyncConnection, pg: bool, ids: set[str]) -> dict[str, _JobRow]:

@@ -94,3 +94,45 @@ Feature: cynork, the CLI, against a real orchestrator
     Then the exit code is 2
     And stderr is one line containing "does not exist"
     And the listener saw no connection
+
+  Scenario: an unreachable gateway is one line and exit 1
+    Given I am logged in as admin
+    When I run "cynork task list" against a closed port
+    Then the exit code is 1
+    And stderr is one line containing "cannot reach the gateway"
+
+  Scenario: a session revoked on the gateway is one line and exit 3
+    Given I am logged in as admin
+    And my session was revoked on the gateway
+    When I run "cynork task list"
+    Then the exit code is 3
+    And stderr is one line containing "your session has expired or was revoked"
+
+  Scenario: a usage error is one line and exit 2
+    When I run "cynork task get"
+    Then the exit code is 2
+    And stderr is one line containing "Missing argument 'ID'."
+
+  Scenario: throttled logins are one line with the wait and exit 1
+    Given a gateway of its own that throttles after 2 failed logins
+    When I log in as admin with a wrong password 2 times
+    And I log in as admin
+    Then the exit code is 1
+    And stderr is one line containing "too many requests"
+    And stderr does not contain "Traceback"
+    And the last stderr line matches "retry after \d+ seconds"
+
+  Scenario Outline: Ctrl-C stops a wait, not the task
+    Given I am logged in as admin
+    And a task that keeps running
+    When I run "<command>" and press Ctrl-C once it waits
+    Then the exit code is 130
+    And the last stderr line matches "interrupted; task {task_id} keeps running"
+    And stderr does not contain "Traceback"
+    And the task is not canceled
+
+    Examples:
+      | command                               |
+      | cynork task result -w {task_id}       |
+      | cynork task watch {task_id}           |
+      | cynork -o json task logs -F {task_id} |

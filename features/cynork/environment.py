@@ -25,6 +25,7 @@ between scenarios. Process logs stay in the temp dir, printed when start-up fail
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -95,30 +96,40 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _start_orchestrator(context: Any) -> None:
-    tmp = Path(context.cynork_tmp)
-    ports = {name: _free_port() for name in ("gw_rest", "gw_grpc", "cp_rest", "cp_grpc")}
-    context.admin_password = secrets.token_urlsafe(18)
-    context.node_psk = secrets.token_urlsafe(18)
-    context.control_ports = (ports["cp_rest"], ports["cp_grpc"])
+def _orchestrator(
+    context: Any, name: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, tuple[int, int]]:
+    """A `cynode-orchestrator serve` with its own data dir; (process, gateway URL,
+    control plane REST and gRPC ports) once /healthz answers."""
+    data_dir = Path(context.cynork_tmp) / name
+    ports = {key: _free_port() for key in ("gw_rest", "gw_grpc", "cp_rest", "cp_grpc")}
     env = {
         **os.environ,
         "ADMIN_PASSWORD": context.admin_password,
         "NODE_PSK": context.node_psk,
-        "CYNODE_DATA_DIR": str(tmp / "orchestrator"),
-        "CYNODE_DATABASE_URL": os.environ.get(
-            "CYNORK_BDD_DATABASE_URL", f"sqlite:///{tmp}/orchestrator/cynode.db"
-        ),
+        "CYNODE_DATA_DIR": str(data_dir),
+        "CYNODE_DATABASE_URL": f"sqlite:///{data_dir}/cynode.db",
         "CYNODE_GATEWAY_REST_PORT": str(ports["gw_rest"]),
         "CYNODE_GATEWAY_GRPC_PORT": str(ports["gw_grpc"]),
         "CYNODE_CONTROL_REST_PORT": str(ports["cp_rest"]),
         "CYNODE_CONTROL_GRPC_PORT": str(ports["cp_grpc"]),
         "CYNODE_REQUIRE_INFERENCE": os.environ.get("CYNORK_BDD_REQUIRE_INFERENCE", "false"),
+        **(extra_env or {}),
     }
-    (tmp / "orchestrator").mkdir()
-    proc, log = _start(context, "orchestrator", [str(BIN / "cynode-orchestrator"), "serve"], env)
-    context.gateway_url = f"http://127.0.0.1:{ports['gw_rest']}"
-    _wait_http(f"{context.gateway_url}/healthz", proc, log, START_TIMEOUT)
+    data_dir.mkdir()
+    proc, log = _start(context, name, [str(BIN / "cynode-orchestrator"), "serve"], env)
+    url = f"http://127.0.0.1:{ports['gw_rest']}"
+    _wait_http(f"{url}/healthz", proc, log, START_TIMEOUT)
+    return proc, url, (ports["cp_rest"], ports["cp_grpc"])
+
+
+def _start_orchestrator(context: Any) -> None:
+    context.admin_password = secrets.token_urlsafe(18)
+    context.node_psk = secrets.token_urlsafe(18)
+    database = os.environ.get("CYNORK_BDD_DATABASE_URL")
+    _proc, context.gateway_url, context.control_ports = _orchestrator(
+        context, "orchestrator", {"CYNODE_DATABASE_URL": database} if database else None
+    )
 
 
 def _start_node(context: Any) -> None:
@@ -146,7 +157,23 @@ def _start_node(context: Any) -> None:
         context.node_error = f"the node did not become ready: {exc}"
 
 
+def _own_gateway_starter(context: Any) -> Any:
+    """`context.start_own_gateway(env)`: another orchestrator for one scenario (settings
+    such as login throttling that would disturb the shared one); stopped after it."""
+    count = itertools.count(1)
+
+    def start(extra_env: dict[str, str]) -> str:
+        proc, url, _ = _orchestrator(context, f"own-gateway-{next(count)}", extra_env)
+        context.own_gateways.append(proc)
+        return url
+
+    return start
+
+
 def before_all(context: Any) -> None:
+    context.start_own_gateway = _own_gateway_starter(context)
+    context.own_gateways = []
+    context.shared_gateway_url = None
     context.cynork_bin = BIN / "cynork"
     context.cynork_tmp = tempfile.mkdtemp(prefix="cynork-bdd-")
     context.cynork_procs = []
@@ -158,6 +185,7 @@ def before_all(context: Any) -> None:
         return
     _start_orchestrator(context)
     _start_node(context)
+    context.shared_gateway_url = context.gateway_url
 
 
 def before_scenario(context: Any, scenario: Any) -> None:
@@ -173,6 +201,10 @@ def after_scenario(context: Any, scenario: Any) -> None:
     if listener is not None:
         listener.close()
         context.listener = None
+    while context.own_gateways:
+        _stop(context.own_gateways.pop())
+    if context.shared_gateway_url is not None:
+        context.gateway_url = context.shared_gateway_url
 
 
 def after_all(context: Any) -> None:

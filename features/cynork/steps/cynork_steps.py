@@ -9,10 +9,12 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
 import stat
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ import yaml
 from behave import given, then, use_step_matcher, when
 
 RUN_TIMEOUT = 180.0
+# How long a waiting command may take to show that it waits.
+WAIT_TIMEOUT = 60.0
 
 
 @dataclass
@@ -75,18 +79,23 @@ def _config_file(context: Any) -> Path:
     return Path(context.home) / ".config" / "cynork" / "config.yaml"
 
 
-def run_cynork(
-    context: Any, command: str, *, stdin: str | None = None, gateway_url: str | None = None
-) -> Run:
-    words = shlex.split(_expand(context, command))
-    assert words and words[0] == "cynork", f"not a cynork command: {command}"
-    argv = [str(context.cynork_bin), *words[1:]]
+def _cynork_env(context: Any, gateway_url: str | None = None) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("CYNORK_", "XDG_CONFIG_HOME"))
     }
     env.update(HOME=str(context.home), CYNORK_GATEWAY_URL=gateway_url or context.gateway_url)
+    return env
+
+
+def run_cynork(
+    context: Any, command: str, *, stdin: str | None = None, gateway_url: str | None = None
+) -> Run:
+    words = shlex.split(_expand(context, command))
+    assert words and words[0] == "cynork", f"not a cynork command: {command}"
+    argv = [str(context.cynork_bin), *words[1:]]
+    env = _cynork_env(context, gateway_url)
     done = subprocess.run(
         argv,
         input=stdin if stdin is not None else "",
@@ -140,6 +149,19 @@ def step_long_task(context: Any) -> None:
     context.task_id = match.group(1)
 
 
+@given("my session was revoked on the gateway")
+def step_session_revoked(context: Any) -> None:
+    # As `cynork auth logout` from another machine would: the refresh token's family is
+    # revoked, and with it every access token issued to it.
+    config = yaml.safe_load(_config_file(context).read_text())
+    resp = httpx.post(
+        f"{context.gateway_url}/v1/auth/logout",
+        json={"refresh_token": config["refresh_token"]},
+        timeout=10.0,
+    )
+    assert resp.status_code == 204, resp.text
+
+
 @given("a listener that counts connections")
 def step_listener(context: Any) -> None:
     context.listener = ConnectionCounter()
@@ -165,6 +187,54 @@ def step_run_answering(context: Any, command: str, answer: str) -> None:
 @when(r'I run "(?P<command>[^"]+)" against the listener')
 def step_run_against_listener(context: Any, command: str) -> None:
     run_cynork(context, command, gateway_url=f"http://127.0.0.1:{context.listener.port}")
+
+
+@when(r'I run "(?P<command>[^"]+)" against a closed port')
+def step_run_against_closed_port(context: Any, command: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Closed again: nothing listens there now, so the connection is refused.
+    run_cynork(context, command, gateway_url=f"http://127.0.0.1:{port}")
+
+
+@when(r'I run "(?P<command>[^"]+)" and press Ctrl-C once it waits')
+def step_run_and_interrupt(context: Any, command: str) -> None:
+    words = shlex.split(_expand(context, command))
+    argv = [str(context.cynork_bin), *words[1:]]
+    out, err = Path(context.home) / "out.txt", Path(context.home) / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            argv, env=_cynork_env(context), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
+        # Each command shows that it waits: `result -w` a status line on stderr, `watch`
+        # one on stdout, `-o json task logs -F` the stream's first event. Ctrl-C comes
+        # then, in the wait, not while Python is still importing.
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while not (out.stat().st_size or err.stat().st_size):
+            assert proc.poll() is None, f"{command} ended before Ctrl-C:\n{err.read_text()}"
+            assert time.monotonic() < deadline, f"{command} showed no sign of waiting"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert proc.poll() is None, f"{command} ended before Ctrl-C:\n{err.read_text()}"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    context.result = Run(argv, code, out.read_text(), err.read_text())
+
+
+@given(r"a gateway of its own that throttles after (?P<n>\d+) failed logins")
+def step_own_gateway(context: Any, n: str) -> None:
+    # Its own process: the throttle would lock every other scenario's login out too.
+    context.gateway_url = context.start_own_gateway({"CYNODE_LOGIN_MAX_FAILURES": n})
+
+
+@when(r"I log in as admin with a wrong password (?P<n>\d+) times")
+def step_wrong_logins(context: Any, n: str) -> None:
+    for _ in range(int(n)):
+        result = run_cynork(
+            context, "cynork auth login -u admin --password-stdin", stdin="wrong password\n"
+        )
+        assert result.code == 3, str(result)
 
 
 use_step_matcher("parse")
@@ -222,6 +292,13 @@ def step_json_object(context: Any, keys: str) -> None:
     assert not missing, f"missing keys {sorted(missing)}\n{result}"
     if context.task_id and "task_id" in body and "create" not in result.argv:
         assert body["task_id"] == context.task_id, str(result)
+
+
+@then('the last stderr line matches "{pattern}"')
+def step_last_stderr_line(context: Any, pattern: str) -> None:
+    result = _last(context)
+    lines = result.stderr.strip().splitlines()
+    assert lines and re.search(_expand(context, pattern), lines[-1]), str(result)
 
 
 @then("the config file holds tokens and has mode 0600")

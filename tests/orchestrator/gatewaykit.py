@@ -20,7 +20,12 @@ from starlette.types import ASGIApp
 from ulid import ULID
 
 from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, tasks_pb2_grpc
-from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES, Gateway, build_gateway
+from cynode.orchestrator.app import (
+    GRPC_MAX_MESSAGE_BYTES,
+    Gateway,
+    build_gateway,
+    gateway_interceptors,
+)
 from cynode.orchestrator.auth import Passwords, create_user
 from cynode.orchestrator.config import Settings
 from cynode.orchestrator.events import EventBus
@@ -63,7 +68,8 @@ async def serve_grpc(gateway: Gateway) -> Served:
         options=[
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-        ]
+        ],
+        interceptors=gateway_interceptors(),
     )
     services = gateway.services()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -13,13 +13,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cynode.orchestrator.grpc_server import (
+    HideUnexpectedErrors,
     ServingHealth,
     build_grpc_server,
     serve_until_stopped,
     server_options,
 )
 from cynode.shimtest.v1 import shimtest_pb2, shimtest_pb2_grpc
-from tests.orchestrator.rest.echo import SERVICE_NAME, EchoServicer
+from tests.orchestrator.rest.echo import SECRET, SERVICE_NAME, EchoServicer
 
 
 @pytest.fixture
@@ -142,3 +143,59 @@ async def test_serve_until_stopped_drains_and_turns_health_off() -> None:
 
     after = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), Context())
     assert after.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+async def hiding() -> AsyncIterator[shimtest_pb2_grpc.EchoServiceStub]:
+    server = build_grpc_server(
+        [(shimtest_pb2_grpc.add_EchoServiceServicer_to_server, EchoServicer())],
+        service_names=[SERVICE_NAME],
+        interceptors=[HideUnexpectedErrors()],
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        yield shimtest_pb2_grpc.EchoServiceStub(chan)  # type: ignore[no-untyped-call]
+    await server.stop(None)
+
+
+async def _rpc_error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+async def test_unexpected_errors_are_internal_without_their_message(
+    hiding: shimtest_pb2_grpc.EchoServiceStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = await _rpc_error(hiding.Fail(shimtest_pb2.FailRequest(code="EXCEPTION")))
+    assert (error.code(), error.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+    assert SECRET in caplog.text  # the cause is logged, for the operator
+    for shelf in ("crash-early", "crash-late"):
+        stream = hiding.StreamThings(shimtest_pb2.StreamThingsRequest(shelf=shelf, count=2))
+        got: list[str] = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for item in stream:
+                got.append(item.thing.thing_id)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL, shelf
+        assert caught.value.details() == "internal error", shelf
+        assert got == ([] if shelf == "crash-early" else ["0", "1"])
+
+
+async def test_statuses_a_servicer_chose_pass_unchanged(
+    hiding: shimtest_pb2_grpc.EchoServiceStub,
+) -> None:
+    request = shimtest_pb2.FailRequest(code="NOT_FOUND", message="no such thing")
+    error = await _rpc_error(hiding.Fail(request))
+    assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "no such thing")
+    assert await hiding.Fail(shimtest_pb2.FailRequest(code="OK")) == shimtest_pb2.FailResponse()
+    stream = hiding.StreamThings(shimtest_pb2.StreamThingsRequest(shelf="abort-late", count=1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stream:
+            pass
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "node went away",
+    )
+    things = hiding.StreamThings(shimtest_pb2.StreamThingsRequest(shelf="s", count=3))
+    assert [item.thing.thing_id async for item in things] == ["0", "1", "2"]

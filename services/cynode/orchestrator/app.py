@@ -32,6 +32,7 @@ from cynode.orchestrator.auth import (
 from cynode.orchestrator.config import Settings, SettingsError
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.gateway import TaskBook, TaskServicer
+from cynode.orchestrator.grpc_server import HideUnexpectedErrors
 from cynode.orchestrator.health import (
     InferenceReady,
     Readiness,
@@ -52,6 +53,12 @@ MAX_TASK_BYTES = 16 * 10 * 1024 * 1024 + 2 * 1024 * 1024
 # gRPC carries that as bytes; REST as JSON, where attachments are base64 (4/3 larger).
 GRPC_MAX_MESSAGE_BYTES = MAX_TASK_BYTES
 REST_MAX_BODY_BYTES = MAX_TASK_BYTES * 4 // 3 + 1024 * 1024
+
+
+def gateway_interceptors() -> list[HideUnexpectedErrors]:
+    """What wraps every gateway gRPC call: unexpected servicer errors become INTERNAL
+    "internal error", as on REST."""
+    return [HideUnexpectedErrors()]
 
 
 @dataclass
@@ -239,6 +246,7 @@ class Orchestrator:
             grpc_port=settings.gateway_grpc_port,
             max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
             tls=_tls(settings),
+            interceptors=gateway_interceptors(),
         )
         await self._ports.start()
         self.rest_port = self._ports.rest_port

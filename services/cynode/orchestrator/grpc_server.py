@@ -9,8 +9,9 @@ a connection out.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -45,6 +46,67 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
         # No grpc.max_connection_age_ms / max_connection_idle_ms: a dispatch stream must
         # not be cut just for being old or quiet.
     ]
+
+
+INTERNAL_DETAIL = "internal error"
+
+
+class HideUnexpectedErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+    """An exception a servicer did not turn into a status becomes INTERNAL "internal
+    error", as the REST shim answers 500 "internal error"; the exception goes to the log.
+
+    Without it grpc answers UNKNOWN with `Unexpected <class ...>: <message>`, and such a
+    message (a database error, say) may quote values that must never reach a client.
+    Unary and server-streaming methods are wrapped; others pass through unchanged.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:
+            return handler
+        method = details.method
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                try:
+                    return await inner(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    _log.exception("%s failed", method)
+                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    _log.exception("%s failed", method)
+                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 class ServingHealth(health_aio.HealthServicer):  # type: ignore[misc]

@@ -12,12 +12,13 @@ import contextlib
 import importlib
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 import uvicorn
 from google.protobuf import descriptor_pool
 from starlette.types import ASGIApp
@@ -102,8 +103,10 @@ class ServicePorts:
         grpc_port: int,
         max_message_bytes: int,
         tls: Tls | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     ) -> None:
         self._services = services
+        self._interceptors = interceptors
         self._rest_app = rest_app
         self._host = host
         self._want_rest_port = rest_port
@@ -121,6 +124,7 @@ class ServicePorts:
             grpc_registrations(self._services),
             service_names=list(self._services),
             max_message_bytes=self._max_message_bytes,
+            interceptors=self._interceptors,
         )
         address = grpc_address(self._host, self._want_grpc_port)
         if self._tls is not None:

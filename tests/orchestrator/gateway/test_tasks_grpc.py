@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 
 from cynode.gateway.v1 import tasks_pb2
@@ -78,6 +79,30 @@ async def test_create_each_mode_stores_task_and_job(served: Served) -> None:
             job = await _job(served, resp.task_id)
             assert job.status == "queued" and job.needs_inference is inference
             assert await asyncio.wait_for(woken.get(), 1) == job.id
+
+
+async def test_task_and_its_first_job_are_one_transaction(served: Served) -> None:
+    """A job row that cannot be written takes its task row with it: no task without a job."""
+    md = await _md(served)
+    prompt = f"atomic {datetime.now(UTC).timestamp()}"
+
+    def refuse(*_args: object) -> None:
+        raise RuntimeError("job insert refused (test)")
+
+    event.listen(Job, "before_insert", refuse)
+    try:
+        err = await _err(
+            served.tasks.CreateTask(tasks_pb2.CreateTaskRequest(prompt=prompt), metadata=md)
+        )
+    finally:
+        event.remove(Job, "before_insert", refuse)
+    # As on REST (500 "internal error"): the cause stays in the log.
+    assert (err.code(), err.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+    async with served.gateway.factory() as s:
+        assert (await s.exec(select(Task).where(Task.prompt == prompt))).first() is None
+    # The same request goes through once jobs can be written again.
+    created = await served.tasks.CreateTask(tasks_pb2.CreateTaskRequest(prompt=prompt), metadata=md)
+    assert (await _job(served, created.task_id)).status == "queued"
 
 
 async def test_attachments_timeout_image_stored(served: Served) -> None:

@@ -108,6 +108,16 @@ Feature: cynork, the CLI, against a real orchestrator
     Then the exit code is 3
     And stderr is one line containing "your session has expired or was revoked"
 
+  Scenario: an expired access token is refreshed on its own and saved
+    Given a gateway of its own with CYNODE_ACCESS_TOKEN_TTL set to "1"
+    And I am logged in as admin
+    And I remember the stored tokens
+    And 3 seconds have passed
+    When I run "cynork auth whoami"
+    Then the exit code is 0
+    And stdout matches "^id=\S+ handle=admin"
+    And the stored tokens were rotated
+
   Scenario: a usage error is one line and exit 2
     When I run "cynork task get"
     Then the exit code is 2

@@ -222,6 +222,16 @@ def step_run_and_interrupt(context: Any, command: str) -> None:
     context.result = Run(argv, code, out.read_text(), err.read_text())
 
 
+@given(r'a gateway of its own with (?P<name>[A-Z_]+) set to "(?P<value>[^"]*)"')
+def step_own_gateway_setting(context: Any, name: str, value: str) -> None:
+    context.gateway_url = context.start_own_gateway({name: value})
+
+
+@given(r"(?P<n>\d+) seconds have passed")
+def step_seconds_pass(context: Any, n: str) -> None:
+    time.sleep(int(n))
+
+
 @given(r"a gateway of its own that throttles after (?P<n>\d+) failed logins")
 def step_own_gateway(context: Any, n: str) -> None:
     # Its own process: the throttle would lock every other scenario's login out too.
@@ -299,6 +309,21 @@ def step_last_stderr_line(context: Any, pattern: str) -> None:
     result = _last(context)
     lines = result.stderr.strip().splitlines()
     assert lines and re.search(_expand(context, pattern), lines[-1]), str(result)
+
+
+@given("I remember the stored tokens")
+def step_remember_tokens(context: Any) -> None:
+    assert _last(context).code == 0, str(_last(context))
+    data = yaml.safe_load(_config_file(context).read_text())
+    context.stored_tokens = (data["token"], data["refresh_token"])
+
+
+@then("the stored tokens were rotated")
+def step_tokens_rotated(context: Any) -> None:
+    data = yaml.safe_load(_config_file(context).read_text())
+    old_access, old_refresh = context.stored_tokens
+    assert data["token"] != old_access and data["refresh_token"] != old_refresh, data
+    assert stat.S_IMODE(_config_file(context).stat().st_mode) == 0o600
 
 
 @then("the config file holds tokens and has mode 0600")

@@ -10,7 +10,14 @@
    path (sidecar TCP -> relay UDS -> upstream).
 2. Streamed throughput: a large NDJSON stream from the scripted upstream, read directly
    and through the proxy in interleaved rounds; the share is the median of each round's
-   proxy/direct ratio (target: >= 90 % of direct).
+   proxy/direct ratio (target: >= 90 % of direct). Both reads are the same client code
+   on the same session, and the proxy passes the upstream's chunks on as they are, so
+   the client does the same work per byte either way. Also the CPU each process spends
+   per GB streamed (median over the rounds): the direct run keeps both endpoints busy,
+   each about one core, so on a machine with two cores whatever the proxy spends comes
+   out of theirs, and the share cannot pass about direct / (direct + proxy) of those
+   figures however the proxy schedules its work. They do not depend on how busy the
+   machine is the way the share does.
 3. Inference task vs a bare container: a use_inference job with one curl to the proxy
    (pod + sidecar + relay to the real dev model) against
    `podman run --rm --network none localhost/cynode-sandbox true`; ratio of the medians
@@ -152,13 +159,37 @@ async def latencies(session: aiohttp.ClientSession, url: str, n: int) -> list[fl
     return times
 
 
-async def throughput(session: aiohttp.ClientSession, url: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has had, all threads, from the scheduler's nanosecond count
+    (``/proc/PID/stat`` counts in 10 ms ticks, too coarse for a 50 ms stream)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+@dataclasses.dataclass
+class Streamed:
+    mb_per_s: float
+    cpu_per_gb: dict[str, float]  # process name -> CPU seconds per GB streamed
+
+
+async def throughput(
+    session: aiohttp.ClientSession, url: str, pids: dict[str, int] | None = None
+) -> Streamed:
+    """Read one stream; with ``pids``, also what each process spent on it (the client
+    is this process)."""
+    pids = dict(pids or {}, client=os.getpid())
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.perf_counter()
     total = 0
     async with session.post(url, data=b"{}") as response:
         async for chunk in response.content.iter_any():
             total += len(chunk)
-    return total / (time.perf_counter() - start) / 1e6
+    elapsed = time.perf_counter() - start
+    cpu = {name: (cpu_seconds(pid) - before[name]) / total * 1e9 for name, pid in pids.items()}
+    return Streamed(total / elapsed / 1e6, cpu)
 
 
 async def measure_proxy(requests: int, stream_mb: int) -> list[tuple[str, str]]:
@@ -167,7 +198,9 @@ async def measure_proxy(requests: int, stream_mb: int) -> list[tuple[str, str]]:
     stream_bytes = stream_mb * 1024 * 1024
     proxy = [PY, "-m", "cynode.proxy", "--log-level", "WARNING"]
     with (
-        process([PY, "-m", "bench.proxy", "--serve-upstream", str(up_port), str(stream_bytes)]),
+        process(
+            [PY, "-m", "bench.proxy", "--serve-upstream", str(up_port), str(stream_bytes)]
+        ) as upstream,
         process(
             [
                 *proxy,
@@ -176,11 +209,13 @@ async def measure_proxy(requests: int, stream_mb: int) -> list[tuple[str, str]]:
                 "--upstream",
                 f"http://127.0.0.1:{up_port}",
             ]
-        ),
+        ) as proxy_proc,
         process(
             [*proxy, "--listen", f"unix:{relay_sock}", "--upstream", f"http://127.0.0.1:{up_port}"]
-        ),
-        process([*proxy, "--listen", f"127.0.0.1:{hop_port}", "--upstream", f"unix:{relay_sock}"]),
+        ) as relay,
+        process(
+            [*proxy, "--listen", f"127.0.0.1:{hop_port}", "--upstream", f"unix:{relay_sock}"]
+        ) as sidecar,
     ):
         for port in (up_port, proxy_port, hop_port):
             wait_port(port)
@@ -216,15 +251,27 @@ async def measure_proxy(requests: int, stream_mb: int) -> list[tuple[str, str]]:
                 )
             gen = "/api/generate"
             streams = {"direct": up_port, "proxy": proxy_port, "sidecar+relay": hop_port}
+            # The processes each stream passes through (besides this client).
+            involved = {
+                "direct": {"upstream": upstream.pid},
+                "proxy": {"upstream": upstream.pid, "proxy": proxy_proc.pid},
+                "sidecar+relay": {
+                    "upstream": upstream.pid,
+                    "relay": relay.pid,
+                    "sidecar": sidecar.pid,
+                },
+            }
             for port in streams.values():  # warm-up: connections (the proxies' pools too)
                 await throughput(session, f"http://127.0.0.1:{port}{gen}")
             # Rounds of direct, proxy, relay back to back, each compared with the direct
             # run of its own round: other work on the machine then weighs on both sides
             # of a ratio alike instead of on whichever block it happened to overlap.
-            mbs: dict[str, list[float]] = {name: [] for name in streams}
+            runs: dict[str, list[Streamed]] = {name: [] for name in streams}
             for _ in range(THROUGHPUT_ROUNDS):
                 for name, port in streams.items():
-                    mbs[name].append(await throughput(session, f"http://127.0.0.1:{port}{gen}"))
+                    url = f"http://127.0.0.1:{port}{gen}"
+                    runs[name].append(await throughput(session, url, involved[name]))
+        mbs = {name: [run.mb_per_s for run in done] for name, done in runs.items()}
         direct_mbs = statistics.median(mbs["direct"])
         rows.append((f"stream {stream_mb} MiB NDJSON direct", f"{direct_mbs:8.1f} MB/s"))
         for name in ("proxy", "sidecar+relay"):
@@ -239,6 +286,34 @@ async def measure_proxy(requests: int, stream_mb: int) -> list[tuple[str, str]]:
                     f"(median of {THROUGHPUT_ROUNDS} paired rounds; target >= 90 %: {verdict})",
                 )
             )
+        rows += cpu_rows(runs)
+    return rows
+
+
+def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
+    """CPU per GB of each process, per stream kind, and the bound it puts on the share
+    where the endpoints already fill the machine's cores."""
+    rows: list[tuple[str, str]] = []
+    medians: dict[str, dict[str, float]] = {}
+    for name, done in runs.items():
+        medians[name] = {
+            process: statistics.median(run.cpu_per_gb[process] for run in done)
+            for process in done[0].cpu_per_gb
+        }
+        parts = "  ".join(f"{process} {cpu:5.2f}" for process, cpu in medians[name].items())
+        rows.append((f"stream CPU s per GB, {name}", parts))
+    direct = sum(medians["direct"].values())
+    for name in ("proxy", "sidecar+relay"):
+        added = sum(
+            cpu for process, cpu in medians[name].items() if process not in ("upstream", "client")
+        )
+        rows.append(
+            (
+                f"stream CPU added, {name}",
+                f"{added / direct * 100:5.1f} % of the direct path's; with the direct run "
+                f"on all cores, share <= ~{direct / (direct + added) * 100:4.1f} %",
+            )
+        )
     return rows
 
 

@@ -296,9 +296,10 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             log.debug("node %s sent %s mid-stream; ignored", node_id, kind)
 
     def _acker(self, session: NodeSession, result: Any) -> Callable[[], None]:
-        ack = dispatch_pb2.ConnectResponse(
-            result_ack=dispatch_pb2.ResultAck(job_id=result.job_id, attempt=result.attempt)
-        )
+        # Filled in place: a ResultAck built apart and passed in would be copied.
+        ack = dispatch_pb2.ConnectResponse()
+        ack.result_ack.job_id = result.job_id
+        ack.result_ack.attempt = result.attempt
 
         def send() -> None:
             # The node may have reconnected since: acknowledge on its current stream.

@@ -109,10 +109,21 @@ _RESULT_FIELDS = (
 # Built once: a statement object memoizes its cache key, so reusing it saves both the
 # construction and the cache-key walk that each batch would otherwise repeat.
 # Keyed by "is Postgres": the id-list statements differ by backend (see any_id).
+# The jobs with their attempt rows (one row per attempt, or one with NULLs for a job not
+# yet dispatched), in one round trip.
 _LOAD_JOBS = {
     pg: sa.select(
-        JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.status, JOBS.c.node_id, JOBS.c.ended_at
-    ).where(any_id(JOBS.c.id, pg))
+        JOBS.c.id,
+        JOBS.c.task_id,
+        JOBS.c.attempt,
+        JOBS.c.status,
+        JOBS.c.node_id,
+        JOBS.c.ended_at,
+        ATTEMPTS.c.attempt,
+        ATTEMPTS.c.status,
+    )
+    .select_from(JOBS.outerjoin(ATTEMPTS, ATTEMPTS.c.job_id == JOBS.c.id))
+    .where(any_id(JOBS.c.id, pg))
     for pg in (True, False)
 }
 _START_JOBS = Many(
@@ -149,12 +160,6 @@ _RENEW = Many(
     )
     .values(lease_expires_at=sa.bindparam("b_lease"))
 )
-_LOAD_ATTEMPTS = {
-    pg: sa.select(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt, ATTEMPTS.c.status).where(
-        any_id(ATTEMPTS.c.job_id, pg)
-    )
-    for pg in (True, False)
-}
 _INSERT_ATTEMPTS = ATTEMPTS.insert()
 _RESULT_ATTEMPTS = Many(
     ATTEMPTS.update()
@@ -189,8 +194,16 @@ _RESULT_TASKS = Many(
 )
 
 
-def _ts(msg: Any, field: str) -> datetime | None:
-    return getattr(msg, field).ToDatetime(UTC) if msg.HasField(field) else None
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts(msg: Any, name: str) -> datetime | None:
+    """The Timestamp field `name` as an aware UTC datetime (what ToDatetime(UTC) gives,
+    in half its time: two of these per result)."""
+    if not msg.HasField(name):
+        return None
+    ts = getattr(msg, name)
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 class Ingest:
@@ -258,7 +271,7 @@ class Ingest:
             ids = {e.job_id for e in batch if not isinstance(e, (Result, Beat))}
             ids |= {e.result.job_id for e in batch if isinstance(e, Result)}
             ids |= {job for e in batch if isinstance(e, Beat) for job, _ in e.running}
-            jobs = await _load_jobs(conn, self._pg, ids)
+            jobs, attempts = await _load_jobs(conn, self._pg, ids)
             starts = [e for e in batch if isinstance(e, Started)]
             chunks = [e for e in batch if isinstance(e, Chunk)]
             results = [e for e in batch if isinstance(e, Result)]
@@ -266,7 +279,7 @@ class Ingest:
             # Planned before anything is written, so that a job that both started and
             # finished within this batch is written once (see _Starts).
             started = _plan_started(starts, jobs, touched)
-            finished = await self._plan_results(conn, results, jobs, touched, started)
+            finished = _plan_results(results, jobs, attempts, touched, started)
             await started.run(conn)
             if chunks:
                 await self._apply_chunks(conn, chunks, jobs, touched)
@@ -327,90 +340,6 @@ class Ingest:
         if renew:
             await _RENEW.run(conn, renew)
 
-    async def _plan_results(
-        self,
-        conn: AsyncConnection,
-        results: list[Result],
-        jobs: dict[str, _JobRow],
-        touched: set[str],
-        started: _Starts,
-    ) -> _Finishes:
-        out = _Finishes()
-        if not results:
-            return out
-        now = utcnow()
-        job_ids = sorted({e.result.job_id for e in results if e.result.job_id in jobs})
-        attempts: dict[tuple[str, int], str] = {}
-        for part in chunked(job_ids):
-            rows = await conn.execute(_LOAD_ATTEMPTS[self._pg], {"ids": list(part)})
-            attempts.update({(r.job_id, r.attempt): r.status for r in rows})
-        for ev in results:
-            res = ev.result
-            job = jobs.get(res.job_id)
-            if job is None:
-                continue  # unknown job: acknowledged so the node forgets it
-            key = (res.job_id, res.attempt)
-            known = attempts.get(key)
-            if known in RESULT_STATUSES:
-                continue  # a replay
-            status = STATUS_NAMES.get(res.status, "failed")
-            reason = res.reason or (None if status == "completed" else "error")
-            ended_at = _ts(res, "ended_at") or now
-            # The result's columns as bound parameters (b_<column>), shared by the
-            # attempt's and the job's UPDATE.
-            bound: dict[str, Any] = {
-                "b_status": status,
-                "b_exit_code": res.exit_code,
-                "b_stdout": res.stdout,
-                "b_stderr": res.stderr,
-                "b_stdout_truncated": res.stdout_truncated,
-                "b_stderr_truncated": res.stderr_truncated,
-                "b_reason": reason,
-                "b_started_at": _ts(res, "started_at"),
-                "b_ended_at": ended_at,
-            }
-            attempts[key] = status
-            # The result sets every column the attempt's start would have.
-            started.attempts.pop(key, None)
-            if known is None:
-                row = {k[2:]: v for k, v in bound.items()}
-                row.update(
-                    job_id=res.job_id,
-                    attempt=res.attempt,
-                    node_id=ev.node_id,
-                    received_at=now,
-                    id=new_id(),
-                )
-                out.inserts.append(row)
-            else:
-                out.updates.append({**bound, "b_job": res.job_id, "b_attempt": res.attempt})
-            touched.add(job.task_id)
-            if job.attempt != res.attempt:
-                continue  # a stale attempt: recorded, never overwrites
-            if job.status == QUEUED and status == "canceled":
-                # The copy was stopped because its lease lapsed; the job itself was
-                # requeued (same attempt number until it is dispatched again), not canceled.
-                continue
-            if job.status in TERMINAL and not (job.status == "canceled" and job.ended_at is None):
-                continue
-            # A canceled job keeps its status but gets the output its container left.
-            new_status = "canceled" if job.status == "canceled" else status
-            job.status = new_status
-            job.ended_at = ended_at
-            job_row = {**bound, "b_status": new_status, "b_id": res.job_id, "b_now": now}
-            start = started.jobs.pop(res.job_id, None)
-            if start is not None:
-                # Started in this batch too: its start time goes in with the result
-                # (started_at is NULL until then, so coalesce keeps it as the start's
-                # UPDATE would have), and the task skips its running step.
-                job_row["b_started_at"] = start["b_at"]
-                started.tasks.pop(res.job_id, None)
-            out.jobs.append(job_row)
-            out.tasks.append(
-                {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
-            )
-        return out
-
 
 @dataclass
 class _Starts:
@@ -450,6 +379,85 @@ class _Finishes:
             await _RESULT_TASKS.run(conn, self.tasks)
 
 
+def _plan_results(
+    results: list[Result],
+    jobs: dict[str, _JobRow],
+    attempts: dict[tuple[str, int], str],
+    touched: set[str],
+    started: _Starts,
+) -> _Finishes:
+    out = _Finishes()
+    if not results:
+        return out
+    now = utcnow()
+    for ev in results:
+        res = ev.result
+        job = jobs.get(res.job_id)
+        if job is None:
+            continue  # unknown job: acknowledged so the node forgets it
+        key = (res.job_id, res.attempt)
+        known = attempts.get(key)
+        if known in RESULT_STATUSES:
+            continue  # a replay
+        status = STATUS_NAMES.get(res.status, "failed")
+        reason = res.reason or (None if status == "completed" else "error")
+        ended_at = _ts(res, "ended_at") or now
+        # The result's columns as bound parameters (b_<column>), shared by the
+        # attempt's and the job's UPDATE.
+        bound: dict[str, Any] = {
+            "b_status": status,
+            "b_exit_code": res.exit_code,
+            "b_stdout": res.stdout,
+            "b_stderr": res.stderr,
+            "b_stdout_truncated": res.stdout_truncated,
+            "b_stderr_truncated": res.stderr_truncated,
+            "b_reason": reason,
+            "b_started_at": _ts(res, "started_at"),
+            "b_ended_at": ended_at,
+        }
+        attempts[key] = status
+        # The result sets every column the attempt's start would have.
+        started.attempts.pop(key, None)
+        if known is None:
+            row = {k[2:]: v for k, v in bound.items()}
+            row.update(
+                job_id=res.job_id,
+                attempt=res.attempt,
+                node_id=ev.node_id,
+                received_at=now,
+                id=new_id(),
+            )
+            out.inserts.append(row)
+        else:
+            out.updates.append({**bound, "b_job": res.job_id, "b_attempt": res.attempt})
+        touched.add(job.task_id)
+        if job.attempt != res.attempt:
+            continue  # a stale attempt: recorded, never overwrites
+        if job.status == QUEUED and status == "canceled":
+            # The copy was stopped because its lease lapsed; the job itself was
+            # requeued (same attempt number until it is dispatched again), not canceled.
+            continue
+        if job.status in TERMINAL and not (job.status == "canceled" and job.ended_at is None):
+            continue
+        # A canceled job keeps its status but gets the output its container left.
+        new_status = "canceled" if job.status == "canceled" else status
+        job.status = new_status
+        job.ended_at = ended_at
+        job_row = {**bound, "b_status": new_status, "b_id": res.job_id, "b_now": now}
+        start = started.jobs.pop(res.job_id, None)
+        if start is not None:
+            # Started in this batch too: its start time goes in with the result
+            # (started_at is NULL until then, so coalesce keeps it as the start's
+            # UPDATE would have), and the task skips its running step.
+            job_row["b_started_at"] = start["b_at"]
+            started.tasks.pop(res.job_id, None)
+        out.jobs.append(job_row)
+        out.tasks.append(
+            {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
+        )
+    return out
+
+
 def _plan_started(starts: list[Started], jobs: dict[str, _JobRow], touched: set[str]) -> _Starts:
     out = _Starts()
     if not starts:
@@ -471,9 +479,16 @@ def _plan_started(starts: list[Started], jobs: dict[str, _JobRow], touched: set[
     return out
 
 
-async def _load_jobs(conn: AsyncConnection, pg: bool, ids: set[str]) -> dict[str, _JobRow]:
-    out: dict[str, _JobRow] = {}
+async def _load_jobs(
+    conn: AsyncConnection, pg: bool, ids: set[str]
+) -> tuple[dict[str, _JobRow], dict[tuple[str, int], str]]:
+    """The jobs by id, and the statuses of their attempt rows by (job, attempt)."""
+    jobs: dict[str, _JobRow] = {}
+    attempts: dict[tuple[str, int], str] = {}
     for part in chunked(sorted(ids)):
         for r in await conn.execute(_LOAD_JOBS[pg], {"ids": list(part)}):
-            out[r[0]] = _JobRow(*r)
-    return out
+            if r[0] not in jobs:
+                jobs[r[0]] = _JobRow(*r[:6])
+            if r[6] is not None:
+                attempts[(r[0], r[6])] = r[7]
+    return jobs, attempts

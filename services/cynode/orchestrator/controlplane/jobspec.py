@@ -28,24 +28,29 @@ class TaskFields(NamedTuple):
 
 
 def build_spec(
+    spec: job_pb2.JobSpec,
     job_id: str,
     attempt: int,
     needs_inference: bool,
     task: TaskFields,
     attachments: Iterable[tuple[str, bytes]],
 ) -> job_pb2.JobSpec:
-    spec = job_pb2.JobSpec(
-        job_id=job_id,
-        task_id=task.id,
-        attempt=attempt,
-        input_mode=INPUT_MODES.get(task.input_mode, job_pb2.INPUT_MODE_UNSPECIFIED),
-        prompt=task.prompt or "",
-        script=task.script or "",
-        commands=task.commands or (),
-        use_inference=bool(task.use_inference or needs_inference),
-        timeout_seconds=int(task.timeout_seconds or 0),
-        image=task.image or "",
-    )
+    """Fills `spec` (an empty JobSpec, usually one inside the JobAssignment about to be
+    sent) and returns it."""
+    spec.job_id = job_id
+    spec.task_id = task.id
+    spec.attempt = attempt
+    spec.input_mode = INPUT_MODES.get(task.input_mode, job_pb2.INPUT_MODE_UNSPECIFIED)
+    if task.prompt:
+        spec.prompt = task.prompt
+    if task.script:
+        spec.script = task.script
+    if task.commands:
+        spec.commands.extend(task.commands)
+    spec.use_inference = bool(task.use_inference or needs_inference)
+    spec.timeout_seconds = int(task.timeout_seconds or 0)
+    if task.image:
+        spec.image = task.image
     for name, content in attachments:
         spec.attachments.add(name=name, content=content)
     return spec

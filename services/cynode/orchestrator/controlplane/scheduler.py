@@ -59,6 +59,7 @@ class _Claimed(NamedTuple):
     attempt: int
     needs_inference: bool
     task: TaskFields
+    has_files: bool
 
 
 # Built once: a statement object memoizes its cache key, so reusing it saves both the
@@ -111,6 +112,8 @@ def _claim_stmt(inference: bool, pg: bool) -> Any:
             TASKS.c.use_inference,
             TASKS.c.timeout_seconds,
             TASKS.c.image,
+            # Most tasks have no attachments: the round then skips their query.
+            sa.exists().where(ATTACHMENTS.c.task_id == TASKS.c.id).label("has_files"),
         )
         .join(TASKS, TASKS.c.id == JOBS.c.task_id)
         .where(
@@ -236,7 +239,7 @@ class Scheduler:
         lease: datetime,
         sends: list[tuple[NodeSession, dispatch_pb2.ConnectResponse]],
     ) -> None:
-        files = await _load_files(conn, self._pg, {row.task_id for row, _ in plan})
+        files = await _load_files(conn, self._pg, {row.task_id for row, _ in plan if row.has_files})
         job_rows, attempt_rows = [], []
         lease_ts = Timestamp()
         lease_ts.FromDatetime(lease)
@@ -265,15 +268,18 @@ class Scheduler:
                     "b_stderr_truncated": False,
                 }
             )
-            spec = build_spec(
+            # Filled in place: messages built apart and passed in would be copied.
+            msg = dispatch_pb2.ConnectResponse()
+            build_spec(
+                msg.assignment.spec,
                 row.id,
                 attempt,
                 row.needs_inference,
                 row.task,
                 files.get(row.task_id, ()),
             )
-            assignment = dispatch_pb2.JobAssignment(spec=spec, lease_expires_at=lease_ts)
-            sends.append((session, dispatch_pb2.ConnectResponse(assignment=assignment)))
+            msg.assignment.lease_expires_at.CopyFrom(lease_ts)
+            sends.append((session, msg))
         await _ASSIGN_JOBS.run(conn, job_rows)
         await _INSERT_ATTEMPTS.run(conn, attempt_rows)
 
@@ -281,7 +287,9 @@ class Scheduler:
         if limit <= 0:
             return []
         rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
-        return [_Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:])) for r in rows]
+        return [
+            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:11]), bool(r[11])) for r in rows
+        ]
 
     # -- leases -----------------------------------------------------------------------
 

@@ -329,6 +329,7 @@ class SpliceRelay:
                     and (size := int(line, 16))
                 ):
                     break
+                # Counted once its header is on the way, as the chunk-by-chunk path does.
                 self.moved += size
                 self._raw += end + 2 + size
                 if self._raw >= there:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,13 @@ ROUTES = [
     ("GET", "/v1/tasks/{id}/watch"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
 ]
+GATEWAY_DOCUMENT = Path(__file__).resolve().parents[3] / "gen" / "openapi" / "gateway.openapi.json"
+# NodeAdminService comes with the control plane, which this gateway runs without;
+# tests/contract/test_schemathesis.py fuzzes it on a live orchestrator.
+CONTROL_PLANE_ROUTES = {("GET", "/v1/nodes")}
 FIELDS = [
     "handle",
     "password",
@@ -112,6 +119,16 @@ async def test_no_route_answers_5xx(
             headers={**headers, "content-type": "application/json"},
         )
     assert resp.status_code < 500, (route, body, query, resp.text)
+
+
+def test_routes_are_every_route_of_the_gateway() -> None:
+    document = json.loads(GATEWAY_DOCUMENT.read_text())
+    documented = {
+        (method.upper(), path.replace("{task_id}", "{id}"))
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    assert documented - CONTROL_PLANE_ROUTES <= set(ROUTES), documented - set(ROUTES)
 
 
 _TOKENS: dict[int, dict[str, str]] = {}

@@ -347,17 +347,27 @@ class _Starts:
     batch can take theirs over: within one transaction the running step of a job that
     also finished is never seen by anyone, and writing it costs three row versions."""
 
-    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The task row each job's start moves to running, by job id.
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attempts: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    # The events whose job moves to running, and the task each moves with it, by job id;
+    # the events whose attempt row does, by (job, attempt). Rows are made at run().
+    jobs: dict[str, Started] = field(default_factory=dict)
+    tasks: dict[str, str] = field(default_factory=dict)
+    attempts: dict[tuple[str, int], Started] = field(default_factory=dict)
 
     async def run(self, conn: AsyncConnection) -> None:
+        now = utcnow()
         if self.jobs:
-            await _START_JOBS.run(conn, list(self.jobs.values()))
-            await _START_TASKS.run(conn, list(self.tasks.values()))
+            await _START_JOBS.run(
+                conn, [{"b_id": j, "b_at": ev.at, "b_now": now} for j, ev in self.jobs.items()]
+            )
+            await _START_TASKS.run(conn, [{"b_id": t, "b_now": now} for t in self.tasks.values()])
         if self.attempts:
-            await _START_ATTEMPTS.run(conn, list(self.attempts.values()))
+            await _START_ATTEMPTS.run(
+                conn,
+                [
+                    {"b_job": job, "b_attempt": attempt, "b_at": ev.at}
+                    for (job, attempt), ev in self.attempts.items()
+                ],
+            )
 
 
 @dataclass
@@ -449,7 +459,7 @@ def _plan_results(
             # Started in this batch too: its start time goes in with the result
             # (started_at is NULL until then, so coalesce keeps it as the start's
             # UPDATE would have), and the task skips its running step.
-            job_row["b_started_at"] = start["b_at"]
+            job_row["b_started_at"] = start.at
             started.tasks.pop(res.job_id, None)
         out.jobs.append(job_row)
         out.tasks.append(
@@ -460,21 +470,16 @@ def _plan_results(
 
 def _plan_started(starts: list[Started], jobs: dict[str, _JobRow], touched: set[str]) -> _Starts:
     out = _Starts()
-    if not starts:
-        return out
-    now = utcnow()
     for ev in starts:
         job = jobs.get(ev.job_id)
         if job is None:
             continue
         # A repeated start changes nothing: its UPDATE would find the attempt running.
-        out.attempts.setdefault(
-            (ev.job_id, ev.attempt), {"b_job": ev.job_id, "b_attempt": ev.attempt, "b_at": ev.at}
-        )
+        out.attempts.setdefault((ev.job_id, ev.attempt), ev)
         if job.attempt == ev.attempt and job.status == QUEUED and job.node_id == ev.node_id:
             job.status = RUNNING
-            out.jobs[ev.job_id] = {"b_id": ev.job_id, "b_at": ev.at, "b_now": now}
-            out.tasks[ev.job_id] = {"b_id": job.task_id, "b_now": now}
+            out.jobs[ev.job_id] = ev
+            out.tasks[ev.job_id] = job.task_id
             touched.add(job.task_id)
     return out
 

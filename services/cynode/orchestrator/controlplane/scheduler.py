@@ -46,7 +46,7 @@ from cynode.orchestrator.controlplane.tables import (
     chunked,
     insert,
 )
-from cynode.orchestrator.store.models import new_id, utcnow
+from cynode.orchestrator.store.models import new_ids, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,8 @@ class Scheduler:
         job_rows, attempt_rows = [], []
         lease_ts = Timestamp()
         lease_ts.FromDatetime(lease)
-        for row, session in plan:
+        attempt_ids = new_ids(len(plan))
+        for (row, session), attempt_id in zip(plan, attempt_ids, strict=True):
             attempt = row.attempt + 1
             job_rows.append(
                 {
@@ -256,7 +257,7 @@ class Scheduler:
             )
             attempt_rows.append(
                 {
-                    "b_id": new_id(),
+                    "b_id": attempt_id,
                     "b_job_id": row.id,
                     "b_attempt": attempt,
                     "b_node_id": session.node_id,

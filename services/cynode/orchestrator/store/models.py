@@ -7,17 +7,73 @@ a byte cap can cut a UTF-8 character in half, and the gateway decides how to ren
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
-from ulid import ULID
+
+# Two Crockford base32 letters for each 10-bit value: a ULID's 130 bits are 13 of them.
+_PAIRS = [
+    a + b for a in "0123456789ABCDEFGHJKMNPQRSTVWXYZ" for b in "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+]
+
+
+class _Ulids:
+    """Monotonic ULIDs: 48 bits of milliseconds, 80 random bits; within a millisecond
+    (or if the clock steps back) each id is the previous one plus one, so ids made in
+    order sort in order, as python-ulid's ULID() made them. `take(n)` reserves n in a
+    row under one lock: the scheduler needs one per dispatched job, and python-ulid's
+    per-id cost was a visible share of a dispatch round."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last = 0  # the last id handed out, as a 128-bit integer
+
+    def take(self, n: int) -> int:
+        """The first of `n` fresh consecutive ids, as an integer."""
+        fresh = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+        with self._lock:
+            first = fresh if fresh >> 80 > self.last >> 80 else self.last + 1
+            self.last = first + n - 1
+        return first
+
+
+def _encode(v: int) -> str:
+    # Unrolled: base64.b32encode is a Python loop, and a loop here costs as much.
+    t = _PAIRS
+    return (
+        t[v >> 120]
+        + t[v >> 110 & 1023]
+        + t[v >> 100 & 1023]
+        + t[v >> 90 & 1023]
+        + t[v >> 80 & 1023]
+        + t[v >> 70 & 1023]
+        + t[v >> 60 & 1023]
+        + t[v >> 50 & 1023]
+        + t[v >> 40 & 1023]
+        + t[v >> 30 & 1023]
+        + t[v >> 20 & 1023]
+        + t[v >> 10 & 1023]
+        + t[v & 1023]
+    )
+
+
+_ULIDS = _Ulids()
 
 
 def new_id() -> str:
-    return str(ULID())
+    return _encode(_ULIDS.take(1))
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` ids in order, as n calls of new_id would make them, for less."""
+    first = _ULIDS.take(n)
+    return [_encode(first + i) for i in range(n)]
 
 
 def utcnow() -> datetime:

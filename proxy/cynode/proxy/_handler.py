@@ -9,6 +9,8 @@ so that a response body can be relayed by ``_splice`` without passing through Py
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -36,6 +38,12 @@ access_log = logging.getLogger("cynode.proxy.access")
 log = logging.getLogger("cynode.proxy")
 
 _CHUNK = 64 * 1024
+# Linux's numbers, where the socket module lacks the names.
+_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+# Unsent bytes a loopback client's socket may hold (see _tune_loopback); 32 KiB to 1 MiB
+# measured alike, all far below no limit.
+NOTSENT_LOWAT = 128 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -293,12 +301,15 @@ class ProxyHandler:
     ) -> None:
         conn = exchange.conn
         assert conn is not None
+        transport = request.transport
+        in_hand = head.framing is Framing.LENGTH and conn.buffered >= head.length
+        if transport is not None and not in_hand:
+            _tune_loopback(transport)
         # A short answer that is already read whole is cheaper to write than to set a
         # pipe up for.
-        zero_copy = (head.framing is Framing.LENGTH and conn.buffered < head.length) or (
+        zero_copy = (head.framing is Framing.LENGTH and not in_hand) or (
             head.framing is Framing.CHUNKED and request.version >= HttpVersion11
         )
-        transport = request.transport
         # A TLS upstream's bytes have to be decrypted in Python anyway.
         if zero_copy and transport is not None and conn.plain and _splice.available():
             client = _plain_socket(transport)
@@ -328,6 +339,39 @@ class ProxyHandler:
             dst.close()
             src.close()
         conn.reattach()
+
+
+def _tune_loopback(transport: asyncio.BaseTransport) -> None:
+    """Tune the connection to a client on this host (the sandbox's, to its sidecar in
+    the pod) for a large answer. Peers elsewhere keep the host's settings; a refusal
+    changes nothing.
+
+    - Reno instead of the host's congestion control: a loopback hop has no congestion
+      to control, but a pacing algorithm such as BBR (some hosts' default) spaces the
+      segments with a timer per burst, which cost this process about as much as the
+      splicing itself. The kernel always has Reno and lets unprivileged processes pick
+      it unless configured otherwise.
+    - At most ``NOTSENT_LOWAT`` bytes queued unsent: what waits in the socket for the
+      client's window to open is sent when the client's read opens it, in the client's
+      time (loopback runs the whole delivery in the sender's context). With a pipe-full
+      queued there, a client reading through the proxy spent up to twice the CPU per
+      byte of one reading the upstream directly; with the queue short, the rest stays
+      in the pipe until this process sends it."""
+    sock = transport.get_extra_info("socket")
+    peer = transport.get_extra_info("peername")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or not peer:
+        return
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except ValueError:  # pragma: no cover - asyncio gives numeric addresses
+        return
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a v4 client of a dual-stack listener
+    if address.is_loopback:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CONGESTION, b"reno")
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
 
 
 def _plain_socket(transport: asyncio.BaseTransport) -> int | None:

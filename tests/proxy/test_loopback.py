@@ -1,5 +1,6 @@
 """A client on this host gets streamed answers without congestion control's pacing and
-with a short queue of unsent bytes in its socket."""
+with a short queue of unsent bytes in its socket; one on a Unix socket, with a send
+buffer a pipe-full deep."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def pacing_algorithm(sock: socket.socket) -> bytes:
 
 
 class Transport:
-    """What ``_tune_loopback`` asks of an asyncio transport."""
+    """What ``_tune_client`` asks of an asyncio transport."""
 
     def __init__(self, sock: socket.socket, peername: Any) -> None:
         self.extra = {"socket": sock, "peername": peername}
@@ -63,7 +64,7 @@ def test_a_loopback_peer_gets_reno_and_a_short_unsent_queue(
     server, _ = tcp_pair
     pacing_algorithm(server)
     assert unsent_limit(server) != _handler.NOTSENT_LOWAT  # 0: the host default
-    _handler._tune_loopback(Transport(server, server.getpeername()))  # type: ignore[arg-type]
+    _handler._tune_client(Transport(server, server.getpeername()))  # type: ignore[arg-type]
     assert congestion(server) == b"reno"
     assert unsent_limit(server) == _handler.NOTSENT_LOWAT
 
@@ -74,7 +75,7 @@ def test_a_v4_client_of_a_dual_stack_listener_counts_as_loopback(
     server, _ = tcp_pair
     pacing_algorithm(server)
     mapped = ("::ffff:127.0.0.1", 40000, 0, 0)
-    _handler._tune_loopback(Transport(server, mapped))  # type: ignore[arg-type]
+    _handler._tune_client(Transport(server, mapped))  # type: ignore[arg-type]
     assert congestion(server) == b"reno"
 
 
@@ -85,19 +86,33 @@ def test_other_peers_and_unix_sockets_keep_what_they_have(
     chosen = pacing_algorithm(server)
     limit = unsent_limit(server)
     # As if the peer were another host (a documentation address).
-    _handler._tune_loopback(Transport(server, ("192.0.2.7", 40000)))  # type: ignore[arg-type]
+    _handler._tune_client(Transport(server, ("192.0.2.7", 40000)))  # type: ignore[arg-type]
     assert congestion(server) == chosen
     assert unsent_limit(server) == limit
+
+
+def test_a_unix_client_gets_a_deep_send_buffer() -> None:
     left, right = socket.socketpair()
     with left, right:
-        _handler._tune_loopback(Transport(left, ""))  # type: ignore[arg-type]
+        before = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert before < 2 * _handler.UNIX_SNDBUF
+        _handler._tune_client(Transport(left, ""))  # type: ignore[arg-type]
+        grown = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        # As deep as asked, or as net.core.wmem_max lets it be.
+        wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
+        assert grown == 2 * min(_handler.UNIX_SNDBUF, wmem_max) > before
+        # Never made smaller than it is.
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * _handler.UNIX_SNDBUF)
+        deeper = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        _handler._tune_client(Transport(left, ""))  # type: ignore[arg-type]
+        assert left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == deeper
 
 
-async def test_streamed_answers_are_tune_loopback_and_answers_in_hand_are_not(
+async def test_streamed_answers_are_tune_client_and_answers_in_hand_are_not(
     raw_upstream: RawUpstream, make_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Any] = []
-    monkeypatch.setattr(_handler, "_tune_loopback", calls.append)
+    monkeypatch.setattr(_handler, "_tune_client", calls.append)
 
     async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
         if head.startswith(b"GET"):

@@ -41,9 +41,12 @@ _CHUNK = 64 * 1024
 # Linux's numbers, where the socket module lacks the names.
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
-# Unsent bytes a loopback client's socket may hold (see _tune_loopback); 32 KiB to 1 MiB
+# Unsent bytes a loopback client's socket may hold (see _tune_client); 32 KiB to 1 MiB
 # measured alike, all far below no limit.
 NOTSENT_LOWAT = 128 * 1024
+# A Unix client socket's send buffer (see _tune_client): one pipe-full; 4 MiB measured
+# no better.
+UNIX_SNDBUF = 1024 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -304,7 +307,7 @@ class ProxyHandler:
         transport = request.transport
         in_hand = head.framing is Framing.LENGTH and conn.buffered >= head.length
         if transport is not None and not in_hand:
-            _tune_loopback(transport)
+            _tune_client(transport)
         # A short answer that is already read whole is cheaper to write than to set a
         # pipe up for.
         zero_copy = (head.framing is Framing.LENGTH and not in_hand) or (
@@ -341,25 +344,37 @@ class ProxyHandler:
         conn.reattach()
 
 
-def _tune_loopback(transport: asyncio.BaseTransport) -> None:
-    """Tune the connection to a client on this host (the sandbox's, to its sidecar in
-    the pod) for a large answer. Peers elsewhere keep the host's settings; a refusal
-    changes nothing.
+def _tune_client(transport: asyncio.BaseTransport) -> None:
+    """Tune the connection to a client on this host for a large answer: the sandbox's
+    to its sidecar (TCP on the pod's loopback) and the sidecar's to the node's relay (a
+    Unix socket). Peers elsewhere keep the host's settings; a refusal changes nothing.
 
-    - Reno instead of the host's congestion control: a loopback hop has no congestion
-      to control, but a pacing algorithm such as BBR (some hosts' default) spaces the
-      segments with a timer per burst, which cost this process about as much as the
-      splicing itself. The kernel always has Reno and lets unprivileged processes pick
-      it unless configured otherwise.
-    - At most ``NOTSENT_LOWAT`` bytes queued unsent: what waits in the socket for the
-      client's window to open is sent when the client's read opens it, in the client's
-      time (loopback runs the whole delivery in the sender's context). With a pipe-full
-      queued there, a client reading through the proxy spent up to twice the CPU per
-      byte of one reading the upstream directly; with the queue short, the rest stays
-      in the pipe until this process sends it."""
+    - Unix socket: a send buffer of ``UNIX_SNDBUF``. A Unix stream holds only what the
+      sender's buffer allows (208 KiB by default), so each side woke for about a fifth
+      of a pipe-full; the hop then cost the relay and the sidecar twice the CPU per
+      byte. The kernel caps it at net.core.wmem_max.
+    - TCP: Reno instead of the host's congestion control. A loopback hop has no
+      congestion to control, but a pacing algorithm such as BBR (some hosts' default)
+      spaces the segments with a timer per burst, which cost this process about as
+      much as the splicing itself. The kernel always has Reno and lets unprivileged
+      processes pick it unless configured otherwise.
+    - TCP: at most ``NOTSENT_LOWAT`` bytes queued unsent. What waits in the socket for
+      the client's window to open is sent when the client's read opens it, in the
+      client's time (loopback runs the whole delivery in the sender's context). With a
+      pipe-full queued there, a client reading through the proxy spent up to twice the
+      CPU per byte of one reading the upstream directly; with the queue short, the rest
+      stays in the pipe until this process sends it."""
     sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    if sock.family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            # The kernel reports twice what was asked (its bookkeeping overhead).
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * UNIX_SNDBUF:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SNDBUF)
+        return
     peer = transport.get_extra_info("peername")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or not peer:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not peer:
         return
     try:
         address = ipaddress.ip_address(peer[0])

@@ -37,8 +37,9 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
    `accepts_batches`), so a node or orchestrator that predates batches never gets one
    and is never asked to send one. A sender batches only what is already queued when
    it writes (it never waits to fill a batch, so an idle stream adds no latency), keeps
-   each batch under BATCH_BYTES (a larger message goes alone), never nests batches and
-   never batches Hello or HelloAck. Nothing else changes: every result is still
+   each batch under 1 MiB (`batching.BATCH_BYTES`; a larger message goes alone, and
+   the peer's 4 MiB default receive limit is never exceeded by batching), never nests
+   batches and never batches Hello or HelloAck. Nothing else changes: every result is still
    acknowledged by its own ResultAck item, credits still add up item by item.
 9. Either side may drop the stream at any time. The node reconnects with backoff
    (re-registering if its token is refused) and starts again at 1 with what it holds;

@@ -12,12 +12,17 @@
    and through the proxy in interleaved rounds; the share is the median of each round's
    proxy/direct ratio (target: >= 90 % of direct). Both reads are the same client code
    on the same session, and the proxy passes the upstream's chunks on as they are, so
-   the client does the same work per byte either way. Also the CPU each process spends
-   per GB streamed (median over the rounds): the direct run keeps both endpoints busy,
-   each about one core, so on a machine with two cores whatever the proxy spends comes
-   out of theirs, and the share cannot pass about direct / (direct + proxy) of those
-   figures however the proxy schedules its work. They do not depend on how busy the
-   machine is the way the share does.
+   the client's own work per byte is the same either way. Also the CPU each process
+   spends per GB streamed (median over the rounds), which shows what the share hides:
+   - whether the client pays for the proxy: on loopback the kernel delivers data in
+     the sender's context, or in the reader's when the sender's queue waits for the
+     reader's window; the proxy once left a pipe-full there and the client then spent
+     up to twice its direct CPU per GB;
+   - the bound the proxy's own CPU sets: the direct run keeps both endpoints busy, each
+     about one core, so on a machine with two cores whatever the proxy spends comes out
+     of theirs, and the share cannot pass about direct / (direct + proxy) of those
+     figures however the proxy schedules its work.
+   The CPU figures depend much less on how busy the machine is than the share does.
 3. Inference task vs a bare container: a use_inference job with one curl to the proxy
    (pod + sidecar + relay to the real dev model) against
    `podman run --rm --network none localhost/cynode-sandbox true`; ratio of the medians

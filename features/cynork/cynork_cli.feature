@@ -84,6 +84,7 @@ Feature: cynork, the CLI, against a real orchestrator
     And stdout is one JSON object with keys "tasks, next_cursor"
     When I run "cynork -o json task get {task_id}"
     Then stdout is one JSON object with keys "task_id, status, input_mode"
+    And stdout holds the fields of the gateway's task object
     When I run "cynork task create -o json --command true"
     Then stdout is one JSON object with keys "task_id, status"
 

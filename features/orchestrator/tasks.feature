@@ -13,8 +13,9 @@ Feature: Task lifecycle through the user gateway
     Then the response status is 201
     And the JSON field "status" is "queued"
     When I get the task
-    Then the JSON field "task.input_mode" is "<mode>"
-    And the JSON field "task.status" is "queued"
+    Then the response is the task object itself
+    And the JSON field "input_mode" is "<mode>"
+    And the JSON field "status" is "queued"
 
     Examples:
       | mode     | body                                                           |
@@ -34,7 +35,7 @@ Feature: Task lifecycle through the user gateway
     Then the JSON field "task_name" is "nightly-2"
     When I GET "/v1/tasks/nightly-2" with my token
     Then the response status is 200
-    And the JSON field "task.task_name" is "nightly-2"
+    And the JSON field "task_name" is "nightly-2"
 
   Scenario: Malformed and oversized requests
     When I create a task with body:
@@ -62,7 +63,7 @@ Feature: Task lifecycle through the user gateway
     Then the response status is 200
     And the JSON field "canceled" is true
     When I get the task
-    Then the JSON field "task.status" is "canceled"
+    Then the JSON field "status" is "canceled"
     When I cancel the task
     Then the response status is 409
 

@@ -167,10 +167,10 @@ ROWS: list[Row] = [
     Row("me", AUTH + "GetCurrentUser", 200, _user("GET", "/v1/users/me")),
     Row("me-no-token", AUTH + "GetCurrentUser", 401, _user("GET", "/v1/users/me", auth="none")),
     Row("me-bad-token", AUTH + "GetCurrentUser", 401, _user("GET", "/v1/users/me", auth="bad")),
-    Row("get", TASKS + "GetTask", 200, _user("GET", "/v1/tasks/{done}")),
-    Row("get-by-name", TASKS + "GetTask", 200, _user("GET", "/v1/tasks/parity-done")),
-    Row("get-missing", TASKS + "GetTask", 404, _user("GET", "/v1/tasks/nope")),
-    Row("get-no-token", TASKS + "GetTask", 401, _user("GET", "/v1/tasks/{done}", auth="none")),
+    Row("get", TASKS + "FetchTask", 200, _user("GET", "/v1/tasks/{done}")),
+    Row("get-by-name", TASKS + "FetchTask", 200, _user("GET", "/v1/tasks/parity-done")),
+    Row("get-missing", TASKS + "FetchTask", 404, _user("GET", "/v1/tasks/nope")),
+    Row("get-no-token", TASKS + "FetchTask", 401, _user("GET", "/v1/tasks/{done}", auth="none")),
     Row("list", TASKS + "ListTasks", 200, _user("GET", "/v1/tasks?status=completed&limit=5")),
     Row("list-unknown-param", TASKS + "ListTasks", 200, _user("GET", "/v1/tasks?limit=1&x=y")),
     Row(
@@ -379,7 +379,7 @@ def world(stack: Stack) -> World:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         task = httpx.get(f"{stack.shim_url}/v1/tasks/{world.done_id}", headers=headers).json()
-        if task["task"]["status"] == "completed":
+        if task["status"] == "completed":
             break
         time.sleep(0.2)
     else:
@@ -458,6 +458,21 @@ def test_both_doors_answer_alike(world: World, row: Row) -> None:
             assert right["type"].endswith("not-found")
             return
     assert right == left
+
+
+def test_get_task_is_the_bare_task_through_both_doors(world: World) -> None:
+    """SPEC §2: GET /v1/tasks/{id} is the task object itself, through the shim and
+    through Envoy alike (the rows above compare the two; this pins the shape)."""
+    for base in (world.stack.shim_url, world.stack.envoy_url):
+        for key in (world.done_id, "parity-done"):
+            call = Call("GET", f"/v1/tasks/{key}", token=world.token)
+            answer = _send(call, base)
+            assert answer.status == 200 and answer.media_type == "application/json", base
+            task = answer.body
+            assert "task" not in task, (base, task)
+            assert task["task_id"] == world.done_id and task["task_name"] == "parity-done"
+            assert (task["status"], task["input_mode"]) == ("completed", "commands")
+            assert task["created_at"].endswith("Z") and task["updated_at"].endswith("Z")
 
 
 def test_every_annotated_route_is_in_the_table() -> None:

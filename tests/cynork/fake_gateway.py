@@ -210,7 +210,8 @@ class FakeGateway:
         if task is None:
             return problem(404, "Not Found", f"task {unquote(ref)} not found")
         if action == "" and method == "GET":
-            return _json(200, {"task": self._public(task)})
+            # SPEC §2: the task object itself, as the real gateway's FetchTask answers.
+            return _json(200, self._public(task))
         if action == "result":
             self._advance(task)
             return _json(200, self._result(task))

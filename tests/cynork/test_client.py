@@ -99,10 +99,24 @@ def test_non_object_answers(body: bytes) -> None:
         client.whoami()
 
 
-def test_task_answer_must_be_object() -> None:
-    client = _client(lambda request: httpx.Response(200, json={"task": "x"}))
-    with pytest.raises(ServerError, match="not an object"):
+@pytest.mark.parametrize("body", [{"task": "x"}, {"status": "queued"}, {"task_id": 7}])
+def test_task_answer_must_be_a_task(body: dict[str, object]) -> None:
+    client = _client(lambda request: httpx.Response(200, json=body))
+    with pytest.raises(ServerError, match="no task_id"):
         client.get_task("x")
+
+
+def test_task_answer_is_the_task_itself() -> None:
+    task = {"task_id": "01HTASK", "status": "queued", "input_mode": "prompt"}
+    client = _client(lambda request: httpx.Response(200, json=task))
+    assert client.get_task("01HTASK") == task
+
+
+def test_task_answer_wrapped_by_an_older_gateway() -> None:
+    """Gateways before SPEC §2's bare task answered {"task": {...}}; cynork reads both."""
+    task = {"task_id": "01HTASK", "status": "queued"}
+    client = _client(lambda request: httpx.Response(200, json={"task": task}))
+    assert client.get_task("01HTASK") == task
 
 
 def test_token_answer_without_tokens() -> None:

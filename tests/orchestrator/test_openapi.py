@@ -142,6 +142,14 @@ def test_gateway_paths_and_statuses(gateway: dict[str, Any]) -> None:
     assert "content" not in logout["responses"]["204"]
     watch = _operation(gateway, "TaskService_WatchTask")
     assert set(watch["responses"]["200"]["content"]) == {"application/x-ndjson"}
+    # GET /v1/tasks/{task_id} is the task itself (SPEC §2); GetTask is gRPC only.
+    fetch = gateway["paths"]["/v1/tasks/{task_id}"]["get"]
+    assert fetch["operationId"] == "TaskService_FetchTask"
+    assert fetch["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Task"
+    }
+    operations = {op["operationId"] for item in gateway["paths"].values() for op in item.values()}
+    assert "TaskService_GetTask" not in operations
     problem = gateway["components"]["responses"]["Error"]["content"]
     assert problem == {
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
@@ -155,7 +163,7 @@ def test_parameters(gateway: dict[str, Any]) -> None:
         ("limit", "query"),
         ("cursor", "query"),
     ]
-    get = _operation(gateway, "TaskService_GetTask")
+    get = _operation(gateway, "TaskService_FetchTask")
     assert get["parameters"] == [
         {
             "name": "task_id",

@@ -324,10 +324,13 @@ class GatewayClient:
     def get_task(self, task_id: str) -> JSONDict:
         resp = self._request("GET", _task_path(task_id))
         raise_for_status(resp, f"task {task_id}")
-        body = _json_body(resp)
-        task = body.get("task", body)
-        if not isinstance(task, dict):
-            raise ServerError("the gateway's task answer is not an object")
+        task = _json_body(resp)
+        wrapped = task.get("task")
+        if "task_id" not in task and isinstance(wrapped, dict):
+            # Gateways before FetchTask answered {"task": {...}}; SPEC §2 is the bare task.
+            task = wrapped
+        if not isinstance(task.get("task_id"), str):
+            raise ServerError("the gateway's task answer has no task_id")
         return task
 
     def list_tasks(

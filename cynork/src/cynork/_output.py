@@ -60,13 +60,10 @@ class RecentTaskIds:
         if isinstance(obj, Mapping):
             self.add(obj.get("task_id"))
             self.add(obj.get("task_name"))
-            for nested in ("task", "tasks"):
-                inner = obj.get(nested)
-                if isinstance(inner, list):
-                    for item in inner:
-                        self.note(item)
-                elif isinstance(inner, Mapping):
-                    self.note(inner)
+            inner = obj.get("tasks")
+            if isinstance(inner, list):
+                for item in inner:
+                    self.note(item)
 
     def newest_first(self) -> list[str]:
         return list(reversed(self._ids))

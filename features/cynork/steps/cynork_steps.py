@@ -304,6 +304,27 @@ def step_json_object(context: Any, keys: str) -> None:
         assert body["task_id"] == context.task_id, str(result)
 
 
+@then("stdout holds the fields of the gateway's task object")
+def step_json_is_gateway_task(context: Any) -> None:
+    """`task get -o json` prints the REST answer's fields (SPEC §5), which is the bare
+    task (SPEC §2), so no nested "task" object reaches the output."""
+    result = _last(context)
+    printed = json.loads(result.stdout)
+    token = yaml.safe_load(_config_file(context).read_text())["token"]
+    resp = httpx.get(
+        f"{context.gateway_url}/v1/tasks/{context.task_id}",
+        headers={"authorization": f"Bearer {token}"},
+        timeout=10.0,
+    )
+    assert resp.status_code == 200, resp.text
+    served = resp.json()
+    assert "task" not in served and "task" not in printed, (served, printed)
+    assert set(printed) == set(served), (printed, served)
+    # status and updated_at may move on while the task starts; the rest may not.
+    for key in ("task_id", "input_mode", "created_at", "user_id"):
+        assert printed[key] == served[key], (key, printed, served)
+
+
 @then('the last stderr line matches "{pattern}"')
 def step_last_stderr_line(context: Any, pattern: str) -> None:
     result = _last(context)

@@ -259,6 +259,15 @@ def step_get_task(context: Any) -> None:
     _request(context, "GET", f"/v1/tasks/{context.task_id}", headers=_auth(context))
 
 
+@then(r"the response is the task object itself")
+def step_bare_task(context: Any) -> None:
+    """SPEC §2: GET /v1/tasks/{id} answers {task_id, status, ...}, not {"task": {...}}."""
+    assert context.response.status_code == 200, context.response.text
+    body = context.response.json()
+    assert "task" not in body and body["task_id"] == context.task_id, body
+    assert body["created_at"].endswith("Z") and body["updated_at"].endswith("Z"), body
+
+
 @when(r"I cancel the task")
 def step_cancel(context: Any) -> None:
     _request(
@@ -394,16 +403,20 @@ def step_grpc_status(context: Any, status: str) -> None:
 
 @then(r"I can read the task back over gRPC")
 def step_grpc_get(context: Any) -> None:
+    metadata = (("authorization", f"Bearer {context.access_token}"),)
+    task_id = context.grpc_created.task_id
     with grpc.insecure_channel(context.grpc_target) as channel:
         stub = tasks_pb2_grpc.TaskServiceStub(channel)  # type: ignore[no-untyped-call]
-        got = stub.GetTask(
-            tasks_pb2.GetTaskRequest(task_id=context.grpc_created.task_id),
-            metadata=(("authorization", f"Bearer {context.access_token}"),),
-        )
-    assert got.task.input_mode == "commands" and got.task.task_id == context.grpc_created.task_id
-    # And the REST side sees the same task.
-    _request(context, "GET", f"/v1/tasks/{got.task.task_id}", headers=_auth(context))
-    assert context.response.json()["task"]["input_mode"] == "commands"
+        # FetchTask answers the Task itself; GetTask (kept for older stubs) wraps it.
+        fetched = stub.FetchTask(tasks_pb2.FetchTaskRequest(task_id=task_id), metadata=metadata)
+        wrapped = stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id), metadata=metadata)
+    assert fetched.input_mode == "commands" and fetched.task_id == task_id
+    assert wrapped.task == fetched
+    # And the REST side sees the same task, as the object itself (SPEC §2).
+    _request(context, "GET", f"/v1/tasks/{task_id}", headers=_auth(context))
+    body = context.response.json()
+    assert "task" not in body, body
+    assert body["task_id"] == task_id and body["input_mode"] == "commands"
 
 
 def _curl(context: Any, *args: str) -> None:
@@ -443,7 +456,8 @@ def step_curl_get(context: Any) -> None:
         f"Authorization: Bearer {context.access_token}",
         f"{context.rest_url}/v1/tasks/{context.task_id}",
     )
-    assert json.loads(context.curl_body)["task"]["task_id"] == context.task_id
+    body = json.loads(context.curl_body)
+    assert "task" not in body and body["task_id"] == context.task_id, body
 
 
 def _curl_json(context: Any, method: str, path: str, body: Any, token: bool = False) -> None:

@@ -75,10 +75,14 @@ async def test_task_lifecycle_over_rest(http: httpx.AsyncClient, gateway: Gatewa
         assert resp.json()["status"] == "queued"
         created.append(resp.json())
     assert created[1]["task_name"] == "s"
-    got = (await http.get(f"/v1/tasks/{created[0]['task_id']}", headers=auth)).json()["task"]
+    # SPEC §2: the task object itself, not wrapped in {"task": ...}.
+    got = (await http.get(f"/v1/tasks/{created[0]['task_id']}", headers=auth)).json()
+    assert "task" not in got and got["task_id"] == created[0]["task_id"]
     assert got["input_mode"] == "prompt" and got["status"] == "queued"
-    assert got["created_at"].endswith("Z")
-    assert (await http.get("/v1/tasks/s", headers=auth)).json()["task"]["input_mode"] == "script"
+    assert got["created_at"].endswith("Z") and got["updated_at"].endswith("Z")
+    by_name = (await http.get("/v1/tasks/s", headers=auth)).json()
+    assert by_name["task_id"] == created[1]["task_id"] and by_name["task_name"] == "s"
+    assert by_name["input_mode"] == "script"
 
     page = (await http.get("/v1/tasks", params={"limit": 2}, headers=auth)).json()
     assert [t["task_id"] for t in page["tasks"]] == [c["task_id"] for c in created[::-1][:2]]

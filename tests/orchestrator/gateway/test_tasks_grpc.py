@@ -71,11 +71,11 @@ async def test_create_each_mode_stores_task_and_job(served: Served) -> None:
             resp = await call
             assert resp.status == "queued" and len(resp.task_id) == 26
             assert trailers(await call.trailing_metadata())["x-http-status"] == "201"
-            got = await served.tasks.GetTask(
-                tasks_pb2.GetTaskRequest(task_id=resp.task_id), metadata=md
+            got = await served.tasks.FetchTask(
+                tasks_pb2.FetchTaskRequest(task_id=resp.task_id), metadata=md
             )
-            assert got.task.input_mode == mode and got.task.status == "queued"
-            assert got.task.created_at.seconds > 0
+            assert got.input_mode == mode and got.status == "queued"
+            assert got.created_at.seconds > 0
             job = await _job(served, resp.task_id)
             assert job.status == "queued" and job.needs_inference is inference
             assert await asyncio.wait_for(woken.get(), 1) == job.id
@@ -226,6 +226,24 @@ async def test_names_unique_per_user_with_suffix_and_lookup_by_name(served: Serv
     )
 
 
+async def test_fetch_task_is_the_task_get_task_wraps_it(served: Served) -> None:
+    """FetchTask (the REST route) answers the Task itself; GetTask, kept for existing
+    stubs, answers the same task inside GetTaskResponse. Both by ULID and by name."""
+    md = await _md(served)
+    created = await served.tasks.CreateTask(
+        tasks_pb2.CreateTaskRequest(input_mode="commands", commands=["true"], task_name="both"),
+        metadata=md,
+    )
+    for key in (created.task_id, created.task_name):
+        fetched = await served.tasks.FetchTask(tasks_pb2.FetchTaskRequest(task_id=key), metadata=md)
+        wrapped = await served.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id=key), metadata=md)
+        assert isinstance(fetched, tasks_pb2.Task)
+        assert isinstance(wrapped, tasks_pb2.GetTaskResponse)
+        assert fetched == wrapped.task
+        assert (fetched.task_id, fetched.task_name) == (created.task_id, "both")
+        assert (fetched.input_mode, fetched.status) == ("commands", "queued")
+
+
 async def test_users_see_only_their_own_tasks_admins_see_all(served: Served) -> None:
     alice, bob, admin = await _md(served), await _md(served), await _md(served, is_admin=True)
     t = await served.tasks.CreateTask(
@@ -234,10 +252,13 @@ async def test_users_see_only_their_own_tasks_admins_see_all(served: Served) -> 
     for call in (
         served.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id=t.task_id), metadata=bob),
         served.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id="mine"), metadata=bob),
+        served.tasks.FetchTask(tasks_pb2.FetchTaskRequest(task_id=t.task_id), metadata=bob),
+        served.tasks.FetchTask(tasks_pb2.FetchTaskRequest(task_id="mine"), metadata=bob),
         served.tasks.GetTaskResult(tasks_pb2.GetTaskResultRequest(task_id=t.task_id), metadata=bob),
         served.tasks.CancelTask(tasks_pb2.CancelTaskRequest(task_id=t.task_id), metadata=bob),
         served.tasks.GetTaskLogs(tasks_pb2.GetTaskLogsRequest(task_id=t.task_id), metadata=bob),
         served.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id="nope"), metadata=alice),
+        served.tasks.FetchTask(tasks_pb2.FetchTaskRequest(task_id="nope"), metadata=alice),
     ):
         err = await _err(call)
         assert err.code() == grpc.StatusCode.NOT_FOUND and err.details() == "no such task"
@@ -245,9 +266,20 @@ async def test_users_see_only_their_own_tasks_admins_see_all(served: Served) -> 
     assert t.task_id not in [x.task_id for x in listed.tasks]
     got = await served.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id=t.task_id), metadata=admin)
     assert got.task.task_id == t.task_id
+    fetched = await served.tasks.FetchTask(
+        tasks_pb2.FetchTaskRequest(task_id="mine"), metadata=alice
+    )
+    assert fetched.task_id == t.task_id
+    # An admin finds another user's task by ULID (a name is per user, so by ULID only).
+    fetched = await served.tasks.FetchTask(
+        tasks_pb2.FetchTaskRequest(task_id=t.task_id), metadata=admin
+    )
+    assert fetched.task_id == t.task_id and fetched.user_id == got.task.user_id
     listed = await served.tasks.ListTasks(tasks_pb2.ListTasksRequest(limit=200), metadata=admin)
     assert t.task_id in [x.task_id for x in listed.tasks]
     err = await _err(served.tasks.GetTask(tasks_pb2.GetTaskRequest(), metadata=alice))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = await _err(served.tasks.FetchTask(tasks_pb2.FetchTaskRequest(), metadata=alice))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -256,6 +288,7 @@ async def test_every_call_needs_a_token(served: Served) -> None:
         served.tasks.CreateTask(tasks_pb2.CreateTaskRequest(prompt="x")),
         served.tasks.ListTasks(tasks_pb2.ListTasksRequest()),
         served.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id="x")),
+        served.tasks.FetchTask(tasks_pb2.FetchTaskRequest(task_id="x")),
     ):
         assert (await _err(call)).code() == grpc.StatusCode.UNAUTHENTICATED
     stream = served.tasks.WatchTask(tasks_pb2.WatchTaskRequest(task_id="x"))

@@ -65,6 +65,12 @@ class CreateTaskResponse(_message.Message):
     status: str
     def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
+class FetchTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
 class GetTaskRequest(_message.Message):
     __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

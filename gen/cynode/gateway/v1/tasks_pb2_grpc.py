@@ -40,6 +40,11 @@ class TaskServiceStub:
                 request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.CreateTaskRequest.SerializeToString,
                 response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.CreateTaskResponse.FromString,
                 _registered_method=True)
+        self.FetchTask = channel.unary_unary(
+                '/cynode.gateway.v1.TaskService/FetchTask',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.FetchTaskRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.Task.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/cynode.gateway.v1.TaskService/GetTask',
                 request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.GetTaskRequest.SerializeToString,
@@ -83,8 +88,21 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchTask(self, request, context):
+        """One task, by ULID or by name: the Task itself.
+        SPEC §2 makes `GET /v1/tasks/{id}` the task object, and Google AIP-131 has a Get
+        method return the resource, not a message wrapping it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTask(self, request, context):
-        """One task, by ULID or by name.
+        """The same lookup as FetchTask, the task wrapped in GetTaskResponse. Kept, gRPC only,
+        for existing stub users: changing its response type would break them on the wire,
+        and `response_body: "task"` cannot unwrap it for REST because Envoy's
+        grpc_json_transcoder accepts response_body only for google.api.HttpBody (envoy
+        issue #11136). New callers use FetchTask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +151,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.CreateTask,
                     request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.CreateTaskRequest.FromString,
                     response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.CreateTaskResponse.SerializeToString,
+            ),
+            'FetchTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchTask,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.FetchTaskRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.Task.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -193,6 +216,33 @@ class TaskService:
             '/cynode.gateway.v1.TaskService/CreateTask',
             cynode_dot_gateway_dot_v1_dot_tasks__pb2.CreateTaskRequest.SerializeToString,
             cynode_dot_gateway_dot_v1_dot_tasks__pb2.CreateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.TaskService/FetchTask',
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.FetchTaskRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.Task.FromString,
             options,
             channel_credentials,
             insecure,

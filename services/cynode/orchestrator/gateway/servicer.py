@@ -54,16 +54,27 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
             task_id=task.id, task_name=task.name, status=task.status
         )
 
-    async def GetTask(
-        self, request: tasks_pb2.GetTaskRequest, context: Context
-    ) -> tasks_pb2.GetTaskResponse:
+    async def _find(self, task_id: str, context: Context) -> tasks_pb2.Task:
+        """The caller's task by ULID or name (any task for an admin); NOT_FOUND otherwise."""
         principal = await self._principal(context)
         try:
-            task = await self._book.find(principal, request.task_id)
+            task = await self._book.find(principal, task_id)
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise
-        return tasks_pb2.GetTaskResponse(task=task_message(task))
+        return task_message(task)
+
+    async def FetchTask(
+        self, request: tasks_pb2.FetchTaskRequest, context: Context
+    ) -> tasks_pb2.Task:
+        # The REST route GET /v1/tasks/{task_id}: the task itself (SPEC §2).
+        return await self._find(request.task_id, context)
+
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: Context
+    ) -> tasks_pb2.GetTaskResponse:
+        # gRPC only, kept for existing stubs: the same task, wrapped.
+        return tasks_pb2.GetTaskResponse(task=await self._find(request.task_id, context))
 
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context

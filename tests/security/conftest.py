@@ -49,14 +49,15 @@ def sec_stack() -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def admin(sec_stack: Stack) -> Iterator[GatewayClient]:
-    client = GatewayClient(sec_stack.gateway_url)
-    client.login("admin", sec_stack.creds.admin_password)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
 def seen_tokens() -> set[str]:
     """Every token a test obtained; the log scan looks for them."""
     return set()
+
+
+@pytest.fixture(scope="session")
+def admin(sec_stack: Stack, seen_tokens: set[str]) -> Iterator[GatewayClient]:
+    client = GatewayClient(sec_stack.gateway_url)
+    client.login("admin", sec_stack.creds.admin_password)
+    seen_tokens.update({client.access_token, client.refresh_token})
+    yield client
+    client.close()

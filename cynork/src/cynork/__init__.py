@@ -2,19 +2,44 @@
 
 The public surface is small: `main` (the console script), `GatewayClient` (the REST
 client the commands use, usable on its own), and the error types with their exit codes.
+
+Those names load on first use (PEP 562): importing the package itself stays cheap, so
+the console script (`cynork._entry`) can install its Ctrl-C handling before httpx and
+click are imported.
 """
 
-from cynork._client import TERMINAL_STATUSES, GatewayClient
-from cynork._errors import (
-    AuthError,
-    CynorkError,
-    Interrupted,
-    NotFoundError,
-    ServerError,
-    UsageError,
-)
+from __future__ import annotations
+
+import importlib
+
+# Not `from typing import TYPE_CHECKING`: typing costs ~10 ms at start-up, inside the
+# window this package keeps small. Type checkers treat any TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cynork._client import TERMINAL_STATUSES, GatewayClient
+    from cynork._errors import (
+        AuthError,
+        CynorkError,
+        Interrupted,
+        NotFoundError,
+        ServerError,
+        UsageError,
+    )
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "TERMINAL_STATUSES": "cynork._client",
+    "GatewayClient": "cynork._client",
+    "AuthError": "cynork._errors",
+    "CynorkError": "cynork._errors",
+    "Interrupted": "cynork._errors",
+    "NotFoundError": "cynork._errors",
+    "ServerError": "cynork._errors",
+    "UsageError": "cynork._errors",
+}
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -27,3 +52,16 @@ __all__ = [
     "UsageError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cynork' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

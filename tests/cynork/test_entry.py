@@ -1,0 +1,183 @@
+"""The console script's entry (cynork._entry): Ctrl-C while Python still imports the
+commands ends the process with one line and exit 130, never a traceback.
+
+The real processes here are the installed `.venv/bin/cynork` script and a Python that
+runs the same entry with the import of `cynork.cli` held open, so the SIGINT lands in
+the window on purpose, not by timing luck.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import cynork
+from cynork import _entry
+from cynork._errors import EXIT_INTERRUPTED
+
+ROOT = Path(__file__).resolve().parents[2]
+CYNORK = ROOT / ".venv" / "bin" / "cynork"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+WAIT = 30.0
+
+# `import cynork.cli` held open until a signal arrives, as a slow disk or a loaded
+# machine would hold it; the marker line says the entry's handler is in place by then.
+SLOW_IMPORT = textwrap.dedent(
+    """
+    import sys, time
+
+    class SlowCli:
+        def find_spec(self, name, path=None, target=None):
+            if name == "cynork.cli":
+                print("importing cynork.cli", flush=True)
+                time.sleep(60)
+            return None
+
+    sys.meta_path.insert(0, SlowCli())
+    from cynork._entry import main
+    sys.exit(main())
+    """
+)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CYNORK_", "COV_"))}
+    return {**env, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+
+
+def _wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not ready():
+        assert proc.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {WAIT}s"
+        time.sleep(0.001)
+
+
+def _maps_ssl(pid: int) -> bool:
+    """True once the process has loaded _ssl: httpx's import, deep inside cynork.cli's."""
+    try:
+        return "_ssl" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_sigint_while_the_commands_import_exits_130_quietly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [str(PYTHON), "-c", SLOW_IMPORT],
+        env=_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"importing cynork.cli\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == EXIT_INTERRUPTED == _entry.EXIT_INTERRUPTED
+    assert (out, err) == (b"", b"cynork: interrupted\n")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sigint_to_a_freshly_started_cynork(tmp_path: Path, attempt: int) -> None:
+    """The installed console script, interrupted while httpx (under cynork.cli) loads.
+    `--version` would print and exit 0 had the signal come after the imports; before
+    this entry module the same signal ended in a KeyboardInterrupt traceback."""
+    proc = subprocess.Popen(
+        [str(CYNORK), "--version"],
+        env=_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_for(proc, lambda: _maps_ssl(proc.pid), "_ssl mapped")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=WAIT)
+    assert (proc.returncode, out, err) == (130, b"", b"cynork: interrupted\n")
+
+
+def test_sigint_ignored_by_the_parent_stays_ignored(tmp_path: Path) -> None:
+    """`cynork ... &` in a script starts with SIGINT ignored; the entry keeps it so."""
+    proc = subprocess.Popen(
+        [str(PYTHON), "-c", SLOW_IMPORT.replace("time.sleep(60)", "time.sleep(0.5)")],
+        env=_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"importing cynork.cli\n"
+    proc.send_signal(signal.SIGINT)
+    # No arguments: the help text, and exit 0 once the import is done.
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    assert b"Usage: cynork" in out and err == b""
+
+
+def test_main_runs_the_command_line_and_restores_python_handler(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["cynork", "--version"])
+    assert _entry.main() == 0
+    assert "cynork, version" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_main_leaves_an_ignored_sigint_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["cynork", "--version"])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert _entry.main() == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "cynork, version" in capsys.readouterr().out
+
+
+def test_the_start_up_handler_writes_one_line_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[tuple[int, bytes]] = []
+
+    def fake_write(fd: int, data: bytes) -> int:
+        written.append((fd, data))
+        return len(data)
+
+    def fake_exit(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "write", fake_write)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(SystemExit) as exited:
+        _entry._interrupted_while_starting(signal.SIGINT, None)
+    assert exited.value.code == 130
+    assert written == [(2, b"cynork: interrupted\n")]
+
+
+def test_importing_the_package_loads_no_dependency(tmp_path: Path) -> None:
+    """What keeps the window before the entry's handler short: `import cynork` and
+    `cynork._entry` load neither httpx nor click nor typing; the public names still
+    resolve on first use."""
+    code = (
+        "import sys, cynork._entry; "
+        "print(sorted(m for m in ('httpx', 'click', 'typing', 'yaml') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [str(PYTHON), "-c", code], env=_env(tmp_path), capture_output=True, check=True
+    )
+    assert done.stdout == b"[]\n", done.stderr
+    assert cynork.GatewayClient.__name__ == "GatewayClient"
+    assert cynork.NotFoundError.exit_code == 4
+    assert "GatewayClient" in dir(cynork)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = cynork.nope  # type: ignore[attr-defined]

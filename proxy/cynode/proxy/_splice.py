@@ -40,8 +40,9 @@ from cynode.proxy._upstream import LINE_LIMIT, Framing, UpstreamError
 # Filled, then emptied towards the client in one go; the first size the kernel grants is
 # used. 1 MiB is the default /proc/sys/fs/pipe-max-size and measured clearly cheaper per
 # byte than 256 KiB once runs of chunks move in one splice. Pipe pages count against a
-# per-user budget (fs/pipe-user-pages-soft, 64 MiB by default) that every sidecar of the
-# sandbox uid shares; past it the kernel refuses and a smaller pipe is used.
+# per-user budget (fs/pipe-user-pages-soft, 64 MiB by default) that every process of the
+# sandbox uid shares; past it the kernel grants no bigger pipe and the relay makes do with
+# the one it has (64 KiB, or 8 KiB if made past the budget): slower, still correct.
 PIPE_SIZES = (1024 * 1024, 256 * 1024)
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
 # Rounds of the pump (each up to a pipe-full in and out) between turns of the event loop

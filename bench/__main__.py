@@ -53,10 +53,13 @@ def _proxy(out: str) -> list[Row]:
     for line in out.splitlines():
         share = re.match(r"^\s*(stream .*?)\s{2,}[\d.]+ MB/s =\s+([\d.]+) % of direct", line)
         added = re.match(r"^\s*(added latency, \S+)\s+p50\s+([\d.]+) ms", line)
+        cpu = re.match(r"^\s*stream CPU added, (\S+)\s+([\d.]+) % of the direct", line)
         if share:
             rows.append((f"{share.group(1)} / direct (%)", share.group(2)))
         elif added:
             rows.append((f"{added.group(1)}, p50 ms over direct", added.group(2)))
+        elif cpu:
+            rows.append((f"stream CPU per GB, {cpu.group(1)} / direct path's (%)", cpu.group(2)))
     return rows + _ratio_lines(out)
 
 

@@ -15,15 +15,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.node.config import NodeConfig
+from cynode.node.cpclient import MAX_RECEIVE_BYTES
 from cynode.node.daemon import NodeDaemon
-from cynode.orchestrator.controlplane.tables import JOBS
+from cynode.orchestrator.app import MAX_TASK_BYTES
+from cynode.orchestrator.controlplane.tables import ATTACHMENTS, JOBS, TASKS
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
     enqueue_jobs,
     make_user,
     settings_for_tests,
 )
-from cynode.orchestrator.store import make_engine, upgrade
+from cynode.orchestrator.store import make_engine, new_id, upgrade
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -53,36 +55,79 @@ async def job_row(engine: AsyncEngine, job_id: str) -> dict[str, object]:
     return dict(row)
 
 
+@contextlib.asynccontextmanager
+async def ready_node(
+    node_config: NodeConfig, plane: ControlPlaneServer
+) -> AsyncIterator[NodeDaemon]:
+    config = replace(node_config, control_plane_grpc=plane.target, worker_api_port=0)
+    daemon = NodeDaemon(config)
+    task = asyncio.create_task(daemon.run())
+    try:
+        for _ in range(3000):
+            if daemon.readiness.ready or task.done():
+                break
+            await asyncio.sleep(0.02)
+        assert daemon.readiness.ready, daemon.readiness.describe()
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def finished_row(engine: AsyncEngine, job_id: str) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for _ in range(3000):
+        row = await job_row(engine, job_id)
+        if row["status"] in ("completed", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    return row
+
+
 async def test_a_queued_job_runs_on_the_node_and_its_result_is_stored(
     engine: AsyncEngine, node_config: NodeConfig
 ) -> None:
+    async with real_plane(engine) as plane, ready_node(node_config, plane) as daemon:
+        user = await make_user(engine)
+        [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=plane.bus)
+        row = await finished_row(engine, job_id)
+        assert row["status"] == "completed", row
+        assert row["stdout"] == b"hi\n"
+        # The ResultAck came back: nothing is left in the node's spool.
+        assert daemon.dispatch is not None
+        for _ in range(200):
+            if not daemon.dispatch.spool.all():
+                break
+            await asyncio.sleep(0.02)
+        assert daemon.dispatch.spool.all() == []
+
+
+def test_the_node_takes_an_assignment_as_large_as_the_largest_task() -> None:
+    assert MAX_RECEIVE_BYTES > MAX_TASK_BYTES
+
+
+async def test_an_assignment_over_grpcs_default_4_mib_reaches_the_sandbox(
+    engine: AsyncEngine, node_config: NodeConfig
+) -> None:
+    # Two attachments of SPEC's largest size: 20 MiB in the one JobAssignment message.
+    big = 10 * 1024 * 1024
     async with real_plane(engine) as plane:
-        config = replace(node_config, control_plane_grpc=plane.target, worker_api_port=0)
-        daemon = NodeDaemon(config)
-        task = asyncio.create_task(daemon.run())
-        try:
-            for _ in range(3000):
-                if daemon.readiness.ready or task.done():
-                    break
-                await asyncio.sleep(0.02)
-            assert daemon.readiness.ready, daemon.readiness.describe()
-            user = await make_user(engine)
-            [(_, job_id)] = await enqueue_jobs(engine, user, 1, bus=plane.bus)
-            row: dict[str, object] = {}
-            for _ in range(3000):
-                row = await job_row(engine, job_id)
-                if row["status"] in ("completed", "failed"):
-                    break
-                await asyncio.sleep(0.05)
-            assert row["status"] == "completed", row
-            assert row["stdout"] == b"hi\n"
-            # The ResultAck came back: nothing is left in the node's spool.
-            assert daemon.dispatch is not None
-            for _ in range(200):
-                if not daemon.dispatch.spool.all():
-                    break
-                await asyncio.sleep(0.02)
-            assert daemon.dispatch.spool.all() == []
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(task, 60)
+        user = await make_user(engine)
+        [(task_id, job_id)] = await enqueue_jobs(engine, user, 1)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.update(TASKS)
+                .where(TASKS.c.id == task_id)
+                .values(commands=["cat /workspace/a.bin /workspace/b.bin | wc -c"])
+            )
+            await conn.execute(
+                sa.insert(ATTACHMENTS),
+                [
+                    {"id": new_id(), "task_id": task_id, "name": name, "content": bytes([n]) * big}
+                    for n, name in enumerate(("a.bin", "b.bin"))
+                ],
+            )
+        async with ready_node(node_config, plane):
+            row = await finished_row(engine, job_id)
+    assert row["status"] == "completed", row
+    assert row["stdout"] == f"{2 * big}\n".encode()

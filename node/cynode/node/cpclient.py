@@ -27,6 +27,12 @@ T = TypeVar("T")
 # Register again this long before the JWT expires.
 RENEW_MARGIN = timedelta(seconds=60)
 RPC_TIMEOUT_S = 15.0
+# An assignment carries its task's inputs: up to 16 attachments of 10 MiB plus prompt,
+# script and commands (SPEC §2), far over gRPC's 4 MiB default for a received message.
+# The orchestrator admits up to 162 MiB a task; this leaves room for the message's own
+# framing without making the node take anything of any size.
+MAX_RECEIVE_BYTES = 192 * 1024 * 1024
+CHANNEL_OPTIONS: list[tuple[str, int]] = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
 
 
 class TlsConfigError(ValueError):
@@ -74,8 +80,8 @@ def channel_credentials(config: NodeConfig) -> grpc.ChannelCredentials:
 def make_channel(config: NodeConfig, target: str | None = None) -> grpc.aio.Channel:
     target = target or config.grpc_target
     if not config.uses_tls:
-        return grpc.aio.insecure_channel(target)
-    return grpc.aio.secure_channel(target, channel_credentials(config))
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, channel_credentials(config), options=CHANNEL_OPTIONS)
 
 
 _TLS_MARKERS = (

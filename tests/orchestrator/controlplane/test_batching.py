@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -267,4 +268,29 @@ async def test_started_and_finished_in_one_write_ends_as_in_two(
         assert job.started_at == start.at  # the start's time, as a separate start sets it
         assert attempt.started_at == hour_ago  # the result's, which overwrites the start's
         assert job.ended_at is not None and job.ended_at == attempt.ended_at
+    await stream.close()
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["two-batches", "one-batch"])
+async def test_a_result_without_a_start_time_keeps_the_recorded_one(
+    server: ControlPlaneServer, folded: bool
+) -> None:
+    user = await make_user(server.engine)
+    await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    stream, node = await _raw(server, f"no-start-time-{folded}", batches=True)
+    stream.send(_ready(1))
+    [assigned], _ = await stream.read_items(1)
+    job_id = assigned.assignment.spec.job_id
+    start = Started(node.node_id, job_id, 1, utcnow() - timedelta(minutes=5))
+    res = job_pb2.JobResult(job_id=job_id, attempt=1, status=job_pb2.JOB_STATUS_FAILED)
+    res.ended_at.FromDatetime(utcnow())
+    result = Result(node.node_id, res, lambda: None)
+    if folded:
+        await server.cp.ingest.apply([start, result])
+    else:
+        await server.cp.ingest.apply([start])
+        await server.cp.ingest.apply([result])
+    job, _, attempt = await _rows_of(server.engine, job_id)
+    assert (job.status, attempt.status) == ("failed", "failed")
+    assert attempt.started_at == start.at == job.started_at
     await stream.close()

@@ -167,7 +167,17 @@ _RESULT_ATTEMPTS = Many(
         ATTEMPTS.c.job_id == sa.bindparam("b_job"),
         ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
     )
-    .values({k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS})
+    .values(
+        {
+            **{k: sa.bindparam(f"b_{k}") for k in _RESULT_FIELDS},
+            # A result that carries no start time (a job stopped before it started on
+            # a node that says so) keeps the one its JobStarted recorded.
+            "started_at": sa.func.coalesce(
+                sa.bindparam("b_started_at", type_=ATTEMPTS.c.started_at.type),
+                ATTEMPTS.c.started_at,
+            ),
+        }
+    )
 )
 _RESULT_JOBS = Many(
     JOBS.update()
@@ -426,8 +436,11 @@ def _plan_results(
             "b_ended_at": ended_at,
         }
         attempts[key] = status
-        # The result sets every column the attempt's start would have.
-        started.attempts.pop(key, None)
+        # The result sets every column the attempt's start would have (its start time
+        # too, when the result itself has none).
+        folded = started.attempts.pop(key, None)
+        if folded is not None and bound["b_started_at"] is None:
+            bound["b_started_at"] = folded.at
         if known is None:
             row = {k[2:]: v for k, v in bound.items()}
             row.update(

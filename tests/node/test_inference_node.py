@@ -5,7 +5,6 @@ real Podman with the real dev model."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import stat
 import subprocess
@@ -28,6 +27,7 @@ from cynode.node.inference_setup import NodeInference
 from cynode.node.ollama_container import OllamaContainer, gpu_devices, ollama_create_kwargs
 from cynode.node.relay import RELAY_SOCKET_NAME, InferenceRelay, relay_dir
 from tests.node.cp_server import FakeControlPlane, StreamSession
+from tests.node.daemonkit import running_daemon
 
 MODEL = "smollm2:135m"
 BASE_IMAGE = "localhost/cynode-base:latest"
@@ -283,21 +283,6 @@ async def test_mode_container_reports_one_that_never_answers(
 # -- the whole daemon -----------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def running(config: NodeConfig) -> AsyncIterator[NodeDaemon]:
-    daemon = NodeDaemon(config)
-    task = asyncio.create_task(daemon.run())
-    try:
-        for _ in range(3000):
-            if daemon.readiness.ready or task.done():
-                break
-            await asyncio.sleep(0.02)
-        yield daemon
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 60)
-
-
 async def result_of(session: StreamSession, job_id: str, within: float = 120) -> job_pb2.JobResult:
     def found() -> list[job_pb2.JobResult]:
         return [r for r in session.of_kind("job_result") if r.job_id == job_id]
@@ -328,7 +313,7 @@ async def test_daemon_runs_inference_jobs_against_the_real_model(
         inference_mode="existing",
         inference_url=dev_model.url,
     )
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         assert daemon.readiness.ready, daemon.readiness.describe()
         assert daemon.readiness.steps["inference"].detail == f"existing: 1 model(s) ({MODEL})"
         report = plane.capabilities[-1].inference

@@ -4,9 +4,7 @@ leftover cleanup, and jobs from a real gRPC control plane running in real contai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from cynode.node.daemon import NodeDaemon
 from cynode.node.podman_host import PodmanHost, private_runtime_dir
 from cynode.node.readiness import StepState
 from tests.node.cp_server import FakeControlPlane, StreamSession
+from tests.node.daemonkit import running_daemon
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -34,21 +33,6 @@ def podman(*args: str) -> subprocess.CompletedProcess[str]:
 def sandbox_image() -> None:
     if podman("image", "exists", IMAGE).returncode != 0:
         pytest.fail(f"{IMAGE} is missing: run `make images` before the podman tests")
-
-
-@contextlib.asynccontextmanager
-async def node(config: NodeConfig) -> AsyncIterator[NodeDaemon]:
-    daemon = NodeDaemon(config)
-    task = asyncio.create_task(daemon.run())
-    try:
-        for _ in range(3000):
-            if daemon.readiness.ready or task.done():
-                break
-            await asyncio.sleep(0.02)
-        yield daemon
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 60)
 
 
 def commands_job(job_id: str, *commands: str, timeout: int = 0) -> dict[str, object]:
@@ -85,7 +69,7 @@ async def test_jobs_run_in_real_sandboxes(
         "create", "--label", "cynode.node_id=NODE01", "--name", "cynode-leftover-e2e", IMAGE, "true"
     )
     assert leftover.returncode == 0, leftover.stderr
-    async with node(cfg) as daemon:
+    async with running_daemon(cfg) as daemon:
         assert daemon.readiness.ready, daemon.readiness.describe()
         assert "removed 1 leftover" in daemon.readiness.steps["cleanup"].detail
         assert podman("container", "exists", "cynode-leftover-e2e").returncode == 1

@@ -26,6 +26,7 @@ from cynode.orchestrator.simnode.harness import (
     settings_for_tests,
 )
 from cynode.orchestrator.store import make_engine, new_id, upgrade
+from tests.node.daemonkit import running_daemon
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -60,18 +61,9 @@ async def ready_node(
     node_config: NodeConfig, plane: ControlPlaneServer
 ) -> AsyncIterator[NodeDaemon]:
     config = replace(node_config, control_plane_grpc=plane.target, worker_api_port=0)
-    daemon = NodeDaemon(config)
-    task = asyncio.create_task(daemon.run())
-    try:
-        for _ in range(3000):
-            if daemon.readiness.ready or task.done():
-                break
-            await asyncio.sleep(0.02)
+    async with running_daemon(config) as daemon:
         assert daemon.readiness.ready, daemon.readiness.describe()
         yield daemon
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 60)
 
 
 async def finished_row(engine: AsyncEngine, job_id: str) -> dict[str, object]:

@@ -21,6 +21,7 @@ from cynode.node.jobs import OnOutput, OnStarted, RunnerFactory
 from cynode.node.readiness import STEPS, StepState
 from cynode.node.runtime.settings import SandboxSettings
 from tests.node.cp_server import FakeControlPlane
+from tests.node.daemonkit import running_daemon
 from tests.node.fakes import ScriptedRunner
 
 
@@ -62,19 +63,15 @@ class FakeHost:
         self.calls.append("close")
 
 
-@contextlib.asynccontextmanager
-async def daemon_running(config: NodeConfig, host: FakeHost) -> AsyncIterator[NodeDaemon]:
-    daemon = NodeDaemon(config, host=host)
-    task = asyncio.create_task(daemon.run())
-    try:
-        for _ in range(500):
-            if daemon.api is not None and daemon.api.server.started:
-                break
-            await asyncio.sleep(0.01)
-        yield daemon
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 30)
+def api_started(daemon: NodeDaemon) -> bool:
+    return daemon.api is not None and daemon.api.server.started
+
+
+def daemon_running(
+    config: NodeConfig, host: FakeHost
+) -> contextlib.AbstractAsyncContextManager[NodeDaemon]:
+    """The daemon once its worker API serves (these tests watch readiness change)."""
+    return running_daemon(config, host=host, until=api_started)
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:

@@ -9,6 +9,7 @@ a connection out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -51,6 +52,19 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
 INTERNAL_DETAIL = "internal error"
 
 
+@contextlib.asynccontextmanager
+async def _internal_on_error(method: str, context: Any) -> AsyncIterator[None]:
+    """Around one call (unary or streaming alike): an exception that is not already a
+    status is logged and answered INTERNAL "internal error"."""
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        _log.exception("%s failed", method)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
+
+
 class HideUnexpectedErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
     """An exception a servicer did not turn into a status becomes INTERNAL "internal
     error", as the REST shim answers 500 "internal error"; the exception goes to the log.
@@ -75,13 +89,8 @@ class HideUnexpectedErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc,typ
             inner = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
-                try:
+                async with _internal_on_error(method, context):
                     return await inner(request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception:
-                    _log.exception("%s failed", method)
-                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
@@ -92,14 +101,9 @@ class HideUnexpectedErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc,typ
             inner_stream = handler.unary_stream
 
             async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                try:
+                async with _internal_on_error(method, context):
                     async for item in inner_stream(request, context):
                         yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception:
-                    _log.exception("%s failed", method)
-                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,

@@ -66,6 +66,16 @@ async def eventually(check: Callable[[], bool], within: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def one_warm_pod(
+    client: PodmanClient, pool: WarmPodPool, settings: SandboxSettings, node_id: str
+) -> str:
+    """Fills the pool (of size 1) and waits for it: the name of the node's one pod."""
+    pool.fill(settings)
+    await pool.wait_filled()
+    [name] = pods_of(client, node_id)
+    return name
+
+
 def containers_in(client: PodmanClient, pod_name: str) -> dict[str, dict[str, str]]:
     """name -> labels of every container of the pod but its infra."""
     pod = client.pods.get(pod_name)
@@ -103,9 +113,7 @@ async def test_a_warm_pod_is_made_ahead_with_a_running_proxy_and_node_labels(
 async def test_a_job_runs_in_the_warm_pod_which_is_removed_and_replaced(
     podman_client: PodmanClient, pool: WarmPodPool, pod_settings: SandboxSettings, node_id: str
 ) -> None:
-    pool.fill(pod_settings)
-    await pool.wait_filled()
-    [warm] = pods_of(podman_client, node_id)
+    warm = await one_warm_pod(podman_client, pool, pod_settings, node_id)
     warm_id = podman_client.pods.get(warm).id
     spec = make_spec(use_inference=True, commands=["curl -s $OLLAMA_BASE_URL/api/tags; echo"])
     seen: dict[str, str] = {}
@@ -183,9 +191,7 @@ async def test_the_result_comes_before_the_pod_is_removed_and_released_waits_for
         remove_pod(client, pod_id)
 
     monkeypatch.setattr(ops, "remove_pod", slow_remove_pod)
-    pool.fill(pod_settings)
-    await pool.wait_filled()
-    [warm] = pods_of(podman_client, node_id)
+    warm = await one_warm_pod(podman_client, pool, pod_settings, node_id)
     runner = JobRunner(podman_client, pod_settings, warm_pods=pool, background_release=True)
     result = await runner.run(make_spec(use_inference=True, commands=["echo done"]))
     assert result.stdout == b"done\n"
@@ -200,9 +206,7 @@ async def test_the_result_comes_before_the_pod_is_removed_and_released_waits_for
 async def test_other_pod_settings_discard_the_warm_pod_but_another_model_does_not(
     podman_client: PodmanClient, pool: WarmPodPool, pod_settings: SandboxSettings, node_id: str
 ) -> None:
-    pool.fill(pod_settings)
-    await pool.wait_filled()
-    [first] = pods_of(podman_client, node_id)
+    first = await one_warm_pod(podman_client, pool, pod_settings, node_id)
     # The default model reaches only the sandbox's env: the pod stays good.
     other_model = changed(pod_settings, default_model="m:1")
     assert pool_key(other_model) == pool_key(pod_settings)
@@ -223,9 +227,7 @@ async def test_other_pod_settings_discard_the_warm_pod_but_another_model_does_no
 async def test_a_warm_pod_that_stopped_answering_is_removed_and_the_job_goes_cold(
     podman_client: PodmanClient, pool: WarmPodPool, pod_settings: SandboxSettings, node_id: str
 ) -> None:
-    pool.fill(pod_settings)
-    await pool.wait_filled()
-    [stale] = pods_of(podman_client, node_id)
+    stale = await one_warm_pod(podman_client, pool, pod_settings, node_id)
     [sidecar] = containers_in(podman_client, stale)
     ops.stop_container(podman_client, sidecar, 1)
     spec = make_spec(use_inference=True, commands=["curl -s $OLLAMA_BASE_URL/api/tags; echo"])

@@ -58,6 +58,19 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
+def _database_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    common: argparse.ArgumentParser,
+    help_text: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that only opens the database: --config, and an epilog saying where
+    the database comes from."""
+    return sub.add_parser(
+        name, parents=[common], help=help_text, epilog=DATABASE_EPILOG, formatter_class=RAW
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="YAML settings file")
@@ -79,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
             "SIGTERM or SIGINT."
         ),
         epilog=settings_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RAW,
     )
     serve.add_argument(
         "--dev",
@@ -97,13 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rest-port", type=int, help="gateway REST port")
     serve.add_argument("--grpc-port", type=int, help="gateway gRPC port")
 
-    sub.add_parser(
-        "migrate",
-        parents=[common],
-        help="apply database migrations and exit",
-        epilog=DATABASE_EPILOG,
-        formatter_class=RAW,
-    )
+    _database_command(sub, "migrate", common, "apply database migrations and exit")
 
     certs = sub.add_parser("certs", help="a private CA and certificates for TLS")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)
@@ -132,33 +139,15 @@ def _parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("user", help="manage local users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
-    create = user_sub.add_parser(
-        "create",
-        parents=[common],
-        help="create a user",
-        epilog=DATABASE_EPILOG,
-        formatter_class=RAW,
-    )
+    create = _database_command(user_sub, "create", common, "create a user")
     create.add_argument("handle")
     create.add_argument("--admin", action="store_true", help="an administrator (sees all tasks)")
     create.add_argument("--email")
     create.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
-    passwd = user_sub.add_parser(
-        "passwd",
-        parents=[common],
-        help="set a user's password",
-        epilog=DATABASE_EPILOG,
-        formatter_class=RAW,
-    )
+    passwd = _database_command(user_sub, "passwd", common, "set a user's password")
     passwd.add_argument("handle")
     passwd.add_argument("--password-stdin", action="store_true", help=STDIN_HELP)
-    disable = user_sub.add_parser(
-        "disable",
-        parents=[common],
-        help="disable a user",
-        epilog=DATABASE_EPILOG,
-        formatter_class=RAW,
-    )
+    disable = _database_command(user_sub, "disable", common, "disable a user")
     disable.add_argument("handle")
     return parser
 

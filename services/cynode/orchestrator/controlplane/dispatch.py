@@ -155,11 +155,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             # The HelloAck goes alone, first: the node learns from it that we batch.
             yield replies[0]
             while out := await session.take():
-                if not session.batches:
-                    for msg in out:
-                        yield msg
-                    continue
-                for msg in coalesce(out, _response_batch):
+                for msg in coalesce(out, _response_batch) if session.batches else out:
                     yield msg
         finally:
             reader.cancel()

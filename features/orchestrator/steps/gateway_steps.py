@@ -388,12 +388,8 @@ def step_grpc_refused(context: Any) -> None:
 
 @when(r"I create a commands task over gRPC")
 def step_grpc_create(context: Any) -> None:
-    with grpc.insecure_channel(context.grpc_target) as channel:
-        stub = tasks_pb2_grpc.TaskServiceStub(channel)  # type: ignore[no-untyped-call]
-        context.grpc_created = stub.CreateTask(
-            tasks_pb2.CreateTaskRequest(input_mode="commands", commands=["echo grpc"]),
-            metadata=(("authorization", f"Bearer {context.access_token}"),),
-        )
+    request = tasks_pb2.CreateTaskRequest(input_mode="commands", commands=["echo grpc"])
+    context.grpc_created = _grpc_call(context, "tasks", "CreateTask", request)
 
 
 @then(r'the gRPC task status is "(?P<status>[^"]+)"')
@@ -403,13 +399,10 @@ def step_grpc_status(context: Any, status: str) -> None:
 
 @then(r"I can read the task back over gRPC")
 def step_grpc_get(context: Any) -> None:
-    metadata = (("authorization", f"Bearer {context.access_token}"),)
     task_id = context.grpc_created.task_id
-    with grpc.insecure_channel(context.grpc_target) as channel:
-        stub = tasks_pb2_grpc.TaskServiceStub(channel)  # type: ignore[no-untyped-call]
-        # FetchTask answers the Task itself; GetTask (kept for older stubs) wraps it.
-        fetched = stub.FetchTask(tasks_pb2.FetchTaskRequest(task_id=task_id), metadata=metadata)
-        wrapped = stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id), metadata=metadata)
+    # FetchTask answers the Task itself; GetTask (kept for older stubs) wraps it.
+    fetched = _grpc_call(context, "tasks", "FetchTask", tasks_pb2.FetchTaskRequest(task_id=task_id))
+    wrapped = _grpc_call(context, "tasks", "GetTask", tasks_pb2.GetTaskRequest(task_id=task_id))
     assert fetched.input_mode == "commands" and fetched.task_id == task_id
     assert wrapped.task == fetched
     # And the REST side sees the same task, as the object itself (SPEC §2).

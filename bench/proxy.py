@@ -331,18 +331,12 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def raw_runs(runs: int) -> list[float]:
-    """`runs` timed bare runs; 0 runs one untimed (a warm-up)."""
+def raw_run() -> float:
+    """One bare `podman run` of the sandbox image; its wall time in seconds."""
     argv = ["podman", "run", "--rm", "--network", "none", SANDBOX_IMAGE, "true"]
-    if runs == 0:
-        subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
-        return []
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
-        times.append(time.perf_counter() - start)
-    return times
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
+    return time.perf_counter() - start
 
 
 @contextlib.asynccontextmanager
@@ -431,10 +425,10 @@ async def pod_runs(runs: int) -> PodFigures:
             await one(warm_jobs, **inference)  # warm-ups
             await one(cold_jobs, **inference)
             await one(plain_jobs, commands=["true"])
-            raw_runs(0)
+            raw_run()
             taken = pool.taken
             for _ in range(runs):
-                figures.raw += raw_runs(1)
+                figures.raw.append(raw_run())
                 await pool.wait_filled()  # an idle node: its refill is done
                 figures.warm.append(await one(warm_jobs, **inference))
                 figures.cold.append(await one(cold_jobs, **inference))

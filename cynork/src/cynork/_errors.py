@@ -25,18 +25,19 @@ class CynorkError(click.ClickException):
     exit_code = EXIT_SERVER
 
     def show(self, file: IO[Any] | None = None) -> None:
-        # One line, always: a multi-line server detail would read like a traceback.
-        line = " ".join(self.format_message().split())
-        click.echo(f"cynork: {line}", file=file, err=file is None)
+        click.echo(f"cynork: {_one_line(self)}", file=file, err=file is None)
+
+
+def _one_line(exc: click.ClickException) -> str:
+    # One line, always: a multi-line server detail would read like a traceback.
+    return " ".join(exc.format_message().split())
 
 
 def show_error(exc: click.ClickException) -> None:
     """Any click error as one stderr line: click's own usage errors print a usage block,
     a hint and a blank line, which SPEC §5's "one readable line" rules out."""
-    if isinstance(exc, CynorkError):
-        exc.show()
-        return
-    line = " ".join(exc.format_message().split())
+    line = _one_line(exc)
+    # Only click's usage errors carry a context (CynorkError is not one): they get a hint.
     ctx = exc.ctx if isinstance(exc, click.UsageError) else None
     if ctx is not None:
         line += f" (see `{ctx.command_path} --help`)"

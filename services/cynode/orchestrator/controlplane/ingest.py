@@ -357,19 +357,21 @@ class _Starts:
     batch can take theirs over: within one transaction the running step of a job that
     also finished is never seen by anyone, and writing it costs three row versions."""
 
-    # The events whose job moves to running, and the task each moves with it, by job id;
-    # the events whose attempt row does, by (job, attempt). Rows are made at run().
-    jobs: dict[str, Started] = field(default_factory=dict)
-    tasks: dict[str, str] = field(default_factory=dict)
+    # The events whose job moves to running, each with the task that moves with it, by
+    # job id; the events whose attempt row does, by (job, attempt). Rows are made at run().
+    jobs: dict[str, tuple[Started, str]] = field(default_factory=dict)
     attempts: dict[tuple[str, int], Started] = field(default_factory=dict)
 
     async def run(self, conn: AsyncConnection) -> None:
         now = utcnow()
         if self.jobs:
             await _START_JOBS.run(
-                conn, [{"b_id": j, "b_at": ev.at, "b_now": now} for j, ev in self.jobs.items()]
+                conn,
+                [{"b_id": j, "b_at": ev.at, "b_now": now} for j, (ev, _) in self.jobs.items()],
             )
-            await _START_TASKS.run(conn, [{"b_id": t, "b_now": now} for t in self.tasks.values()])
+            await _START_TASKS.run(
+                conn, [{"b_id": task, "b_now": now} for _, task in self.jobs.values()]
+            )
         if self.attempts:
             await _START_ATTEMPTS.run(
                 conn,
@@ -472,8 +474,7 @@ def _plan_results(
             # Started in this batch too: its start time goes in with the result
             # (started_at is NULL until then, so coalesce keeps it as the start's
             # UPDATE would have), and the task skips its running step.
-            job_row["b_started_at"] = start.at
-            started.tasks.pop(res.job_id, None)
+            job_row["b_started_at"] = start[0].at
         out.jobs.append(job_row)
         out.tasks.append(
             {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
@@ -491,8 +492,7 @@ def _plan_started(starts: list[Started], jobs: dict[str, _JobRow], touched: set[
         out.attempts.setdefault((ev.job_id, ev.attempt), ev)
         if job.attempt == ev.attempt and job.status == QUEUED and job.node_id == ev.node_id:
             job.status = RUNNING
-            out.jobs[ev.job_id] = ev
-            out.tasks[ev.job_id] = job.task_id
+            out.jobs[ev.job_id] = (ev, job.task_id)
             touched.add(job.task_id)
     return out
 

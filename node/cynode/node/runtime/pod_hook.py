@@ -38,19 +38,14 @@ class InferencePodHook(Hook):
         self.settings = settings
         self.pool = pool
         self.pod: InferencePod | None = None
-        self.warm = False
         self.ready: asyncio.Task[None] | None = None
         self.early_removal: asyncio.Task[None] | None = None
-
-    @property
-    def pod_id(self) -> str | None:
-        return self.pod.pod_id if self.pod is not None else None
 
     async def prestart(self, ctx: JobContext) -> None:
         await require_relay(self.settings)
         pod = await self.pool.take(ctx.settings) if self.pool is not None else None
         if pod is not None:
-            self.pod, self.warm = pod, True
+            self.pod = pod
             log.info("job %s: runs in warm pod %s", ctx.spec.job_id, pod.pod_name)
             assert pod.sidecar_id is not None
             started: asyncio.Future[str] = asyncio.get_running_loop().create_future()

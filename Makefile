@@ -48,7 +48,7 @@ unit: ## pytest with coverage, >= 90% per package
 
 BDD_SUITES ?= orchestrator worker_node cynork multihost
 
-bdd: ## behave acceptance suites (orchestrator, worker_node, cynork), each with its own steps
+bdd: ## behave acceptance suites (orchestrator, worker_node, cynork, multihost), each with its own steps
 	@set -e; for s in $(BDD_SUITES); do echo "== behave features/$$s"; $(PY) -m behave --format progress2 --no-capture-stderr features/$$s; done
 
 test: setup images ## set up, then unit tests with coverage and the behave suites

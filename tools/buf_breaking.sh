@@ -21,7 +21,7 @@ else
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 .venv/bin/buf build -o "$tmp/current.binpb"
-checked=0
+checked=()
 for ref in "${refs[@]}"; do
   if ! git rev-parse -q --verify "$ref^{commit}" >/dev/null; then
     echo "buf breaking: no commit $ref to compare with; nothing to check"; continue
@@ -34,6 +34,6 @@ for ref in "${refs[@]}"; do
   cp -r .build/third_party "$tmp/against/.build/"
   (cd "$tmp/against" && "$OLDPWD/.venv/bin/buf" build -o "$tmp/against.binpb")
   .venv/bin/buf breaking "$tmp/current.binpb" --against "$tmp/against.binpb"
-  checked=$((checked + 1))
+  checked+=("$ref")
 done
-echo "buf breaking: protos are wire-compatible with ${checked} earlier state(s): ${refs[*]:-none}"
+echo "buf breaking: protos are wire-compatible with ${#checked[@]} earlier state(s): ${checked[*]:-none}"

@@ -105,13 +105,8 @@ def _claim_stmt(inference: bool, pg: bool) -> Any:
             JOBS.c.task_id,
             JOBS.c.attempt,
             JOBS.c.needs_inference,
-            TASKS.c.input_mode,
-            TASKS.c.prompt,
-            TASKS.c.script,
-            TASKS.c.commands,
-            TASKS.c.use_inference,
-            TASKS.c.timeout_seconds,
-            TASKS.c.image,
+            # TaskFields after its id (the job's task_id), in its order.
+            *(TASKS.c[name] for name in TaskFields._fields[1:]),
             # Most tasks have no attachments: the round then skips their query.
             sa.exists().where(ATTACHMENTS.c.task_id == TASKS.c.id).label("has_files"),
         )
@@ -289,7 +284,7 @@ class Scheduler:
             return []
         rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
         return [
-            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:11]), bool(r[11])) for r in rows
+            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-1]), bool(r[-1])) for r in rows
         ]
 
     # -- leases -----------------------------------------------------------------------

@@ -47,10 +47,8 @@ class InferencePodHook(Hook):
         if pod is not None:
             self.pod = pod
             log.info("job %s: runs in warm pod %s", ctx.spec.job_id, pod.pod_name)
-            assert pod.sidecar_id is not None
-            started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            started.set_result(pod.sidecar_id)
-            ctx.pod_started = started
+            # Done: the pool started its sidecar (and the pod) and saw the proxy answer.
+            ctx.pod_started = pod.sidecar_start
         else:
             await self._make_cold(ctx)
         assert self.pod is not None

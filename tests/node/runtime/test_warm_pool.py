@@ -224,6 +224,22 @@ async def test_other_pod_settings_discard_the_warm_pod_but_another_model_does_no
     assert pool.ready_count == 1
 
 
+async def test_settings_that_change_while_a_pod_is_made_get_a_pod_of_their_own(
+    podman_client: PodmanClient, pool: WarmPodPool, pod_settings: SandboxSettings, node_id: str
+) -> None:
+    # A config change while the first pod is still in the making: that pod is removed
+    # once made, and a pod for the new settings is made at the same time, not later.
+    pool.fill(pod_settings)
+    slower = changed(pod_settings, proxy_timeout_s=7)
+    pool.fill(slower)
+    await pool.wait_filled()
+    assert pool.made == 2 and pool.ready_count == 1
+    pod = await pool.take(slower)
+    assert pod is not None and await pod.answers()
+    await pod.remove()
+    await eventually(lambda: pods_of(podman_client, node_id) == [])
+
+
 async def test_a_warm_pod_that_stopped_answering_is_removed_and_the_job_goes_cold(
     podman_client: PodmanClient, pool: WarmPodPool, pod_settings: SandboxSettings, node_id: str
 ) -> None:

@@ -82,7 +82,12 @@ class WarmPodPool:
             self._key = key
         if key is None:
             return
-        unclaimed = sum(1 for task in self._making if task not in self._claimed)
+        # Pods in the making for older settings will be removed when done: not counted.
+        unclaimed = sum(
+            1
+            for task, made_for in self._making.items()
+            if made_for == key and task not in self._claimed
+        )
         for _ in range(self.size - len(self._ready) - unclaimed):
             self._start_making(key)
 

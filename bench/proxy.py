@@ -62,6 +62,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench.sandbox import podman_env, raw_run
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SANDBOX_IMAGE = "localhost/cynode-sandbox:latest"
@@ -323,20 +325,6 @@ def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
 
 
 # -- 3: the inference pod against a bare container -------------------------------------
-
-
-def podman_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(ROOT / "deploy" / "podman" / "containers.conf"))
-    return env
-
-
-def raw_run() -> float:
-    """One bare `podman run` of the sandbox image; its wall time in seconds."""
-    argv = ["podman", "run", "--rm", "--network", "none", SANDBOX_IMAGE, "true"]
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
-    return time.perf_counter() - start
 
 
 @contextlib.asynccontextmanager

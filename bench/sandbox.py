@@ -41,15 +41,18 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def raw_runs(runs: int) -> list[float]:
+def raw_run() -> float:
+    """One bare `podman run --rm --network none` of the sandbox image; its wall time in
+    seconds (the yardstick the sandbox and inference benches divide by)."""
     argv = ["podman", "run", "--rm", "--network", "none", IMAGE, "true"]
-    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
-        times.append(time.perf_counter() - start)
-    return times
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, env=podman_env(), capture_output=True)
+    return time.perf_counter() - start
+
+
+def raw_runs(runs: int) -> list[float]:
+    raw_run()  # warm-up
+    return [raw_run() for _ in range(runs)]
 
 
 def wait_terminal(http: httpx.Client, task_id: str) -> None:

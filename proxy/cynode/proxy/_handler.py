@@ -38,9 +38,6 @@ access_log = logging.getLogger("cynode.proxy.access")
 log = logging.getLogger("cynode.proxy")
 
 _CHUNK = 64 * 1024
-# Linux's numbers, where the socket module lacks the names.
-_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 # Unsent bytes a loopback client's socket may hold (see _tune_client); 32 KiB to 1 MiB
 # measured alike, all far below no limit.
 NOTSENT_LOWAT = 128 * 1024
@@ -384,9 +381,9 @@ def _tune_client(transport: asyncio.BaseTransport) -> None:
         address = address.ipv4_mapped  # a v4 client of a dual-stack listener
     if address.is_loopback:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CONGESTION, b"reno")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
 
 
 def _plain_socket(transport: asyncio.BaseTransport) -> int | None:

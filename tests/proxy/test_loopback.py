@@ -108,7 +108,7 @@ def test_a_unix_client_gets_a_deep_send_buffer() -> None:
         assert left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == deeper
 
 
-async def test_streamed_answers_are_tune_client_and_answers_in_hand_are_not(
+async def test_streamed_answers_are_tuned_and_answers_in_hand_are_not(
     raw_upstream: RawUpstream, make_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Any] = []

@@ -109,11 +109,15 @@ Feature: cynork, the CLI, against a real orchestrator
     Then the exit code is 3
     And stderr is one line containing "your session has expired or was revoked"
 
+  # A token's exp is whole seconds (iat + TTL, truncated), so one issued with a TTL of N
+  # lives N-1 to N seconds: a TTL of 1 could make the refreshed token expire before the
+  # retried call reached the gateway (seen once in CI). With 3, the refreshed token lives
+  # at least 2 s, and after 4 s the first one has certainly expired.
   Scenario: an expired access token is refreshed on its own and saved
-    Given a gateway of its own with CYNODE_ACCESS_TOKEN_TTL set to "1"
+    Given a gateway of its own with CYNODE_ACCESS_TOKEN_TTL set to "3"
     And I am logged in as admin
     And I remember the stored tokens
-    And 3 seconds have passed
+    And 4 seconds have passed
     When I run "cynork auth whoami"
     Then the exit code is 0
     And stdout matches "^id=\S+ handle=admin"

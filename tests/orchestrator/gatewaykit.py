@@ -24,7 +24,7 @@ from cynode.orchestrator.app import (
     GRPC_MAX_MESSAGE_BYTES,
     Gateway,
     build_gateway,
-    gateway_interceptors,
+    grpc_interceptors,
 )
 from cynode.orchestrator.auth import Passwords, create_user
 from cynode.orchestrator.config import Settings
@@ -69,7 +69,7 @@ async def serve_grpc(gateway: Gateway) -> Served:
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ],
-        interceptors=gateway_interceptors(),
+        interceptors=grpc_interceptors(),
     )
     services = gateway.services()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -8,9 +8,11 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cynode.controlplane.v1 import nodes_pb2, nodes_pb2_grpc
 from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc
 from cynode.orchestrator.app import (
     ControlPlaneParts,
@@ -83,6 +85,7 @@ async def test_serve_control_plane_opens_its_ports_and_feeds_readiness(tmp_path:
     # A store of its own: readiness must not see nodes other tests left online.
     engine = make_engine(f"sqlite:///{tmp_path / 'own.db'}")
     await upgrade(engine)
+    psk = "psk-" + unique()
     gw = make_gateway(
         engine,
         tmp_path,
@@ -90,7 +93,7 @@ async def test_serve_control_plane_opens_its_ports_and_feeds_readiness(tmp_path:
         gateway_grpc_port=0,
         control_rest_port=0,
         control_grpc_port=0,
-        node_psk="psk-" + unique(),
+        node_psk=psk,
     )
     orch = Orchestrator(gw, serve_control_plane)
     await orch.start()
@@ -114,6 +117,17 @@ async def test_serve_control_plane_opens_its_ports_and_feeds_readiness(tmp_path:
                 health_pb2.HealthCheckRequest(service="cynode.controlplane.v1.DispatchService")
             )
             assert status.status == health_pb2.HealthCheckResponse.SERVING
+            # A store failure reaches a node as INTERNAL "internal error"; what the
+            # database said (table names, values) stays in the log.
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("ALTER TABLE nodes RENAME TO nodes_gone"))
+            nodes = nodes_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
+            request = nodes_pb2.RegisterNodeRequest(psk=psk)
+            request.capability.node.node_slug = "broken-store"
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await nodes.RegisterNode(request)
+            assert err.value.code() == grpc.StatusCode.INTERNAL
+            assert err.value.details() == "internal error"
     finally:
         await orch.stop()
         await engine.dispose()

@@ -55,9 +55,9 @@ GRPC_MAX_MESSAGE_BYTES = MAX_TASK_BYTES
 REST_MAX_BODY_BYTES = MAX_TASK_BYTES * 4 // 3 + 1024 * 1024
 
 
-def gateway_interceptors() -> list[HideUnexpectedErrors]:
-    """What wraps every gateway gRPC call: unexpected servicer errors become INTERNAL
-    "internal error", as on REST."""
+def grpc_interceptors() -> list[HideUnexpectedErrors]:
+    """What wraps every gRPC call on the gateway and control-plane ports: unexpected
+    servicer errors become INTERNAL "internal error", as on REST."""
     return [HideUnexpectedErrors()]
 
 
@@ -187,11 +187,12 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
         grpc_port=settings.control_grpc_port,
         max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
         tls=_tls(settings, client_ca=settings.node_client_ca),
+        interceptors=grpc_interceptors(),
     )
 
     async def start() -> None:
+        await cp.start()  # first: it holds the leases before any node can say what it has
         await ports.start()
-        await cp.start()
         log.info(
             "control plane listening: REST %s:%d, gRPC %s:%d",
             host,
@@ -246,7 +247,7 @@ class Orchestrator:
             grpc_port=settings.gateway_grpc_port,
             max_message_bytes=GRPC_MAX_MESSAGE_BYTES,
             tls=_tls(settings),
-            interceptors=gateway_interceptors(),
+            interceptors=grpc_interceptors(),
         )
         await self._ports.start()
         self.rest_port = self._ports.rest_port

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 import sqlalchemy as sa
@@ -204,6 +205,30 @@ async def test_restart_longer_than_the_lease_requeues_nothing(engine: AsyncEngin
     assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
     assert len(node.assignments) == 1
     await node.stop()
+    await srv2.stop()
+
+
+async def test_lease_running_out_just_after_a_restart_waits_for_its_node(
+    engine: AsyncEngine,
+) -> None:
+    """A lease renewed just before the orchestrator stopped runs out soon after it is
+    back, maybe before its node (reconnecting with backoff) is: start-up holds it for two
+    leases (the netns restart test ran a job twice when it did not)."""
+    run = await _one_running(engine, 2, "slow-to-return")
+    srv, node, job_id = run.srv, run.node, run.job_id
+    settings = srv.settings
+    await node.kill()
+    await srv.stop()
+    async with engine.begin() as conn:
+        renewed = utcnow() + timedelta(seconds=0.5)
+        await conn.execute(JOBS.update().values(lease_expires_at=renewed))
+    srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
+    await asyncio.sleep(1.0)  # the lease as last renewed has run out
+    assert await srv2.cp.scheduler.expire_leases() == 0
+    job = await _job(engine, job_id)
+    assert (job.status, job.node_id, job.attempt) == ("running", node.node_id, 1)
+    # A node that never comes back loses the job two leases after start-up.
+    await wait_until(lambda: _job_status(engine, job_id, "queued"), what="requeued")
     await srv2.stop()
 
 

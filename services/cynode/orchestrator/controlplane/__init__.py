@@ -4,8 +4,9 @@ admin fleet view (NodeAdminService.ListNodes).
 
 Use: `cp = build_control_plane(engine, bus, ControlPlaneSettings(psk=..., jwt_secret=...),
 authenticate=authenticator.authenticate)`; register `cp.servicers` on the control-plane
-ports and `cp.gateway_servicers` on the user gateway ports; `await cp.start()` after the
-servers are up, `await cp.stop()` on shutdown.
+ports and `cp.gateway_servicers` on the user gateway ports; `await cp.start()` before the
+control-plane port opens (start-up holds the leases nodes could not renew while no
+orchestrator ran), `await cp.stop()` on shutdown.
 """
 
 from cynode.orchestrator.controlplane.admin import NodeInfo, inference_path_available, list_nodes

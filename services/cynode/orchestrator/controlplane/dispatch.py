@@ -44,8 +44,9 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
 9. Either side may drop the stream at any time. The node reconnects with backoff
    (re-registering if its token is refused) and starts again at 1 with what it holds;
    leases are not cut short by a disconnect, so a reconnect within the lease keeps the
-   job. A lease that ran out while the orchestrator itself was down is honoured until two
-   leases after its start-up, so an orchestrator restart does not run jobs twice. gRPC
+   job. At start-up the orchestrator gives every live lease at least two leases from
+   then (its nodes could not renew while it was down), so an orchestrator restart does
+   not run jobs twice. gRPC
    keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle stream open
    for days.
 """

@@ -108,6 +108,7 @@ class ControlPlane:
         self._started = True
         await self.notifier.start()
         self.ingest.start()
+        await self.scheduler.hold_leases()
         self.scheduler.start()
         self._jobs_watch = asyncio.create_task(self._watch_jobs(), name="controlplane-jobs")
 

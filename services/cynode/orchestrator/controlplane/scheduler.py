@@ -149,7 +149,6 @@ class Scheduler:
         self._event = asyncio.Event()
         self._cancels_due = True
         self._last_sweep = 0.0
-        self._started_at = utcnow()
         self._task: asyncio.Task[None] | None = None
         self.assigned_total = 0
 
@@ -159,8 +158,32 @@ class Scheduler:
             self._last_sweep = 0.0
         self._event.set()
 
+    async def hold_leases(self) -> int:
+        """Gives every live lease at least two leases from now. Run at start-up, before
+        the control-plane port opens: no node could renew while this process was down,
+        so a lease that ran out then, or runs out before its node (reconnecting with
+        backoff) is back, would otherwise send the job to a second node while the first
+        still runs it. A node that is back lists what it holds; what it does not hold is
+        expired at once on its Hello."""
+        floor = utcnow() + timedelta(seconds=2 * self._settings.lease_seconds)
+        async with self._engine.begin() as conn:
+            held = await conn.execute(
+                JOBS.update()
+                .where(
+                    JOBS.c.status.in_(LIVE),
+                    JOBS.c.node_id.is_not(None),
+                    JOBS.c.lease_expires_at < floor,
+                )
+                .values(lease_expires_at=floor)
+            )
+        if held.rowcount:
+            log.info(
+                "start-up: %d running job(s) keep their lease until their node is back",
+                held.rowcount,
+            )
+        return int(held.rowcount)
+
     def start(self) -> None:
-        self._started_at = utcnow()
         self._task = asyncio.create_task(self._run(), name="controlplane-scheduler")
 
     async def stop(self) -> None:
@@ -295,12 +318,6 @@ class Scheduler:
         touched: set[str] = set()
         stale: list[tuple[str, int, str]] = []
         expired = JOBS.c.lease_expires_at < now
-        if now < self._started_at + timedelta(seconds=2 * self._settings.lease_seconds):
-            # Nodes could not renew leases while this process was down: a lease that ran
-            # out before start-up gets two leases from start-up for its node (reconnecting
-            # with backoff) to list the job, else a restart longer than the lease runs
-            # jobs twice.
-            expired = sa.and_(expired, JOBS.c.lease_expires_at >= self._started_at)
         async with self._engine.begin() as conn:
             stmt = (
                 sa.select(JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.node_id)

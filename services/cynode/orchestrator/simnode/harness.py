@@ -63,8 +63,8 @@ class ControlPlaneServer:
         self.plane.add_to_server(self.server)
         self.plane.add_gateway_to_server(self.server)
         self.port = self.server.add_insecure_port(self.target)
-        await self.server.start()
         await self.plane.start()
+        await self.server.start()
         return self
 
     async def stop(self) -> None:

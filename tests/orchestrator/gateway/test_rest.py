@@ -123,7 +123,8 @@ async def test_task_lifecycle_over_rest(http: httpx.AsyncClient, gateway: Gatewa
         "canceled": True,
     }
     again = await http.post(f"/v1/tasks/{created[0]['task_id']}/cancel", json={}, headers=auth)
-    _problem(again, 409)
+    problem = _problem(again, 409)
+    assert problem["type"] == "urn:cynode:problem:conflict" and problem["title"] == "Conflict"
 
 
 async def test_errors_are_problem_json(http: httpx.AsyncClient, gateway: Gateway) -> None:

@@ -70,7 +70,9 @@ HTTP_PROBLEMS: Mapping[int, ProblemKind] = {
     403: GRPC_PROBLEMS[grpc.StatusCode.PERMISSION_DENIED],
     404: NOT_FOUND,
     405: METHOD_NOT_ALLOWED,
-    409: GRPC_PROBLEMS[grpc.StatusCode.ALREADY_EXISTS],
+    # A generic 409 (a servicer's override, e.g. cancelling a finished task) is a
+    # conflict with the resource's state, not a duplicate: ALREADY_EXISTS keeps its own.
+    409: ProblemKind(409, "conflict", "Conflict"),
     413: PAYLOAD_TOO_LARGE,
     429: GRPC_PROBLEMS[grpc.StatusCode.RESOURCE_EXHAUSTED],
     500: INTERNAL,

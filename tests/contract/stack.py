@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,18 +23,13 @@ import asyncpg
 import httpx
 import yaml
 
+from tests.fixtures.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 PG_DSN = os.environ.get("CYNODE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 START_TIMEOUT = 60.0
 ENVOY_CONFIG = ROOT / "deploy" / "envoy.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pg_execute(sql: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -22,13 +21,8 @@ from cynode.node.doctor import (
     check_service_and_images,
     check_state_dir,
 )
+from tests.fixtures.ports import free_port
 from tests.node.cp_server import PSK, FakeControlPlane
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def env_for(target: str, tmp_path: Path, **extra: str) -> dict[str, str]:

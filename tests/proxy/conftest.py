@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,13 +185,6 @@ async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, f"{check.__name__} never held"
         await asyncio.sleep(0.025)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 
 from cynode.proxy import ProxyConfig, cli
-from tests.proxy.conftest import ScriptedUpstream, free_port
+from tests.fixtures.ports import free_port
+from tests.proxy.conftest import ScriptedUpstream
 
 PROXY_ROOT = str(Path(cli.__file__).resolve().parents[2])
 

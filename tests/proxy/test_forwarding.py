@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.proxy.conftest import ProxyFactory, ScriptedUpstream, free_port
+from tests.fixtures.ports import free_port
+from tests.proxy.conftest import ProxyFactory, ScriptedUpstream
 
 
 async def test_ndjson_first_chunk_arrives_before_upstream_finishes(

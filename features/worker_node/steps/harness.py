@@ -19,17 +19,12 @@ import httpx
 
 from cynode.controlplane.v1 import dispatch_pb2
 from cynode.jobs.v1 import job_pb2
+from tests.fixtures.ports import free_port
 from tests.node.cp_server import PSK, FakeControlPlane, StreamSession, start_server
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / ".venv" / "bin"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], within: float, what: str | Callable[[], str]) -> None:

@@ -217,6 +217,7 @@ async def test_lease_running_out_just_after_a_restart_waits_for_its_node(
     run = await _one_running(engine, 2, "slow-to-return")
     srv, node, job_id = run.srv, run.node, run.job_id
     settings = srv.settings
+    await wait_until(lambda: _job_status(engine, job_id, "running"), what="running in the store")
     await node.kill()
     await srv.stop()
     async with engine.begin() as conn:

@@ -164,7 +164,8 @@ class Scheduler:
         so a lease that ran out then, or runs out before its node (reconnecting with
         backoff) is back, would otherwise send the job to a second node while the first
         still runs it. A node that is back lists what it holds; what it does not hold is
-        expired at once on its Hello."""
+        expired at once on its Hello. With several replicas a starting one holds the
+        others' leases too, so a node lost just then is noticed up to two leases later."""
         floor = utcnow() + timedelta(seconds=2 * self._settings.lease_seconds)
         async with self._engine.begin() as conn:
             held = await conn.execute(
@@ -178,8 +179,9 @@ class Scheduler:
             )
         if held.rowcount:
             log.info(
-                "start-up: %d running job(s) keep their lease until their node is back",
+                "start-up: %d running job(s) keep their lease for %d s while nodes reconnect",
                 held.rowcount,
+                2 * self._settings.lease_seconds,
             )
         return int(held.rowcount)
 

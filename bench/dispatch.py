@@ -34,7 +34,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ulid import ULID
 
-from cynode.orchestrator.controlplane.tables import JOBS
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
@@ -44,6 +43,7 @@ from cynode.orchestrator.simnode.harness import (
 )
 from cynode.orchestrator.simnode.node import CHANNEL_OPTIONS
 from cynode.orchestrator.store import make_engine, upgrade
+from cynode.orchestrator.store.tables import JOBS
 
 PG_DSN = os.environ.get("CYNODE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PSK = "test-psk-0123456789"

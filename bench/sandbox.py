@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 IMAGE = "localhost/cynode-sandbox"
 TARGET_RATIO = 1.3
-TERMINAL = ("completed", "failed", "canceled", "superseded")
+TERMINAL = ("completed", "failed", "canceled")
 
 
 def podman_env() -> dict[str, str]:

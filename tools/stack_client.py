@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-TERMINAL = frozenset({"completed", "failed", "canceled", "superseded"})
+TERMINAL = frozenset({"completed", "failed", "canceled"})
 
 
 class GatewayClient:

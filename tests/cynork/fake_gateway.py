@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
-TERMINAL = {"completed", "failed", "canceled", "superseded"}
+TERMINAL = {"completed", "failed", "canceled"}
 Reply = tuple[int, dict[str, str], bytes]
 
 

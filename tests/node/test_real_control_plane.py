@@ -18,7 +18,6 @@ from cynode.node.config import NodeConfig
 from cynode.node.cpclient import MAX_RECEIVE_BYTES
 from cynode.node.daemon import NodeDaemon
 from cynode.orchestrator.app import MAX_TASK_BYTES
-from cynode.orchestrator.controlplane.tables import ATTACHMENTS, JOBS, TASKS
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
     enqueue_jobs,
@@ -26,6 +25,7 @@ from cynode.orchestrator.simnode.harness import (
     settings_for_tests,
 )
 from cynode.orchestrator.store import make_engine, new_id, upgrade
+from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS
 from tests.node.daemonkit import running_daemon
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]

@@ -21,8 +21,8 @@ import httpx
 
 from cynork._errors import AuthError, NotFoundError, ServerError, UsageError
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled", "superseded"})
-TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled", "superseded")
+TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
+TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled")
 
 TokenSaver = Callable[[str, str], None]
 JSONDict = dict[str, Any]

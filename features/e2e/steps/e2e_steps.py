@@ -16,7 +16,7 @@ from behave import given, then, when
 
 ROOT = Path(__file__).resolve().parents[3]
 CYNORK = ROOT / ".venv" / "bin" / "cynork"
-TERMINAL = {"completed", "failed", "canceled", "superseded"}
+TERMINAL = {"completed", "failed", "canceled"}
 
 
 def cynork(context: Any, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

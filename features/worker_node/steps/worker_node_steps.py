@@ -191,7 +191,7 @@ def task_completes(context: Any, text: str) -> None:
     def terminal() -> bool:
         nonlocal last
         last = httpx.get(url, headers=context.headers, timeout=10).json()
-        return last.get("status") in ("completed", "failed", "canceled", "superseded")
+        return last.get("status") in ("completed", "failed", "canceled")
 
     wait_until(terminal, 120, "the task to finish")
     assert last["status"] == "completed", last

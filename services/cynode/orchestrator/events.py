@@ -7,7 +7,6 @@ The control plane bridges topics across replicas with Postgres LISTEN/NOTIFY.
 Topics in use:
 - `jobs`: a job was queued, or a cancel was requested; wakes the scheduler.
 - `task:<task_id>`: the task's status or output changed; wakes WatchTask streams.
-- `nodes`: a node connected, disconnected or changed capability; wakes readiness.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 JOBS = "jobs"
-NODES = "nodes"
 
 
 def task_topic(task_id: str) -> str:

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cynode.orchestrator.gateway.limits import STATUSES
+from cynode.orchestrator.lifecycle import STATUSES
 from cynode.orchestrator.store import Task
 
 # Route templates keep the label set small: ids become `{task_id}`.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cynode.jobs.v1 import job_pb2
-from cynode.orchestrator.controlplane.tables import ATTACHMENTS, ATTEMPTS, TASKS
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
@@ -15,6 +14,7 @@ from cynode.orchestrator.simnode.harness import (
     wait_until,
 )
 from cynode.orchestrator.store.models import new_id
+from cynode.orchestrator.store.tables import ATTACHMENTS, ATTEMPTS, TASKS
 
 PSK = "test-psk-0123456789"
 

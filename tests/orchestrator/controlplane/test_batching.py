@@ -18,11 +18,11 @@ from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator.controlplane.batching import coalesce
 from cynode.orchestrator.controlplane.ingest import Result, Started
-from cynode.orchestrator.controlplane.tables import ATTEMPTS, CHUNKS, JOBS, TASKS
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import ControlPlaneServer, enqueue_jobs, make_user
 from cynode.orchestrator.simnode.harness import wait_until as poll
 from cynode.orchestrator.store.models import utcnow
+from cynode.orchestrator.store.tables import ATTEMPTS, CHUNKS, JOBS, TASKS
 
 PSK = "test-psk-0123456789"
 Request = dispatch_pb2.ConnectRequest

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
 from cynode.jobs.v1 import job_pb2
+from cynode.orchestrator import lifecycle
 from cynode.orchestrator.controlplane.ingest import Result
-from cynode.orchestrator.controlplane.tables import ATTEMPTS, CHUNKS, JOBS, NODES, TASKS
 from cynode.orchestrator.events import JOBS as JOBS_TOPIC
 from cynode.orchestrator.events import task_topic
 from cynode.orchestrator.simnode import SimNode
@@ -26,6 +27,7 @@ from cynode.orchestrator.simnode.harness import (
     wait_until,
 )
 from cynode.orchestrator.store.models import utcnow
+from cynode.orchestrator.store.tables import ATTEMPTS, CHUNKS, JOBS, NODES, TASKS
 
 PSK = "test-psk-0123456789"
 
@@ -335,20 +337,22 @@ async def test_replayed_result_is_stored_once(server: ControlPlaneServer) -> Non
     await node.stop()
 
 
-async def test_cancel_reaches_the_node(server: ControlPlaneServer) -> None:
+@pytest.mark.parametrize("started", [True, False], ids=["running", "assigned-not-started"])
+async def test_cancel_reaches_the_node(server: ControlPlaneServer, started: bool) -> None:
+    """A canceled job its node holds is stopped there, whether the node has said it
+    started or not yet (a job claimed but not started used to end at once in the store
+    while its node ran it to the end)."""
     gate = Gate()
-    node = SimNode(server.target, PSK, "cancelable", slots=1, runtime=gate)
+    node = SimNode(server.target, PSK, "cancelable", slots=1, runtime=gate, send_started=started)
     await node.start()
     user = await make_user(server.engine)
     [(task_id, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
     await wait_until(lambda: gate.started == [job_id], what="running")
+    if started:
+        await wait_until(lambda: _job_status(server.engine, job_id, "running"), what="started")
     async with server.engine.begin() as conn:  # what TaskService.CancelTask does
-        await conn.execute(
-            JOBS.update()
-            .where(JOBS.c.id == job_id)
-            .values(status="canceled", cancel_requested=True)
-        )
-        await conn.execute(TASKS.update().where(TASKS.c.id == task_id).values(status="canceled"))
+        outcome = await lifecycle.cancel_task(conn, task_id, utcnow())
+    assert outcome == lifecycle.Canceled(done=True, stop_requested=True)
     server.bus.publish(JOBS_TOPIC)
     await wait_until(lambda: [c.job_id for c in node.cancels] == [job_id], what="cancel sent")
     assert node.cancels[0].attempt == 1 and node.cancels[0].reason == "canceled"
@@ -357,7 +361,12 @@ async def test_cancel_reaches_the_node(server: ControlPlaneServer) -> None:
     assert job.status == "canceled" and not job.cancel_requested and job.ended_at is not None
     async with server.engine.connect() as conn:
         attempt = (await conn.execute(sa.select(ATTEMPTS))).one()
+        task = (await conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id))).one()
     assert (attempt.status, attempt.reason) == ("canceled", "canceled")
+    assert (task.status, task.reason) == ("canceled", "canceled")
+    async with server.engine.begin() as conn:  # a second cancel finds it ended
+        again = await lifecycle.cancel_task(conn, task_id, utcnow())
+    assert again == lifecycle.Canceled(done=False, stop_requested=False)
     await node.stop()
 
 

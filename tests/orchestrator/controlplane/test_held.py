@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.orchestrator.controlplane.held import HeldConnection
-from cynode.orchestrator.controlplane.tables import NODES
 from cynode.orchestrator.store.models import new_id, utcnow
+from cynode.orchestrator.store.tables import NODES
 
 
 async def _count_in(conn: AsyncConnection) -> int:

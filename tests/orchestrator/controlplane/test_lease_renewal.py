@@ -10,7 +10,6 @@ import asyncio
 
 import sqlalchemy as sa
 
-from cynode.orchestrator.controlplane.tables import ATTEMPTS, JOBS
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
@@ -18,6 +17,7 @@ from cynode.orchestrator.simnode.harness import (
     make_user,
     wait_until,
 )
+from cynode.orchestrator.store.tables import ATTEMPTS, JOBS
 
 from .test_dispatch import PSK, Gate
 

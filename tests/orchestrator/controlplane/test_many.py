@@ -9,22 +9,21 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cynode.orchestrator.controlplane.tables import (
+from cynode.orchestrator.lifecycle.status import Status
+from cynode.orchestrator.simnode.harness import enqueue_jobs, make_user
+from cynode.orchestrator.store.models import UTCDateTime, utcnow
+from cynode.orchestrator.store.tables import (
     ATTEMPTS,
     JOBS,
-    QUEUED,
-    RUNNING,
     Many,
     _sqlite_utc_text,
 )
-from cynode.orchestrator.simnode.harness import enqueue_jobs, make_user
-from cynode.orchestrator.store.models import UTCDateTime, utcnow
 
 _STMT = (
     JOBS.update()
-    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
+    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == Status.QUEUED)
     .values(
-        status=RUNNING,
+        status=Status.RUNNING,
         attempt=sa.bindparam("b_attempt"),
         lease_expires_at=sa.bindparam("b_lease"),
         stdout_truncated=sa.bindparam("b_trunc"),
@@ -62,7 +61,7 @@ async def test_many_matches_execute(engine: AsyncEngine) -> None:
         await many.run(conn, [{**p, "b_attempt": 9} for p in params(jobs[3:])])
     by_execute, by_many = await _rows(engine, jobs[:3]), await _rows(engine, jobs[3:])
     assert by_many == by_execute
-    assert [r[0] for r in by_many] == [RUNNING] * 3
+    assert [r[0] for r in by_many] == [Status.RUNNING] * 3
     assert [r[1] for r in by_many] == [1, 2, 3]
     assert all(r[2] == lease for r in by_many)
     async with engine.connect() as conn:
@@ -100,7 +99,7 @@ async def test_many_rolls_back_with_its_transaction(engine: AsyncEngine) -> None
         async with engine.begin() as conn:
             await Many(_STMT).run(conn, rows)  # the transaction's first write
             raise RuntimeError("boom")
-    assert [r[0] for r in await _rows(engine, jobs)] == [QUEUED, QUEUED]
+    assert [r[0] for r in await _rows(engine, jobs)] == [Status.QUEUED, Status.QUEUED]
 
 
 def test_insert_refuses_a_column_it_does_not_bind() -> None:

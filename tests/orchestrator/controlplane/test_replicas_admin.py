@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.gateway.v1 import nodes_pb2, nodes_pb2_grpc
 from cynode.orchestrator.controlplane import inference_path_available, list_nodes
-from cynode.orchestrator.controlplane.tables import ATTEMPTS, JOBS
 from cynode.orchestrator.events import EventBus, task_topic
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import (
@@ -25,6 +24,7 @@ from cynode.orchestrator.simnode.harness import (
     settings_for_tests,
     wait_until,
 )
+from cynode.orchestrator.store.tables import ATTEMPTS, JOBS
 
 PSK = "test-psk-0123456789"
 

@@ -10,10 +10,6 @@ orchestrator ran), `await cp.stop()` on shutdown.
 """
 
 from cynode.orchestrator.controlplane.admin import NodeInfo, inference_path_available, list_nodes
-from cynode.orchestrator.controlplane.dispatch import (
-    KEEPALIVE_CLIENT_OPTIONS,
-    KEEPALIVE_SERVER_OPTIONS,
-)
 from cynode.orchestrator.controlplane.plane import (
     DISPATCH_SERVICE,
     NODE_ADMIN_SERVICE,
@@ -31,8 +27,6 @@ from cynode.orchestrator.controlplane.tokens import (
 
 __all__ = [
     "DISPATCH_SERVICE",
-    "KEEPALIVE_CLIENT_OPTIONS",
-    "KEEPALIVE_SERVER_OPTIONS",
     "NODE_ADMIN_SERVICE",
     "NODE_SERVICE",
     "ControlPlane",

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.gateway.v1 import nodes_pb2, nodes_pb2_grpc
-from cynode.orchestrator.controlplane.tables import JOBS, LIVE, NODES
+from cynode.orchestrator.lifecycle import LIVE
 from cynode.orchestrator.store.models import utcnow
+from cynode.orchestrator.store.tables import JOBS, NODES
 
 CONFIGS = NODES.metadata.tables["node_configs"]
 DEFAULT_STALE_AFTER = timedelta(seconds=30)

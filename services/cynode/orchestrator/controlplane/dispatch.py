@@ -46,9 +46,8 @@ Protocol (one stream per node; the node opens it with `authorization: Bearer <no
    leases are not cut short by a disconnect, so a reconnect within the lease keeps the
    job. At start-up the orchestrator gives every live lease at least two leases from
    then (its nodes could not renew while it was down), so an orchestrator restart does
-   not run jobs twice. gRPC
-   keepalive pings (see KEEPALIVE_* options) plus heartbeats keep an idle stream open
-   for days.
+   not run jobs twice. The control-plane port's keepalive pings
+   (`grpc_server.server_options`) plus heartbeats keep an idle stream open for days.
 """
 
 from __future__ import annotations
@@ -64,53 +63,25 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
+from cynode.orchestrator import lifecycle
 from cynode.orchestrator.controlplane.batching import coalesce
 from cynode.orchestrator.controlplane.ingest import Beat, Chunk, Ingest, Result, Started
 from cynode.orchestrator.controlplane.nodeconfig import latest_config
 from cynode.orchestrator.controlplane.scheduler import Scheduler, cancel_message
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
-from cynode.orchestrator.controlplane.tables import (
-    ATTEMPTS,
-    JOBS,
-    LIVE,
-    LOST,
-    NODES,
-    QUEUED,
-    RUNNING,
-    TASKS,
-    chunked,
-)
 from cynode.orchestrator.controlplane.tokens import NodeClaims, require_node
-from cynode.orchestrator.events import NODES as NODES_TOPIC
-from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.store import Node, session_factory, transaction
 from cynode.orchestrator.store.models import utcnow
+from cynode.orchestrator.store.tables import JOBS, NODES, chunked
 
 log = logging.getLogger(__name__)
-
-# Server-side HTTP/2 keepalive for build_grpc_server: ping idle connections, and let
-# clients ping every 10 s or more without being told "too many pings".
-KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-)
-KEEPALIVE_CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     def __init__(
         self,
         engine: AsyncEngine,
-        bus: EventBus,
         settings: ControlPlaneSettings,
         registry: Registry,
         ingest: Ingest,
@@ -119,7 +90,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     ) -> None:
         self._engine = engine
         self._factory = session_factory(engine)
-        self._bus = bus
         self._settings = settings
         self._registry = registry
         self._ingest = ingest
@@ -150,7 +120,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             old.close()
         for msg in replies[1:]:
             session.send(msg)
-        self._bus.publish(NODES_TOPIC)
         reader = asyncio.create_task(self._read(session, request_iterator))
         try:
             # The HelloAck goes alone, first: the node learns from it that we batch.
@@ -185,7 +154,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 r.id: r
                 for r in await conn.execute(
                     sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.status).where(
-                        JOBS.c.node_id == node.id, JOBS.c.status.in_(LIVE)
+                        JOBS.c.node_id == node.id, JOBS.c.status.in_(lifecycle.LIVE)
                     )
                 )
             }
@@ -206,25 +175,18 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 ):
                     keep.append(job_id)
                 elif not h.has_result:
+                    other = others.get(job_id)
                     reason = (
-                        "canceled"
-                        if others.get(job_id) is not None and others[job_id].status == "canceled"
-                        else "superseded"
+                        lifecycle.Reason.CANCELED
+                        if other is not None and other.status == lifecycle.Status.CANCELED
+                        else lifecycle.Reason.SUPERSEDED
                     )
                     replies.append(cancel_message(job_id, h.attempt, reason))
             lost = [j for j in mine if j not in keep]
-            if keep:
-                await conn.execute(
-                    JOBS.update().where(JOBS.c.id.in_(keep)).values(lease_expires_at=lease)
-                )
-            if lost:
-                # Assigned to this node but not held by it: it never got them (or lost
-                # them in a restart). Expire the lease now so the sweep requeues them.
-                await conn.execute(
-                    JOBS.update()
-                    .where(JOBS.c.id.in_(lost))
-                    .values(lease_expires_at=now - timedelta(seconds=1))
-                )
+            await lifecycle.extend(conn, keep, lease)
+            # Assigned to this node but not held by it: it never got them (or lost them
+            # in a restart), so the sweep requeues them.
+            await lifecycle.lapse(conn, lost, now)
             config = await latest_config(s, node.id)
             session = NodeSession(
                 node.id,
@@ -319,44 +281,21 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 )
                 .values(status="offline", updated_at=utcnow())
             )
-        self._bus.publish(NODES_TOPIC)
 
 
 async def _reclaim(
     conn: AsyncConnection, node_id: str, held: dispatch_pb2.HeldJob, row: Any
 ) -> bool:
     """Takes back a job whose lease ran out while its node was away (requeued, not yet
-    dispatched again) when the node still runs that very copy: cheaper than running it
-    twice. The conditional UPDATE loses cleanly to a scheduler that claimed it first."""
-    if row is None or (row.status, row.node_id, row.attempt) != (QUEUED, None, held.attempt):
+    dispatched again) when the node still runs that very copy."""
+    if row is None or (row.status, row.node_id, row.attempt) != (
+        lifecycle.Status.QUEUED,
+        None,
+        held.attempt,
+    ):
         return False
-    now = utcnow()
-    taken = await conn.execute(
-        JOBS.update()
-        .where(
-            JOBS.c.id == held.job_id,
-            JOBS.c.status == QUEUED,
-            JOBS.c.node_id.is_(None),
-            JOBS.c.attempt == held.attempt,
-        )
-        .values(node_id=node_id, status=RUNNING, updated_at=now)
-    )
-    if taken.rowcount != 1:
+    if not await lifecycle.reclaim(conn, node_id, held.job_id, held.attempt, row.task_id, utcnow()):
         return False
-    await conn.execute(
-        ATTEMPTS.update()
-        .where(
-            ATTEMPTS.c.job_id == held.job_id,
-            ATTEMPTS.c.attempt == held.attempt,
-            ATTEMPTS.c.status == LOST,
-        )
-        .values(status=RUNNING, reason=None)
-    )
-    await conn.execute(
-        TASKS.update()
-        .where(TASKS.c.id == row.task_id, TASKS.c.status == QUEUED)
-        .values(status=RUNNING, updated_at=now)
-    )
     log.info(
         "job %s attempt %d reclaimed by its node after a lapsed lease", held.job_id, held.attempt
     )

@@ -18,7 +18,6 @@ from cynode.controlplane.v1 import nodes_pb2, nodes_pb2_grpc
 from cynode.orchestrator.controlplane.nodeconfig import config_message, ensure_config
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.controlplane.tokens import issue_node_token, require_node
-from cynode.orchestrator.events import NODES, EventBus
 from cynode.orchestrator.store import AuditLog, Node, NodeConfig, session_factory, transaction
 from cynode.orchestrator.store.models import utcnow
 
@@ -45,12 +44,10 @@ class NodeServicer(nodes_pb2_grpc.NodeServiceServicer):
     def __init__(
         self,
         engine: AsyncEngine,
-        bus: EventBus,
         settings: ControlPlaneSettings,
         on_config_changed: Callable[[str, str], None] | None = None,
     ) -> None:
         self._factory = session_factory(engine)
-        self._bus = bus
         self._settings = settings
         # Called with (node_id, config_version) when a node's config changes.
         self._on_config_changed = on_config_changed or (lambda _n, _v: None)
@@ -87,7 +84,6 @@ class NodeServicer(nodes_pb2_grpc.NodeServiceServicer):
             self._settings.jwt_secret, node_id, slug, self._settings.node_jwt_ttl_seconds, now
         )
         log.info("node registered: %s (%s)", slug, node_id)
-        self._bus.publish(NODES)
         resp = nodes_pb2.RegisterNodeResponse(
             version=1,
             orchestrator=nodes_pb2.OrchestratorInfo(
@@ -120,7 +116,6 @@ class NodeServicer(nodes_pb2_grpc.NodeServiceServicer):
             apply_capability(node, request.capability)
             config, changed = await ensure_config(session, self._settings, node)
             version = config.config_version
-        self._bus.publish(NODES)
         if changed:
             self._on_config_changed(claims.node_id, version)
         return nodes_pb2.ReportCapabilityResponse(accepted=True)
@@ -160,7 +155,6 @@ class NodeServicer(nodes_pb2_grpc.NodeServiceServicer):
             row.ack_error = (request.error or None) if request.status == "failed" else None
             row.ack_at = request.ack_at.ToDatetime(UTC) if request.HasField("ack_at") else utcnow()
             session.add(row)
-        self._bus.publish(NODES)
         return nodes_pb2.AckNodeConfigResponse(accepted=True)
 
     async def _audit(

@@ -69,9 +69,9 @@ class ControlPlane:
         self.scheduler = Scheduler(
             engine, self.registry, settings, self.notifier, self._tasks_in_tx, self._publish_tasks
         )
-        self.node_servicer = NodeServicer(engine, bus, settings, self.push_config_changed)
+        self.node_servicer = NodeServicer(engine, settings, self.push_config_changed)
         self.dispatch_servicer = DispatchServicer(
-            engine, bus, settings, self.registry, self.ingest, self.scheduler, self.spawn
+            engine, settings, self.registry, self.ingest, self.scheduler, self.spawn
         )
         self.admin_servicer = NodeAdminServicer(
             engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)

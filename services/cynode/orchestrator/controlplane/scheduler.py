@@ -26,31 +26,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2
+from cynode.orchestrator import lifecycle
 from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.controlplane.jobspec import TaskFields, build_spec
 from cynode.orchestrator.controlplane.notify import Notifier
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
-from cynode.orchestrator.controlplane.tables import (
-    ASSIGNED,
-    ATTACHMENTS,
-    ATTEMPTS,
-    JOBS,
-    LIVE,
-    LOST,
-    QUEUED,
-    RUNNING,
-    TASKS,
-    Many,
-    any_id,
-    chunked,
-    insert,
-)
-from cynode.orchestrator.store.models import new_ids, utcnow
+from cynode.orchestrator.lifecycle import Reason, Status
+from cynode.orchestrator.store.models import utcnow
+from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS, any_id, chunked
 
 log = logging.getLogger(__name__)
-
-NODE_LOST = "node_lost"
 
 
 class _Claimed(NamedTuple):
@@ -62,31 +48,6 @@ class _Claimed(NamedTuple):
     has_files: bool
 
 
-# Built once: a statement object memoizes its cache key, so reusing it saves both the
-# construction and the cache-key walk that each round would otherwise repeat.
-_ASSIGN_JOBS = Many(
-    JOBS.update()
-    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == QUEUED)
-    .values(
-        node_id=sa.bindparam("b_node"),
-        attempt=sa.bindparam("b_attempt"),
-        lease_expires_at=sa.bindparam("b_lease"),
-        updated_at=sa.bindparam("b_now"),
-    )
-)
-_ATTEMPT_COLUMNS = (
-    "id",
-    "job_id",
-    "attempt",
-    "node_id",
-    "status",
-    "received_at",
-    "stdout",
-    "stderr",
-    "stdout_truncated",
-    "stderr_truncated",
-)
-_INSERT_ATTEMPTS = insert(ATTEMPTS, _ATTEMPT_COLUMNS)
 # Keyed by "is Postgres": the id-list statements differ by backend (see any_id).
 _LOAD_FILES = {
     pg: sa.select(ATTACHMENTS.c.task_id, ATTACHMENTS.c.name, ATTACHMENTS.c.content)
@@ -112,7 +73,7 @@ def _claim_stmt(inference: bool, pg: bool) -> Any:
         )
         .join(TASKS, TASKS.c.id == JOBS.c.task_id)
         .where(
-            JOBS.c.status == QUEUED,
+            JOBS.c.status == Status.QUEUED,
             JOBS.c.node_id.is_(None),
             JOBS.c.cancel_requested.is_(False),
             JOBS.c.needs_inference.is_(inference),
@@ -168,22 +129,14 @@ class Scheduler:
         others' leases too, so a node lost just then is noticed up to two leases later."""
         floor = utcnow() + timedelta(seconds=2 * self._settings.lease_seconds)
         async with self._engine.begin() as conn:
-            held = await conn.execute(
-                JOBS.update()
-                .where(
-                    JOBS.c.status.in_(LIVE),
-                    JOBS.c.node_id.is_not(None),
-                    JOBS.c.lease_expires_at < floor,
-                )
-                .values(lease_expires_at=floor)
-            )
-        if held.rowcount:
+            held = await lifecycle.hold(conn, floor)
+        if held:
             log.info(
                 "start-up: %d running job(s) keep their lease for %d s while nodes reconnect",
-                held.rowcount,
+                held,
                 2 * self._settings.lease_seconds,
             )
-        return int(held.rowcount)
+        return held
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="controlplane-scheduler")
@@ -260,35 +213,12 @@ class Scheduler:
         sends: list[tuple[NodeSession, dispatch_pb2.ConnectResponse]],
     ) -> None:
         files = await _load_files(conn, self._pg, {row.task_id for row, _ in plan if row.has_files})
-        job_rows, attempt_rows = [], []
+        claims: list[tuple[str, str, int]] = []
         lease_ts = Timestamp()
         lease_ts.FromDatetime(lease)
-        attempt_ids = new_ids(len(plan))
-        for (row, session), attempt_id in zip(plan, attempt_ids, strict=True):
+        for row, session in plan:
             attempt = row.attempt + 1
-            job_rows.append(
-                {
-                    "b_id": row.id,
-                    "b_node": session.node_id,
-                    "b_attempt": attempt,
-                    "b_lease": lease,
-                    "b_now": now,
-                }
-            )
-            attempt_rows.append(
-                {
-                    "b_id": attempt_id,
-                    "b_job_id": row.id,
-                    "b_attempt": attempt,
-                    "b_node_id": session.node_id,
-                    "b_status": ASSIGNED,
-                    "b_received_at": now,
-                    "b_stdout": b"",
-                    "b_stderr": b"",
-                    "b_stdout_truncated": False,
-                    "b_stderr_truncated": False,
-                }
-            )
+            claims.append((row.id, session.node_id, attempt))
             # Filled in place: messages built apart and passed in would be copied.
             msg = dispatch_pb2.ConnectResponse()
             build_spec(
@@ -301,8 +231,7 @@ class Scheduler:
             )
             msg.assignment.lease_expires_at.CopyFrom(lease_ts)
             sends.append((session, msg))
-        await _ASSIGN_JOBS.run(conn, job_rows)
-        await _INSERT_ATTEMPTS.run(conn, attempt_rows)
+        await lifecycle.claim(conn, claims, now, lease)
 
     async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[_Claimed]:
         if limit <= 0:
@@ -317,84 +246,26 @@ class Scheduler:
     async def expire_leases(self) -> int:
         """Requeues (attempt + 1 at the next dispatch) or fails jobs whose lease ran out."""
         now = utcnow()
-        touched: set[str] = set()
-        stale: list[tuple[str, int, str]] = []
-        expired = JOBS.c.lease_expires_at < now
         async with self._engine.begin() as conn:
-            stmt = (
-                sa.select(JOBS.c.id, JOBS.c.task_id, JOBS.c.attempt, JOBS.c.node_id)
-                .where(JOBS.c.status.in_(LIVE), JOBS.c.node_id.is_not(None), expired)
-                .order_by(JOBS.c.lease_expires_at)
-                .limit(1000)
-            )
-            if self._pg:
-                stmt = stmt.with_for_update(skip_locked=True, of=JOBS)
-            rows = list(await conn.execute(stmt))
-            if not rows:
+            expired = await lifecycle.expire(conn, now, self._settings.max_attempts, lock=self._pg)
+            if not expired.copies:
                 return 0
-            requeue = [r for r in rows if r.attempt < self._settings.max_attempts]
-            lost = [r for r in rows if r.attempt >= self._settings.max_attempts]
-            for part in chunked(requeue):
-                await conn.execute(
-                    JOBS.update()
-                    .where(JOBS.c.id.in_([r.id for r in part]))
-                    .values(
-                        status=QUEUED,
-                        node_id=None,
-                        lease_expires_at=None,
-                        started_at=None,
-                        updated_at=now,
-                    )
-                )
-                await conn.execute(
-                    TASKS.update()
-                    .where(TASKS.c.id.in_([r.task_id for r in part]), TASKS.c.status == RUNNING)
-                    .values(status=QUEUED, updated_at=now)
-                )
-            for part in chunked(lost):
-                await conn.execute(
-                    JOBS.update()
-                    .where(JOBS.c.id.in_([r.id for r in part]))
-                    .values(
-                        status="failed",
-                        reason=NODE_LOST,
-                        lease_expires_at=None,
-                        ended_at=now,
-                        updated_at=now,
-                    )
-                )
-                await conn.execute(
-                    TASKS.update()
-                    .where(TASKS.c.id.in_([r.task_id for r in part]), TASKS.c.status.in_(LIVE))
-                    .values(status="failed", reason=NODE_LOST, updated_at=now)
-                )
-            await conn.execute(
-                ATTEMPTS.update()
-                .where(
-                    ATTEMPTS.c.job_id == sa.bindparam("b_job"),
-                    ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
-                    # No .in_(): an expanding IN cannot go into this executemany.
-                    sa.or_(ATTEMPTS.c.status == ASSIGNED, ATTEMPTS.c.status == RUNNING),
-                )
-                .values(status=LOST, reason=NODE_LOST),
-                [{"b_job": r.id, "b_attempt": r.attempt} for r in rows],
-            )
-            touched = {r.task_id for r in rows}
-            stale = [(r.id, r.attempt, r.node_id) for r in rows]
-            await self._tasks_in_tx(conn, touched)
-            if requeue:
+            await self._tasks_in_tx(conn, expired.task_ids)
+            if expired.requeued:
                 await self._notifier.jobs_in_tx(conn)
-        log.info("leases expired: %d requeued, %d failed (node_lost)", len(requeue), len(lost))
+        log.info(
+            "leases expired: %d requeued, %d failed (node_lost)", expired.requeued, expired.failed
+        )
         # The old holder, if it is still connected here, drops its copy.
-        for job_id, attempt, node_id in stale:
+        for job_id, attempt, node_id in expired.copies:
             session = self._registry.get(node_id)
             if session is not None:
                 session.outstanding.discard((job_id, attempt))
-                session.send(cancel_message(job_id, attempt, "lease_expired"))
-        self._tasks_changed(touched)
-        if requeue:
+                session.send(cancel_message(job_id, attempt, Reason.LEASE_EXPIRED))
+        self._tasks_changed(expired.task_ids)
+        if expired.requeued:
             self._event.set()
-        return len(rows)
+        return len(expired.copies)
 
     # -- cancels ----------------------------------------------------------------------
 
@@ -405,27 +276,11 @@ class Scheduler:
         if not local:
             return 0
         async with self._engine.begin() as conn:
-            rows = [
-                r
-                for r in await conn.execute(
-                    sa.select(JOBS.c.id, JOBS.c.attempt, JOBS.c.node_id).where(
-                        JOBS.c.status == "canceled",
-                        JOBS.c.cancel_requested.is_(True),
-                        JOBS.c.node_id.is_not(None),
-                    )
-                )
-                if r.node_id in local
-            ]
-            for part in chunked(rows):
-                await conn.execute(
-                    JOBS.update()
-                    .where(JOBS.c.id.in_([r.id for r in part]))
-                    .values(cancel_requested=False)
-                )
+            rows = await lifecycle.take_cancels(conn, local)
         for r in rows:
             session = self._registry.get(r.node_id)
             if session is not None:
-                session.send(cancel_message(r.id, r.attempt, "canceled"))
+                session.send(cancel_message(r.id, r.attempt, Reason.CANCELED))
         return len(rows)
 
 

@@ -17,16 +17,6 @@ MAX_ATTACHMENT_NAME_CHARS = 255
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 200
 
-# Task and job statuses, lower-case words as the API shows them.
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELED = "canceled"
-SUPERSEDED = "superseded"
-STATUSES = frozenset({QUEUED, RUNNING, COMPLETED, FAILED, CANCELED, SUPERSEDED})
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELED, SUPERSEDED})
-
 PROMPT = "prompt"
 SCRIPT = "script"
 COMMANDS = "commands"

@@ -9,11 +9,11 @@ import grpc
 from cynode.gateway.v1 import tasks_pb2, tasks_pb2_grpc
 from cynode.orchestrator.auth import Authenticator, Principal
 from cynode.orchestrator.errors import Context, abort, set_http_status
-from cynode.orchestrator.gateway.limits import TERMINAL
 from cynode.orchestrator.gateway.tasks import TaskBook, TaskNotFound, TaskTerminal
 from cynode.orchestrator.gateway.validation import Invalid, TooLarge, validate_create
 from cynode.orchestrator.gateway.views import decode_output, job_view, task_message, timestamp
 from cynode.orchestrator.gateway.watch import watch_task
+from cynode.orchestrator.lifecycle import TERMINAL
 
 NOT_FOUND = "no such task"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from cynode.orchestrator import lifecycle
 from cynode.orchestrator.auth import Principal
 from cynode.orchestrator.events import JOBS, EventBus, task_topic
 from cynode.orchestrator.gateway import limits as L
@@ -78,10 +78,10 @@ class TaskBook:
         async with transaction(self.factory) as session:
             name = await pick_name(session, principal.user_id, new.name) if new.name else None
             now = utcnow()
-            task = Task(
+            task = lifecycle.queued_task(
+                now,
                 user_id=principal.user_id,
                 name=name,
-                status=L.QUEUED,
                 input_mode=new.input_mode,
                 prompt=new.prompt,
                 script=new.script,
@@ -89,18 +89,10 @@ class TaskBook:
                 use_inference=new.use_inference,
                 timeout_seconds=new.timeout_seconds,
                 image=new.image,
-                created_at=now,
-                updated_at=now,
             )
             session.add(task)
             await session.flush()
-            job = Job(
-                task_id=task.id,
-                status=L.QUEUED,
-                needs_inference=new.needs_inference,
-                created_at=now,
-                updated_at=now,
-            )
+            job = lifecycle.first_job(task, new.needs_inference, now)
             session.add(job)
             for att_name, content in new.attachments:
                 session.add(TaskAttachment(task_id=task.id, name=att_name, content=content))
@@ -129,8 +121,8 @@ class TaskBook:
 
     async def page(self, principal: Principal, status: str, limit: int, cursor: str) -> TaskPage:
         status = status.strip().lower()
-        if status and status not in L.STATUSES:
-            raise Invalid(f"status must be one of {', '.join(sorted(L.STATUSES))}")
+        if status and status not in lifecycle.STATUSES:
+            raise Invalid(f"status must be one of {', '.join(sorted(lifecycle.STATUSES))}")
         if limit < 0:
             raise Invalid("limit must not be negative")
         limit = min(limit or L.DEFAULT_LIST_LIMIT, L.MAX_LIST_LIMIT)
@@ -165,34 +157,13 @@ class TaskBook:
         now = utcnow()
         async with transaction(self.factory) as session:
             task = await self.find_in(session, principal, ref)
-            changed = await session.exec(  # type: ignore[call-overload]
-                update(Task)
-                .where(col(Task.id) == task.id, col(Task.status).notin_(L.TERMINAL))
-                .values(status=L.CANCELED, reason="canceled", updated_at=now)
-            )
-            if changed.rowcount != 1:
-                await session.refresh(task)
+            outcome = await lifecycle.cancel_task(await session.connection(), task.id, now)
+            await session.refresh(task)
+            if not outcome.done:
                 raise TaskTerminal(task.status)
-            await session.exec(  # type: ignore[call-overload]
-                update(Job)
-                .where(col(Job.task_id) == task.id, col(Job.status) == L.QUEUED)
-                .values(status=L.CANCELED, reason="canceled", ended_at=now, updated_at=now)
-            )
-            held = await session.exec(  # type: ignore[call-overload]
-                update(Job)
-                .where(col(Job.task_id) == task.id, col(Job.status).notin_(L.TERMINAL))
-                .values(
-                    status=L.CANCELED,
-                    cancel_requested=True,
-                    reason="canceled",
-                    updated_at=now,
-                )
-            )
-            stop_requested = held.rowcount > 0
-        if stop_requested:
+        if outcome.stop_requested:
             self.bus.publish(JOBS, {"cancel": task.id})
-        self.bus.publish(task_topic(task.id), L.CANCELED)
-        task.status, task.reason, task.updated_at = L.CANCELED, "canceled", now
+        self.bus.publish(task_topic(task.id), lifecycle.Status.CANCELED)
         return task
 
     async def logs(self, principal: Principal, ref: str, stream: str) -> tuple[Task, list[str]]:
@@ -206,7 +177,7 @@ class TaskBook:
                 return task, []
             job = jobs[-1]
             data: bytes = job.stdout if stream == "stdout" else job.stderr
-            if not data and job.status not in L.TERMINAL:
+            if not data and job.status not in lifecycle.TERMINAL:
                 chunks = await session.exec(
                     select(JobOutputChunk).where(
                         JobOutputChunk.job_id == job.id,

@@ -18,8 +18,8 @@ from sqlmodel import col, select
 
 from cynode.orchestrator.auth import Principal
 from cynode.orchestrator.events import task_topic
-from cynode.orchestrator.gateway import limits as L
 from cynode.orchestrator.gateway.tasks import TaskBook
+from cynode.orchestrator.lifecycle import TERMINAL
 from cynode.orchestrator.store import Job, JobOutputChunk, Task, utcnow
 
 STREAMS = ("stdout", "stderr")
@@ -125,7 +125,7 @@ async def watch_task(
         last_status: str | None = None
         while True:
             task, job, chunks = await _snapshot(book, task.id, cursor)
-            if task.status in L.TERMINAL:
+            if task.status in TERMINAL:
                 if last_status is not None:
                     for event in _output_events(task, cursor, chunks):
                         yield event

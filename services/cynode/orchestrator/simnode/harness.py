@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cynode.orchestrator import lifecycle
+from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES
 from cynode.orchestrator.controlplane import (
-    KEEPALIVE_SERVER_OPTIONS,
     ControlPlane,
     ControlPlaneSettings,
     build_control_plane,
 )
 from cynode.orchestrator.controlplane.admin import Authenticate
-from cynode.orchestrator.controlplane.tables import JOBS, TASKS
 from cynode.orchestrator.events import JOBS as JOBS_TOPIC
 from cynode.orchestrator.events import EventBus
+from cynode.orchestrator.grpc_server import server_options
 from cynode.orchestrator.store import User, new_id, session_factory, transaction, utcnow
 
 
@@ -59,7 +60,7 @@ class ControlPlaneServer:
         self.plane = build_control_plane(
             self.engine, self.bus, self.settings, authenticate=self.authenticate
         )
-        self.server = grpc.aio.server(options=KEEPALIVE_SERVER_OPTIONS)
+        self.server = grpc.aio.server(options=server_options(GRPC_MAX_MESSAGE_BYTES))
         self.plane.add_to_server(self.server)
         self.plane.add_gateway_to_server(self.server)
         self.port = self.server.add_insecure_port(self.target)
@@ -117,7 +118,6 @@ async def enqueue_jobs(
                 "id": task_id,
                 "user_id": user_id,
                 "name": None,
-                "status": "queued",
                 "input_mode": input_mode,
                 "prompt": "hello" if input_mode == "prompt" else None,
                 "script": "echo hi" if input_mode == "script" else None,
@@ -134,7 +134,6 @@ async def enqueue_jobs(
             {
                 "id": job_id,
                 "task_id": task_id,
-                "status": "queued",
                 "needs_inference": needs_inference,
                 "attempt": 0,
                 "cancel_requested": False,
@@ -147,17 +146,10 @@ async def enqueue_jobs(
             }
         )
     async with engine.begin() as conn:
-        for part in _parts(tasks):
-            await conn.execute(TASKS.insert(), part)
-        for part in _parts(jobs):
-            await conn.execute(JOBS.insert(), part)
+        await lifecycle.enqueue_many(conn, tasks, jobs)
     if bus is not None:
         bus.publish(JOBS_TOPIC)
     return pairs
-
-
-def _parts(rows: Sequence[dict[str, Any]], size: int = 1000) -> list[Sequence[dict[str, Any]]]:
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 async def wait_until(

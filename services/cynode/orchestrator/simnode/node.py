@@ -18,18 +18,18 @@ import grpc
 from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc, nodes_pb2, nodes_pb2_grpc
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator.controlplane.batching import coalesce
-from cynode.orchestrator.controlplane.dispatch import KEEPALIVE_CLIENT_OPTIONS
+from cynode.orchestrator.lifecycle import Reason
 
 log = logging.getLogger(__name__)
 
 Runtime = Callable[[job_pb2.JobSpec], Awaitable[job_pb2.JobResult]]
 Key = tuple[str, int]
 
+# What the real node's channel sets (cynode.node.cpclient, which services may not
+# import): gRPC's defaults (no client keepalive: the control-plane port pings) but for a
+# receive limit large enough for the biggest assignment.
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    *KEEPALIVE_CLIENT_OPTIONS,
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_receive_message_length", 192 * 1024 * 1024),
 )
 
 
@@ -357,7 +357,7 @@ class SimNode:
                 self.running.pop(key, None)
                 raise
             result = job_pb2.JobResult(
-                status=job_pb2.JOB_STATUS_CANCELED, exit_code=-1, reason="canceled"
+                status=job_pb2.JOB_STATUS_CANCELED, exit_code=-1, reason=Reason.CANCELED
             )
         except Exception as exc:
             result = job_pb2.JobResult(

@@ -1,5 +1,6 @@
-"""Core table handles and statuses: the hot paths use Core statements in batches rather
-than ORM objects, to keep per-job round trips out of the dispatch loop."""
+"""Core table handles and batch helpers: the hot paths use Core statements in batches
+rather than ORM objects, to keep per-job round trips out of the dispatch loop. Statuses
+are not here: their words and every write of them live in `cynode.orchestrator.lifecycle`."""
 
 from __future__ import annotations
 
@@ -20,16 +21,6 @@ ATTEMPTS: sa.Table = SQLModel.metadata.tables["job_attempts"]
 CHUNKS: sa.Table = SQLModel.metadata.tables["job_output_chunks"]
 NODES: sa.Table = SQLModel.metadata.tables["nodes"]
 ATTACHMENTS: sa.Table = SQLModel.metadata.tables["task_attachments"]
-
-QUEUED = "queued"
-RUNNING = "running"
-TERMINAL = frozenset({"completed", "failed", "canceled", "superseded"})
-LIVE = (QUEUED, RUNNING)
-# Attempt rows start `assigned`, become `running`, and take the node's result status;
-# `lost` marks an attempt whose lease expired (a late result still lands on it).
-ASSIGNED = "assigned"
-LOST = "lost"
-RESULT_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 # Stays well under SQLite's and asyncpg's bound-parameter limits.
 IN_CHUNK = 500
@@ -67,7 +58,7 @@ class Many:
     Compiled once per dialect to its SQL text, bind order and each bind's type processor;
     each row (a mapping keyed by bind name) then becomes one tuple for the driver's
     executemany. Row values are the binds named `b_…`; any other bind is a fixed value of
-    the statement (`status == 'queued'`). An INSERT must bind every column it sets as
+    the statement (`attempt == 0`). An INSERT must bind every column it sets as
     `b_…` (see `insert`): a column default SQLAlchemy would fill in is refused.
     """
 

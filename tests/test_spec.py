@@ -42,7 +42,7 @@ class Citation(NamedTuple):
 def spec_sections(text: str) -> set[str]:
     """The section numbers the spec's headings define; a heading's depth must match its
     number (`##` one part, `###` two, ...), or it is not counted."""
-    sections = set()
+    sections: set[str] = set()
     for hashes, number in HEADING.findall(text):
         if number.count(".") + 2 == len(hashes):
             sections.add(number)

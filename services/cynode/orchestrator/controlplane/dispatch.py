@@ -1,53 +1,9 @@
 """DispatchService.Connect: the stream a node holds open to get work.
 
-Protocol (one stream per node; the node opens it with `authorization: Bearer <node_jwt>`):
-
-1. Node → Hello{node_slug, held_jobs, config_version}. It must be the first message
-   (else INVALID_ARGUMENT); the slug must be the token's node (else PERMISSION_DENIED).
-   `held_jobs` lists every job the node still runs (has_result=false) or holds a
-   spooled result for (has_result=true), with its attempt.
-2. Orchestrator → HelloAck{node_id, lease_seconds, heartbeat_seconds}, then at once:
-   CancelJob for each held job that is no longer the node's (attempt superseded, job
-   canceled or terminal) and has no result; ConfigChanged if the node's config_version
-   is not the current one. A held job that is still the node's keeps its lease; a held
-   copy of a job requeued after its lease lapsed, and not yet dispatched again, is taken
-   back by the node (same attempt, no second run); a live job assigned to the node that
-   it does not list is treated as lost (requeued now).
-3. Node → Ready{free_slots}: a credit GRANT. Credits add up; each JobAssignment uses
-   one. Send the number of free slots right after Hello, then Ready{1} each time a slot
-   frees (after sending that job's result). A new stream starts at zero credits. Credits
-   are capped at max_concurrency minus the jobs the node holds without a result yet,
-   so a node that sends its absolute free-slot count instead is never over-assigned.
-4. Orchestrator → JobAssignment{spec, lease_expires_at} (spec.attempt identifies this
-   copy; echo job_id and attempt in everything about it).
-5. Node → JobStarted, OutputChunk{stream, data, offset} (offset within the stream, so a
-   resent chunk is stored once), then JobResult. Results stay in the node's spool until
-   ResultAck{job_id, attempt} arrives; the orchestrator acknowledges every result,
-   duplicates and stale attempts included, once it is durably stored (or known).
-6. Node → Heartbeat{running[]} every heartbeat_seconds; listed jobs get their lease
-   renewed to now + lease_seconds. A job whose lease runs out is requeued with a new
-   attempt (or failed `node_lost` after the attempt limit); the old copy is stale: its
-   result is recorded but never overwrites the job, and its node is told to cancel it.
-7. Orchestrator → CancelJob{job_id, attempt, reason}: stop that copy, then report its
-   result (status canceled) like any other. ConfigChanged{config_version}: fetch the
-   config with NodeService.GetNodeConfig and acknowledge it.
-8. Batching: either side may send several messages as one write, a RequestBatch /
-   ResponseBatch whose items are handled in order exactly as if each had come alone.
-   Each side batches only towards a peer that said it reads batches (Hello and HelloAck
-   `accepts_batches`), so a node or orchestrator that predates batches never gets one
-   and is never asked to send one. A sender batches only what is already queued when
-   it writes (it never waits to fill a batch, so an idle stream adds no latency), keeps
-   each batch under 1 MiB (`batching.BATCH_BYTES`; a larger message goes alone, and
-   the peer's 4 MiB default receive limit is never exceeded by batching), never nests
-   batches and never batches Hello or HelloAck. Nothing else changes: every result is still
-   acknowledged by its own ResultAck item, credits still add up item by item.
-9. Either side may drop the stream at any time. The node reconnects with backoff
-   (re-registering if its token is refused) and starts again at 1 with what it holds;
-   leases are not cut short by a disconnect, so a reconnect within the lease keeps the
-   job. At start-up the orchestrator gives every live lease at least two leases from
-   then (its nodes could not renew while it was down), so an orchestrator restart does
-   not run jobs twice. The control-plane port's keepalive pings
-   (`grpc_server.server_options`) plus heartbeats keep an idle stream open for days.
+The protocol (Hello and what the orchestrator does with the jobs a node holds, credits,
+assignments, results and their acks, heartbeats and leases, cancels and their reasons,
+config changes, batching, reconnects and restarts) is specified in docs/spec.md, SPEC §7;
+the job transitions it causes are SPEC §3.6.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@ def test_the_committed_reference_is_current() -> None:
 
 def test_every_process_and_the_settings_operators_asked_for_are_documented() -> None:
     text = settings_doc.render(settings_doc.sections())
-    for title in ("## Orchestrator", "## Control plane", "## Node", "## Inference proxy", "## cynork"):
+    for title in (
+        "## Orchestrator",
+        "## Control plane",
+        "## Node",
+        "## Inference proxy",
+        "## cynork",
+    ):
         assert title in text
     for row in (
         "| `sandbox.memory_mb` | `CYNODE_SANDBOX_MEMORY_MB` | `1024` |",

@@ -63,8 +63,9 @@ def sections() -> list[Section]:
             "Control plane (same process and YAML file: the node config it issues, scheduling)",
             "Dotted keys are YAML sections: `sandbox: {memory_mb: 512}` sets "
             "`sandbox.memory_mb`. The orchestrator sends the `sandbox.*`, `inference.*` and "
-            "`constraints.*` values to every node as its node config; a change reaches a "
-            "node when it next registers or fetches its config.",
+            "`constraints.*` values to every node as its node config. Settings are read at "
+            "start: after the orchestrator restarts, each node gets the changed config (a new "
+            "`config_version`) when it reconnects.",
             "YAML key",
             ControlPlaneOptions,
         ),

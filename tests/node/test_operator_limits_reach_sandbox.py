@@ -28,7 +28,8 @@ READ_LIMITS = (
     " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
     " cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max;"
     " cat /sys/fs/cgroup/cpu.max 2>/dev/null"
-    " || echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
+    " || echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"
+    " $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
 )
 
 

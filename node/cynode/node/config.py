@@ -92,7 +92,9 @@ class NodeConfig:
     ca_file: str = field(
         default="",
         metadata=setting(
-            "orchestrator.ca_file", "CYNODE_CA_FILE", "CA (PEM) the orchestrator's certificate is checked against"
+            "orchestrator.ca_file",
+            "CYNODE_CA_FILE",
+            "CA (PEM) the orchestrator's certificate is checked against",
         ),
     )
     # Pins: the SHA-256 fingerprint `certs init` printed; ca_file must match it.
@@ -303,7 +305,9 @@ class NodeConfig:
 
 def settable() -> list[tuple[Field[Any], Setting]]:
     return [
-        (f, f.metadata[SETTING]) for f in fields(NodeConfig) if isinstance(f.metadata.get(SETTING), Setting)
+        (f, f.metadata[SETTING])
+        for f in fields(NodeConfig)
+        if isinstance(f.metadata.get(SETTING), Setting)
     ]
 
 

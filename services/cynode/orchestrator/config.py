@@ -24,8 +24,8 @@ from cynode.orchestrator.settingmeta import (
     SettingsError,
     convert,
     flatten,
-    setting,
     settable,
+    setting,
 )
 from cynode.orchestrator.store import default_sqlite_url
 
@@ -44,8 +44,6 @@ JWT_SECRET_FILE = "jwt_secret"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # The YAML file to read when `--config` names none.
 CONFIG_ENV = "CYNODE_ORCHESTRATOR_CONFIG"
-PORT = {"minimum": 0, "maximum": 65535}
-POSITIVE = {"minimum": 1}
 
 
 def default_data_dir() -> Path:
@@ -64,7 +62,7 @@ class ControlPlaneOptions:
             "lease_seconds",
             "CYNODE_LEASE_SECONDS",
             "how long a node holds a job without a heartbeat before it is requeued",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     heartbeat_seconds: int = field(
@@ -73,7 +71,7 @@ class ControlPlaneOptions:
             "heartbeat_seconds",
             "CYNODE_HEARTBEAT_SECONDS",
             "how often nodes send heartbeats on their dispatch stream; shorter than a lease",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     max_attempts: int = field(
@@ -82,7 +80,7 @@ class ControlPlaneOptions:
             "scheduler.max_attempts",
             "CYNODE_SCHEDULER_MAX_ATTEMPTS",
             "attempts a job gets when its lease runs out; after the last it fails",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     # A node whose last heartbeat is older than this many heartbeats counts as offline.
@@ -92,7 +90,7 @@ class ControlPlaneOptions:
             "scheduler.stale_heartbeats",
             "CYNODE_SCHEDULER_STALE_HEARTBEATS",
             "missed heartbeats after which the fleet view shows a node as offline",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     claim_batch: int = field(
@@ -101,7 +99,7 @@ class ControlPlaneOptions:
             "scheduler.claim_batch",
             "CYNODE_SCHEDULER_CLAIM_BATCH",
             "most queued jobs one scheduler pass claims",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     notify_channel: str = field(
@@ -118,7 +116,7 @@ class ControlPlaneOptions:
             "node_token_ttl_seconds",
             "CYNODE_NODE_TOKEN_TTL",
             "lifetime of the token a node gets at registration (1 day)",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     sandbox_image: str = field(
@@ -135,7 +133,7 @@ class ControlPlaneOptions:
             "sandbox.default_timeout_seconds",
             "CYNODE_SANDBOX_DEFAULT_TIMEOUT_SECONDS",
             "wall-clock limit of a job that names none",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     max_timeout_seconds: int = field(
@@ -143,8 +141,9 @@ class ControlPlaneOptions:
         metadata=setting(
             "sandbox.max_timeout_seconds",
             "CYNODE_SANDBOX_MAX_TIMEOUT_SECONDS",
-            "longest wall-clock limit a job may ask for (also `constraints.max_job_timeout_seconds`)",
-            **POSITIVE,
+            "longest wall-clock limit a job may ask for "
+            "(also sent as `constraints.max_job_timeout_seconds`)",
+            minimum=1,
         ),
     )
     memory_mb: int = field(
@@ -171,7 +170,7 @@ class ControlPlaneOptions:
             "sandbox.pids",
             "CYNODE_SANDBOX_PIDS",
             "most processes and threads in one sandbox container",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     max_output_bytes: int = field(
@@ -180,7 +179,7 @@ class ControlPlaneOptions:
             "sandbox.max_output_bytes",
             "CYNODE_SANDBOX_MAX_OUTPUT_BYTES",
             "stdout and stderr kept per job, each; beyond it the result says `truncated`",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     max_request_bytes: int = field(
@@ -189,7 +188,7 @@ class ControlPlaneOptions:
             "constraints.max_request_bytes",
             "CYNODE_CONSTRAINTS_MAX_REQUEST_BYTES",
             "largest request body a node's worker API and inference proxy accept (10 MiB)",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     inference_enabled: bool = field(
@@ -252,6 +251,7 @@ class Settings:
             "data_dir",
             "CYNODE_DATA_DIR",
             "state directory (SQLite file, generated JWT secret)",
+            shown_default="./var/orchestrator",
         ),
     )
     database_url: str = field(
@@ -270,25 +270,41 @@ class Settings:
     gateway_rest_port: int = field(
         default=12080,
         metadata=setting(
-            "gateway_rest_port", "CYNODE_GATEWAY_REST_PORT", "user gateway REST", **PORT
+            "gateway_rest_port",
+            "CYNODE_GATEWAY_REST_PORT",
+            "user gateway REST",
+            minimum=0,
+            maximum=65535,
         ),
     )
     gateway_grpc_port: int = field(
         default=12081,
         metadata=setting(
-            "gateway_grpc_port", "CYNODE_GATEWAY_GRPC_PORT", "user gateway gRPC", **PORT
+            "gateway_grpc_port",
+            "CYNODE_GATEWAY_GRPC_PORT",
+            "user gateway gRPC",
+            minimum=0,
+            maximum=65535,
         ),
     )
     control_rest_port: int = field(
         default=12082,
         metadata=setting(
-            "control_rest_port", "CYNODE_CONTROL_REST_PORT", "control plane REST", **PORT
+            "control_rest_port",
+            "CYNODE_CONTROL_REST_PORT",
+            "control plane REST",
+            minimum=0,
+            maximum=65535,
         ),
     )
     control_grpc_port: int = field(
         default=12083,
         metadata=setting(
-            "control_grpc_port", "CYNODE_CONTROL_GRPC_PORT", "control plane gRPC", **PORT
+            "control_grpc_port",
+            "CYNODE_CONTROL_GRPC_PORT",
+            "control plane gRPC",
+            minimum=0,
+            maximum=65535,
         ),
     )
     admin_password: str | None = field(
@@ -321,7 +337,7 @@ class Settings:
             "access_token_ttl_seconds",
             "CYNODE_ACCESS_TOKEN_TTL",
             "access token lifetime (15 min)",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     refresh_token_ttl_seconds: int = field(
@@ -330,7 +346,7 @@ class Settings:
             "refresh_token_ttl_seconds",
             "CYNODE_REFRESH_TOKEN_TTL",
             "refresh token lifetime (7 days)",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     login_max_failures: int = field(
@@ -339,7 +355,7 @@ class Settings:
             "login_max_failures",
             "CYNODE_LOGIN_MAX_FAILURES",
             "failed logins per client or per handle before 429",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     login_window_seconds: int = field(
@@ -348,7 +364,7 @@ class Settings:
             "login_window_seconds",
             "CYNODE_LOGIN_WINDOW",
             "window over which failed logins are counted",
-            **POSITIVE,
+            minimum=1,
         ),
     )
     require_inference: bool = field(
@@ -384,9 +400,7 @@ class Settings:
     )
     dev: bool = field(
         default=False,
-        metadata=setting(
-            "dev", "CYNODE_DEV", "development mode (--dev): generated admin password"
-        ),
+        metadata=setting("dev", "CYNODE_DEV", "development mode (--dev): generated admin password"),
     )
     log_level: str = field(
         default="info",

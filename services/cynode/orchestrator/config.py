@@ -534,7 +534,7 @@ def load_settings(
 
 
 def shown_default(item: Settable, holder: object) -> str:
-    """The default as `--help` and docs/settings.md print it."""
+    """The default as `serve --help` prints it (tools/settings_doc.py renders the same way)."""
     if item.setting.shown_default:
         return item.setting.shown_default
     value = getattr(holder, item.field.name)

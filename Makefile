@@ -6,7 +6,7 @@ PY := .venv/bin/python
 export CONTAINERS_CONF := $(CURDIR)/deploy/podman/containers.conf
 COV_MIN ?= 90
 
-.PHONY: help setup system-deps gen gen-check lint test unit bdd e2e bench images up down logs demo ci envoy
+.PHONY: help setup system-deps gen gen-check settings-doc lint test unit bdd e2e bench images up down logs demo ci envoy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,8 +24,12 @@ setup: $(UV) system-deps ## install system packages and the locked Python deps
 gen: ## regenerate gen/ from protos/
 	tools/gen.sh
 
-gen-check: ## fail when gen/ is stale
+gen-check: ## fail when gen/ or docs/settings.md is stale
 	tools/gen.sh >/dev/null && git diff --exit-code --stat -- gen/ && test -z "$$(git status --porcelain -- gen/)"
+	$(PY) tools/settings_doc.py --check
+
+settings-doc: ## regenerate docs/settings.md from the settings dataclasses
+	$(PY) tools/settings_doc.py
 
 lint: ## ruff, mypy, buf lint, buf breaking
 	tools/buf_third_party.sh

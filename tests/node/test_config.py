@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from cynode.node.config import (
     ConfigError,
     NodeConfig,
     load_config,
+    settable,
     with_overrides,
 )
 
@@ -106,3 +108,29 @@ def test_missing_file_and_env_labels(tmp_path: Path) -> None:
     assert config.labels == ("a",)
     with pytest.raises(ConfigError):
         with_overrides(config, max_concurrency=-1)
+
+
+def test_every_yaml_key_has_an_env_variable_and_new_ones_work(tmp_path: Path) -> None:
+    rows = settable()
+    assert {f.name for f, _ in rows} == {f.name for f in fields(NodeConfig)}
+    assert len({s.env for _, s in rows}) == len(rows) == len({s.key for _, s in rows})
+    env = {
+        "CYNODE_NODE_SLUG": "n",
+        "CYNODE_NODE_NAME": "Big box",
+        "CYNODE_NODE_LABELS": "gpu, eu",
+        "CYNODE_WORKER_API_BASE_URL": "http://box:1",
+        "CYNODE_PODMAN_CONTAINERS_CONF": "/etc/c.conf",
+        "CYNODE_INFERENCE_MODELS_VOLUME": "models",
+        "CYNODE_RECONNECT_INITIAL_SECONDS": "2",
+        "CYNODE_RECONNECT_MAX_SECONDS": "8",
+    }
+    config = load_config(None, env=env)
+    assert (config.node_name, config.labels) == ("Big box", ("gpu", "eu"))
+    assert config.advertised_worker_api == "http://box:1"
+    assert config.effective_containers_conf == "/etc/c.conf"
+    assert config.inference_models_volume == "models"
+    assert (config.reconnect_initial_s, config.reconnect_max_s) == (2.0, 8.0)
+    with pytest.raises(ConfigError, match="CYNODE_RECONNECT_MAX_SECONDS: expected a number"):
+        load_config(None, env={**env, "CYNODE_RECONNECT_MAX_SECONDS": "soon"})
+    with pytest.raises(ConfigError, match="CYNODE_INSECURE: expected true or false"):
+        load_config(None, env={**env, "CYNODE_INSECURE": "maybe"})

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cynode.proxy import ProxyConfig, cli
+from cynode.proxy import ConfigError, ProxyConfig, cli
 from tests.fixtures.ports import free_port
 from tests.proxy.conftest import ScriptedUpstream
 
@@ -148,3 +148,9 @@ def test_sigterm_stops_the_process_promptly(upstream: ScriptedUpstream, tmp_path
             proc.kill()
             proc.wait()
     assert not sock.exists()
+
+
+def test_a_bad_number_in_the_environment_names_the_variable() -> None:
+    env = {"CYNODE_PROXY_UPSTREAM": "http://e:1", "CYNODE_PROXY_TIMEOUT": "soon"}
+    with pytest.raises(ConfigError, match="CYNODE_PROXY_TIMEOUT must be a number"):
+        _config([], env)

@@ -95,15 +95,50 @@ class ConfigFile:
             raise
 
 
+SETTING = "setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a user reaches one Settings field; declared once, as field metadata, for
+    docs/settings.md (tools/settings_doc.py)."""
+
+    key: str  # config file key, or the flag for what only a flag sets
+    env: str
+    help: str
+    shown_default: str = ""
+
+
+def setting(key: str, env: str, help: str, shown_default: str = "") -> dict[str, Setting]:
+    return {SETTING: Setting(key, env, help, shown_default)}
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one invocation talks to and with which credentials."""
 
-    gateway_url: str
-    token: str | None
-    refresh_token: str | None
-    ca_file: str | None
-    insecure: bool
+    gateway_url: str = field(
+        metadata=setting(
+            "gateway_url",
+            ENV_GATEWAY_URL,
+            "the user gateway's REST URL (flag --gateway-url)",
+            DEFAULT_GATEWAY_URL,
+        )
+    )
+    token: str | None = field(
+        metadata=setting("token", ENV_TOKEN, "access token; `cynork login` stores it", "(none)")
+    )
+    refresh_token: str | None = field(
+        metadata=setting("refresh_token", "", "refresh token `cynork login` stores", "(none)")
+    )
+    ca_file: str | None = field(
+        metadata=setting(
+            "ca_file", ENV_CA_FILE, "CA (PEM) for an https gateway (flag --ca-file)", "(none)"
+        )
+    )
+    insecure: bool = field(
+        metadata=setting("--insecure", "", "skip TLS certificate checks (flag only)", "false")
+    )
 
 
 def resolve_settings(

@@ -2,7 +2,8 @@
 
 This is what the operator sets on the machine (where the orchestrator is, the PSK, the
 state dir, Podman). What the orchestrator delivers later (limits, timeouts, image) is
-mapped separately in `apply.py`.
+mapped separately in `apply.py`. Each field's YAML key and env variable are declared
+once, as field metadata (`setting`); the loader and docs/settings.md read them.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import ipaddress
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,47 +34,245 @@ class ConfigError(ValueError):
     """The node configuration is unusable; the message says which key and why."""
 
 
+SETTING = "setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How an operator reaches one NodeConfig field; declared once, as field metadata,
+    so the loader and docs/settings.md (tools/settings_doc.py) read the same names."""
+
+    key: str  # dotted YAML path: `sandbox.image` is `sandbox: {image: ...}`
+    env: str
+    help: str
+    # The default as the docs say it, when the field's own value is not what applies.
+    shown_default: str = ""
+
+
+def setting(key: str, env: str, help: str, shown_default: str = "") -> dict[str, Setting]:
+    return {SETTING: Setting(key, env, help, shown_default)}
+
+
 @dataclass(frozen=True)
 class NodeConfig:
-    node_slug: str
-    psk: str = field(default="", repr=False)
-    node_name: str = ""
-    labels: tuple[str, ...] = ()
-    orchestrator_url: str = DEFAULT_REST_URL
-    control_plane_grpc: str = ""
-    ca_file: str = ""
+    node_slug: str = field(
+        metadata=setting(
+            "node.slug", "CYNODE_NODE_SLUG", "the node's unique name", "(the host name)"
+        )
+    )
+    psk: str = field(
+        default="",
+        repr=False,
+        metadata=setting("psk", "NODE_PSK", "pre-shared key the node registers with"),
+    )
+    node_name: str = field(
+        default="", metadata=setting("node.name", "CYNODE_NODE_NAME", "display name")
+    )
+    labels: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "node.labels", "CYNODE_NODE_LABELS", "labels (YAML list, or comma-separated)"
+        ),
+    )
+    orchestrator_url: str = field(
+        default=DEFAULT_REST_URL,
+        metadata=setting(
+            "orchestrator.url", "CYNODE_ORCHESTRATOR_URL", "the control plane's REST URL"
+        ),
+    )
+    control_plane_grpc: str = field(
+        default="",
+        metadata=setting(
+            "orchestrator.grpc",
+            "CYNODE_CONTROL_PLANE_GRPC",
+            "host:port of the control plane's gRPC listener",
+            f"(orchestrator.url's host):{DEFAULT_GRPC_PORT}",
+        ),
+    )
+    ca_file: str = field(
+        default="",
+        metadata=setting(
+            "orchestrator.ca_file",
+            "CYNODE_CA_FILE",
+            "CA (PEM) the orchestrator's certificate is checked against",
+        ),
+    )
     # Pins: the SHA-256 fingerprint `certs init` printed; ca_file must match it.
-    ca_fingerprint: str = ""
+    ca_fingerprint: str = field(
+        default="",
+        metadata=setting(
+            "orchestrator.ca_fingerprint",
+            "CYNODE_CA_FINGERPRINT",
+            "SHA-256 fingerprint `certs init` printed; ca_file must match it",
+        ),
+    )
     # mTLS: the node's certificate (issued by the orchestrator's CA) and its key.
-    client_cert: str = ""
-    client_key: str = ""
-    # Allow plain text to a non-loopback orchestrator / worker API address (a lab only).
-    insecure: bool = False
-    state_dir: Path = Path(DEFAULT_STATE_DIR)
-    worker_api_host: str = "127.0.0.1"
-    worker_api_port: int = DEFAULT_WORKER_API_PORT
-    worker_api_base_url: str = ""
-    worker_api_tls_cert: str = ""
-    worker_api_tls_key: str = ""
-    podman_socket: str = ""
-    containers_conf: str = ""
-    sandbox_image: str = "localhost/cynode-sandbox"
-    max_concurrency: int = 2
-    inference_mode: str = "none"
+    client_cert: str = field(
+        default="",
+        metadata=setting(
+            "orchestrator.client_cert",
+            "CYNODE_CLIENT_CERT",
+            "mTLS: the node's certificate, issued by the orchestrator's CA",
+        ),
+    )
+    client_key: str = field(
+        default="",
+        metadata=setting("orchestrator.client_key", "CYNODE_CLIENT_KEY", "mTLS: its key"),
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=setting(
+            "insecure",
+            "CYNODE_INSECURE",
+            "allow plain text to a non-loopback orchestrator / worker API address (a lab only)",
+        ),
+    )
+    state_dir: Path = field(
+        default=Path(DEFAULT_STATE_DIR),
+        metadata=setting(
+            "state_dir", "CYNODE_NODE_STATE_DIR", "private state: session, result spool, relay"
+        ),
+    )
+    worker_api_host: str = field(
+        default="127.0.0.1",
+        metadata=setting("worker_api.host", "CYNODE_WORKER_API_HOST", "worker API address"),
+    )
+    worker_api_port: int = field(
+        default=DEFAULT_WORKER_API_PORT,
+        metadata=setting(
+            "worker_api.port", "CYNODE_WORKER_API_PORT", "worker API port (0: a free one)"
+        ),
+    )
+    worker_api_base_url: str = field(
+        default="",
+        metadata=setting(
+            "worker_api.base_url",
+            "CYNODE_WORKER_API_BASE_URL",
+            "URL the node advertises for its worker API",
+            "http(s)://<host>:<port>",
+        ),
+    )
+    worker_api_tls_cert: str = field(
+        default="",
+        metadata=setting(
+            "worker_api.tls_cert", "CYNODE_WORKER_API_TLS_CERT", "worker API certificate (PEM)"
+        ),
+    )
+    worker_api_tls_key: str = field(
+        default="",
+        metadata=setting("worker_api.tls_key", "CYNODE_WORKER_API_TLS_KEY", "worker API key"),
+    )
+    podman_socket: str = field(
+        default="",
+        metadata=setting(
+            "podman.socket",
+            "CYNODE_PODMAN_SOCKET",
+            "Podman API socket to use; empty: the node starts its own `podman system service`",
+        ),
+    )
+    containers_conf: str = field(
+        default="",
+        metadata=setting(
+            "podman.containers_conf",
+            "CYNODE_PODMAN_CONTAINERS_CONF",
+            "containers.conf the node's Podman service runs with",
+            "$CONTAINERS_CONF, else deploy/podman/containers.conf",
+        ),
+    )
+    sandbox_image: str = field(
+        default="localhost/cynode-sandbox",
+        metadata=setting(
+            "sandbox.image",
+            "CYNODE_SANDBOX_IMAGE",
+            "sandbox image until the orchestrator's config (its `sandbox.image`) arrives",
+        ),
+    )
+    max_concurrency: int = field(
+        default=2,
+        metadata=setting(
+            "sandbox.max_concurrency", "CYNODE_MAX_CONCURRENCY", "jobs the node runs at once"
+        ),
+    )
+    inference_mode: str = field(
+        default="none",
+        metadata=setting(
+            "inference.mode",
+            "CYNODE_INFERENCE_MODE",
+            "none, existing (relay to inference.url) or container (start an Ollama container)",
+        ),
+    )
     # existing: the Ollama the node relays to. container: where the node publishes the
     # Ollama container it starts (127.0.0.1 and this URL's port).
-    inference_url: str = "http://127.0.0.1:11434"
+    inference_url: str = field(
+        default="http://127.0.0.1:11434",
+        metadata=setting(
+            "inference.url",
+            "CYNODE_INFERENCE_URL",
+            "existing: the Ollama to relay to; container: where its container is published",
+        ),
+    )
     # Model for prompt jobs that name none; empty: the orchestrator's default, else the
     # first model the node's Ollama lists.
-    inference_default_model: str = ""
-    inference_proxy_image: str = "localhost/cynode-proxy"
-    inference_proxy_timeout_s: float = 120.0
+    inference_default_model: str = field(
+        default="",
+        metadata=setting(
+            "inference.default_model",
+            "CYNODE_INFERENCE_DEFAULT_MODEL",
+            "model for prompt jobs that name none",
+            "(the orchestrator's default, else the first listed)",
+        ),
+    )
+    inference_proxy_image: str = field(
+        default="localhost/cynode-proxy",
+        metadata=setting(
+            "inference.proxy_image", "CYNODE_INFERENCE_PROXY_IMAGE", "proxy sidecar image"
+        ),
+    )
+    inference_proxy_timeout_s: float = field(
+        default=120.0,
+        metadata=setting(
+            "inference.proxy_timeout_seconds",
+            "CYNODE_INFERENCE_PROXY_TIMEOUT",
+            "the sidecar's wait for a response head (504 beyond it)",
+        ),
+    )
     # Inference pods made ahead, while idle, so a job only starts its sandbox; 0: none.
-    inference_warm_pods: int = 1
-    inference_image: str = DEFAULT_OLLAMA_IMAGE
-    inference_models_volume: str = DEFAULT_OLLAMA_MODELS_VOLUME
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    inference_warm_pods: int = field(
+        default=1,
+        metadata=setting(
+            "inference.warm_pods",
+            "CYNODE_INFERENCE_WARM_PODS",
+            "inference pods kept ready while idle, each used by one job; 0: none",
+        ),
+    )
+    inference_image: str = field(
+        default=DEFAULT_OLLAMA_IMAGE,
+        metadata=setting(
+            "inference.image", "CYNODE_INFERENCE_IMAGE", "container mode: the Ollama image"
+        ),
+    )
+    inference_models_volume: str = field(
+        default=DEFAULT_OLLAMA_MODELS_VOLUME,
+        metadata=setting(
+            "inference.models_volume",
+            "CYNODE_INFERENCE_MODELS_VOLUME",
+            "container mode: the volume that keeps pulled models",
+        ),
+    )
+    reconnect_initial_s: float = field(
+        default=0.5,
+        metadata=setting(
+            "reconnect.initial_seconds",
+            "CYNODE_RECONNECT_INITIAL_SECONDS",
+            "first wait before reconnecting to the orchestrator (doubles each time)",
+        ),
+    )
+    reconnect_max_s: float = field(
+        default=30.0,
+        metadata=setting(
+            "reconnect.max_seconds", "CYNODE_RECONNECT_MAX_SECONDS", "longest reconnect wait"
+        ),
+    )
 
     @property
     def grpc_target(self) -> str:
@@ -104,70 +303,20 @@ class NodeConfig:
         return str(REPO_CONTAINERS_CONF) if REPO_CONTAINERS_CONF.is_file() else ""
 
 
-# YAML path (dotted) -> NodeConfig field.
-_YAML_KEYS: dict[str, str] = {
-    "node.slug": "node_slug",
-    "node.name": "node_name",
-    "node.labels": "labels",
-    "psk": "psk",
-    "orchestrator.url": "orchestrator_url",
-    "orchestrator.grpc": "control_plane_grpc",
-    "orchestrator.ca_file": "ca_file",
-    "orchestrator.ca_fingerprint": "ca_fingerprint",
-    "orchestrator.client_cert": "client_cert",
-    "orchestrator.client_key": "client_key",
-    "insecure": "insecure",
-    "state_dir": "state_dir",
-    "worker_api.host": "worker_api_host",
-    "worker_api.port": "worker_api_port",
-    "worker_api.base_url": "worker_api_base_url",
-    "worker_api.tls_cert": "worker_api_tls_cert",
-    "worker_api.tls_key": "worker_api_tls_key",
-    "podman.socket": "podman_socket",
-    "podman.containers_conf": "containers_conf",
-    "sandbox.image": "sandbox_image",
-    "sandbox.max_concurrency": "max_concurrency",
-    "inference.mode": "inference_mode",
-    "inference.url": "inference_url",
-    "inference.default_model": "inference_default_model",
-    "inference.proxy_image": "inference_proxy_image",
-    "inference.proxy_timeout_seconds": "inference_proxy_timeout_s",
-    "inference.warm_pods": "inference_warm_pods",
-    "inference.image": "inference_image",
-    "inference.models_volume": "inference_models_volume",
-    "reconnect.initial_seconds": "reconnect_initial_s",
-    "reconnect.max_seconds": "reconnect_max_s",
-}
+def settable() -> list[tuple[Field[Any], Setting]]:
+    return [
+        (f, f.metadata[SETTING])
+        for f in fields(NodeConfig)
+        if isinstance(f.metadata.get(SETTING), Setting)
+    ]
 
-ENV_KEYS: dict[str, str] = {
-    "CYNODE_ORCHESTRATOR_URL": "orchestrator_url",
-    "CYNODE_CONTROL_PLANE_GRPC": "control_plane_grpc",
-    "CYNODE_CA_FILE": "ca_file",
-    "CYNODE_CA_FINGERPRINT": "ca_fingerprint",
-    "CYNODE_CLIENT_CERT": "client_cert",
-    "CYNODE_CLIENT_KEY": "client_key",
-    "CYNODE_INSECURE": "insecure",
-    "CYNODE_WORKER_API_TLS_CERT": "worker_api_tls_cert",
-    "CYNODE_WORKER_API_TLS_KEY": "worker_api_tls_key",
-    "NODE_PSK": "psk",
-    "CYNODE_NODE_SLUG": "node_slug",
-    "CYNODE_NODE_STATE_DIR": "state_dir",
-    "CYNODE_WORKER_API_PORT": "worker_api_port",
-    "CYNODE_WORKER_API_HOST": "worker_api_host",
-    "CYNODE_PODMAN_SOCKET": "podman_socket",
-    "CYNODE_SANDBOX_IMAGE": "sandbox_image",
-    "CYNODE_MAX_CONCURRENCY": "max_concurrency",
-    "CYNODE_INFERENCE_MODE": "inference_mode",
-    "CYNODE_INFERENCE_URL": "inference_url",
-    "CYNODE_INFERENCE_DEFAULT_MODEL": "inference_default_model",
-    "CYNODE_INFERENCE_PROXY_IMAGE": "inference_proxy_image",
-    "CYNODE_INFERENCE_PROXY_TIMEOUT": "inference_proxy_timeout_s",
-    "CYNODE_INFERENCE_WARM_PODS": "inference_warm_pods",
-    "CYNODE_INFERENCE_IMAGE": "inference_image",
-}
 
-_INT_FIELDS = {"worker_api_port", "max_concurrency", "inference_warm_pods"}
-_FLOAT_FIELDS = {"reconnect_initial_s", "reconnect_max_s", "inference_proxy_timeout_s"}
+# YAML path (dotted) -> NodeConfig field, and env variable -> field; from the metadata.
+_YAML_KEYS: dict[str, str] = {s.key: f.name for f, s in settable()}
+ENV_KEYS: dict[str, str] = {s.env: f.name for f, s in settable()}
+_HINTS = get_type_hints(NodeConfig)
+_INT_FIELDS = {name for name, hint in _HINTS.items() if hint is int}
+_FLOAT_FIELDS = {name for name, hint in _HINTS.items() if hint is float}
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -189,14 +338,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: expected a number, got {value!r}") from None
-    if name == "insecure":
+    if _HINTS[name] is bool:
         text = str(value).strip().lower()
         if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
             raise ConfigError(f"{source}: expected true or false, got {value!r}")
         return text in ("1", "true", "yes", "on")
-    if name == "state_dir":
+    if _HINTS[name] is Path:
         return Path(str(value)).expanduser()
-    if name == "labels":
+    if _HINTS[name] == tuple[str, ...]:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if not isinstance(value, list):

@@ -8,7 +8,7 @@ is the one the sandbox sees in ``INFERENCE_PROXY_URL``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_LISTEN = "127.0.0.1:11434"
@@ -19,6 +19,24 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 2.0
 
 class ConfigError(ValueError):
     """An address or limit that cannot be used."""
+
+
+SETTING = "setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How an operator reaches one ProxyConfig field (its flag and env variable);
+    declared once, as field metadata, for the CLI and docs/settings.md."""
+
+    key: str
+    env: str
+    help: str
+    shown_default: str = ""
+
+
+def setting(key: str, env: str, help: str, shown_default: str = "") -> dict[str, Setting]:
+    return {SETTING: Setting(key, env, help, shown_default)}
 
 
 @dataclass(frozen=True)
@@ -116,13 +134,46 @@ class ProxyConfig:
     a long generation that keeps producing tokens is legitimate.
     """
 
-    upstream: Upstream
-    listen: tuple[ListenAddress, ...] = field(
-        default_factory=lambda: (parse_listen(DEFAULT_LISTEN),)
+    upstream: Upstream = field(
+        metadata=setting(
+            "--upstream",
+            "CYNODE_PROXY_UPSTREAM",
+            "where requests go: http://host:port, unix:/path or http+unix://<encoded path>",
+            "(required)",
+        )
     )
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    timeout: float = DEFAULT_TIMEOUT_SECONDS
-    idle_timeout: float | None = None
+    listen: tuple[ListenAddress, ...] = field(
+        default_factory=lambda: (parse_listen(DEFAULT_LISTEN),),
+        metadata=setting(
+            "--listen",
+            "CYNODE_PROXY_LISTEN",
+            "host:port, [v6]:port or unix:/path; the flag repeats, the env is comma-separated",
+            DEFAULT_LISTEN,
+        ),
+    )
+    max_body_bytes: int = field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        metadata=setting(
+            "--max-body-bytes", "CYNODE_PROXY_MAX_BODY_BYTES", "request body cap, 413 beyond it"
+        ),
+    )
+    timeout: float = field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metadata=setting(
+            "--timeout",
+            "CYNODE_PROXY_TIMEOUT",
+            "wait for the upstream's response head, 504 beyond it (seconds)",
+        ),
+    )
+    idle_timeout: float | None = field(
+        default=None,
+        metadata=setting(
+            "--idle-timeout",
+            "CYNODE_PROXY_IDLE_TIMEOUT",
+            "longest silence between streamed chunks before the stream is cut (seconds)",
+            "(--timeout)",
+        ),
+    )
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
     unix_socket_mode: int = 0o666
 
@@ -137,3 +188,9 @@ class ProxyConfig:
     @property
     def stream_idle_timeout(self) -> float:
         return self.timeout if self.idle_timeout is None else self.idle_timeout
+
+
+# ProxyConfig field -> the env variable the CLI reads for it.
+ENV: dict[str, str] = {
+    f.name: f.metadata[SETTING].env for f in fields(ProxyConfig) if SETTING in f.metadata
+}

@@ -1,8 +1,9 @@
 """``cynode-proxy`` / ``python -m cynode.proxy``: run the proxy until SIGTERM or SIGINT.
 
-Flags win over environment: CYNODE_PROXY_LISTEN (comma-separated listeners),
+Flags win over environment; each flag's env variable is declared with its ProxyConfig
+field (`_config.ENV`): CYNODE_PROXY_LISTEN (comma-separated listeners),
 CYNODE_PROXY_UPSTREAM, CYNODE_PROXY_MAX_BODY_BYTES, CYNODE_PROXY_TIMEOUT,
-CYNODE_PROXY_IDLE_TIMEOUT.
+CYNODE_PROXY_IDLE_TIMEOUT. Reference: docs/settings.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cynode.proxy._config import (
     DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
+    ENV,
     ConfigError,
     ProxyConfig,
     parse_listen,
@@ -70,27 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _number(kind: type[int] | type[float], name: str, env: Mapping[str, str]) -> float | None:
+    text = env.get(ENV[name], "")
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{ENV[name]} must be a number, got {text!r}") from None
+
+
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyConfig:
     listen_texts: list[str] = args.listen or [
-        part for part in env.get("CYNODE_PROXY_LISTEN", DEFAULT_LISTEN).split(",") if part.strip()
+        part for part in env.get(ENV["listen"], DEFAULT_LISTEN).split(",") if part.strip()
     ]
-    upstream_text = args.upstream or env.get("CYNODE_PROXY_UPSTREAM")
+    upstream_text = args.upstream or env.get(ENV["upstream"])
     if not upstream_text:
-        raise ConfigError("an upstream is required (--upstream or CYNODE_PROXY_UPSTREAM)")
+        raise ConfigError(f"an upstream is required (--upstream or {ENV['upstream']})")
     max_body = args.max_body_bytes
     if max_body is None:
-        max_body = int(env.get("CYNODE_PROXY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        max_body = _number(int, "max_body_bytes", env)
     timeout = args.timeout
     if timeout is None:
-        timeout = float(env.get("CYNODE_PROXY_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
+        timeout = _number(float, "timeout", env)
     idle = args.idle_timeout
-    if idle is None and env.get("CYNODE_PROXY_IDLE_TIMEOUT"):
-        idle = float(env["CYNODE_PROXY_IDLE_TIMEOUT"])
+    if idle is None:
+        idle = _number(float, "idle_timeout", env)
     return ProxyConfig(
         upstream=parse_upstream(upstream_text),
         listen=tuple(parse_listen(text) for text in listen_texts),
-        max_body_bytes=max_body,
-        timeout=timeout,
+        max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body is None else int(max_body),
+        timeout=DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout,
         idle_timeout=idle,
     )
 

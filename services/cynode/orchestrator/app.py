@@ -29,7 +29,7 @@ from cynode.orchestrator.auth import (
     SessionManager,
     TokenIssuer,
 )
-from cynode.orchestrator.config import Settings, SettingsError
+from cynode.orchestrator.config import Settings, SettingsError, options_of
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.gateway import TaskBook, TaskServicer
 from cynode.orchestrator.grpc_server import HideUnexpectedErrors
@@ -166,16 +166,14 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
         gw.engine,
         gw.bus,
         ControlPlaneSettings(
+            **options_of(settings.control_plane),
             psk=settings.node_psk,
             jwt_secret=settings.resolve_jwt_secret(),
             base_url=f"{scheme}://{host}:{settings.control_rest_port}",
             grpc_endpoint=grpc_address(host, settings.control_grpc_port),
             rest_endpoint=f"{host}:{settings.control_rest_port}",
-            lease_seconds=settings.lease_seconds,
-            heartbeat_seconds=settings.heartbeat_seconds,
             # Sweep well inside one lease: an expired lease is requeued within it.
-            sweep_seconds=min(5.0, settings.lease_seconds / 4),
-            default_model=settings.default_model,
+            sweep_seconds=min(5.0, settings.control_plane.lease_seconds / 4),
         ),
         authenticate=gw.authenticator.authenticate,
     )

@@ -1,6 +1,9 @@
 """Orchestrator settings: documented defaults, overridden by a YAML file, then by env.
 
-Precedence (last wins): built-in default < YAML file (`--config`) < environment.
+Precedence (last wins): built-in default < YAML file (`--config`, or the file
+`CYNODE_ORCHESTRATOR_CONFIG` names) < environment < command-line flags. Each setting's
+YAML key, env variable and meaning are declared once, as field metadata
+(`settingmeta.setting`); the loader, `serve --help` and `docs/settings.md` read them.
 Secrets (`ADMIN_PASSWORD`, `NODE_PSK`, the JWT secret) are read here and handed on,
 never printed: `Settings.__repr__` hides them.
 """
@@ -10,176 +13,406 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cynode.orchestrator.settingmeta import (
+    Settable,
+    SettingsError,
+    convert,
+    flatten,
+    settable,
+    setting,
+)
 from cynode.orchestrator.store import default_sqlite_url
+
+__all__ = [
+    "CONFIG_ENV",
+    "ControlPlaneOptions",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "options_of",
+    "settables",
+    "settings_help",
+]
 
 JWT_SECRET_FILE = "jwt_secret"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-class SettingsError(ValueError):
-    """A setting has a value the orchestrator cannot start with."""
-
-
-@dataclass(frozen=True)
-class SettingDoc:
-    name: str
-    env: str
-    default: str
-    help: str
-
-
-# One line per setting: the YAML key, its env variable, the default, what it does.
-# `cynode-orchestrator serve --help` prints this table.
-SETTINGS_DOC: tuple[SettingDoc, ...] = (
-    SettingDoc(
-        "data_dir",
-        "CYNODE_DATA_DIR",
-        "./var/orchestrator",
-        "state directory (SQLite file, generated JWT secret)",
-    ),
-    SettingDoc(
-        "database_url",
-        "CYNODE_DATABASE_URL",
-        "sqlite:///<data_dir>/cynode.db",
-        "postgresql://... or sqlite:///...; `?search_path=` picks a Postgres schema",
-    ),
-    SettingDoc("host", "CYNODE_LISTEN_HOST", "127.0.0.1", "address every listener binds"),
-    SettingDoc("gateway_rest_port", "CYNODE_GATEWAY_REST_PORT", "12080", "user gateway REST"),
-    SettingDoc("gateway_grpc_port", "CYNODE_GATEWAY_GRPC_PORT", "12081", "user gateway gRPC"),
-    SettingDoc("control_rest_port", "CYNODE_CONTROL_REST_PORT", "12082", "control plane REST"),
-    SettingDoc("control_grpc_port", "CYNODE_CONTROL_GRPC_PORT", "12083", "control plane gRPC"),
-    SettingDoc(
-        "admin_password",
-        "ADMIN_PASSWORD",
-        "(none)",
-        "password of the bootstrap user `admin`, created on first start; required unless --dev",
-    ),
-    SettingDoc("node_psk", "NODE_PSK", "(none)", "pre-shared key nodes register with"),
-    SettingDoc(
-        "jwt_secret",
-        "CYNODE_JWT_SECRET",
-        "(generated)",
-        "HS256 signing secret; when unset, generated once into <data_dir>/jwt_secret (0600)",
-    ),
-    SettingDoc(
-        "access_token_ttl_seconds",
-        "CYNODE_ACCESS_TOKEN_TTL",
-        "900",
-        "access token lifetime (15 min)",
-    ),
-    SettingDoc(
-        "refresh_token_ttl_seconds",
-        "CYNODE_REFRESH_TOKEN_TTL",
-        "604800",
-        "refresh token lifetime (7 days)",
-    ),
-    SettingDoc(
-        "login_max_failures",
-        "CYNODE_LOGIN_MAX_FAILURES",
-        "5",
-        "failed logins per client or per handle before 429",
-    ),
-    SettingDoc(
-        "login_window_seconds",
-        "CYNODE_LOGIN_WINDOW",
-        "300",
-        "window over which failed logins are counted",
-    ),
-    SettingDoc(
-        "require_inference",
-        "CYNODE_REQUIRE_INFERENCE",
-        "true",
-        "readyz needs an inference-capable node; false for sandbox-only deployments",
-    ),
-    SettingDoc("tls_cert", "CYNODE_TLS_CERT", "(none)", "server certificate (PEM)"),
-    SettingDoc("tls_key", "CYNODE_TLS_KEY", "(none)", "server key (PEM)"),
-    SettingDoc(
-        "node_client_ca",
-        "CYNODE_NODE_CLIENT_CA",
-        "(none)",
-        "mTLS for nodes: the control plane accepts only client certificates this CA issued",
-    ),
-    SettingDoc(
-        "insecure",
-        "CYNODE_INSECURE",
-        "false",
-        "allow plain text on a non-loopback address (--insecure)",
-    ),
-    SettingDoc(
-        "default_model",
-        "CYNODE_DEFAULT_MODEL",
-        "(node's first model)",
-        "model prompt tasks use when they name none; empty lets each node pick its first",
-    ),
-    SettingDoc(
-        "lease_seconds",
-        "CYNODE_LEASE_SECONDS",
-        "30",
-        "how long a node holds a job without a heartbeat before it is requeued",
-    ),
-    SettingDoc(
-        "heartbeat_seconds",
-        "CYNODE_HEARTBEAT_SECONDS",
-        "10",
-        "how often nodes send heartbeats on their dispatch stream",
-    ),
-    SettingDoc("dev", "CYNODE_DEV", "false", "development mode (--dev): generated admin password"),
-    SettingDoc("log_level", "CYNODE_LOG_LEVEL", "info", "debug, info, warning, error"),
-)
-
-_INT_FIELDS = {
-    "gateway_rest_port",
-    "gateway_grpc_port",
-    "control_rest_port",
-    "control_grpc_port",
-    "access_token_ttl_seconds",
-    "refresh_token_ttl_seconds",
-    "login_max_failures",
-    "login_window_seconds",
-    "lease_seconds",
-    "heartbeat_seconds",
-}
-_BOOL_FIELDS = {"require_inference", "insecure", "dev"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# The YAML file to read when `--config` names none.
+CONFIG_ENV = "CYNODE_ORCHESTRATOR_CONFIG"
 
 
 def default_data_dir() -> Path:
     return Path("./var/orchestrator")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ControlPlaneOptions:
+    """What an operator tunes in the control plane: the node config it issues (sandbox
+    image, timeouts, limits, output cap, inference, constraints) and its scheduling.
+    `ControlPlaneSettings` adds what the orchestrator derives (endpoints, secrets)."""
+
+    lease_seconds: int = field(
+        default=30,
+        metadata=setting(
+            "lease_seconds",
+            "CYNODE_LEASE_SECONDS",
+            "how long a node holds a job without a heartbeat before it is requeued",
+            minimum=1,
+        ),
+    )
+    heartbeat_seconds: int = field(
+        default=10,
+        metadata=setting(
+            "heartbeat_seconds",
+            "CYNODE_HEARTBEAT_SECONDS",
+            "how often nodes send heartbeats on their dispatch stream; shorter than a lease",
+            minimum=1,
+        ),
+    )
+    max_attempts: int = field(
+        default=3,
+        metadata=setting(
+            "scheduler.max_attempts",
+            "CYNODE_SCHEDULER_MAX_ATTEMPTS",
+            "attempts a job gets when its lease runs out; after the last it fails",
+            minimum=1,
+        ),
+    )
+    # A node whose last heartbeat is older than this many heartbeats counts as offline.
+    stale_heartbeats: int = field(
+        default=3,
+        metadata=setting(
+            "scheduler.stale_heartbeats",
+            "CYNODE_SCHEDULER_STALE_HEARTBEATS",
+            "missed heartbeats after which the fleet view shows a node as offline",
+            minimum=1,
+        ),
+    )
+    claim_batch: int = field(
+        default=512,
+        metadata=setting(
+            "scheduler.claim_batch",
+            "CYNODE_SCHEDULER_CLAIM_BATCH",
+            "most queued jobs one scheduler pass claims",
+            minimum=1,
+        ),
+    )
+    notify_channel: str = field(
+        default="cynode_jobs",
+        metadata=setting(
+            "scheduler.notify_channel",
+            "CYNODE_SCHEDULER_NOTIFY_CHANNEL",
+            "Postgres LISTEN/NOTIFY channel that wakes the schedulers of all replicas",
+        ),
+    )
+    node_jwt_ttl_seconds: int = field(
+        default=24 * 3600,
+        metadata=setting(
+            "node_token_ttl_seconds",
+            "CYNODE_NODE_TOKEN_TTL",
+            "lifetime of the token a node gets at registration (1 day)",
+            minimum=1,
+        ),
+    )
+    sandbox_image: str = field(
+        default="localhost/cynode-sandbox",
+        metadata=setting(
+            "sandbox.image",
+            "CYNODE_SANDBOX_IMAGE",
+            "image of every sandbox container (the node's own `sandbox.image` yields to it)",
+        ),
+    )
+    default_timeout_seconds: int = field(
+        default=3600,
+        metadata=setting(
+            "sandbox.default_timeout_seconds",
+            "CYNODE_SANDBOX_DEFAULT_TIMEOUT_SECONDS",
+            "wall-clock limit of a job that names none",
+            minimum=1,
+        ),
+    )
+    max_timeout_seconds: int = field(
+        default=10800,
+        metadata=setting(
+            "sandbox.max_timeout_seconds",
+            "CYNODE_SANDBOX_MAX_TIMEOUT_SECONDS",
+            "longest wall-clock limit a job may ask for "
+            "(also sent as `constraints.max_job_timeout_seconds`)",
+            minimum=1,
+        ),
+    )
+    memory_mb: int = field(
+        default=1024,
+        metadata=setting(
+            "sandbox.memory_mb",
+            "CYNODE_SANDBOX_MEMORY_MB",
+            "memory limit of each sandbox container, MiB (Podman needs at least 6)",
+            minimum=6,
+        ),
+    )
+    cpus: float = field(
+        default=1.0,
+        metadata=setting(
+            "sandbox.cpus",
+            "CYNODE_SANDBOX_CPUS",
+            "CPUs each sandbox container may use (fractions allowed)",
+            minimum=0.01,
+        ),
+    )
+    pids: int = field(
+        default=256,
+        metadata=setting(
+            "sandbox.pids",
+            "CYNODE_SANDBOX_PIDS",
+            "most processes and threads in one sandbox container",
+            minimum=1,
+        ),
+    )
+    max_output_bytes: int = field(
+        default=262144,
+        metadata=setting(
+            "sandbox.max_output_bytes",
+            "CYNODE_SANDBOX_MAX_OUTPUT_BYTES",
+            "stdout and stderr kept per job, each; beyond it the result says `truncated`",
+            minimum=1,
+        ),
+    )
+    max_request_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=setting(
+            "constraints.max_request_bytes",
+            "CYNODE_CONSTRAINTS_MAX_REQUEST_BYTES",
+            "largest request body a node's worker API and inference proxy accept (10 MiB)",
+            minimum=1,
+        ),
+    )
+    inference_enabled: bool = field(
+        default=True,
+        metadata=setting(
+            "inference.enabled",
+            "CYNODE_INFERENCE_ENABLED",
+            "let nodes that can run inference jobs do so; false issues every node "
+            "a config without inference",
+        ),
+    )
+    inference_upstream: str = field(
+        default="http://127.0.0.1:11434",
+        metadata=setting(
+            "inference.upstream",
+            "CYNODE_INFERENCE_UPSTREAM",
+            "inference upstream named in the node config (informational: each node "
+            "relays to its own `inference.url`)",
+        ),
+    )
+    allowed_models: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "inference.allowed_models",
+            "CYNODE_INFERENCE_ALLOWED_MODELS",
+            "models nodes may serve (YAML list, or comma-separated in the env); "
+            "empty: whatever each node reports",
+            shown_default="(each node's models)",
+        ),
+    )
+    default_model: str = field(
+        default="",
+        metadata=setting(
+            "default_model",
+            "CYNODE_DEFAULT_MODEL",
+            "model prompt tasks use when they name none; empty lets each node pick its first",
+            shown_default="(node's first model)",
+        ),
+    )
+
+    def check(self) -> None:
+        if self.default_timeout_seconds > self.max_timeout_seconds:
+            raise SettingsError(
+                "sandbox.default_timeout_seconds must not exceed sandbox.max_timeout_seconds "
+                f"({self.default_timeout_seconds} > {self.max_timeout_seconds})"
+            )
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise SettingsError(
+                "heartbeat_seconds must be shorter than lease_seconds "
+                f"({self.heartbeat_seconds} >= {self.lease_seconds}): leases would run out "
+                "between heartbeats"
+            )
+
+
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = field(default_factory=default_data_dir)
-    database_url: str = ""
-    host: str = "127.0.0.1"
-    gateway_rest_port: int = 12080
-    gateway_grpc_port: int = 12081
-    control_rest_port: int = 12082
-    control_grpc_port: int = 12083
-    admin_password: str | None = field(default=None, repr=False)
-    node_psk: str | None = field(default=None, repr=False)
-    jwt_secret: str | None = field(default=None, repr=False)
-    access_token_ttl_seconds: int = 15 * 60
-    refresh_token_ttl_seconds: int = 7 * 24 * 3600
-    login_max_failures: int = 5
-    login_window_seconds: int = 300
-    require_inference: bool = True
-    default_model: str = ""
-    lease_seconds: int = 30
-    heartbeat_seconds: int = 10
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    node_client_ca: Path | None = None
-    insecure: bool = False
-    dev: bool = False
-    log_level: str = "info"
+    data_dir: Path = field(
+        default_factory=default_data_dir,
+        metadata=setting(
+            "data_dir",
+            "CYNODE_DATA_DIR",
+            "state directory (SQLite file, generated JWT secret)",
+            shown_default="./var/orchestrator",
+        ),
+    )
+    database_url: str = field(
+        default="",
+        metadata=setting(
+            "database_url",
+            "CYNODE_DATABASE_URL",
+            "postgresql://... or sqlite:///...; `?search_path=` picks a Postgres schema",
+            shown_default="sqlite:///<data_dir>/cynode.db",
+        ),
+    )
+    host: str = field(
+        default="127.0.0.1",
+        metadata=setting("host", "CYNODE_LISTEN_HOST", "address every listener binds"),
+    )
+    gateway_rest_port: int = field(
+        default=12080,
+        metadata=setting(
+            "gateway_rest_port",
+            "CYNODE_GATEWAY_REST_PORT",
+            "user gateway REST",
+            minimum=0,
+            maximum=65535,
+        ),
+    )
+    gateway_grpc_port: int = field(
+        default=12081,
+        metadata=setting(
+            "gateway_grpc_port",
+            "CYNODE_GATEWAY_GRPC_PORT",
+            "user gateway gRPC",
+            minimum=0,
+            maximum=65535,
+        ),
+    )
+    control_rest_port: int = field(
+        default=12082,
+        metadata=setting(
+            "control_rest_port",
+            "CYNODE_CONTROL_REST_PORT",
+            "control plane REST",
+            minimum=0,
+            maximum=65535,
+        ),
+    )
+    control_grpc_port: int = field(
+        default=12083,
+        metadata=setting(
+            "control_grpc_port",
+            "CYNODE_CONTROL_GRPC_PORT",
+            "control plane gRPC",
+            minimum=0,
+            maximum=65535,
+        ),
+    )
+    admin_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata=setting(
+            "admin_password",
+            "ADMIN_PASSWORD",
+            "password of the bootstrap user `admin`, created on first start; required unless --dev",
+        ),
+    )
+    node_psk: str | None = field(
+        default=None,
+        repr=False,
+        metadata=setting("node_psk", "NODE_PSK", "pre-shared key nodes register with"),
+    )
+    jwt_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=setting(
+            "jwt_secret",
+            "CYNODE_JWT_SECRET",
+            "HS256 signing secret; when unset, generated once into <data_dir>/jwt_secret (0600)",
+            shown_default="(generated)",
+        ),
+    )
+    access_token_ttl_seconds: int = field(
+        default=15 * 60,
+        metadata=setting(
+            "access_token_ttl_seconds",
+            "CYNODE_ACCESS_TOKEN_TTL",
+            "access token lifetime (15 min)",
+            minimum=1,
+        ),
+    )
+    refresh_token_ttl_seconds: int = field(
+        default=7 * 24 * 3600,
+        metadata=setting(
+            "refresh_token_ttl_seconds",
+            "CYNODE_REFRESH_TOKEN_TTL",
+            "refresh token lifetime (7 days)",
+            minimum=1,
+        ),
+    )
+    login_max_failures: int = field(
+        default=5,
+        metadata=setting(
+            "login_max_failures",
+            "CYNODE_LOGIN_MAX_FAILURES",
+            "failed logins per client or per handle before 429",
+            minimum=1,
+        ),
+    )
+    login_window_seconds: int = field(
+        default=300,
+        metadata=setting(
+            "login_window_seconds",
+            "CYNODE_LOGIN_WINDOW",
+            "window over which failed logins are counted",
+            minimum=1,
+        ),
+    )
+    require_inference: bool = field(
+        default=True,
+        metadata=setting(
+            "require_inference",
+            "CYNODE_REQUIRE_INFERENCE",
+            "readyz needs an inference-capable node; false for sandbox-only deployments",
+        ),
+    )
+    tls_cert: Path | None = field(
+        default=None,
+        metadata=setting("tls_cert", "CYNODE_TLS_CERT", "server certificate (PEM)"),
+    )
+    tls_key: Path | None = field(
+        default=None, metadata=setting("tls_key", "CYNODE_TLS_KEY", "server key (PEM)")
+    )
+    node_client_ca: Path | None = field(
+        default=None,
+        metadata=setting(
+            "node_client_ca",
+            "CYNODE_NODE_CLIENT_CA",
+            "mTLS for nodes: the control plane accepts only client certificates this CA issued",
+        ),
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=setting(
+            "insecure",
+            "CYNODE_INSECURE",
+            "allow plain text on a non-loopback address (--insecure)",
+        ),
+    )
+    dev: bool = field(
+        default=False,
+        metadata=setting("dev", "CYNODE_DEV", "development mode (--dev): generated admin password"),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=setting(
+            "log_level",
+            "CYNODE_LOG_LEVEL",
+            "debug, info, warning, error",
+            choices=("debug", "info", "warning", "error"),
+        ),
+    )
+    # The control plane's knobs: YAML sections sandbox/inference/constraints/scheduler.
+    control_plane: ControlPlaneOptions = field(default_factory=ControlPlaneOptions)
 
     @property
     def effective_database_url(self) -> str:
@@ -195,14 +428,10 @@ class Settings:
         return self.host not in LOOPBACK_HOSTS and not self.tls_enabled
 
     def check(self) -> None:
-        """Refuses combinations the orchestrator must not start with."""
-        for name in _INT_FIELDS:
-            value = getattr(self, name)
-            if name.endswith("_port"):
-                if not 0 <= value <= 65535:
-                    raise SettingsError(f"{name} must be a port number, got {value}")
-            elif value <= 0:
-                raise SettingsError(f"{name} must be positive, got {value}")
+        """Refuses values and combinations the orchestrator must not start with."""
+        for target, item in settables(self):
+            item.setting.check(getattr(target, item.field.name))
+        self.control_plane.check()
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("CYNODE_TLS_CERT and CYNODE_TLS_KEY go together")
         if self.plain_text_exposed and not self.insecure:
@@ -212,10 +441,6 @@ class Settings:
             )
         if self.node_client_ca is not None and not self.tls_enabled:
             raise SettingsError("CYNODE_NODE_CLIENT_CA (mTLS for nodes) needs TLS certificates")
-        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
-            raise SettingsError(
-                f"log_level must be debug, info, warning or error: {self.log_level}"
-            )
 
     def resolve_jwt_secret(self) -> str:
         """The signing secret: the configured one, else one generated once and kept in
@@ -240,24 +465,17 @@ class Settings:
         return secret
 
 
-def _convert(name: str, raw: Any) -> Any:
-    if name in _INT_FIELDS:
-        try:
-            return int(raw)
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
-    if name in _BOOL_FIELDS:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-    if name in {"data_dir", "tls_cert", "tls_key", "node_client_ca"}:
-        return Path(str(raw)).expanduser() if raw not in (None, "") else None
-    return None if raw is None else str(raw)
+def options_of(options: ControlPlaneOptions) -> dict[str, Any]:
+    """The options as keyword arguments, for `ControlPlaneSettings(**options_of(o), ...)`
+    (not `asdict`, which would deep-copy them)."""
+    return {f.name: getattr(options, f.name) for f in fields(ControlPlaneOptions)}
+
+
+def settables(settings: Settings) -> list[tuple[Any, Settable]]:
+    """Every settable field with the object that holds it (Settings or its options)."""
+    return [(settings, s) for s in settable(Settings)] + [
+        (settings.control_plane, s) for s in settable(ControlPlaneOptions)
+    ]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -271,11 +489,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise SettingsError(f"config file {path} must hold a mapping of settings")
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(loaded) - known)
-    if unknown:
-        raise SettingsError(f"unknown settings in {path}: {', '.join(map(str, unknown))}")
-    return loaded
+    return flatten(loaded)
 
 
 def load_settings(
@@ -285,29 +499,67 @@ def load_settings(
     **overrides: Any,
 ) -> Settings:
     """Settings from defaults, then the YAML file, then env, then explicit overrides
-    (command-line flags). Overrides whose value is None are ignored."""
+    (command-line flags, by field name). Overrides whose value is None are ignored."""
     env = os.environ if env is None else env
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV])
+    items = [item for _, item in settables(Settings())]
     values: dict[str, Any] = {}
     if config_file is not None:
-        for key, raw in _read_yaml(config_file).items():
-            values[key] = _convert(key, raw)
-    for doc in SETTINGS_DOC:
-        if doc.env in env:
-            values[doc.name] = _convert(doc.name, env[doc.env])
-    for key, raw in overrides.items():
+        by_key = {item.setting.key: item for item in items}
+        loaded = _read_yaml(config_file)
+        unknown = sorted(set(loaded) - set(by_key))
+        if unknown:
+            raise SettingsError(f"unknown settings in {config_file}: {', '.join(unknown)}")
+        for key, raw in loaded.items():
+            item = by_key[key]
+            values[item.field.name] = convert(item.hint, raw, f"{key} in {config_file}")
+    for item in items:
+        if item.setting.env in env:
+            values[item.field.name] = convert(item.hint, env[item.setting.env], item.setting.env)
+    by_name = {item.field.name: item for item in items}
+    for name, raw in overrides.items():
         if raw is not None:
-            values[key] = _convert(key, raw)
+            values[name] = convert(by_name[name].hint, raw, f"--{name.replace('_', '-')}")
     if values.get("data_dir") is None:
         values.pop("data_dir", None)
-    settings = replace(Settings(), **values)
+    # Field names are unique across Settings and its options, so one dict splits in two.
+    option_names = {item.field.name for item in settable(ControlPlaneOptions)}
+    options = ControlPlaneOptions(**{k: v for k, v in values.items() if k in option_names})
+    settings = Settings(
+        **{k: v for k, v in values.items() if k not in option_names}, control_plane=options
+    )
     settings.check()
     return settings
 
 
+def shown_default(item: Settable, holder: object) -> str:
+    """The default as `serve --help` prints it (tools/settings_doc.py renders the same way)."""
+    if item.setting.shown_default:
+        return item.setting.shown_default
+    value = getattr(holder, item.field.name)
+    if value is None or value in ("", ()):
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
 def settings_help() -> str:
-    width = max(len(d.env) for d in SETTINGS_DOC)
+    defaults = Settings()
+    items = settables(defaults)
+    width = max(len(item.setting.env) for _, item in items)
     lines = ["settings (YAML key / environment variable, default):"]
-    for doc in SETTINGS_DOC:
-        lines.append(f"  {doc.env:<{width}}  {doc.name} [{doc.default}]\n      {doc.help}")
-    lines.append("Precedence: defaults < --config YAML < environment < command-line flags.")
+    for holder, item in items:
+        s = item.setting
+        lines.append(f"  {s.env:<{width}}  {s.key} [{shown_default(item, holder)}]\n      {s.help}")
+    lines.append(
+        "Nested keys are YAML sections: `sandbox: {memory_mb: 512}` sets sandbox.memory_mb."
+    )
+    lines.append(
+        f"Precedence: defaults < --config YAML (or ${CONFIG_ENV}) < environment "
+        "< command-line flags. Reference: docs/settings.md."
+    )
     return "\n".join(lines)

@@ -16,3 +16,23 @@ Feature: Node registration with the pre-shared key
     When node "bdd-reg-3" registers with the correct pre-shared key
     And node "bdd-reg-3" registers with the correct pre-shared key
     Then both registrations name the same node id
+
+  Scenario: An upstream-shaped capability report, sent as the body itself, round-trips
+    Given node "bdd-cap-1" has registered with the correct pre-shared key
+    When node "bdd-cap-1" reports an upstream-shaped capability report as the body
+    Then the control plane answers 200
+    And GET /v1/nodes shows node "bdd-cap-1" with exactly the report it sent
+
+  Scenario: The report wrapped in "capability" is accepted as well
+    Given node "bdd-cap-2" has registered with the correct pre-shared key
+    When node "bdd-cap-2" reports a capability report wrapped in "capability"
+    Then the control plane answers 200
+    And GET /v1/nodes shows node "bdd-cap-2" with exactly the report it sent
+
+  Scenario: A body that is neither form, or both, is 400 and stores nothing
+    Given node "bdd-cap-3" has registered with the correct pre-shared key
+    When the node reports a body that is neither form
+    Then the control plane answers 400
+    When the node reports a body with the report both wrapped and inline
+    Then the control plane answers 400
+    And GET /v1/nodes still shows node "bdd-cap-3" with the report it registered with

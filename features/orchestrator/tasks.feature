@@ -47,6 +47,38 @@ Feature: Task lifecycle through the user gateway
     When I create a task with a prompt of 1048577 bytes
     Then the response status is 413
 
+  Scenario: Attachment names as given, and the logs of both streams
+    When I create a task with body:
+      """
+      {"commands": ["cat a.txt"], "task_name": "with-files", "attachments": [{"name": "notes/a.txt", "content": "aGk="}, {"name": "b.txt", "content": "aGk="}]}
+      """
+    Then the response status is 201
+    And the JSON field "attachments" is ["notes/a.txt", "b.txt"]
+    When I GET "/v1/tasks/with-files" with my token
+    Then the response status is 200
+    And the JSON field "attachments" is ["notes/a.txt", "b.txt"]
+    When I GET "/v1/tasks/with-files/logs?stream=all" with my token
+    Then the response status is 200
+    And the JSON field "task_name" is "with-files"
+    And the JSON field "stream" is "all"
+    And the JSON field "lines" is []
+    And the JSON field "stdout" is ""
+    And the JSON field "stderr" is ""
+    When I GET "/v1/tasks/with-files/logs?stream=stdout" with my token
+    Then the response status is 200
+    And the response text does not contain "stderr"
+    When I GET "/v1/tasks/with-files/logs?stream=both" with my token
+    Then the response status is 400
+    And the response is problem JSON
+
+  Scenario: An attachment path that climbs out is refused
+    When I create a task with body:
+      """
+      {"commands": ["true"], "attachments": [{"name": "../etc/passwd", "content": "aGk="}]}
+      """
+    Then the response status is 400
+    And the response is problem JSON
+
   Scenario: List newest first with a cursor
     When I create 3 prompt tasks
     And I list tasks with limit 2

@@ -134,3 +134,47 @@ def test_every_yaml_key_has_an_env_variable_and_new_ones_work(tmp_path: Path) ->
         load_config(None, env={**env, "CYNODE_RECONNECT_MAX_SECONDS": "soon"})
     with pytest.raises(ConfigError, match="CYNODE_INSECURE: expected true or false"):
         load_config(None, env={**env, "CYNODE_INSECURE": "maybe"})
+
+
+def test_sandbox_tcp_defaults_on_and_turns_off_by_yaml_or_env(tmp_path: Path) -> None:
+    assert load_config(None, env={}).inference_sandbox_tcp is True
+    path = tmp_path / "node.yaml"
+    path.write_text("inference: {sandbox_tcp: false}\n")
+    assert load_config(path, env={}).inference_sandbox_tcp is False
+    env = {"CYNODE_INFERENCE_SANDBOX_TCP": "false"}
+    assert load_config(None, env=env).inference_sandbox_tcp is False
+
+
+def test_upstream_inference_backend_section_maps_onto_ours(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "inference_backend: {enabled: true, kind: ollama, model: qwen3:8b}\n"
+        "inference: {url: 'http://127.0.0.1:11434'}\n"
+    )
+    config = load_config(path, env={})
+    assert (config.inference_mode, config.inference_default_model) == ("existing", "qwen3:8b")
+    path.write_text("inference_backend: {enabled: false}\ninference: {mode: container}\n")
+    assert load_config(path, env={}).inference_mode == "none"
+    # Ours wins where both are set: the section only fills what ours leaves open.
+    path.write_text(
+        "inference_backend: {enabled: true, model: a}\n"
+        "inference: {mode: container, default_model: b}\n"
+    )
+    config = load_config(path, env={})
+    assert (config.inference_mode, config.inference_default_model) == ("container", "b")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("inference_backend: {enabled: maybe}\n", "inference_backend.enabled"),
+        ("inference_backend: {kind: vllm}\n", "inference_backend.kind"),
+    ],
+)
+def test_a_bad_inference_backend_section_names_its_key(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env={})

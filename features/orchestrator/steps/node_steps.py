@@ -178,3 +178,85 @@ def ack_accepted(context: Any) -> None:
 @then("the config_version has not changed")
 def unchanged(context: Any) -> None:
     assert context.configs[-1]["config_version"] == context.configs[-2]["config_version"]
+
+
+# --- capability reports: upstream's form (the report as the body) and ours (wrapped) ---
+
+
+def _upstream_report(slug: str) -> dict[str, Any]:
+    """A report with every field set to a non-default value, so "what GET /v1/nodes shows
+    equals what was sent" compares every field, none hidden by default printing."""
+    report = _capability(slug)
+    report["reported_at"] = "2026-06-01T12:30:00Z"
+    report["platform"] = {
+        "os": "linux",
+        "arch": "arm64",
+        "distro": "debian-12",
+        "kernel_version": "6.1.0",
+    }
+    report["compute"] = {"cpu_cores": 8, "ram_mb": 16384, "storage_free_mb": 51200}
+    report["gpu"] = {"present": True}
+    report["sandbox"]["max_concurrency"] = 3
+    report["inference"]["models"] = ["qwen3:8b", "smollm2"]
+    report["worker_api"] = {"base_url": "http://10.0.0.8:12090"}
+    return report
+
+
+def _node_listing(context: Any, slug: str) -> dict[str, Any]:
+    with httpx.Client(base_url=context.rest_url, timeout=30) as client:
+        login = client.post(
+            "/v1/auth/login", json={"handle": "admin", "password": context.admin_password}
+        )
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        resp = client.get("/v1/nodes", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    nodes = [n for n in resp.json()["nodes"] if n["node_slug"] == slug]
+    assert len(nodes) == 1, resp.json()
+    node: dict[str, Any] = nodes[0]
+    return node
+
+
+def _report(context: Any, body: Any) -> None:
+    context.response = _client(context).post(
+        "/v1/nodes/capability", json=body, headers=_auth(context)
+    )
+
+
+@when('node "{slug}" reports an upstream-shaped capability report as the body')
+def report_upstream(context: Any, slug: str) -> None:
+    context.sent_report = _upstream_report(slug)
+    _report(context, context.sent_report)
+
+
+@when('node "{slug}" reports a capability report wrapped in "capability"')
+def report_wrapped(context: Any, slug: str) -> None:
+    context.sent_report = _upstream_report(slug)
+    context.sent_report["compute"]["cpu_cores"] = 16
+    _report(context, {"capability": context.sent_report})
+
+
+@when("the node reports a body that is neither form")
+def report_neither(context: Any) -> None:
+    # Upstream-looking keys this schema does not know: parsed, they would be nothing.
+    _report(context, {"capabilities": {"cpu": 8}, "hostname": "x"})
+
+
+@when("the node reports a body with the report both wrapped and inline")
+def report_both(context: Any) -> None:
+    report = _upstream_report("bdd-cap-3")
+    _report(context, {"capability": report, "compute": report["compute"]})
+
+
+@then('GET /v1/nodes shows node "{slug}" with exactly the report it sent')
+def listing_shows_sent(context: Any, slug: str) -> None:
+    shown = _node_listing(context, slug)
+    assert shown["capability"] == context.sent_report, (shown["capability"], context.sent_report)
+    assert shown["max_concurrency"] == context.sent_report["sandbox"]["max_concurrency"]
+
+
+@then('GET /v1/nodes still shows node "{slug}" with the report it registered with')
+def listing_shows_registered(context: Any, slug: str) -> None:
+    shown = _node_listing(context, slug)["capability"]
+    assert shown["node"]["node_slug"] == slug, shown
+    assert shown["compute"]["cpu_cores"] == _capability(slug)["compute"]["cpu_cores"], shown

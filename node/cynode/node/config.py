@@ -245,6 +245,46 @@ class NodeConfig:
             "inference pods kept ready while idle, each used by one job; 0: none",
         ),
     )
+    # Upstream offers a sandbox the socket alone; both is ours (SPEC §9).
+    inference_sandbox_tcp: bool = field(
+        default=True,
+        metadata=setting(
+            "inference.sandbox_tcp",
+            "CYNODE_INFERENCE_SANDBOX_TCP",
+            "offer sandboxes OLLAMA_BASE_URL (TCP on the pod's loopback) beside "
+            "INFERENCE_PROXY_URL (the socket); false: the socket alone",
+        ),
+    )
+    # Upstream's node config section, read beside ours: each, when set, decides the
+    # inference.* setting it names (see `_apply_inference_backend`).
+    backend_enabled: str = field(
+        default="",
+        metadata=setting(
+            "inference_backend.enabled",
+            "CYNODE_INFERENCE_BACKEND_ENABLED",
+            "upstream's form: false is inference.mode none; true keeps inference.mode, "
+            "or existing when that is none",
+            "(unset)",
+        ),
+    )
+    backend_kind: str = field(
+        default="",
+        metadata=setting(
+            "inference_backend.kind",
+            "CYNODE_INFERENCE_BACKEND_KIND",
+            "upstream's form: the backend; only ollama is served",
+            "(unset)",
+        ),
+    )
+    backend_model: str = field(
+        default="",
+        metadata=setting(
+            "inference_backend.model",
+            "CYNODE_INFERENCE_BACKEND_MODEL",
+            "upstream's form of inference.default_model (which wins when both are set)",
+            "(unset)",
+        ),
+    )
     inference_image: str = field(
         default=DEFAULT_OLLAMA_IMAGE,
         metadata=setting(
@@ -376,8 +416,33 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         if env.get(env_name):
             values[name] = _coerce(name, env[env_name], env_name)
     values.setdefault("node_slug", socket.gethostname())
-    config = NodeConfig(**values)
+    config = _apply_inference_backend(NodeConfig(**values))
     return validate(config)
+
+
+INFERENCE_BACKEND_KINDS = ("ollama",)
+
+
+def _apply_inference_backend(config: NodeConfig) -> NodeConfig:
+    """Upstream's `inference_backend` section folded into our inference.* settings, so a
+    node config written for upstream runs here unchanged."""
+    changes: dict[str, Any] = {}
+    enabled = config.backend_enabled.strip().lower()
+    if enabled:
+        if enabled not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"inference_backend.enabled: expected true or false, got {enabled!r}")
+        if enabled in ("0", "false", "no", "off"):
+            changes["inference_mode"] = "none"
+        elif config.inference_mode == "none":
+            changes["inference_mode"] = "existing"
+    kind = config.backend_kind.strip().lower()
+    if kind and kind not in INFERENCE_BACKEND_KINDS:
+        raise ConfigError(
+            f"inference_backend.kind must be one of {', '.join(INFERENCE_BACKEND_KINDS)}"
+        )
+    if config.backend_model and not config.inference_default_model:
+        changes["inference_default_model"] = config.backend_model
+    return replace(config, **changes) if changes else config
 
 
 def validate(config: NodeConfig) -> NodeConfig:

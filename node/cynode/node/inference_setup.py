@@ -77,6 +77,7 @@ class NodeInference:
             proxy_image=self.config.inference_proxy_image,
             proxy_timeout_s=self.config.inference_proxy_timeout_s,
             default_model=self.config.inference_default_model or default_model,
+            sandbox_tcp=self.config.inference_sandbox_tcp,
         )
 
     async def close(self) -> None:

@@ -115,6 +115,32 @@ async def test_real_model_over_localhost_and_over_the_proxy_socket(
 
 
 @pytest.mark.usefixtures("clean_node")
+async def test_without_sandbox_tcp_the_sandbox_has_the_socket_alone(
+    podman_client: PodmanClient, settings: SandboxSettings, scripted_relay: InferenceRelay
+) -> None:
+    spec = make_spec(
+        use_inference=True,
+        commands=[
+            'echo "tcp=${OLLAMA_BASE_URL:-none} host=${OLLAMA_HOST:-none}"',
+            "curl -s -m 3 -o /dev/null http://127.0.0.1:11434/api/tags && echo tcp-open"
+            " || echo tcp-closed",
+            'sock=$(python3 -c "import os,urllib.parse as u; '
+            "print(u.unquote(os.environ['INFERENCE_PROXY_URL'][len('http+unix://'):]))\"); "
+            'curl -s -o /dev/null -w "socket %{http_code}\\n" --unix-socket "$sock"'
+            " http://proxy/api/tags",
+        ],
+    )
+    socket_only = with_inference(settings, scripted_relay, sandbox_tcp=False)
+    result = await run(podman_client, socket_only, spec)
+    assert result.status == COMPLETED, result
+    assert result.stdout.decode().splitlines() == [
+        "tcp=none host=none",
+        "tcp-closed",
+        "socket 200",
+    ], result
+
+
+@pytest.mark.usefixtures("clean_node")
 async def test_the_sandbox_reaches_the_proxy_and_nothing_else(
     podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
 ) -> None:

@@ -28,6 +28,25 @@ def test_env_names_the_proxy_over_tcp_and_uds_and_the_model_when_known() -> None
     assert "CYNODE_MODEL" not in inference_env("")
 
 
+def test_without_sandbox_tcp_the_sandbox_is_offered_the_socket_alone() -> None:
+    assert inference_env("m:1", sandbox_tcp=False) == {
+        "INFERENCE_PROXY_URL": "http+unix://%2Frun%2Fcynode-inference%2Fproxy.sock",
+        "CYNODE_MODEL": "m:1",
+    }
+    socket_only = InferencePodSettings(relay_socket="/r.sock", sandbox_tcp=False)
+    kwargs = sidecar_create_kwargs(
+        socket_only,
+        labels={},
+        name="s",
+        pod="p",
+        shared_volume="v",
+        relay_dir="/r",
+        relay_socket_name="r.sock",
+    )
+    listens = [kwargs["command"][i + 1] for i, w in enumerate(kwargs["command"]) if w == "--listen"]
+    assert listens == ["unix:/run/cynode-inference/proxy.sock"]
+
+
 def test_the_job_model_wins_over_the_node_default() -> None:
     node_default = InferencePodSettings(relay_socket="/r", default_model="dflt")
     assert job_model(make_spec(commands=["x"], model="mine"), node_default) == "mine"

@@ -368,6 +368,13 @@ async def test_result_and_logs_of_a_finished_job(served: Served) -> None:
         tasks_pb2.GetTaskLogsRequest(task_id=t.task_id, stream="stderr"), metadata=md
     )
     assert list(logs.lines) == ["warn"]
+    assert not logs.HasField("stdout") and not logs.HasField("stderr")
+    logs = await served.tasks.GetTaskLogs(
+        tasks_pb2.GetTaskLogsRequest(task_id=t.task_id, stream="all"), metadata=md
+    )
+    assert logs.stream == "all"
+    assert list(logs.lines) == ["line 1", "line 2", "\ufffd", "warn"]
+    assert (logs.stdout, logs.stderr) == ("line 1\nline 2\n\ufffd", "warn\n")
     err = await _err(
         served.tasks.GetTaskLogs(
             tasks_pb2.GetTaskLogsRequest(task_id=t.task_id, stream="both"), metadata=md
@@ -390,6 +397,48 @@ async def test_logs_of_a_running_job_come_from_chunks(served: Served) -> None:
         tasks_pb2.GetTaskLogsRequest(task_id=t.task_id), metadata=md
     )
     assert list(logs.lines) == ["hello", "world"]
+    logs = await served.tasks.GetTaskLogs(
+        tasks_pb2.GetTaskLogsRequest(task_id=t.task_id, stream="ALL"), metadata=md
+    )
+    assert list(logs.lines) == ["hello", "world", "e"]
+    assert (logs.stdout, logs.stderr) == ("hello\nworld\n", "e\n")
+
+
+async def test_attachment_names_are_listed_as_given(served: Served) -> None:
+    md = await _md(served)
+    names = ["notes/a.txt", "b.bin", "deep/er/c"]
+    created = await served.tasks.CreateTask(
+        tasks_pb2.CreateTaskRequest(
+            commands=["ls"],
+            task_name="with-files",
+            attachments=[job_pb2.Attachment(name=n, content=b"1") for n in names],
+        ),
+        metadata=md,
+    )
+    assert list(created.attachments) == names
+    fetched = await served.tasks.FetchTask(
+        tasks_pb2.FetchTaskRequest(task_id="with-files"), metadata=md
+    )
+    assert list(fetched.attachments) == names
+    page = await served.tasks.ListTasks(tasks_pb2.ListTasksRequest(), metadata=md)
+    assert [list(t.attachments) for t in page.tasks if t.task_id == created.task_id] == [names]
+    plain = await served.tasks.CreateTask(tasks_pb2.CreateTaskRequest(commands=["ls"]), metadata=md)
+    assert list(plain.attachments) == []
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["/abs"], ["a//b"], ["a/./b"], ["a/../b"], ["a/"], ["a\\b"], ["x/same", "y/same"]],
+)
+async def test_attachment_paths_that_could_escape_or_collide_are_invalid(
+    served: Served, names: list[str]
+) -> None:
+    md = await _md(served)
+    request = tasks_pb2.CreateTaskRequest(
+        prompt="a", attachments=[job_pb2.Attachment(name=n) for n in names]
+    )
+    err = await _err(served.tasks.CreateTask(request, metadata=md))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
 
 
 async def test_cancel_queued_running_and_terminal(served: Served) -> None:

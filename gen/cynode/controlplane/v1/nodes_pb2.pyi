@@ -159,10 +159,30 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., orchestrator: _Optional[_Union[OrchestratorInfo, _Mapping]] = ..., auth: _Optional[_Union[NodeAuth, _Mapping]] = ..., initial_config_version: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ReportCapabilityRequest(_message.Message):
-    __slots__ = ("capability",)
+    __slots__ = ("capability", "version", "reported_at", "node", "platform", "container_runtime", "compute", "gpu", "sandbox", "inference", "worker_api")
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_API_FIELD_NUMBER: _ClassVar[int]
     capability: CapabilityReport
-    def __init__(self, capability: _Optional[_Union[CapabilityReport, _Mapping]] = ...) -> None: ...
+    version: int
+    reported_at: _timestamp_pb2.Timestamp
+    node: NodeIdentity
+    platform: Platform
+    container_runtime: ContainerRuntime
+    compute: Compute
+    gpu: Gpu
+    sandbox: SandboxCapability
+    inference: InferenceCapability
+    worker_api: WorkerApi
+    def __init__(self, capability: _Optional[_Union[CapabilityReport, _Mapping]] = ..., version: _Optional[int] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node: _Optional[_Union[NodeIdentity, _Mapping]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., container_runtime: _Optional[_Union[ContainerRuntime, _Mapping]] = ..., compute: _Optional[_Union[Compute, _Mapping]] = ..., gpu: _Optional[_Union[Gpu, _Mapping]] = ..., sandbox: _Optional[_Union[SandboxCapability, _Mapping]] = ..., inference: _Optional[_Union[InferenceCapability, _Mapping]] = ..., worker_api: _Optional[_Union[WorkerApi, _Mapping]] = ...) -> None: ...
 
 class ReportCapabilityResponse(_message.Message):
     __slots__ = ("accepted",)

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cynode.controlplane.v1 import nodes_pb2 as cynode_dot_controlplane_dot_v1_dot_nodes__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/nodes.proto\x12\x11\x63ynode.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10ListNodesRequest\"\xf3\x01\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tnode_slug\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x35\n\x11last_heartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13inference_supported\x18\x05 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x12\x15\n\rconfig_status\x18\t \x01(\t\"B\n\x11ListNodesResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.cynode.gateway.v1.NodeSummary2}\n\x10NodeAdminService\x12i\n\tListNodes\x12#.cynode.gateway.v1.ListNodesRequest\x1a$.cynode.gateway.v1.ListNodesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/nodesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/nodes.proto\x12\x11\x63ynode.gateway.v1\x1a\"cynode/controlplane/v1/nodes.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10ListNodesRequest\"\xb1\x02\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tnode_slug\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x35\n\x11last_heartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13inference_supported\x18\x05 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x12\x15\n\rconfig_status\x18\t \x01(\t\x12<\n\ncapability\x18\n \x01(\x0b\x32(.cynode.controlplane.v1.CapabilityReport\"B\n\x11ListNodesResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.cynode.gateway.v1.NodeSummary2}\n\x10NodeAdminService\x12i\n\tListNodes\x12#.cynode.gateway.v1.ListNodesRequest\x1a$.cynode.gateway.v1.ListNodesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/nodesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODEADMINSERVICE'].methods_by_name['ListNodes']._loaded_options = None
   _globals['_NODEADMINSERVICE'].methods_by_name['ListNodes']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/nodes'
-  _globals['_LISTNODESREQUEST']._serialized_start=115
-  _globals['_LISTNODESREQUEST']._serialized_end=133
-  _globals['_NODESUMMARY']._serialized_start=136
-  _globals['_NODESUMMARY']._serialized_end=379
-  _globals['_LISTNODESRESPONSE']._serialized_start=381
-  _globals['_LISTNODESRESPONSE']._serialized_end=447
-  _globals['_NODEADMINSERVICE']._serialized_start=449
-  _globals['_NODEADMINSERVICE']._serialized_end=574
+  _globals['_LISTNODESREQUEST']._serialized_start=151
+  _globals['_LISTNODESREQUEST']._serialized_end=169
+  _globals['_NODESUMMARY']._serialized_start=172
+  _globals['_NODESUMMARY']._serialized_end=477
+  _globals['_LISTNODESRESPONSE']._serialized_start=479
+  _globals['_LISTNODESRESPONSE']._serialized_end=545
+  _globals['_NODEADMINSERVICE']._serialized_start=547
+  _globals['_NODEADMINSERVICE']._serialized_end=672
 # @@protoc_insertion_point(module_scope)

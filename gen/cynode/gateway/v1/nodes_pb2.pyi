@@ -1,5 +1,6 @@
 import datetime
 
+from cynode.controlplane.v1 import nodes_pb2 as _nodes_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -15,7 +16,7 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeSummary(_message.Message):
-    __slots__ = ("node_id", "node_slug", "status", "last_heartbeat_at", "inference_supported", "max_concurrency", "running_jobs", "config_version", "config_status")
+    __slots__ = ("node_id", "node_slug", "status", "last_heartbeat_at", "inference_supported", "max_concurrency", "running_jobs", "config_version", "config_status", "capability")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_SLUG_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +26,7 @@ class NodeSummary(_message.Message):
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     node_slug: str
     status: str
@@ -34,7 +36,8 @@ class NodeSummary(_message.Message):
     running_jobs: int
     config_version: str
     config_status: str
-    def __init__(self, node_id: _Optional[str] = ..., node_slug: _Optional[str] = ..., status: _Optional[str] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inference_supported: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., running_jobs: _Optional[int] = ..., config_version: _Optional[str] = ..., config_status: _Optional[str] = ...) -> None: ...
+    capability: _nodes_pb2.CapabilityReport
+    def __init__(self, node_id: _Optional[str] = ..., node_slug: _Optional[str] = ..., status: _Optional[str] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inference_supported: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., running_jobs: _Optional[int] = ..., config_version: _Optional[str] = ..., config_status: _Optional[str] = ..., capability: _Optional[_Union[_nodes_pb2.CapabilityReport, _Mapping]] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)

@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/tasks.proto\x12\x11\x63ynode.gateway.v1\x1a\x18\x63ynode/jobs/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\ttask_name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ninput_mode\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\ruse_inference\x18\x07 \x01(\x08\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07user_id\x18\t \x01(\tB\x0c\n\n_task_name\"\xef\x01\n\x11\x43reateTaskRequest\x12\x16\n\ttask_name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\ninput_mode\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0e\n\x06script\x18\x04 \x01(\t\x12\x10\n\x08\x63ommands\x18\x05 \x03(\t\x12\x15\n\ruse_inference\x18\x06 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\r\n\x05image\x18\x08 \x01(\t\x12/\n\x0b\x61ttachments\x18\t \x03(\x0b\x32\x1a.cynode.jobs.v1.AttachmentB\x0c\n\n_task_name\"[\n\x12\x43reateTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\ttask_name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\tB\x0c\n\n_task_name\"#\n\x10\x46\x65tchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"8\n\x0fGetTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cynode.gateway.v1.Task\"A\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"P\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.cynode.gateway.v1.Task\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\'\n\x14GetTaskResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\",\n\nTruncation\x12\x0e\n\x06stdout\x18\x01 \x01(\x08\x12\x0e\n\x06stderr\x18\x02 \x01(\x08\"\x9a\x02\n\x07JobView\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x0e\n\x06stderr\x18\x05 \x01(\t\x12\x30\n\ttruncated\x18\x06 \x01(\x0b\x32\x1d.cynode.gateway.v1.Truncation\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x0e\n\x06reason\x18\x0b \x01(\t\"\xb8\x01\n\x15GetTaskResultResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\ttask_name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12(\n\x04jobs\x18\x04 \x03(\x0b\x32\x1a.cynode.gateway.v1.JobView\x12\x0e\n\x06stdout\x18\x05 \x01(\t\x12\x0e\n\x06stderr\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\tB\x0c\n\n_task_name\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x12\x43\x61ncelTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61nceled\x18\x02 \x01(\x08\"5\n\x12GetTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\"E\n\x13GetTaskLogsResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x03(\t\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x8d\x01\n\x11WatchTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\r\n\x05\x63hunk\x18\x04 \x01(\t\x12\x10\n\x08terminal\x18\x05 \x01(\x08\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb1\x07\n\x0bTaskService\x12o\n\nCreateTask\x12$.cynode.gateway.v1.CreateTaskRequest\x1a%.cynode.gateway.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/tasks:\x01*\x12\x66\n\tFetchTask\x12#.cynode.gateway.v1.FetchTaskRequest\x1a\x17.cynode.gateway.v1.Task\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/tasks/{task_id}\x12U\n\x07GetTask\x12!.cynode.gateway.v1.GetTaskRequest\x1a\".cynode.gateway.v1.GetTaskResponse\"\x03\x88\x02\x01\x12i\n\tListTasks\x12#.cynode.gateway.v1.ListTasksRequest\x1a$.cynode.gateway.v1.ListTasksResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tasks\x12\x86\x01\n\rGetTaskResult\x12\'.cynode.gateway.v1.GetTaskResultRequest\x1a(.cynode.gateway.v1.GetTaskResultResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tasks/{task_id}/result\x12\x80\x01\n\nCancelTask\x12$.cynode.gateway.v1.CancelTaskRequest\x1a%.cynode.gateway.v1.CancelTaskResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/tasks/{task_id}/cancel:\x01*\x12~\n\x0bGetTaskLogs\x12%.cynode.gateway.v1.GetTaskLogsRequest\x1a&.cynode.gateway.v1.GetTaskLogsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/tasks/{task_id}/logs\x12{\n\tWatchTask\x12#.cynode.gateway.v1.WatchTaskRequest\x1a$.cynode.gateway.v1.WatchTaskResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/tasks/{task_id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/tasks.proto\x12\x11\x63ynode.gateway.v1\x1a\x18\x63ynode/jobs/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\ttask_name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ninput_mode\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\ruse_inference\x18\x07 \x01(\x08\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07user_id\x18\t \x01(\t\x12\x13\n\x0b\x61ttachments\x18\n \x03(\tB\x0c\n\n_task_name\"\xef\x01\n\x11\x43reateTaskRequest\x12\x16\n\ttask_name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\ninput_mode\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0e\n\x06script\x18\x04 \x01(\t\x12\x10\n\x08\x63ommands\x18\x05 \x03(\t\x12\x15\n\ruse_inference\x18\x06 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\r\n\x05image\x18\x08 \x01(\t\x12/\n\x0b\x61ttachments\x18\t \x03(\x0b\x32\x1a.cynode.jobs.v1.AttachmentB\x0c\n\n_task_name\"p\n\x12\x43reateTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\ttask_name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0b\x61ttachments\x18\x04 \x03(\tB\x0c\n\n_task_name\"#\n\x10\x46\x65tchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"8\n\x0fGetTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cynode.gateway.v1.Task\"A\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"P\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.cynode.gateway.v1.Task\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\'\n\x14GetTaskResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\",\n\nTruncation\x12\x0e\n\x06stdout\x18\x01 \x01(\x08\x12\x0e\n\x06stderr\x18\x02 \x01(\x08\"\x9a\x02\n\x07JobView\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x0e\n\x06stderr\x18\x05 \x01(\t\x12\x30\n\ttruncated\x18\x06 \x01(\x0b\x32\x1d.cynode.gateway.v1.Truncation\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x0e\n\x06reason\x18\x0b \x01(\t\"\xb8\x01\n\x15GetTaskResultResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\ttask_name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12(\n\x04jobs\x18\x04 \x03(\x0b\x32\x1a.cynode.gateway.v1.JobView\x12\x0e\n\x06stdout\x18\x05 \x01(\t\x12\x0e\n\x06stderr\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\tB\x0c\n\n_task_name\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x12\x43\x61ncelTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61nceled\x18\x02 \x01(\x08\"5\n\x12GetTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\"\xab\x01\n\x13GetTaskLogsResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x03(\t\x12\x16\n\ttask_name\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06stdout\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06stderr\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x0c\n\n_task_nameB\t\n\x07_stdoutB\t\n\x07_stderr\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x8d\x01\n\x11WatchTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\r\n\x05\x63hunk\x18\x04 \x01(\t\x12\x10\n\x08terminal\x18\x05 \x01(\x08\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb1\x07\n\x0bTaskService\x12o\n\nCreateTask\x12$.cynode.gateway.v1.CreateTaskRequest\x1a%.cynode.gateway.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/tasks:\x01*\x12\x66\n\tFetchTask\x12#.cynode.gateway.v1.FetchTaskRequest\x1a\x17.cynode.gateway.v1.Task\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/tasks/{task_id}\x12U\n\x07GetTask\x12!.cynode.gateway.v1.GetTaskRequest\x1a\".cynode.gateway.v1.GetTaskResponse\"\x03\x88\x02\x01\x12i\n\tListTasks\x12#.cynode.gateway.v1.ListTasksRequest\x1a$.cynode.gateway.v1.ListTasksResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tasks\x12\x86\x01\n\rGetTaskResult\x12\'.cynode.gateway.v1.GetTaskResultRequest\x1a(.cynode.gateway.v1.GetTaskResultResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tasks/{task_id}/result\x12\x80\x01\n\nCancelTask\x12$.cynode.gateway.v1.CancelTaskRequest\x1a%.cynode.gateway.v1.CancelTaskResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/tasks/{task_id}/cancel:\x01*\x12~\n\x0bGetTaskLogs\x12%.cynode.gateway.v1.GetTaskLogsRequest\x1a&.cynode.gateway.v1.GetTaskLogsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/tasks/{task_id}/logs\x12{\n\tWatchTask\x12#.cynode.gateway.v1.WatchTaskRequest\x1a$.cynode.gateway.v1.WatchTaskResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/tasks/{task_id}/watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,41 +51,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/tasks/{task_id}/watch'
   _globals['_TASK']._serialized_start=142
-  _globals['_TASK']._serialized_end=391
-  _globals['_CREATETASKREQUEST']._serialized_start=394
-  _globals['_CREATETASKREQUEST']._serialized_end=633
-  _globals['_CREATETASKRESPONSE']._serialized_start=635
-  _globals['_CREATETASKRESPONSE']._serialized_end=726
-  _globals['_FETCHTASKREQUEST']._serialized_start=728
-  _globals['_FETCHTASKREQUEST']._serialized_end=763
-  _globals['_GETTASKREQUEST']._serialized_start=765
-  _globals['_GETTASKREQUEST']._serialized_end=798
-  _globals['_GETTASKRESPONSE']._serialized_start=800
-  _globals['_GETTASKRESPONSE']._serialized_end=856
-  _globals['_LISTTASKSREQUEST']._serialized_start=858
-  _globals['_LISTTASKSREQUEST']._serialized_end=923
-  _globals['_LISTTASKSRESPONSE']._serialized_start=925
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1005
-  _globals['_GETTASKRESULTREQUEST']._serialized_start=1007
-  _globals['_GETTASKRESULTREQUEST']._serialized_end=1046
-  _globals['_TRUNCATION']._serialized_start=1048
-  _globals['_TRUNCATION']._serialized_end=1092
-  _globals['_JOBVIEW']._serialized_start=1095
-  _globals['_JOBVIEW']._serialized_end=1377
-  _globals['_GETTASKRESULTRESPONSE']._serialized_start=1380
-  _globals['_GETTASKRESULTRESPONSE']._serialized_end=1564
-  _globals['_CANCELTASKREQUEST']._serialized_start=1566
-  _globals['_CANCELTASKREQUEST']._serialized_end=1602
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1604
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1659
-  _globals['_GETTASKLOGSREQUEST']._serialized_start=1661
-  _globals['_GETTASKLOGSREQUEST']._serialized_end=1714
-  _globals['_GETTASKLOGSRESPONSE']._serialized_start=1716
-  _globals['_GETTASKLOGSRESPONSE']._serialized_end=1785
-  _globals['_WATCHTASKREQUEST']._serialized_start=1787
-  _globals['_WATCHTASKREQUEST']._serialized_end=1822
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1825
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1966
-  _globals['_TASKSERVICE']._serialized_start=1969
-  _globals['_TASKSERVICE']._serialized_end=2914
+  _globals['_TASK']._serialized_end=412
+  _globals['_CREATETASKREQUEST']._serialized_start=415
+  _globals['_CREATETASKREQUEST']._serialized_end=654
+  _globals['_CREATETASKRESPONSE']._serialized_start=656
+  _globals['_CREATETASKRESPONSE']._serialized_end=768
+  _globals['_FETCHTASKREQUEST']._serialized_start=770
+  _globals['_FETCHTASKREQUEST']._serialized_end=805
+  _globals['_GETTASKREQUEST']._serialized_start=807
+  _globals['_GETTASKREQUEST']._serialized_end=840
+  _globals['_GETTASKRESPONSE']._serialized_start=842
+  _globals['_GETTASKRESPONSE']._serialized_end=898
+  _globals['_LISTTASKSREQUEST']._serialized_start=900
+  _globals['_LISTTASKSREQUEST']._serialized_end=965
+  _globals['_LISTTASKSRESPONSE']._serialized_start=967
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1047
+  _globals['_GETTASKRESULTREQUEST']._serialized_start=1049
+  _globals['_GETTASKRESULTREQUEST']._serialized_end=1088
+  _globals['_TRUNCATION']._serialized_start=1090
+  _globals['_TRUNCATION']._serialized_end=1134
+  _globals['_JOBVIEW']._serialized_start=1137
+  _globals['_JOBVIEW']._serialized_end=1419
+  _globals['_GETTASKRESULTRESPONSE']._serialized_start=1422
+  _globals['_GETTASKRESULTRESPONSE']._serialized_end=1606
+  _globals['_CANCELTASKREQUEST']._serialized_start=1608
+  _globals['_CANCELTASKREQUEST']._serialized_end=1644
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1646
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1701
+  _globals['_GETTASKLOGSREQUEST']._serialized_start=1703
+  _globals['_GETTASKLOGSREQUEST']._serialized_end=1756
+  _globals['_GETTASKLOGSRESPONSE']._serialized_start=1759
+  _globals['_GETTASKLOGSRESPONSE']._serialized_end=1930
+  _globals['_WATCHTASKREQUEST']._serialized_start=1932
+  _globals['_WATCHTASKREQUEST']._serialized_end=1967
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1970
+  _globals['_WATCHTASKRESPONSE']._serialized_end=2111
+  _globals['_TASKSERVICE']._serialized_start=2114
+  _globals['_TASKSERVICE']._serialized_end=3059
 # @@protoc_insertion_point(module_scope)

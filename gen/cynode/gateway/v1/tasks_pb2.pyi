@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_name", "status", "input_mode", "created_at", "updated_at", "use_inference", "reason", "user_id")
+    __slots__ = ("task_id", "task_name", "status", "input_mode", "created_at", "updated_at", "use_inference", "reason", "user_id", "attachments")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Task(_message.Message):
     USE_INFERENCE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_name: str
     status: str
@@ -31,7 +32,8 @@ class Task(_message.Message):
     use_inference: bool
     reason: str
     user_id: str
-    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ..., input_mode: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., use_inference: _Optional[bool] = ..., reason: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+    attachments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ..., input_mode: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., use_inference: _Optional[bool] = ..., reason: _Optional[str] = ..., user_id: _Optional[str] = ..., attachments: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
     __slots__ = ("task_name", "input_mode", "prompt", "script", "commands", "use_inference", "timeout_seconds", "image", "attachments")
@@ -56,14 +58,16 @@ class CreateTaskRequest(_message.Message):
     def __init__(self, task_name: _Optional[str] = ..., input_mode: _Optional[str] = ..., prompt: _Optional[str] = ..., script: _Optional[str] = ..., commands: _Optional[_Iterable[str]] = ..., use_inference: _Optional[bool] = ..., timeout_seconds: _Optional[int] = ..., image: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[_job_pb2.Attachment, _Mapping]]] = ...) -> None: ...
 
 class CreateTaskResponse(_message.Message):
-    __slots__ = ("task_id", "task_name", "status")
+    __slots__ = ("task_id", "task_name", "status", "attachments")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_name: str
     status: str
-    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    attachments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ..., attachments: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FetchTaskRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -182,14 +186,20 @@ class GetTaskLogsRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., stream: _Optional[str] = ...) -> None: ...
 
 class GetTaskLogsResponse(_message.Message):
-    __slots__ = ("task_id", "stream", "lines")
+    __slots__ = ("task_id", "stream", "lines", "task_name", "stdout", "stderr")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     stream: str
     lines: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_id: _Optional[str] = ..., stream: _Optional[str] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+    task_name: str
+    stdout: str
+    stderr: str
+    def __init__(self, task_id: _Optional[str] = ..., stream: _Optional[str] = ..., lines: _Optional[_Iterable[str]] = ..., task_name: _Optional[str] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
     __slots__ = ("task_id",)

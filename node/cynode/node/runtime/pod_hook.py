@@ -53,7 +53,9 @@ class InferencePodHook(Hook):
             await self._make_cold(ctx)
         assert self.pod is not None
         ctx.pod_id = self.pod.pod_id
-        ctx.extra_env.update(inference_env(job_model(ctx.spec, self.settings)))
+        ctx.extra_env.update(
+            inference_env(job_model(ctx.spec, self.settings), sandbox_tcp=self.settings.sandbox_tcp)
+        )
         ctx.extra_volumes.update(sandbox_shared_volume(self.pod.volume_name))
 
     async def _make_cold(self, ctx: JobContext) -> None:

@@ -26,13 +26,12 @@ UPSTREAM_DIR = "/run/cynode-upstream"
 POD_HOSTNAME = "sandbox"
 
 
-def inference_env(model: str) -> dict[str, str]:
-    """What a sandbox in an inference pod is told (SPEC §4); never a credential."""
-    env = {
-        "OLLAMA_BASE_URL": f"http://localhost:{PROXY_PORT}",
-        "OLLAMA_HOST": f"http://localhost:{PROXY_PORT}",
-        "INFERENCE_PROXY_URL": "http+unix://" + quote(PROXY_SOCKET, safe=""),
-    }
+def inference_env(model: str, *, sandbox_tcp: bool = True) -> dict[str, str]:
+    """What a sandbox in an inference pod is told (SPEC §4.6); never a credential.
+    Without `sandbox_tcp` only the socket is offered, as upstream does."""
+    env = {"INFERENCE_PROXY_URL": "http+unix://" + quote(PROXY_SOCKET, safe="")}
+    if sandbox_tcp:
+        env["OLLAMA_BASE_URL"] = env["OLLAMA_HOST"] = f"http://localhost:{PROXY_PORT}"
     if model:
         env["CYNODE_MODEL"] = model
     return env
@@ -70,9 +69,9 @@ def sidecar_create_kwargs(
     sandbox (non-root, no capabilities, read-only root, small limits). Nothing in it is
     the job's but its labels, so it can be made before the job is known (warm_pool.py)."""
     memory = settings.sidecar_memory_mb * 1024 * 1024
+    tcp = ["--listen", f"127.0.0.1:{PROXY_PORT}"] if settings.sandbox_tcp else []
     command = [
-        "--listen",
-        f"127.0.0.1:{PROXY_PORT}",
+        *tcp,
         "--listen",
         f"unix:{PROXY_SOCKET}",
         "--upstream",

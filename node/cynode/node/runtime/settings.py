@@ -24,6 +24,9 @@ class InferencePodSettings:
     default_model: str = ""
     sidecar_memory_mb: int = 64
     ready_timeout_s: float = 30.0
+    # False: the sandbox is offered the proxy's socket alone (INFERENCE_PROXY_URL), and
+    # the sidecar listens on no TCP port (upstream's form).
+    sandbox_tcp: bool = True
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import grpc
 import sqlalchemy as sa
+from google.protobuf import json_format
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.gateway.v1 import nodes_pb2, nodes_pb2_grpc
@@ -45,6 +46,8 @@ class NodeInfo:
     running_jobs: int
     config_version: str | None
     config_status: str | None
+    # The last capability report as stored (its proto JSON form).
+    capability: dict[str, Any] | None = None
 
 
 def _effective_status(status: str, last: datetime | None, cutoff: datetime) -> str:
@@ -99,6 +102,7 @@ async def list_nodes(
                 running_jobs=int(running.get(n.id, 0)),
                 config_version=version,
                 config_status=(ack or "pending") if version else None,
+                capability=n.capability or None,
             )
         )
     return out
@@ -156,4 +160,8 @@ class NodeAdminServicer(nodes_pb2_grpc.NodeAdminServiceServicer):
             )
             if info.last_heartbeat_at is not None:
                 item.last_heartbeat_at.FromDatetime(info.last_heartbeat_at)
+            if info.capability:
+                # Stored by NodeService from the same message type, so it parses back;
+                # a report from a newer schema keeps what this one knows.
+                json_format.ParseDict(info.capability, item.capability, ignore_unknown_fields=True)
         return resp

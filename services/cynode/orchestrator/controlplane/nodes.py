@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
@@ -29,6 +30,48 @@ MAX_SLUG = 128
 
 def capability_dict(report: nodes_pb2.CapabilityReport) -> dict[str, Any]:
     return MessageToDict(report, preserving_proto_field_name=True)
+
+
+INLINE_REPORT_FIELDS = tuple(f.name for f in nodes_pb2.CapabilityReport.DESCRIPTOR.fields)
+
+
+class CapabilityBodyError(ValueError):
+    """A ReportCapabilityRequest that holds no report, or two."""
+
+
+def requested_report(request: nodes_pb2.ReportCapabilityRequest) -> nodes_pb2.CapabilityReport:
+    """The report of a request: wrapped in `capability` (our nodes) or inline (upstream's
+    REST form, the report as the body itself). An empty report is refused rather than
+    stored: a body of unknown fields parses to nothing."""
+    inline = [name for name in INLINE_REPORT_FIELDS if _is_set(request, name)]
+    if request.HasField("capability"):
+        if inline:
+            raise CapabilityBodyError(
+                "give the report either wrapped in capability or as the body, not both "
+                f"(also inline: {', '.join(inline)})"
+            )
+        report = request.capability
+    else:
+        report = nodes_pb2.CapabilityReport()
+        for name in inline:
+            value = getattr(request, name)
+            if isinstance(value, Message):
+                getattr(report, name).CopyFrom(value)
+            else:
+                setattr(report, name, value)
+    if report.ByteSize() == 0:
+        raise CapabilityBodyError(
+            "no capability report in the body: send a CapabilityReport (version, node, "
+            "platform, ...) as the body or wrapped in capability"
+        )
+    return report
+
+
+def _is_set(message: Message, name: str) -> bool:
+    field = message.DESCRIPTOR.fields_by_name[name]
+    if field.message_type is not None:
+        return message.HasField(name)
+    return bool(getattr(message, name))
 
 
 def apply_capability(node: Node, report: nodes_pb2.CapabilityReport) -> None:
@@ -111,9 +154,13 @@ class NodeServicer(nodes_pb2_grpc.NodeServiceServicer):
             node = await session.get(Node, claims.node_id)
             if node is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "node not registered")
-            if request.capability.node.node_slug not in ("", node.slug):
+            try:
+                report = requested_report(request)
+            except CapabilityBodyError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if report.node.node_slug not in ("", node.slug):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "node_slug mismatch")
-            apply_capability(node, request.capability)
+            apply_capability(node, report)
             config, changed = await ensure_config(session, self._settings, node)
             version = config.config_version
         if changed:

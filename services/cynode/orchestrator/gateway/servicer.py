@@ -50,8 +50,9 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
             await self._fail(context, exc)
             raise
         set_http_status(context, 201)
+        names = await self._book.attachment_names([task.id])
         return tasks_pb2.CreateTaskResponse(
-            task_id=task.id, task_name=task.name, status=task.status
+            task_id=task.id, task_name=task.name, status=task.status, attachments=names[task.id]
         )
 
     async def _find(self, task_id: str, context: Context) -> tasks_pb2.Task:
@@ -62,7 +63,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise
-        return task_message(task)
+        names = await self._book.attachment_names([task.id])
+        return task_message(task, names[task.id])
 
     async def FetchTask(
         self, request: tasks_pb2.FetchTaskRequest, context: Context
@@ -85,8 +87,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         except Invalid as exc:
             await self._fail(context, exc)
             raise
+        names = await self._book.attachment_names([t.id for t in page.tasks])
         return tasks_pb2.ListTasksResponse(
-            tasks=[task_message(t) for t in page.tasks], next_cursor=page.next_cursor
+            tasks=[task_message(t, names[t.id]) for t in page.tasks],
+            next_cursor=page.next_cursor,
         )
 
     async def GetTaskResult(
@@ -126,13 +130,17 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> tasks_pb2.GetTaskLogsResponse:
         principal = await self._principal(context)
         try:
-            task, lines = await self._book.logs(principal, request.task_id, request.stream)
+            logs = await self._book.logs(principal, request.task_id, request.stream)
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise
-        return tasks_pb2.GetTaskLogsResponse(
-            task_id=task.id, stream=request.stream.strip().lower() or "stdout", lines=lines
+        response = tasks_pb2.GetTaskLogsResponse(
+            task_id=logs.task.id, task_name=logs.task.name, stream=logs.stream, lines=logs.lines
         )
+        if logs.texts is not None:
+            response.stdout = logs.texts["stdout"]
+            response.stderr = logs.texts["stderr"]
+        return response
 
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context

@@ -48,6 +48,19 @@ class TaskTerminal(Exception):
         self.status = status
 
 
+STREAMS = ("stdout", "stderr")
+ALL_STREAMS = "all"
+
+
+@dataclass(frozen=True)
+class TaskLogs:
+    task: Task
+    stream: str
+    lines: list[str]
+    # Each stream's whole text, for stream "all" only.
+    texts: dict[str, str] | None
+
+
 @dataclass(frozen=True)
 class TaskPage:
     tasks: list[Task]
@@ -166,24 +179,48 @@ class TaskBook:
         self.bus.publish(task_topic(task.id), lifecycle.Status.CANCELED)
         return task
 
-    async def logs(self, principal: Principal, ref: str, stream: str) -> tuple[Task, list[str]]:
+    async def attachment_names(self, task_ids: list[str]) -> dict[str, list[str]]:
+        """Each task's attachment names as given, in the order they were given."""
+        names: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
+        if not task_ids:
+            return names
+        async with self.factory() as session:
+            rows = await session.exec(
+                select(TaskAttachment.task_id, TaskAttachment.name)
+                .where(col(TaskAttachment.task_id).in_(task_ids))
+                .order_by(col(TaskAttachment.id))
+            )
+            for task_id, name in rows:
+                names[task_id].append(name)
+        return names
+
+    async def logs(self, principal: Principal, ref: str, stream: str) -> TaskLogs:
+        """The last job's output: one stream (stdout when none is named), or both."""
         stream = stream.strip().lower() or "stdout"
-        if stream not in ("stdout", "stderr"):
-            raise Invalid("stream must be stdout or stderr")
+        if stream not in (*STREAMS, ALL_STREAMS):
+            raise Invalid("stream must be stdout, stderr or all")
+        wanted = STREAMS if stream == ALL_STREAMS else (stream,)
+        texts = dict.fromkeys(wanted, "")
         async with self.factory() as session:
             task = await self.find_in(session, principal, ref)
             jobs = await self.jobs_of(session, task.id)
-            if not jobs:
-                return task, []
-            job = jobs[-1]
-            data: bytes = job.stdout if stream == "stdout" else job.stderr
-            if not data and job.status not in lifecycle.TERMINAL:
-                chunks = await session.exec(
-                    select(JobOutputChunk).where(
-                        JobOutputChunk.job_id == job.id,
-                        JobOutputChunk.attempt == job.attempt,
-                        JobOutputChunk.stream == stream,
-                    )
-                )
-                data, _ = assemble_chunks(chunks)
-        return task, decode_output(data).splitlines()
+            if jobs:
+                for name in wanted:
+                    texts[name] = decode_output(await self._output(session, jobs[-1], name))
+        lines = [line for name in wanted for line in texts[name].splitlines()]
+        return TaskLogs(task, stream, lines, texts if stream == ALL_STREAMS else None)
+
+    async def _output(self, session: AsyncSession, job: Job, stream: str) -> bytes:
+        data: bytes = job.stdout if stream == "stdout" else job.stderr
+        if data or job.status in lifecycle.TERMINAL:
+            return data
+        # While the job runs, its current attempt's streamed chunks are the output so far.
+        chunks = await session.exec(
+            select(JobOutputChunk).where(
+                JobOutputChunk.job_id == job.id,
+                JobOutputChunk.attempt == job.attempt,
+                JobOutputChunk.stream == stream,
+            )
+        )
+        data, _ = assemble_chunks(chunks)
+        return data

@@ -98,26 +98,45 @@ def _name(raw: str | None) -> str | None:
     return name
 
 
+def _attachment_base(name: str) -> str:
+    """The file name an attachment lands under in /workspace; Invalid for a bad name.
+
+    A name may be a relative path (`notes/a.txt`, what `cynork -a notes/a.txt` sends):
+    it is kept as given for the task's listing, while the node places the file by its
+    last component, so it can never land outside /workspace.
+    """
+    parts = name.split("/")
+    if (
+        not name
+        or len(name) > L.MAX_ATTACHMENT_NAME_CHARS
+        or any(part in ("", ".", "..") for part in parts)
+        or any(c in name for c in "\\\x00")
+        or not name.isprintable()
+    ):
+        raise Invalid(
+            "an attachment needs a file name or a relative path without '.' or '..' parts "
+            f"(at most {L.MAX_ATTACHMENT_NAME_CHARS} characters)"
+        )
+    return parts[-1]
+
+
 def _attachments(request: tasks_pb2.CreateTaskRequest) -> list[tuple[str, bytes]]:
     if len(request.attachments) > L.MAX_ATTACHMENTS:
         raise TooLarge(f"at most {L.MAX_ATTACHMENTS} attachments")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     out: list[tuple[str, bytes]] = []
     for att in request.attachments:
         name = att.name
-        if (
-            not name
-            or len(name) > L.MAX_ATTACHMENT_NAME_CHARS
-            or name in (".", "..")
-            or any(c in name for c in "/\\\x00")
-            or not name.isprintable()
-        ):
-            raise Invalid("an attachment needs a plain file name (no path, at most 255 characters)")
-        if name in seen:
-            raise Invalid(f"attachment {name!r} given twice")
+        base = _attachment_base(name)
+        if base in seen:
+            raise Invalid(
+                f"attachments {seen[base]!r} and {name!r} would both be /workspace/{base}"
+                if seen[base] != name
+                else f"attachment {name!r} given twice"
+            )
         if len(att.content) > L.MAX_ATTACHMENT_BYTES:
             raise TooLarge(f"attachment {name!r} exceeds {L.MAX_ATTACHMENT_BYTES} bytes")
-        seen.add(name)
+        seen[base] = name
         out.append((name, bytes(att.content)))
     return out
 

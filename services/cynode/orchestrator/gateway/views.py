@@ -24,7 +24,7 @@ def decode_output(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def task_message(task: Task) -> tasks_pb2.Task:
+def task_message(task: Task, attachments: Iterable[str] = ()) -> tasks_pb2.Task:
     return tasks_pb2.Task(
         task_id=task.id,
         task_name=task.name,
@@ -35,6 +35,7 @@ def task_message(task: Task) -> tasks_pb2.Task:
         use_inference=task.use_inference,
         reason=task.reason or "",
         user_id=task.user_id,
+        attachments=list(attachments),
     )
 
 

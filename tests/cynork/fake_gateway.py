@@ -55,6 +55,8 @@ class FakeGateway:
     requests: list[tuple[str, str]] = field(default_factory=list)
     bodies: list[Any] = field(default_factory=list)
     inject: dict[tuple[str, str], Reply] = field(default_factory=dict)
+    # Paths whose requests fail as a refused connection would.
+    unreachable: set[str] = field(default_factory=set)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     access: set[str] = field(default_factory=set)
     refresh: set[str] = field(default_factory=set)
@@ -161,8 +163,10 @@ class FakeGateway:
         if len(modes) != 1 or body.get("input_mode", "prompt") != modes[0]:
             return problem(400, "Bad Request", "exactly one input mode")
         name = body.get("task_name")
-        task_id = self.add_task(name=name, input_mode=modes[0])
-        return _json(201, {"task_id": task_id, "task_name": name, "status": "queued"})
+        names = [a["name"] for a in body.get("attachments", [])]
+        task_id = self.add_task(name=name, input_mode=modes[0], attachments=names)
+        reply = {"task_id": task_id, "task_name": name, "status": "queued", "attachments": names}
+        return _json(201, reply)
 
     def _public(self, task: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in task.items() if k != "polls" and v is not None}
@@ -222,10 +226,17 @@ class FakeGateway:
             return _json(200, {"task_id": task["task_id"], "canceled": True})
         if action == "logs":
             stream = query.get("stream", "stdout")
-            text = self.stdout if stream == "stdout" else self.stderr
-            return _json(
-                200, {"task_id": task["task_id"], "stream": stream, "lines": text.splitlines()}
-            )
+            logs: dict[str, Any] = {"task_id": task["task_id"], "stream": stream}
+            if task.get("task_name"):
+                logs["task_name"] = task["task_name"]
+            if stream == "all":
+                lines = [*self.stdout.splitlines(), *self.stderr.splitlines()]
+                logs.update(lines=lines, stdout=self.stdout, stderr=self.stderr)
+            elif stream in ("stdout", "stderr"):
+                logs["lines"] = (self.stdout if stream == "stdout" else self.stderr).splitlines()
+            else:
+                return problem(400, "Bad Request", "stream must be stdout, stderr or all")
+            return _json(200, logs)
         if action == "watch":
             events = [
                 {"task_id": task["task_id"], "status": "running"},
@@ -252,6 +263,8 @@ class FakeGateway:
 
     def transport(self) -> httpx.MockTransport:
         def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path in self.unreachable:
+                raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
             status, headers, data = self.handle(
                 request.method,
                 str(request.url.raw_path, "ascii"),

@@ -14,9 +14,7 @@ from tests.cynork.fake_gateway import problem
 def test_login_stores_tokens_in_a_private_file(cy: Cy) -> None:
     result = cy("auth", "login", "-u", "admin", "--password-stdin", input="s3cret\n")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(
-        "logged_in=true handle=admin gateway_url=http://localhost:12080"
-    )
+    assert result.stdout.startswith("logged_in=true user=admin gateway_url=http://localhost:12080")
     config = cy.config()
     assert config["token"] in cy.gw.access
     assert config["refresh_token"] in cy.gw.refresh
@@ -27,12 +25,28 @@ def test_login_stores_tokens_in_a_private_file(cy: Cy) -> None:
     assert "s3cret" not in cy.config_file.read_text()
 
 
-def test_login_prompts_for_handle_and_hidden_password(cy: Cy) -> None:
+def test_login_prompts_for_user_and_hidden_password(cy: Cy) -> None:
     result = cy("auth", "login", input="admin\ns3cret\n")
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("User: ")
     assert "Password" in result.stderr
     assert "s3cret" not in result.output
-    assert cy.config()["handle"] == "admin"
+    assert cy.config()["user"] == "admin"
+    assert result.stdout.startswith("logged_in=true user=admin ")
+
+
+def test_login_long_user_flag_and_the_old_handle_flag(cy: Cy) -> None:
+    for flag in ("--user", "--handle"):
+        result = cy("auth", "login", flag, "admin", "--password-stdin", input="s3cret\n")
+        assert result.exit_code == 0, result.output
+        assert "user=admin" in result.stdout
+
+
+def test_there_is_no_password_flag(cy: Cy) -> None:
+    result = cy("auth", "login", "-u", "admin", "--password", "s3cret")
+    assert result.exit_code == 2
+    assert "No such option '--password'" in result.stderr
+    assert cy.gw.requests == []
 
 
 def test_login_json_output(cy: Cy) -> None:
@@ -40,7 +54,7 @@ def test_login_json_output(cy: Cy) -> None:
     body = json.loads(result.stdout)
     assert body == {
         "logged_in": True,
-        "handle": "admin",
+        "user": "admin",
         "gateway_url": "http://localhost:12080",
         "expires_in": 900,
     }
@@ -49,7 +63,7 @@ def test_login_json_output(cy: Cy) -> None:
 def test_wrong_password_exits_3(cy: Cy) -> None:
     result = cy("auth", "login", "-u", "admin", "--password-stdin", input="nope\n")
     assert result.exit_code == 3
-    assert result.stderr.strip() == "cynork: login failed: wrong handle or password"
+    assert result.stderr.strip() == "cynork: login failed: wrong user or password"
     assert not cy.config_file.exists()
 
 
@@ -68,17 +82,18 @@ def test_login_throttled_shows_retry_after(cy: Cy) -> None:
         429, "Too Many Requests", "slow down", {"retry-after": "7"}
     )
     result = cy("auth", "login", "-u", "admin", "--password-stdin", input="s3cret\n")
-    assert result.exit_code == 1
+    assert result.exit_code == 7
     assert result.stderr == "cynork: too many requests: slow down (retry after 7 seconds)\n"
 
 
-def test_whoami_prints_id_and_handle(cy: Cy) -> None:
+def test_whoami_prints_id_and_user(cy: Cy) -> None:
     cy.login()
     result = cy("auth", "whoami")
     assert result.exit_code == 0
-    assert result.stdout == "id=01HUSER handle=admin is_active=true is_admin=true\n"
+    assert result.stdout == "id=01HUSER user=admin is_active=true is_admin=true\n"
     as_json = json.loads(cy("auth", "whoami", "-o", "json").stdout)
-    assert as_json["handle"] == "admin"
+    assert (as_json["id"], as_json["user"], as_json["handle"]) == ("01HUSER", "admin", "admin")
+    assert list(as_json)[:2] == ["id", "user"]
 
 
 def test_whoami_without_token_exits_3_without_request(cy: Cy) -> None:
@@ -184,10 +199,21 @@ def test_logout_server_error_forgets_tokens_and_says_so(cy: Cy) -> None:
     cy.login()
     cy.gw.inject[("POST", "/v1/auth/logout")] = problem(500, "Internal Server Error", "db down")
     result = cy("auth", "logout")
-    assert result.exit_code == 1
+    assert result.exit_code == 0
+    assert result.stdout == "logged_out=true revoked=false\n"
     assert "did not revoke the session" in result.stderr
     assert "db down" in result.stderr
     assert "token" not in cy.config()
+
+
+def test_logout_with_the_gateway_unreachable_forgets_the_tokens(cy: Cy) -> None:
+    cy.login()
+    cy.gw.unreachable.add("/v1/auth/logout")
+    result = cy("-o", "json", "auth", "logout")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"logged_out": True, "revoked": False}
+    assert "cannot reach the gateway" in result.stderr
+    assert "token" not in cy.config() and "refresh_token" not in cy.config()
 
 
 def test_plain_http_to_remote_host_is_refused(cy: Cy) -> None:

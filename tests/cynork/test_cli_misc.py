@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 
 from cynork import __version__
 from cynork._app import Seams
-from cynork.cli import main
+from cynork.cli import cli, main
 from tests.cynork.conftest import Cy
 from tests.cynork.fake_gateway import FakeGateway, problem
 
@@ -22,9 +23,9 @@ def _refusing(request: httpx.Request) -> httpx.Response:
 def test_version_with_gateway(cy: Cy) -> None:
     result = cy("version")
     assert result.exit_code == 0
-    assert result.stdout == f"client_version={__version__} gateway_version=9.8.7\n"
+    assert result.stdout == f"version={__version__} gateway_version=9.8.7\n"
     assert json.loads(cy("version", "-o", "json").stdout) == {
-        "client_version": __version__,
+        "version": __version__,
         "gateway_version": "9.8.7",
     }
 
@@ -50,18 +51,20 @@ def test_dash_v_prints_client_version(cy: Cy) -> None:
 def test_status_ok(cy: Cy) -> None:
     result = cy("status")
     assert result.exit_code == 0
-    assert result.stdout == "gateway_url=http://localhost:12080 health=ok ready=ready ok=true\n"
+    assert result.stdout == "gateway=ok ready=ok gateway_url=http://localhost:12080\n"
     assert cy.gw.paths() == ["/healthz", "/readyz"]
+    body = json.loads(cy("-o", "json", "status").stdout)
+    assert body == {"gateway": "ok", "ready": "ok", "gateway_url": "http://localhost:12080"}
 
 
-def test_status_not_ready_exits_1(cy: Cy) -> None:
+def test_status_not_ready_exits_7(cy: Cy) -> None:
     cy.gw.ready = False
     result = cy("status")
-    assert result.exit_code == 1
-    assert 'ready="not ready: no inference path" ok=false' in result.stdout
+    assert result.exit_code == 7
+    assert 'gateway=ok ready="not ready: no inference path"' in result.stdout
     body = json.loads(cy("-o", "json", "status").stdout)
-    assert body["ok"] is False
-    assert body["health"] == "ok"
+    assert body["gateway"] == "ok"
+    assert body["ready"] == "not ready: no inference path"
 
 
 def test_status_multiline_readyz_is_one_line(cy: Cy) -> None:
@@ -71,25 +74,25 @@ def test_status_multiline_readyz_is_one_line(cy: Cy) -> None:
         b"not ready\nmissing: inference path\nmissing: db\n",
     )
     result = cy("status")
-    assert result.exit_code == 1
-    assert 'ready="not ready: missing: inference path; missing: db" ok=false' in result.stdout
+    assert result.exit_code == 7
+    assert 'ready="not ready: missing: inference path; missing: db"' in result.stdout
     cy.gw.inject[("GET", "/readyz")] = (503, {}, b"not ready\n")
-    assert 'ready="not ready" ok=false' in cy("status").stdout
+    assert 'ready="not ready" ' in cy("status").stdout
 
 
 def test_status_unhealthy_problem_body(cy: Cy) -> None:
     cy.gw.inject[("GET", "/healthz")] = problem(500, "Internal Server Error", "broken")
     result = cy("status")
-    assert result.exit_code == 1
-    assert 'health="not ok: broken"' in result.stdout
+    assert result.exit_code == 7
+    assert 'gateway="not ok: broken"' in result.stdout
 
 
 def test_status_unreachable(cy: Cy) -> None:
     cy.seams.transport = httpx.MockTransport(_refusing)
     result = cy("status")
-    assert result.exit_code == 1
-    assert "health=unreachable ready=unreachable ok=false" in result.stdout
-    assert "cannot reach the gateway at http://localhost:12080" in result.stdout
+    assert result.exit_code == 7
+    assert "gateway=unreachable ready=unreachable" in result.stdout
+    assert "cannot reach the gateway at http://localhost:12080" in result.stderr
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
@@ -218,14 +221,14 @@ def test_main_returns_exit_codes(
     assert main(["--help"], _seams(gw)) == 0
     assert main(["task", "create", "-s", "/nope"], _seams(gw)) == 2
     gw.ready = False
-    assert main(["status"], _seams(gw)) == 1
+    assert main(["status"], _seams(gw)) == 7
 
 
 def test_main_never_shows_a_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def boom(request: httpx.Request) -> httpx.Response:
         raise RuntimeError("surprise")
 
-    assert main(["status"], Seams(transport=httpx.MockTransport(boom), environ={})) == 1
+    assert main(["status"], Seams(transport=httpx.MockTransport(boom), environ={})) == 8
     err = capsys.readouterr().err
     assert err == "cynork: unexpected error: RuntimeError: surprise\n"
 
@@ -234,8 +237,8 @@ def test_main_never_shows_a_traceback(config_dir: Path, capsys: pytest.CaptureFi
     ("exc", "code", "message"),
     [
         (KeyboardInterrupt(), 130, "interrupted"),
-        (BrokenPipeError(), 1, ""),
-        (OSError(28, "No space left on device"), 1, "No space left on device"),
+        (BrokenPipeError(), 141, ""),
+        (OSError(28, "No space left on device"), 8, "No space left on device"),
     ],
 )
 def test_main_maps_low_level_exceptions(
@@ -269,3 +272,93 @@ def test_main_uses_sys_argv(
 ) -> None:
     monkeypatch.setattr("sys.argv", ["cynork", "version"])
     assert main(None, _seams(gw)) == 0
+
+
+# -- global flags ----------------------------------------------------------------------
+
+
+def test_json_is_pretty_on_a_terminal_and_compact_in_a_pipe(cy: Cy) -> None:
+    piped = cy("-o", "json", "version")
+    assert piped.stdout == f'{{"version":"{__version__}","gateway_version":"9.8.7"}}\n'
+    cy.seams.stdout_tty = True
+    shown = cy("-o", "json", "version")
+    assert shown.stdout == (
+        f'{{\n  "version": "{__version__}",\n  "gateway_version": "9.8.7"\n}}\n'
+    )
+    assert "compact when it is not" in " ".join(cy("--help").stdout.split())
+
+
+def test_short_config_flag(cy: Cy, tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("gateway_url: http://127.0.0.1:12999\n")
+    result = cy("-c", str(other), "status")
+    assert result.exit_code == 0
+    assert "gateway_url=http://127.0.0.1:12999" in result.stdout
+
+
+def test_an_unreadable_config_file_is_a_usage_error(cy: Cy, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("gateway_url: [unclosed\n")
+    result = cy("--config", str(broken), "status")
+    assert result.exit_code == 2
+    assert "is not valid YAML" in result.stderr
+    assert cy.gw.requests == []
+
+
+def test_quiet_keeps_results_and_errors_but_drops_remarks(cy: Cy) -> None:
+    remark = cy("auth", "logout")
+    assert "not logged in" in remark.stderr
+    quiet = cy("-q", "auth", "logout")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "logged_out=true\n", "")
+    failing = cy("--quiet", "auth", "whoami")
+    assert failing.exit_code == 3 and "not logged in" in failing.stderr
+
+
+def test_quiet_wait_prints_no_progress(cy: Cy) -> None:
+    cy.login()
+    task_id = cy.gw.add_task()
+    result = cy("-q", "task", "result", "-w", task_id)
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    loud = cy("task", "result", "-w", cy.gw.add_task())
+    assert ": running" in loud.stderr
+
+
+def test_no_color_and_NO_COLOR_turn_the_spinner_into_plain_lines(cy: Cy) -> None:
+    cy.login()
+    cy.seams.stderr_tty = True
+    spinning = cy("task", "result", "-w", cy.gw.add_task())
+    assert "\x1b[K" in spinning.stderr
+    plain = cy("--no-color", "task", "result", "-w", cy.gw.add_task())
+    assert "\x1b" not in plain.stderr and ": running" in plain.stderr
+    cy.environ["NO_COLOR"] = "1"
+    assert "\x1b" not in cy("task", "result", "-w", cy.gw.add_task()).stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "long"),
+    [
+        ("-y", "--yes"),
+        ("-l", "--limit"),
+        ("-p", "--prompt"),
+        ("-t", "--task"),
+        ("-f", "--task-file"),
+        ("-s", "--script"),
+        ("-a", "--attach"),
+        ("-w", "--wait"),
+        ("-F", "--follow"),
+    ],
+)
+def test_every_long_flag_with_an_upstream_short_alias_has_it(flag: str, long: str) -> None:
+    def walk(cmd: click.Command) -> list[click.Command]:
+        if isinstance(cmd, click.Group):
+            return [c for sub in cmd.commands.values() for c in walk(sub)]
+        return [cmd]
+
+    found = 0
+    for cmd in walk(cli):
+        for param in cmd.params:
+            if isinstance(param, click.Option) and long in param.opts:
+                assert flag in param.opts, f"{cmd.name}: {long} without {flag}"
+                found += 1
+    assert found >= 1, long

@@ -56,7 +56,7 @@ def test_all_options_reach_the_body(logged_in: Cy) -> None:
 def test_json_output_has_rest_keys(logged_in: Cy) -> None:
     result = logged_in("-o", "json", "task", "create", "-p", "hi", "--name", "n")
     body = json.loads(result.stdout)
-    assert set(body) == {"task_id", "task_name", "status"}
+    assert set(body) == {"task_id", "task_name", "status", "attachments"}
     assert body["status"] == "queued"
 
 
@@ -195,7 +195,41 @@ def test_duplicate_attachment_names(logged_in: Cy, tmp_path: Path) -> None:
     err = _no_request_exit_2(
         logged_in, "-p", "x", "-a", str(tmp_path / "same"), "-a", str(tmp_path / "x" / "same")
     )
-    assert "two attachments are named same" in err
+    assert "are both named same in /workspace" in err
+
+
+def _names(cy: Cy) -> list[str]:
+    attachments = _sent(cy)["attachments"]
+    assert isinstance(attachments, list)
+    return [a["name"] for a in attachments]
+
+
+def test_attachments_are_sent_by_their_relative_path_and_listed(
+    logged_in: Cy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    monkeypatch.chdir(tmp_path)
+    args = ("-a", "notes/a.txt", "-a", "./b.txt", "-a", str(tmp_path / "notes" / "../b.txt"))
+    result = logged_in("task", "create", "--command", "ls", *args[:4])
+    assert result.exit_code == 0, result.output
+    assert _names(logged_in) == ["notes/a.txt", "b.txt"]
+    assert result.stdout.endswith(" attachments=notes/a.txt,b.txt\n"), result.stdout
+    # An absolute path inside the current directory is sent relative to it.
+    logged_in.gw.requests.clear()
+    logged_in.gw.bodies.clear()
+    absolute = logged_in("task", "create", "--command", "ls", "-a", str(tmp_path / "b.txt"))
+    assert _names(logged_in) == ["b.txt"], absolute.output
+    as_json = logged_in("-o", "json", "task", "create", "--command", "ls", *args[:2])
+    assert json.loads(as_json.stdout)["attachments"] == ["notes/a.txt"]
+    logged_in.gw.requests.clear()
+    logged_in.gw.bodies.clear()
+    # `..` would climb out of the listing's tree: the base name stands in for it.
+    (tmp_path / "notes" / "deeper").mkdir()
+    monkeypatch.chdir(tmp_path / "notes" / "deeper")
+    logged_in("task", "create", "--command", "ls", "-a", "../a.txt")
+    assert _names(logged_in) == ["a.txt"]
 
 
 @pytest.mark.parametrize(
@@ -229,10 +263,12 @@ def test_empty_script_and_comment_only_commands(logged_in: Cy, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("status", "code", "fragment"),
     [
-        (413, 2, "request too large"),
-        (400, 2, "refused the request"),
-        (500, 1, "gateway error 500"),
-        (503, 1, "gateway error 503"),
+        (413, 6, "request too large"),
+        (400, 6, "refused the request"),
+        (422, 6, "refused the request"),
+        (409, 5, "conflict"),
+        (500, 7, "gateway error 500"),
+        (503, 7, "gateway error 503"),
     ],
 )
 def test_server_errors(logged_in: Cy, status: int, code: int, fragment: str) -> None:
@@ -269,5 +305,5 @@ def test_result_json_is_one_object(logged_in: Cy) -> None:
 def test_result_needs_a_task_id(logged_in: Cy) -> None:
     logged_in.gw.inject[("POST", "/v1/tasks")] = (201, {"content-type": "application/json"}, b"{}")
     result = logged_in("task", "create", "-p", "hi", "--result")
-    assert result.exit_code == 1
+    assert result.exit_code == 7
     assert "did not return a task_id" in result.stderr

@@ -40,6 +40,34 @@ def test_list_filters_and_pages(logged_in: Cy) -> None:
     assert "next_cursor" not in rest.stdout
 
 
+def test_list_offset_walks_the_cursor_pages(logged_in: Cy) -> None:
+    ids = [logged_in.gw.add_task() for _ in range(5)]
+    newest_first = list(reversed(ids))
+    page = logged_in("task", "list", "--offset", "2", "-l", "2")
+    assert page.exit_code == 0, page.output
+    assert [line.split()[0] for line in lines(page.stdout)] == [
+        f"task_id={newest_first[2]}",
+        f"task_id={newest_first[3]}",
+        "next_cursor=4",
+    ]
+    assert [q for q in logged_in.gw.requests if q[1] == "/v1/tasks"] == [("GET", "/v1/tasks")] * 2
+    # Past the end: nothing, and no cursor.
+    assert logged_in("task", "list", "--offset", "9").stdout == ""
+    body = json.loads(logged_in("-o", "json", "task", "list", "--offset", "5").stdout)
+    assert body == {"tasks": [], "next_cursor": ""}
+    assert logged_in("task", "list", "--offset", "-1").exit_code == 2
+
+
+def test_list_offset_beyond_one_gateway_page(logged_in: Cy) -> None:
+    ids = [logged_in.gw.add_task() for _ in range(203)]
+    logged_in.gw.requests.clear()
+    page = logged_in("-o", "json", "task", "list", "--offset", "201")
+    tasks = json.loads(page.stdout)["tasks"]
+    assert [t["task_id"] for t in tasks] == [ids[1], ids[0]]
+    # 200 skipped, then 1, then the page itself.
+    assert len(logged_in.gw.requests) == 3
+
+
 def test_list_json(logged_in: Cy) -> None:
     logged_in.gw.add_task()
     body = json.loads(logged_in("task", "list", "-o", "json").stdout)
@@ -113,14 +141,15 @@ def test_ctrl_c_while_waiting_exits_130(logged_in: Cy) -> None:
 def test_watch_appends_lines_without_clear(logged_in: Cy) -> None:
     logged_in.gw.polls_to_finish = 3
     task_id = logged_in.gw.add_task()
-    result = logged_in("task", "watch", task_id, "-n", "0.5", "--no-clear")
+    assert logged_in("task", "watch", task_id, "-n", "0.5").exit_code == 2
+    result = logged_in("task", "watch", task_id, "-n", "1.5", "--no-clear")
     assert result.exit_code == 0
     assert lines(result.stdout) == [
         f"task_id={task_id} status=running",
         f"task_id={task_id} status=completed",
         "hello from the sandbox",
     ]
-    assert logged_in.sleeps == [0.5, 0.5]
+    assert logged_in.sleeps == [1.5, 1.5]
     assert "\x1b[2J" not in result.stdout
 
 
@@ -129,8 +158,12 @@ def test_watch_redraws_on_a_terminal(logged_in: Cy) -> None:
     task_id = logged_in.gw.add_task()
     result = logged_in("task", "watch", task_id)
     assert result.stdout.count("\x1b[H\x1b[2J") == 2
-    assert f"Every 1s: cynork task watch {task_id}" in result.stdout
+    assert f"Every 2s: cynork task watch {task_id}" in result.stdout
     assert result.stdout.rstrip().endswith("hello from the sandbox")
+    assert logged_in.sleeps == [2.0]
+    # --no-color: no escape sequences, so no redraw either.
+    plain = logged_in("--no-color", "task", "watch", logged_in.gw.add_task())
+    assert "\x1b" not in plain.stdout and plain.stdout.endswith("hello from the sandbox\n")
 
 
 def test_watch_json_prints_changes(logged_in: Cy) -> None:
@@ -157,10 +190,24 @@ def test_logs_lines_and_stream(logged_in: Cy) -> None:
     logged_in.gw.stdout = "one\ntwo\n"
     logged_in.gw.stderr = "err\n"
     task_id = logged_in.gw.add_task()
-    assert logged_in("task", "logs", task_id).stdout == "one\ntwo\n"
+    both = logged_in("task", "logs", task_id)
+    assert (both.stdout, both.stderr) == ("one\ntwo\n", "err\n")
+    assert logged_in.gw.requests[-1] == ("GET", f"/v1/tasks/{task_id}/logs")
     assert logged_in("task", "logs", task_id, "--stream", "stderr").stdout == "err\n"
+    assert logged_in("task", "logs", task_id, "--stream", "stdout").stdout == "one\ntwo\n"
     body = json.loads(logged_in("task", "logs", task_id, "-o", "json").stdout)
-    assert body == {"task_id": task_id, "stream": "stdout", "lines": ["one", "two"]}
+    assert body == {
+        "task_id": task_id,
+        "stream": "all",
+        "lines": ["one", "two", "err"],
+        "stdout": "one\ntwo\n",
+        "stderr": "err\n",
+    }
+    one = json.loads(logged_in("task", "logs", task_id, "--stream", "stdout", "-o", "json").stdout)
+    assert one == {"task_id": task_id, "stream": "stdout", "lines": ["one", "two"]}
+    named = logged_in.gw.add_task(name="nightly")
+    named_logs = json.loads(logged_in("-o", "json", "task", "logs", named).stdout)
+    assert named_logs["task_name"] == "nightly"
     assert logged_in("task", "logs", task_id, "--stream", "both").exit_code == 2
 
 
@@ -168,7 +215,7 @@ def test_logs_follow_uses_the_watch_stream(logged_in: Cy) -> None:
     task_id = logged_in.gw.add_task()
     result = logged_in("task", "logs", "-F", task_id)
     assert result.exit_code == 0
-    assert result.stdout == "hello from the sandbox\n"
+    assert (result.stdout, result.stderr) == ("hello from the sandbox\n", "warn\n")
     assert logged_in.gw.paths() == [f"/v1/tasks/{task_id}/watch"]
     errs = logged_in("task", "logs", "--follow", "--stream", "stderr", task_id)
     assert errs.stdout == "warn\n"
@@ -229,8 +276,8 @@ def test_cancel_without_answer_is_usage_error(logged_in: Cy) -> None:
 def test_cancel_terminal_task_conflict(logged_in: Cy) -> None:
     task_id = logged_in.gw.add_task(status="completed")
     result = logged_in("task", "cancel", "-y", task_id)
-    assert result.exit_code == 1
-    assert result.stderr == "cynork: Conflict: task is terminal\n"
+    assert result.exit_code == 5
+    assert result.stderr == "cynork: conflict: Conflict: task is terminal\n"
 
 
 def test_cancel_missing_task_exits_4(logged_in: Cy) -> None:

@@ -9,7 +9,15 @@ import pytest
 
 from cynork import GatewayClient
 from cynork._client import is_loopback_host, raise_for_status
-from cynork._errors import AuthError, CynorkError, NotFoundError, ServerError, UsageError
+from cynork._errors import (
+    AuthError,
+    ConflictError,
+    CynorkError,
+    GatewayError,
+    NotFoundError,
+    ServerError,
+    ValidationError,
+)
 
 
 def _client(handler: object, **kwargs: object) -> GatewayClient:
@@ -42,16 +50,17 @@ def test_loopback(host: str, loopback: bool) -> None:
 @pytest.mark.parametrize(
     ("status", "kind", "code"),
     [
-        (400, UsageError, 2),
+        (400, ValidationError, 6),
         (401, AuthError, 3),
         (403, AuthError, 3),
         (404, NotFoundError, 4),
-        (409, ServerError, 1),
-        (413, UsageError, 2),
-        (422, UsageError, 2),
-        (429, ServerError, 1),
-        (500, ServerError, 1),
-        (502, ServerError, 1),
+        (409, ConflictError, 5),
+        (413, ValidationError, 6),
+        (422, ValidationError, 6),
+        (429, GatewayError, 7),
+        (500, GatewayError, 7),
+        (502, GatewayError, 7),
+        (504, GatewayError, 7),
     ],
 )
 def test_status_mapping(status: int, kind: type[CynorkError], code: int) -> None:

@@ -20,7 +20,7 @@ from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
 from cynork._app import App, Seams
-from cynork._shell import Shell, ShellCompleter, TaskIdSource
+from cynork._shell import Shell, ShellCompleter, TaskIdSource, prompt_text
 from cynork.cli import cli
 from tests.cynork.conftest import Cy
 
@@ -74,7 +74,7 @@ def test_complete_flags_and_values(completer: ShellCompleter) -> None:
     flags = _complete(completer, "task create --")
     assert {"--prompt", "--script", "--command", "--result", "--attach", "--help"} <= set(flags)
     assert "-p" in _complete(completer, "task create -")
-    assert _complete(completer, "task logs X --stream ") == ["stdout", "stderr"]
+    assert _complete(completer, "task logs X --stream ") == ["stdout", "stderr", "all"]
     assert _complete(completer, "-o j") == ["json"]
     assert _complete(completer, "task list --status c") == ["completed", "canceled"]
     assert _complete(completer, "task list --limit ") == []
@@ -129,7 +129,7 @@ def test_shell_runs_lines_and_survives_errors(
     )
     result = shell_cy("shell")
     assert result.exit_code == 0, result.output
-    assert "health=ok ready=ready ok=true" in result.stdout
+    assert "gateway=ok ready=ok" in result.stdout
     assert "cynork: task nope not found" in result.stderr
     assert "No such command 'frobnicate'" in result.stderr
     assert "No closing quotation" in result.stderr
@@ -149,7 +149,7 @@ def test_ctrl_d_leaves(shell_cy: Cy, pipe: PipeInput) -> None:
     pipe.send_text("version\r\x04")
     result = shell_cy("shell")
     assert result.exit_code == 0
-    assert "client_version=" in result.stdout
+    assert "version=" in result.stdout
     assert "bye" in result.stderr
 
 
@@ -168,7 +168,7 @@ def test_shell_keeps_global_options(shell_cy: Cy, pipe: PipeInput, tmp_path: Pat
     pipe.send_text("task list\rexit\r")
     config = shell_cy.config_file
     result = shell_cy("--config", str(config), "-o", "json", "shell")
-    assert result.stdout.startswith('{"tasks": [')
+    assert result.stdout.startswith('{"tasks":[')
 
 
 def test_dispatch_maps_every_failure(cy: Cy) -> None:
@@ -188,7 +188,7 @@ def test_dispatch_maps_every_failure(cy: Cy) -> None:
         raise RuntimeError("surprise")
 
     try:
-        expected = {"abort": 130, "interrupt": 130, "exit": 5, "exit-text": 1, "other": 1}
+        expected = {"abort": 130, "interrupt": 130, "exit": 5, "exit-text": 8, "other": 8}
         for kind, code in expected.items():
             assert shell.run_line(f"boom {kind}") is True
             assert shell.last_exit == code
@@ -231,3 +231,33 @@ def test_app_outside_the_root_group() -> None:
 
     result = click.testing.CliRunner().invoke(lonely, [], obj=Seams())
     assert result.exit_code == 2
+
+
+def test_shell_dash_c_runs_one_line_and_exits_with_its_code(cy: Cy) -> None:
+    cy.login()
+    task_id = cy.gw.add_task(status="running")
+    result = cy("shell", "-c", "task list")
+    assert result.exit_code == 0, result.output
+    assert f"task_id={task_id} status=running" in result.stdout
+    assert "cynork shell:" not in result.stderr and "bye" not in result.stderr
+    missing = cy("-o", "json", "shell", "--command", "task get nope")
+    assert missing.exit_code == 4
+    assert missing.stderr == "cynork: task nope not found\n"
+    assert cy("shell", "-c", "task get").exit_code == 2
+    assert cy("shell", "-c", "").exit_code == 0
+
+
+def test_the_prompt_names_the_user_and_the_gateway_host(cy: Cy) -> None:
+    app = _app(cy)
+    assert prompt_text(app) == "cynork localhost:12080> "
+    cy.login()
+    # Read afresh: a login in this very shell shows at the next prompt.
+    assert prompt_text(app) == "cynork admin@localhost:12080> "
+
+
+def test_quiet_shell_says_no_hello_and_no_bye(shell_cy: Cy, pipe: PipeInput) -> None:
+    pipe.send_text("version\r\x04")
+    result = shell_cy("-q", "shell")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert "version=" in result.stdout

@@ -101,7 +101,9 @@ def home(tmp_path: Path, gateway: tuple[FakeGateway, str]) -> Path:
     config = tmp_path / ".config" / "cynork" / "config.yaml"
     config.parent.mkdir(parents=True, mode=0o700)
     config.write_text(
-        yaml.safe_dump({"gateway_url": url, "token": access, "refresh_token": refresh})
+        yaml.safe_dump(
+            {"gateway_url": url, "token": access, "refresh_token": refresh, "user": "admin"}
+        )
     )
     config.chmod(0o600)
     return tmp_path
@@ -121,29 +123,35 @@ def terminal_factory(home: Path) -> Iterator[Callable[..., Terminal]]:
         term.close()
 
 
+def _prompt(url: str) -> str:
+    """The shell's prompt: the user and the gateway's host (SPEC §5.4)."""
+    return f"cynork admin@{url.removeprefix('http://')}>"
+
+
 def _prompts(screen: str) -> int:
-    return screen.count("cynork>")
+    return screen.count("cynork admin@")
 
 
 def test_shell_commands_completion_ctrl_c_and_ctrl_d(
     gateway: tuple[FakeGateway, str], home: Path, terminal_factory: Callable[..., Terminal]
 ) -> None:
-    gw, _ = gateway
+    gw, url = gateway
+    prompt = _prompt(url)
     task_id = gw.add_task(status="running")
     term = terminal_factory("shell")
-    term.wait_text("cynork>")
+    term.wait_text(prompt)
 
     term.type("status")
     term.send("Enter")
-    term.wait_text("health=ok ready=ready ok=true")
+    term.wait_text("gateway=ok ready=ok")
 
     # Tab completes the subcommand, then the only task id (from a lazily fetched list).
     term.type("task g")
     term.send("Tab")
-    term.wait_text("cynork> task get")
+    term.wait_text(f"{prompt} task get")
     term.type(" ")
     term.send("Tab")
-    term.wait_text(f"cynork> task get {task_id}")
+    term.wait_text(f"{prompt} task get {task_id}")
     term.send("Enter")
     term.wait_text(f"task_id={task_id} status=running input_mode=prompt")
 
@@ -153,7 +161,7 @@ def test_shell_commands_completion_ctrl_c_and_ctrl_d(
     term.wait_for(lambda s: _prompts(s) >= 4, "a fresh prompt after Ctrl-C")
     term.type("auth whoami")
     term.send("Enter")
-    screen = term.wait_text("id=01HUSER handle=admin")
+    screen = term.wait_text("id=01HUSER user=admin")
     assert "No such command" not in screen
     assert "[exit=" not in screen
 
@@ -167,7 +175,7 @@ def test_shell_commands_completion_ctrl_c_and_ctrl_d(
     term.send("Enter")
     term.wait_text("hello from the sandbox")
     # Keys typed before the prompt is back go to the cooked-mode tty, where ^D is lost.
-    term.wait_for(lambda s: s.rstrip().endswith("cynork>"), "the prompt after the result")
+    term.wait_for(lambda s: s.rstrip().endswith(prompt), "the prompt after the result")
     term.send("C-d")
     assert term.wait_exit() == "0"
     assert "bye" in term.screen()
@@ -179,11 +187,11 @@ def test_shell_commands_completion_ctrl_c_and_ctrl_d(
 def test_ctrl_c_stops_a_wait_not_the_shell(
     gateway: tuple[FakeGateway, str], terminal_factory: Callable[..., Terminal]
 ) -> None:
-    gw, _ = gateway
+    gw, url = gateway
     gw.polls_to_finish = 10**9
     task_id = gw.add_task()
     term = terminal_factory("shell")
-    term.wait_text("cynork>")
+    term.wait_text(_prompt(url))
     term.type(f"task result -w {task_id}")
     term.send("Enter")
     term.wait_text(f"task {task_id}: running")  # the live status line
@@ -201,7 +209,7 @@ def test_bare_cynork_on_a_terminal_is_the_shell(
     gateway: tuple[FakeGateway, str], terminal_factory: Callable[..., Terminal]
 ) -> None:
     term = terminal_factory()
-    term.wait_text("cynork>")
+    term.wait_text(_prompt(gateway[1]))
     term.type("quit")
     term.send("Enter")
     assert term.wait_exit() == "0"

@@ -21,11 +21,15 @@ if TYPE_CHECKING:
     from cynork._client import TERMINAL_STATUSES, GatewayClient
     from cynork._errors import (
         AuthError,
+        ConflictError,
         CynorkError,
+        GatewayError,
+        InternalError,
         Interrupted,
         NotFoundError,
         ServerError,
         UsageError,
+        ValidationError,
     )
 
 __version__ = "0.1.0"
@@ -34,22 +38,30 @@ _LAZY = {
     "TERMINAL_STATUSES": "cynork._client",
     "GatewayClient": "cynork._client",
     "AuthError": "cynork._errors",
+    "ConflictError": "cynork._errors",
     "CynorkError": "cynork._errors",
+    "GatewayError": "cynork._errors",
+    "InternalError": "cynork._errors",
     "Interrupted": "cynork._errors",
     "NotFoundError": "cynork._errors",
     "ServerError": "cynork._errors",
     "UsageError": "cynork._errors",
+    "ValidationError": "cynork._errors",
 }
 
 __all__ = [
     "TERMINAL_STATUSES",
     "AuthError",
+    "ConflictError",
     "CynorkError",
     "GatewayClient",
+    "GatewayError",
+    "InternalError",
     "Interrupted",
     "NotFoundError",
     "ServerError",
     "UsageError",
+    "ValidationError",
     "__version__",
 ]
 

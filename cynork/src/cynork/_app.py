@@ -7,6 +7,7 @@ and the task ids remembered across shell commands. Nothing else is patched.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +55,8 @@ class App:
         output_mode: str,
         ca_file: str | None,
         insecure: bool,
+        quiet: bool = False,
+        no_color: bool = False,
     ) -> None:
         self.seams = seams
         self.options: dict[str, Any] = {
@@ -62,6 +65,8 @@ class App:
             "output_mode": output_mode,
             "ca_file": ca_file,
             "insecure": insecure,
+            "quiet": quiet,
+            "no_color": no_color,
         }
         self.config = ConfigFile.load(config_path or default_config_path())
         self.settings: Settings = resolve_settings(
@@ -71,7 +76,12 @@ class App:
             insecure=insecure,
             environ=seams.environ,
         )
-        self.output = Output(output_mode, seams.recent)
+        environ = os.environ if seams.environ is None else seams.environ
+        # https://no-color.org: any non-empty NO_COLOR means no colour.
+        color = not no_color and not environ.get("NO_COLOR")
+        self.output = Output(
+            output_mode, seams.recent, pretty=self.stdout_is_tty(), quiet=quiet, color=color
+        )
         self._client: GatewayClient | None = None
 
     def fresh(self) -> App:
@@ -89,6 +99,10 @@ class App:
             args += ["--ca-file", str(self.options["ca_file"])]
         if self.options["insecure"]:
             args.append("--insecure")
+        if self.options["quiet"]:
+            args.append("--quiet")
+        if self.options["no_color"]:
+            args.append("--no-color")
         if self.options["output_mode"] != "table":
             args += ["-o", str(self.options["output_mode"])]
         return args
@@ -110,6 +124,10 @@ class App:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def user(self) -> str | None:
+        """The user last logged in with this config (`handle` before it was `user`)."""
+        return self.config.get("user") or self.config.get("handle")
 
     def save_tokens(self, access: str, refresh: str) -> None:
         self.config.update(
@@ -156,7 +174,7 @@ def output_option(func: F) -> F:
         expose_value=False,
         is_eager=False,
         callback=_set_output,
-        help="table (key=value lines) or json.",
+        help="table (key=value lines) or json (one JSON value; pretty on a terminal).",
     )(func)
 
 

@@ -19,10 +19,20 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from cynork._errors import AuthError, NotFoundError, ServerError, UsageError
+from cynork._errors import (
+    AuthError,
+    ConflictError,
+    GatewayError,
+    NotFoundError,
+    UsageError,
+    ValidationError,
+)
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled")
+LOG_STREAMS = ("stdout", "stderr", "all")
+# The gateway's largest page (SPEC §2.5).
+MAX_PAGE = 200
 
 TokenSaver = Callable[[str, str], None]
 JSONDict = dict[str, Any]
@@ -75,28 +85,28 @@ def raise_for_status(resp: httpx.Response, what: str | None = None) -> None:
     if status == 404:
         raise NotFoundError(f"{what} not found" if what else f"not found: {said}")
     if status == 413:
-        raise UsageError(f"request too large: {said}")
+        raise ValidationError(f"request too large: {said}")
     if status in (400, 422):
-        raise UsageError(f"the gateway refused the request: {said}")
+        raise ValidationError(f"the gateway refused the request: {said}")
     if status == 429:
         # The title is "Too many requests" again; the detail says what was limited.
         wait = _retry_after(resp)
         hint = f"retry after {wait} seconds" if wait else "retry later"
-        raise ServerError(f"too many requests: {detail or title} ({hint})")
+        raise GatewayError(f"too many requests: {detail or title} ({hint})")
     if status == 409:
-        raise ServerError(said)
-    raise ServerError(f"gateway error {status}: {said}")
+        raise ConflictError(f"conflict: {said}")
+    raise GatewayError(f"gateway error {status}: {said}")
 
 
 def _json_body(resp: httpx.Response) -> JSONDict:
     try:
         body = resp.json()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ServerError(
+        raise GatewayError(
             f"the gateway sent something that is not JSON (HTTP {resp.status_code})"
         ) from exc
     if not isinstance(body, dict):
-        raise ServerError("the gateway sent JSON that is not an object")
+        raise GatewayError("the gateway sent JSON that is not an object")
     return body
 
 
@@ -176,7 +186,7 @@ class GatewayClient:
         try:
             return self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
-            raise ServerError(self._describe_transport_error(exc)) from exc
+            raise GatewayError(self._describe_transport_error(exc)) from exc
 
     def _request(
         self,
@@ -227,7 +237,7 @@ class GatewayClient:
         access = body.get("access_token")
         refresh = body.get("refresh_token")
         if not isinstance(access, str) or not isinstance(refresh, str) or not access:
-            raise ServerError("the gateway's token answer lacks access_token or refresh_token")
+            raise GatewayError("the gateway's token answer lacks access_token or refresh_token")
         self.token, self.refresh_token = access, refresh
         if self._on_tokens is not None:
             self._on_tokens(access, refresh)
@@ -242,7 +252,7 @@ class GatewayClient:
         return False, detail or title
 
     def healthz(self) -> tuple[bool, str]:
-        """(ok, text) of GET /healthz; transport failures raise ServerError."""
+        """(ok, text) of GET /healthz; transport failures raise GatewayError."""
         return self._probe("/healthz")
 
     def readyz(self) -> tuple[bool, str]:
@@ -256,7 +266,7 @@ class GatewayClient:
             return None
         try:
             info = _json_body(resp).get("info")
-        except ServerError:
+        except GatewayError:
             return None
         version = info.get("version") if isinstance(info, dict) else None
         return str(version) if version else None
@@ -272,7 +282,7 @@ class GatewayClient:
             authed=False,
         )
         if resp.status_code == 401:
-            raise AuthError("login failed: wrong handle or password")
+            raise AuthError("login failed: wrong user or password")
         raise_for_status(resp)
         body = _json_body(resp)
         self._store_tokens(body)
@@ -330,7 +340,7 @@ class GatewayClient:
             # Gateways before FetchTask answered {"task": {...}}; SPEC §2 is the bare task.
             task = wrapped
         if not isinstance(task.get("task_id"), str):
-            raise ServerError("the gateway's task answer has no task_id")
+            raise GatewayError("the gateway's task answer has no task_id")
         return task
 
     def list_tasks(
@@ -350,6 +360,21 @@ class GatewayClient:
         body.setdefault("next_cursor", "")
         return body
 
+    def skip_tasks(
+        self, offset: int, *, status: str | None = None, cursor: str | None = None
+    ) -> str | None:
+        """The cursor just past the first `offset` tasks (from `cursor` on), walking
+        pages of at most 200: the gateway pages by cursor only. None when fewer remain."""
+        remaining = offset
+        while remaining > 0:
+            step = min(remaining, MAX_PAGE)
+            page = self.list_tasks(status=status, limit=step, cursor=cursor)
+            remaining -= len(page["tasks"])
+            cursor = str(page["next_cursor"] or "")
+            if not cursor:
+                return None
+        return cursor
+
     def task_result(self, task_id: str) -> JSONDict:
         resp = self._request("GET", _task_path(task_id, "/result"))
         raise_for_status(resp, f"task {task_id}")
@@ -360,7 +385,7 @@ class GatewayClient:
         raise_for_status(resp, f"task {task_id}")
         return _json_body(resp)
 
-    def task_logs(self, task_id: str, stream: str = "stdout") -> JSONDict:
+    def task_logs(self, task_id: str, stream: str = "all") -> JSONDict:
         resp = self._request("GET", _task_path(task_id, "/logs"), params={"stream": stream})
         raise_for_status(resp, f"task {task_id}")
         body = _json_body(resp)
@@ -388,7 +413,7 @@ class GatewayClient:
                     try:
                         event = json.loads(line)
                     except ValueError as exc:
-                        raise ServerError(
+                        raise GatewayError(
                             "the gateway's watch stream sent a line that is not JSON"
                         ) from exc
                     # A failure after the stream began arrives as {"error": <problem>}.
@@ -406,4 +431,4 @@ class GatewayClient:
                     if event.get("terminal"):
                         return
             except httpx.TransportError as exc:
-                raise ServerError(self._describe_transport_error(exc)) from exc
+                raise GatewayError(self._describe_transport_error(exc)) from exc

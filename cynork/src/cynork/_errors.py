@@ -2,7 +2,9 @@
 
 Every failure a user can cause or meet (bad flag, bad file, unreachable gateway, expired
 session, missing task) is a `CynorkError`; click prints it with `show()` and exits with
-its `exit_code`, and the shell prints it and carries on.
+its `exit_code`, and the shell prints it and carries on. The codes are upstream's
+(SPEC §5.3); when several could apply, the first check to fail decides, and the checks
+run in the order usage, auth, request, response.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ from typing import IO, Any
 import click
 
 EXIT_OK = 0
-EXIT_SERVER = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_VALIDATION = 6
+EXIT_GATEWAY = 7
+EXIT_INTERNAL = 8
 EXIT_INTERRUPTED = 130
+# 128 + SIGPIPE, what a shell reports for `yes | head`: the reader of stdout left.
+EXIT_BROKEN_PIPE = 141
 
 
 class CynorkError(click.ClickException):
-    """A failure reported as `cynork: <message>` on stderr."""
+    """A failure reported as `cynork: <message>` on stderr; by itself an internal one."""
 
-    exit_code = EXIT_SERVER
+    exit_code = EXIT_INTERNAL
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"cynork: {_one_line(self)}", file=file, err=file is None)
@@ -44,20 +51,25 @@ def show_error(exc: click.ClickException) -> None:
     click.echo(f"cynork: {line}", err=True)
 
 
-class ServerError(CynorkError):
-    """The gateway answered with an error, or could not be reached (exit 1)."""
+class GatewayError(CynorkError):
+    """The gateway could not be reached, timed out, failed (5xx) or answered nonsense
+    (exit 7)."""
 
-    exit_code = EXIT_SERVER
+    exit_code = EXIT_GATEWAY
+
+
+# The name before exit codes 5-8 split exit 1; kept for code that imports it.
+ServerError = GatewayError
 
 
 class UsageError(CynorkError):
-    """Bad flags, a bad input file or a request over a limit (exit 2)."""
+    """Bad flags or values, a bad input file or config file, conflicting flags (exit 2)."""
 
     exit_code = EXIT_USAGE
 
 
 class AuthError(CynorkError):
-    """Not logged in, or the gateway refused the credentials (exit 3)."""
+    """Not logged in, or the gateway refused the credentials: 401, 403 (exit 3)."""
 
     exit_code = EXIT_AUTH
 
@@ -66,6 +78,24 @@ class NotFoundError(CynorkError):
     """The task (or other object) does not exist for this user (exit 4)."""
 
     exit_code = EXIT_NOT_FOUND
+
+
+class ConflictError(CynorkError):
+    """The request conflicts with the object's state: 409 (exit 5)."""
+
+    exit_code = EXIT_CONFLICT
+
+
+class ValidationError(CynorkError):
+    """The gateway refused the request's content: 400, 413, 422 (exit 6)."""
+
+    exit_code = EXIT_VALIDATION
+
+
+class InternalError(CynorkError):
+    """cynork itself failed before any request (exit 8)."""
+
+    exit_code = EXIT_INTERNAL
 
 
 class Interrupted(CynorkError):

@@ -90,16 +90,37 @@ class Attachment:
         return {"name": self.name, "content": base64.b64encode(self.content).decode("ascii")}
 
 
+def attachment_name(path: str, cwd: Path | None = None) -> str:
+    """The name an `--attach` path is sent under: its relative form (`notes/a.txt`), as
+    upstream's CLI sends it; the base name when the path leaves the current directory.
+    The node places the file by its base name either way (SPEC §2.4)."""
+    here = (cwd or Path.cwd()).resolve()
+    given = Path(os.path.normpath(path))
+    if given.is_absolute():
+        try:
+            given = given.relative_to(here)
+        except ValueError:
+            return given.name
+    parts = given.parts
+    if not parts or ".." in parts:
+        return Path(path).resolve().name
+    return given.as_posix()
+
+
 def read_attachments(paths: tuple[str, ...] | list[str]) -> list[Attachment]:
     if len(paths) > MAX_ATTACHMENTS:
         raise UsageError(f"{len(paths)} attachments given, at most {MAX_ATTACHMENTS} are allowed")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     attachments = []
     for path in paths:
-        name = Path(path).name
-        if name in seen:
-            raise UsageError(f"two attachments are named {name}; they would overwrite each other")
-        seen.add(name)
+        name = attachment_name(path)
+        base = name.rsplit("/", 1)[-1]
+        if base in seen:
+            raise UsageError(
+                f"attachments {seen[base]} and {path} are both named {base} in /workspace; "
+                "they would overwrite each other"
+            )
+        seen[base] = path
         content = read_checked(path, what="attachment", limit=ATTACHMENT_LIMIT)
         attachments.append(Attachment(name, content))
     return attachments

@@ -2,7 +2,9 @@
 
 Table mode prints one object per line so `grep` and `awk` work on it; a value holding
 spaces, quotes or newlines is double-quoted with JSON escapes so the line stays one line.
-JSON mode prints one JSON object whose keys are the REST fields, unchanged.
+JSON mode prints exactly one JSON value whose keys are the REST fields, pretty-printed
+for a terminal and compact for a pipe; the streaming commands (`task watch`, `task logs
+-F`) print one compact value per event instead (NDJSON). Everything else goes to stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ def format_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        # A list of names (attachments): comma-separated, quoted only when it must be.
+        value = ",".join(value)
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     if text == "" or any(c.isspace() or c in "\"'\\" for c in text):
         return json.dumps(text, ensure_ascii=False)
@@ -36,7 +41,7 @@ def format_kv(obj: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
     return " ".join(
         f"{key}={format_value(obj[key])}"
         for key in chosen
-        if obj[key] is not None and obj[key] != ""
+        if obj[key] is not None and obj[key] != "" and obj[key] != []
     )
 
 
@@ -73,19 +78,49 @@ class RecentTaskIds:
 
 
 class Output:
-    """The one place commands write results to stdout."""
+    """The one place commands write results to stdout (and remarks to stderr)."""
 
-    def __init__(self, mode: str = TABLE, recent: RecentTaskIds | None = None) -> None:
+    def __init__(
+        self,
+        mode: str = TABLE,
+        recent: RecentTaskIds | None = None,
+        *,
+        pretty: bool = False,
+        quiet: bool = False,
+        color: bool = True,
+    ) -> None:
         self.mode = mode
         self.recent = recent if recent is not None else RecentTaskIds()
+        # JSON for a person (stdout is a terminal) is indented; for a program, compact.
+        self.pretty = pretty
+        self.quiet = quiet
+        # False: no escape sequences at all (no spinner, no screen redraw).
+        self.color = color
 
     @property
     def is_json(self) -> bool:
         return self.mode == JSON
 
     def json_line(self, obj: Any) -> None:
+        """The command's one JSON value."""
         self.recent.note(obj)
-        click.echo(json.dumps(obj, ensure_ascii=False, sort_keys=False))
+        indent = 2 if self.pretty else None
+        separators = None if self.pretty else (",", ":")
+        click.echo(json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators))
+
+    def json_event(self, obj: Any) -> None:
+        """One event of a stream: always one compact line, so readers can split lines."""
+        self.recent.note(obj)
+        click.echo(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+    def note(self, message: str) -> None:
+        """A human remark (progress, confirmation); never stdout, and none with -q."""
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def warn(self, message: str) -> None:
+        """Something the user must know even with -q (the command still succeeded)."""
+        click.echo(f"cynork: {message}", err=True)
 
     def obj(self, obj: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
         """One object: a JSON object, or a `k=v` line (limited to `keys` when given)."""
@@ -109,8 +144,3 @@ class Output:
         self.text(str(result.get("stdout") or ""))
         # Job stderr goes to our stderr so `cynork task result X > out` keeps only stdout.
         self.text(str(result.get("stderr") or ""), err=True)
-
-
-def note(message: str) -> None:
-    """A human remark (progress, confirmation) that must never mix into stdout."""
-    click.echo(message, err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import click
 from prompt_toolkit import PromptSession
@@ -21,10 +22,9 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output as PTOutput
 
 from cynork._app import App
-from cynork._config import history_path
-from cynork._errors import CynorkError, show_error
+from cynork._config import ConfigFile, history_path
+from cynork._errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CynorkError, show_error
 
-PROMPT = "cynork> "
 BUILTINS = ("help", "exit", "quit")
 EXIT_WORDS = frozenset({"exit", "quit"})
 # Options whose value is a local path: complete file names there.
@@ -166,31 +166,27 @@ def _history() -> History:
     return FileHistory(str(path))
 
 
-class Shell:
-    def __init__(
-        self,
-        app: App,
-        root: click.Group,
-        *,
-        history: History | None = None,
-        pt_input: Input | None = None,
-        pt_output: PTOutput | None = None,
-    ) -> None:
+def prompt_text(app: App) -> str:
+    """`cynork user@host:port> `: who is logged in (read afresh: a `auth login` in this
+    shell changes it) and which gateway the lines go to."""
+    netloc = urlsplit(app.settings.gateway_url).netloc or app.settings.gateway_url
+    try:
+        user = ConfigFile.load(app.config.path).get("user") or app.user()
+    except CynorkError:
+        user = app.user()
+    return f"cynork {user}@{netloc}> " if user else f"cynork {netloc}> "
+
+
+class LineRunner:
+    """Runs shell lines as cynork command lines; what `shell -c LINE` and the loop share."""
+
+    def __init__(self, app: App, root: click.Group) -> None:
         self.app = app
         self.root = root
         self.seams = app.seams
         self.seams.in_shell = True
         self.seams.base_args = app.global_args()
         self.last_exit = 0
-        self.completer = ShellCompleter(root, TaskIdSource(app))
-        self.session: PromptSession[str] = PromptSession(
-            PROMPT,
-            completer=self.completer,
-            history=history if history is not None else _history(),
-            complete_while_typing=False,
-            input=pt_input,
-            output=pt_output,
-        )
 
     def run_line(self, line: str) -> bool:
         """Runs one line; False means the shell should end."""
@@ -198,7 +194,7 @@ class Shell:
             words = shlex.split(line)
         except ValueError as exc:
             click.echo(f"cynork: {exc}", err=True)
-            self.last_exit = 2
+            self.last_exit = EXIT_USAGE
             return True
         if not words:
             return True
@@ -224,19 +220,41 @@ class Shell:
             return exc.exit_code
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
-            return 130
+            return EXIT_INTERRUPTED
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            return 130
+            return EXIT_INTERRUPTED
         except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 1
+            return exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
         except Exception as exc:
             click.echo(f"cynork: unexpected error: {type(exc).__name__}: {exc}", err=True)
-            return 1
+            return EXIT_INTERNAL
         return rv if isinstance(rv, int) else 0
 
+
+class Shell(LineRunner):
+    def __init__(
+        self,
+        app: App,
+        root: click.Group,
+        *,
+        history: History | None = None,
+        pt_input: Input | None = None,
+        pt_output: PTOutput | None = None,
+    ) -> None:
+        super().__init__(app, root)
+        self.completer = ShellCompleter(root, TaskIdSource(app))
+        self.session: PromptSession[str] = PromptSession(
+            lambda: prompt_text(self.app),
+            completer=self.completer,
+            history=history if history is not None else _history(),
+            complete_while_typing=False,
+            input=pt_input,
+            output=pt_output,
+        )
+
     def loop(self) -> None:
-        click.echo("cynork shell: `help` lists commands, Tab completes, Ctrl-D leaves.", err=True)
+        self.app.output.note("cynork shell: `help` lists commands, Tab completes, Ctrl-D leaves.")
         while True:
             try:
                 line = self.session.prompt()
@@ -246,7 +264,21 @@ class Shell:
                 break
             if not self.run_line(line):
                 break
-        click.echo("bye", err=True)
+        self.app.output.note("bye")
+
+
+def run_line(app: App, root: click.Command, line: str) -> int:
+    """`cynork shell -c LINE`: that one line, its exit code."""
+    if not isinstance(root, click.Group):  # pragma: no cover - the root is always a group
+        raise TypeError("the shell needs the cynork group")
+    saved = (app.seams.in_shell, app.seams.base_args)
+    try:
+        runner = LineRunner(app, root)
+        runner.run_line(line)
+        return runner.last_exit
+    finally:
+        # The seams outlive this call in process (tests): leave them as they were.
+        app.seams.in_shell, app.seams.base_args = saved
 
 
 def run_shell(app: App, root: click.Command) -> None:

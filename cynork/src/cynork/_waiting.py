@@ -22,9 +22,12 @@ TICK = 0.1
 class Progress:
     """A spinner line redrawn in place (terminal), or one line per status change."""
 
-    def __init__(self, task_id: str, *, live: bool, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, task_id: str, *, live: bool, stream: IO[str] | None = None, quiet: bool = False
+    ) -> None:
         self.task_id = task_id
         self.live = live
+        self.quiet = quiet
         self.stream = stream
         self.status = ""
         self._frame = 0
@@ -36,7 +39,7 @@ class Progress:
         self.status = status
         if self.live:
             self.tick()
-        elif changed:
+        elif changed and not self.quiet:
             click.echo(f"task {self.task_id}: {status}", err=True, file=self.stream)
 
     def tick(self) -> None:
@@ -81,7 +84,8 @@ def is_terminal(obj: dict[str, Any]) -> bool:
 def wait_for_result(app: App, task_id: str, *, interval: float = 1.0) -> JSONDict:
     """Polls the task's result until it is terminal and returns it."""
     client = app.client()
-    progress = Progress(task_id, live=app.stderr_is_tty())
+    live = app.stderr_is_tty() and app.output.color and not app.output.quiet
+    progress = Progress(task_id, live=live, quiet=app.output.quiet)
     try:
         while True:
             result = client.task_result(task_id)

@@ -10,7 +10,7 @@ import click
 
 from cynork import __version__
 from cynork._app import App, Seams
-from cynork._errors import EXIT_INTERRUPTED, EXIT_SERVER, show_error
+from cynork._errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, show_error
 from cynork._output import OUTPUT_MODES, TABLE
 from cynork.commands import register
 
@@ -19,6 +19,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 @click.group("cynork", context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
 @click.option(
+    "-c",
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -32,7 +33,20 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     type=click.Choice(OUTPUT_MODES),
     default=TABLE,
     show_default=True,
-    help="table (key=value lines) or json.",
+    help="table (key=value lines) or json: exactly one JSON value on stdout, "
+    "pretty-printed when stdout is a terminal and compact when it is not "
+    "(`task watch` and `task logs -F` print one compact value per event).",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Suppress non-essential output (progress, remarks); errors still go to stderr.",
+)
+@click.option(
+    "--no-color",
+    is_flag=True,
+    help="No colours or other escape sequences (also when NO_COLOR is set).",
 )
 @click.option(
     "--gateway-url",
@@ -57,6 +71,8 @@ def cli(
     ctx: click.Context,
     config_path: Path | None,
     output_mode: str,
+    quiet: bool,
+    no_color: bool,
     gateway_url: str | None,
     ca_file: str | None,
     insecure: bool,
@@ -70,6 +86,8 @@ def cli(
         output_mode=output_mode,
         ca_file=ca_file,
         insecure=insecure,
+        quiet=quiet,
+        no_color=no_color,
     )
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -99,11 +117,12 @@ def main(argv: Sequence[str] | None = None, seams: Seams | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `cynork task list | head`: the reader left; nothing useful is left to say.
-        return EXIT_SERVER
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
+        # Request failures are GatewayErrors already: this is a local file or terminal.
         click.echo(f"cynork: {exc.strerror or exc}", err=True)
-        return EXIT_SERVER
+        return EXIT_INTERNAL
     except Exception as exc:
         click.echo(f"cynork: unexpected error: {type(exc).__name__}: {exc}", err=True)
-        return EXIT_SERVER
+        return EXIT_INTERNAL
     return rv if isinstance(rv, int) else 0

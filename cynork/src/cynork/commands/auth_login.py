@@ -1,4 +1,4 @@
-"""`cynork auth login`: exchange a handle and password for tokens and store them."""
+"""`cynork auth login`: exchange a user name and password for tokens and store them."""
 
 from __future__ import annotations
 
@@ -19,30 +19,39 @@ def _read_password_stdin() -> str:
 
 
 @click.command("login")
-@click.option("-u", "--handle", default=None, help="Account handle (prompted when omitted).")
+@click.option(
+    "-u",
+    "--user",
+    # --handle: this command's flag before upstream's name; hidden, still accepted.
+    "--handle",
+    "user",
+    default=None,
+    help="User name (prompted as `User:` when omitted).",
+)
 @click.option(
     "--password-stdin",
     is_flag=True,
-    help="Read the password from the first line of standard input.",
+    help="Read the password from the first line of standard input (needs -u).",
 )
 @output_option
-def command(handle: str | None, password_stdin: bool) -> None:
-    """Log in; the tokens go into the config file (mode 0600)."""
+def command(user: str | None, password_stdin: bool) -> None:
+    """Log in; prints logged_in=true user=…; the tokens go into the config file (0600)."""
     app = get_app()
-    if not handle:
+    if not user:
         if password_stdin:
-            raise UsageError("--password-stdin needs -u/--handle")
-        handle = str(click.prompt("Handle", default=app.config.get("handle") or None, err=True))
+            # Both would come from stdin; which line is which would be a guess.
+            raise UsageError("--password-stdin needs -u/--user")
+        user = str(click.prompt("User", default=app.user() or None, err=True))
     if password_stdin:
         password = _read_password_stdin()
     else:
         password = str(click.prompt("Password", hide_input=True, err=True))
-    body = app.client().login(handle, password)
-    app.config.update({"handle": handle})
+    body = app.client().login(user, password)
+    app.config.update({"user": user, "handle": None})
     app.output.obj(
         {
             "logged_in": True,
-            "handle": handle,
+            "user": user,
             "gateway_url": app.settings.gateway_url,
             "expires_in": body.get("expires_in"),
         }

@@ -1,11 +1,14 @@
-"""`cynork status`: gateway health and readiness on one line; exit 0 only when both ok."""
+"""`cynork status`: `gateway=ok` when /healthz answers, with readiness beside it.
+
+Exit 0 only when the gateway is healthy and ready; 7 otherwise (SPEC §5.3).
+"""
 
 from __future__ import annotations
 
 import click
 
 from cynork._app import get_app, output_option
-from cynork._errors import EXIT_SERVER, CynorkError
+from cynork._errors import EXIT_GATEWAY, CynorkError
 
 
 def _prefixed(prefix: str, text: str) -> str:
@@ -20,22 +23,22 @@ def _prefixed(prefix: str, text: str) -> str:
 @output_option
 @click.pass_context
 def command(ctx: click.Context) -> None:
-    """Check the gateway's /healthz and /readyz."""
+    """Check the gateway's /healthz and /readyz: gateway=ok ready=ok."""
     app = get_app()
     client = app.client()
-    info: dict[str, str | bool] = {"gateway_url": app.settings.gateway_url}
+    info: dict[str, str] = {}
     try:
         healthy, health_text = client.healthz()
         ready, ready_text = client.readyz()
     except CynorkError as exc:
-        healthy = ready = False
-        health_text = ready_text = "unreachable"
-        info["error"] = exc.format_message()
-    info["health"] = health_text if healthy else _prefixed("not ok", health_text)
-    info["ready"] = ready_text if ready else _prefixed("not ready", ready_text)
-    if health_text == "unreachable":
-        info["health"] = info["ready"] = "unreachable"
-    info["ok"] = healthy and ready
+        info = {"gateway": "unreachable", "ready": "unreachable"}
+        info["gateway_url"] = app.settings.gateway_url
+        app.output.obj(info)
+        click.echo(f"cynork: {exc.format_message()}", err=True)
+        ctx.exit(EXIT_GATEWAY)
+    info["gateway"] = "ok" if healthy else _prefixed("not ok", health_text)
+    info["ready"] = "ok" if ready else _prefixed("not ready", ready_text)
+    info["gateway_url"] = app.settings.gateway_url
     app.output.obj(info)
-    if not info["ok"]:
-        ctx.exit(EXIT_SERVER)
+    if not (healthy and ready):
+        ctx.exit(EXIT_GATEWAY)

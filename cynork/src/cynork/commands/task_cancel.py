@@ -6,7 +6,6 @@ import click
 
 from cynork._app import get_app, output_option, task_id_argument
 from cynork._errors import UsageError
-from cynork._output import note
 
 
 @click.command("cancel")
@@ -25,6 +24,6 @@ def command(task_id: str, yes: bool) -> None:
                 "no answer to the confirmation; pass -y to cancel without asking"
             ) from None
         if not confirmed:
-            note(f"task {task_id} left running")
+            app.output.note(f"task {task_id} left running")
             return
     app.output.obj(app.client().cancel_task(task_id), ("task_id", "canceled"))

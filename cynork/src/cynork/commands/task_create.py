@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from cynork._app import get_app, output_option
-from cynork._errors import ServerError, UsageError
+from cynork._errors import GatewayError, UsageError
 from cynork._files import (
     COMMANDS_LIMIT,
     PROMPT_LIMIT,
@@ -19,6 +19,7 @@ from cynork._files import (
 )
 from cynork._waiting import wait_for_result
 
+CREATED_KEYS = ("task_id", "task_name", "status", "attachments")
 MODES_HINT = "give a prompt (-p/-t/-f), a script (-s) or commands (--command/--commands-file)"
 
 
@@ -111,7 +112,8 @@ def build_body(
     "--attach",
     multiple=True,
     metavar="PATH",
-    help="File placed under /workspace; repeatable (at most 16, 10 MiB each).",
+    help="File placed under /workspace by its base name, listed by its relative path; "
+    "repeatable (at most 16, 10 MiB each).",
 )
 @click.option(
     "--timeout", type=click.IntRange(min=1), default=None, metavar="SECONDS", help="Job timeout."
@@ -150,11 +152,11 @@ def command(
     )
     created = app.client().create_task(body)
     if not wait:
-        app.output.obj(created, ("task_id", "task_name", "status"))
+        app.output.obj(created, CREATED_KEYS)
         return
     if not app.output.is_json:
-        app.output.obj(created, ("task_id", "task_name", "status"))
+        app.output.obj(created, CREATED_KEYS)
     task_id = str(created.get("task_id") or "")
     if not task_id:
-        raise ServerError("the gateway did not return a task_id to wait for")
+        raise GatewayError("the gateway did not return a task_id to wait for")
     app.output.result(wait_for_result(app, task_id))

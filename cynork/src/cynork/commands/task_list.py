@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cynork._app import get_app, output_option
-from cynork._client import TASK_STATUSES
+from cynork._client import TASK_STATUSES, JSONDict
 
 LINE_KEYS = ("task_id", "task_name", "status", "input_mode", "created_at", "reason")
 
@@ -16,11 +16,26 @@ LINE_KEYS = ("task_id", "task_name", "status", "input_mode", "created_at", "reas
     "-l", "--limit", type=click.IntRange(1, 200), default=None, help="At most N tasks (max 200)."
 )
 @click.option("--cursor", default=None, help="The next_cursor of a previous page.")
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Skip the first N tasks (after --cursor, when given).",
+)
 @output_option
-def command(status: str | None, limit: int | None, cursor: str | None) -> None:
+def command(status: str | None, limit: int | None, cursor: str | None, offset: int) -> None:
     """List tasks; a last line next_cursor=… tells there are more."""
     app = get_app()
-    page = app.client().list_tasks(status=status, limit=limit, cursor=cursor)
+    client = app.client()
+    exhausted = False
+    if offset:
+        cursor = client.skip_tasks(offset, status=status, cursor=cursor)
+        exhausted = cursor is None
+    page: JSONDict = (
+        {"tasks": [], "next_cursor": ""}
+        if exhausted
+        else client.list_tasks(status=status, limit=limit, cursor=cursor)
+    )
     if app.output.is_json:
         app.output.json_line(page)
         return

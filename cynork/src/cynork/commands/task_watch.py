@@ -29,10 +29,10 @@ def _snapshot(result: JSONDict) -> tuple[object, ...]:
 @click.option(
     "-n",
     "--interval",
-    type=click.FloatRange(min=0.1),
-    default=1.0,
+    type=click.FloatRange(min=1.0),
+    default=2.0,
     show_default=True,
-    help="Seconds between refreshes.",
+    help="Seconds between refreshes (at least 1).",
 )
 @click.option("--no-clear", is_flag=True, help="Append updates instead of redrawing the screen.")
 @output_option
@@ -41,7 +41,7 @@ def command(task_id: str, interval: float, no_clear: bool) -> None:
     app = get_app()
     client = app.client()
     # Redrawing only makes sense on a screen; piped output gets appended lines.
-    redraw = not no_clear and app.stdout_is_tty() and not app.output.is_json
+    redraw = not no_clear and app.stdout_is_tty() and not app.output.is_json and app.output.color
     last: tuple[object, ...] | None = None
     try:
         while True:
@@ -55,7 +55,7 @@ def command(task_id: str, interval: float, no_clear: bool) -> None:
                 app.output.result(result)
             elif snap != last:
                 if app.output.is_json:
-                    app.output.json_line(result)
+                    app.output.json_event(result)
                 elif done:
                     app.output.result(result)
                 else:

@@ -1,4 +1,4 @@
-"""`cynork version`: the client's version, and the gateway's when it answers."""
+"""`cynork version`: `version=<client>`, then the gateway's version when it answers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cynork._errors import CynorkError
 @click.command("version")
 @output_option
 def command() -> None:
-    """Print the client and gateway versions."""
+    """Print version=… (the client's) and gateway_version=…."""
     app = get_app()
-    info: dict[str, str | None] = {"client_version": __version__, "gateway_version": None}
+    info: dict[str, str] = {"version": __version__}
     try:
         info["gateway_version"] = app.client().server_version() or "unknown"
     except CynorkError:

@@ -189,6 +189,7 @@ ROWS: list[Row] = [
         200,
         _user("GET", "/v1/tasks/{done}/logs?stream=stderr"),
     ),
+    Row("logs-all", TASKS + "GetTaskLogs", 200, _user("GET", "/v1/tasks/{done}/logs?stream=all")),
     Row("logs-missing", TASKS + "GetTaskLogs", 404, _user("GET", "/v1/tasks/nope/logs")),
     Row(
         "watch-done", TASKS + "WatchTask", 200, _user("GET", "/v1/tasks/{done}/watch"), stream=True
@@ -278,6 +279,28 @@ ROWS: list[Row] = [
         NODES + "ReportCapability",
         200,
         _node("POST", "/v1/nodes/capability", {"capability": _capability("parity-node")}),
+    ),
+    Row(
+        "capability-as-the-body",
+        NODES + "ReportCapability",
+        200,
+        _node("POST", "/v1/nodes/capability", _capability("parity-node")),
+    ),
+    Row(
+        "capability-neither-form",
+        NODES + "ReportCapability",
+        400,
+        _node("POST", "/v1/nodes/capability", {"capabilities": {"cpu": 1}}),
+    ),
+    Row(
+        "capability-both-forms",
+        NODES + "ReportCapability",
+        400,
+        _node(
+            "POST",
+            "/v1/nodes/capability",
+            {"capability": _capability("parity-node"), "version": 1},
+        ),
     ),
     Row(
         "capability-other-slug",

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import shlex
 import signal
 import socket
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -72,7 +75,9 @@ class ConnectionCounter:
 
 
 def _expand(context: Any, text: str) -> str:
-    return text.replace("{task_id}", context.task_id or "{task_id}")
+    text = text.replace("{task_id}", context.task_id or "{task_id}")
+    text = text.replace("{gateway_host}", urlsplit(context.gateway_url).netloc)
+    return text.replace("{admin_password}", getattr(context, "admin_password", ""))
 
 
 def _config_file(context: Any) -> Path:
@@ -102,6 +107,8 @@ def run_cynork(
         capture_output=True,
         text=True,
         env=env,
+        # The scenario's HOME is also where relative paths (`-a notes/a.txt`) start.
+        cwd=context.home,
         timeout=RUN_TIMEOUT,
         check=False,
     )
@@ -140,6 +147,11 @@ def step_log_in(context: Any) -> None:
     )
 
 
+@given("I am not logged in anywhere")
+def step_logged_out_here(context: Any) -> None:
+    _config_file(context).unlink(missing_ok=True)
+
+
 @given("a task that keeps running")
 def step_long_task(context: Any) -> None:
     result = run_cynork(context, "cynork task create --command 'sleep 300'")
@@ -147,6 +159,22 @@ def step_long_task(context: Any) -> None:
     match = re.search(r"^task_id=(\S+)", result.stdout, re.MULTILINE)
     assert match, str(result)
     context.task_id = match.group(1)
+    context.add_cleanup(_cancel_quietly, context.gateway_url, _config_file(context), match.group(1))
+
+
+def _cancel_quietly(gateway_url: str, config: Path, task_id: str) -> None:
+    """Frees the node's slot once the scenario is over: a `sleep 300` left running would
+    hold it for five minutes and starve the @node scenarios after it."""
+    try:
+        token = yaml.safe_load(config.read_text())["token"]
+        httpx.post(
+            f"{gateway_url}/v1/tasks/{task_id}/cancel",
+            json={},
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10.0,
+        )
+    except (OSError, KeyError, TypeError, httpx.HTTPError):
+        pass  # logged out, or the gateway of its own is gone: nothing holds a slot then
 
 
 @given("my session was revoked on the gateway")
@@ -245,6 +273,68 @@ def step_wrong_logins(context: Any, n: str) -> None:
             context, "cynork auth login -u admin --password-stdin", stdin="wrong password\n"
         )
         assert result.code == 3, str(result)
+
+
+@when(r'I run "(?P<command>[^"]+)" with stdin "(?P<text>[^"]*)"')
+def step_run_with_stdin(context: Any, command: str, text: str) -> None:
+    run_cynork(context, command, stdin=_expand(context, text).replace("\\n", "\n"))
+
+
+@given(r'a file "(?P<path>[^"]+)" containing "(?P<text>[^"]*)"')
+def step_file(context: Any, path: str, text: str) -> None:
+    target = Path(context.home) / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+@given(r"(?P<n>\d+) tasks that keep running")
+def step_n_long_tasks(context: Any, n: str) -> None:
+    context.task_ids = []
+    for _ in range(int(n)):
+        step_long_task(context)
+        context.task_ids.append(context.task_id)
+
+
+@when(r"I open the shell on a terminal and leave it")
+def step_shell_on_a_pty(context: Any) -> None:
+    """`cynork shell` on a real pseudo-terminal: waits for its prompt, then `exit`."""
+    argv = [str(context.cynork_bin), "shell"]
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        argv,
+        env={**_cynork_env(context), "TERM": "xterm"},
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        cwd=context.home,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    screen = b""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    try:
+        # The prompt's last space is drawn as a cursor move, so look for its `>`.
+        while not re.search(rb"cynork \S*>", screen.split(b"Ctrl-D leaves.")[-1]):
+            assert time.monotonic() < deadline, f"no prompt: {screen!r}"
+            ready, _, _ = select.select([primary], [], [], 0.2)
+            if ready:
+                screen += os.read(primary, 4096)
+        os.write(primary, b"exit\r")
+        while proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 0.2)
+            if ready:
+                try:
+                    screen += os.read(primary, 4096)
+                except OSError:  # the terminal closed with the shell
+                    break
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(primary)
+    # Escape sequences (colours, cursor moves) out, so the text reads as the user saw it.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[>=()][0-9A-Za-z]?|\r", "", screen.decode())
+    context.result = Run(argv, code, text, "")
 
 
 use_step_matcher("parse")
@@ -375,3 +465,40 @@ def step_not_canceled(context: Any) -> None:
 @then("the listener saw no connection")
 def step_no_connection(context: Any) -> None:
     assert context.listener.connections == 0, "cynork connected before checking its files"
+
+
+@then('stderr contains "{text}"')
+def step_stderr_contains(context: Any, text: str) -> None:
+    result = _last(context)
+    assert _expand(context, text) in result.stderr, str(result)
+
+
+@then('stdout is exactly "{text}"')
+def step_stdout_exactly(context: Any, text: str) -> None:
+    result = _last(context)
+    assert result.stdout == _expand(context, text).replace("\\n", "\n"), str(result)
+
+
+@then("stdout is one compact JSON value")
+def step_one_compact_json(context: Any) -> None:
+    """Not a terminal: exactly one JSON value, on one line (SPEC §5.3)."""
+    result = _last(context)
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, str(result)
+    json.loads(result.stdout)
+
+
+@then('the JSON field "{field}" is {value}')
+def step_json_field(context: Any, field: str, value: str) -> None:
+    result = _last(context)
+    body = json.loads(result.stdout)
+    expected = json.loads(_expand(context, value))
+    assert body.get(field) == expected, f"{field}: {body.get(field)!r} != {expected!r}\n{result}"
+
+
+@then("stdout lists task {n:d} of those tasks, newest first, and nothing else")
+def step_lists_nth(context: Any, n: int) -> None:
+    result = _last(context)
+    newest_first = list(reversed(context.task_ids))
+    out = result.stdout.strip().splitlines()
+    assert len(out) == 1 or (len(out) == 2 and out[1].startswith("next_cursor=")), str(result)
+    assert out[0].startswith(f"task_id={newest_first[n - 1]} "), str(result)

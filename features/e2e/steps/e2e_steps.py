@@ -76,7 +76,7 @@ def step_login(context: Any) -> None:
     context.token = config["token"]
     context.seen_tokens.update({config["token"], config.get("refresh_token", "")})
     who = cynork(context, "auth", "whoami")
-    assert who.returncode == 0 and "handle=admin" in who.stdout, who.stdout + who.stderr
+    assert who.returncode == 0 and "user=admin" in who.stdout, who.stdout + who.stderr
 
 
 def _the_node(context: Any) -> dict[str, Any]:

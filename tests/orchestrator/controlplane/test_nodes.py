@@ -191,3 +191,42 @@ def test_bearer_token_parsing() -> None:
     assert bearer_token([("authorization", "Basic abc")]) is None
     assert bearer_token([("authorization", "Bearer ")]) is None
     assert bearer_token(None) is None
+
+
+async def test_capability_report_inline_or_wrapped_never_both_or_neither(
+    sqlite_server: ControlPlaneServer,
+) -> None:
+    """Upstream's REST form puts the report's fields in the body itself; they arrive here
+    inline in ReportCapabilityRequest and are stored like a wrapped report (SPEC §3.2)."""
+    node = SimNode(sqlite_server.target, PSK, "node-inline", inference=False)
+    await node.register()
+    channel, stub = _stub(sqlite_server)
+    report = node.capability()
+    report.compute.cpu_cores = 12
+    inline = nodes_pb2.ReportCapabilityRequest()
+    for field in nodes_pb2.CapabilityReport.DESCRIPTOR.fields:
+        if field.message_type is not None:
+            if report.HasField(field.name):
+                getattr(inline, field.name).CopyFrom(getattr(report, field.name))
+        else:
+            setattr(inline, field.name, getattr(report, field.name))
+    assert (await stub.ReportCapability(inline, metadata=node.metadata)).accepted
+    async with transaction(session_factory(sqlite_server.engine)) as s:
+        row = (await s.exec(select(Node).where(Node.slug == "node-inline"))).one()
+    assert row.capability["compute"]["cpu_cores"] == 12
+    assert row.capability["node"]["node_slug"] == "node-inline"
+
+    both = nodes_pb2.ReportCapabilityRequest(capability=report, version=1)
+    for bad, fragment in (
+        (both, "not both (also inline: version)"),
+        (nodes_pb2.ReportCapabilityRequest(), "no capability report"),
+        (nodes_pb2.ReportCapabilityRequest(capability=nodes_pb2.CapabilityReport()), "no cap"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ReportCapability(bad, metadata=node.metadata)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert fragment in (info.value.details() or "")
+    async with transaction(session_factory(sqlite_server.engine)) as s:
+        row = (await s.exec(select(Node).where(Node.slug == "node-inline"))).one()
+    assert row.capability["compute"]["cpu_cores"] == 12  # nothing refused was stored
+    await channel.close(None)

@@ -2,7 +2,7 @@
 
 This is what the operator sets on the machine (where the orchestrator is, the PSK, the
 state dir, Podman). What the orchestrator delivers later (limits, timeouts, image) is
-mapped separately in `apply.py`.
+mapped separately in `applied_config.py`.
 """
 
 from __future__ import annotations

@@ -330,7 +330,7 @@ def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
 @contextlib.asynccontextmanager
 async def model_relay(directory: Path) -> AsyncIterator[str]:
     from cynode.node.devinference import start_dev_inference
-    from cynode.node.relay import InferenceRelay
+    from cynode.node.inference.relay import InferenceRelay
 
     model = await start_dev_inference("127.0.0.1", 0, n_ctx=512, default_num_predict=4)
     relay = InferenceRelay(directory, model.url)
@@ -356,7 +356,7 @@ async def pod_runs(runs: int) -> PodFigures:
 
     from cynode.jobs.v1 import job_pb2
     from cynode.node.config import NodeConfig
-    from cynode.node.jobs import RunnerFactory
+    from cynode.node.job_worker import RunnerFactory
     from cynode.node.podman_host import PodmanHost
     from cynode.node.runtime import PodmanService, SandboxSettings, remove_leftovers
     from cynode.node.runtime.settings import InferencePodSettings

@@ -17,7 +17,7 @@ from cynode.controlplane.v1 import dispatch_pb2
 from cynode.jobs.v1 import job_pb2
 from cynode.node.config import NodeConfig
 from cynode.node.daemon import NodeDaemon
-from cynode.node.jobs import OnOutput, OnStarted, RunnerFactory
+from cynode.node.job_worker import OnOutput, OnStarted, RunnerFactory
 from cynode.node.readiness import STEPS, StepState
 from cynode.node.runtime.settings import SandboxSettings
 from tests.node.cp_server import FakeControlPlane

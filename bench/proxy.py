@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import socket
 import statistics
 import subprocess
 import sys

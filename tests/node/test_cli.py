@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 
 from cynode.node import cli
 from cynode.node.config import NodeConfig
-from cynode.testing import Node, free_port, until
 from cynode.node.doctor import (
     Check,
     check_containers_conf,
@@ -22,6 +20,7 @@ from cynode.node.doctor import (
     check_service_and_images,
     check_state_dir,
 )
+from cynode.testing import Node, free_port, until
 from tests.node.cp_server import PSK, FakeControlPlane
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -155,6 +152,6 @@ def test_serve_subprocess_starts_logs_in_and_stops_on_sigterm(env: Path) -> None
         assert resp.status_code == 200
     finally:
         orch.stop()
-    rest = orch.running().text()
-    assert orch.running().returncode == 0, rest
-    assert "shutting down" in rest and password not in rest and "psk " not in rest
+    log = orch.running().text()
+    assert orch.running().returncode == 0, log
+    assert "shutting down" in log and password not in log and "psk " not in log

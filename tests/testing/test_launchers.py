@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -150,24 +149,3 @@ def test_dev_model_command_and_env(tmp_path: Path) -> None:
     assert model.environ() == {"A": "b", "PYTHONUNBUFFERED": "1"}
     assert model.url == "http://127.0.0.1:7" and not model.ready()
     assert "PYTHONUNBUFFERED" in DevModel(tmp_path / "m.log").environ()
-
-
-@pytest.mark.slow
-def test_a_real_orchestrator_survives_kill9_and_keeps_its_state(tmp_path: Path) -> None:
-    orch = Orchestrator(tmp_path / "orchestrator", "admin-pw-1234", "psk-1234")
-    orch.start()
-    try:
-        assert httpx.get(f"{orch.gateway_url}/healthz", timeout=5).status_code == 200
-        orch.kill9()
-        assert not orch.alive()
-        orch.restart()
-        login = httpx.post(
-            f"{orch.gateway_url}/v1/auth/login",
-            json={"handle": "admin", "password": "admin-pw-1234"},
-            timeout=10,
-        )
-        assert login.status_code == 200, login.text
-    finally:
-        orch.stop()
-    assert orch.running().returncode == 0
-    assert "admin-pw-1234" not in orch.running().text()

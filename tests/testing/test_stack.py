@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cynode.testing.stack import (
@@ -131,19 +132,23 @@ def test_the_state_file_and_the_secrets_of_a_stack(tmp_path: Path) -> None:
     session = {"node_id": "NODE1", "node_jwt": "node-jwt"}
     (stack.node_state_dir / "session.json").write_text(json.dumps(session))
     assert stack.node_id() == "NODE1"
-    assert list(iter_secrets(stack)) == ["stack-admin-pw", "stack-node-psk", "jwt-secret", "node-jwt"]
+    assert list(iter_secrets(stack)) == [
+        "stack-admin-pw",
+        "stack-node-psk",
+        "jwt-secret",
+        "node-jwt",
+    ]
 
 
 def test_clean_up_helpers(tmp_path: Path) -> None:
     assert remove_containers("") == 0
+    assert remove_containers("no-such-node-01") == 0
     # A stand-in for a dead node's `podman system service`: named by its state dir.
     stray = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "podman", str(tmp_path / "node")]
     )
     try:
-        wait_until(
-            lambda: b"podman" in Path(f"/proc/{stray.pid}/cmdline").read_bytes(), 10, "argv"
-        )
+        wait_until(lambda: b"podman" in Path(f"/proc/{stray.pid}/cmdline").read_bytes(), 10, "argv")
         assert kill_strays(tmp_path / "node") == 1
         assert stray.wait(10) == -9
     finally:
@@ -163,12 +168,22 @@ def test_a_stacks_orchestrator_for_real(tmp_path: Path) -> None:
         second = stack.restart_orchestrator()
         assert second.pid != first.pid
         stack.wait_healthy()
+        # The same data dir after kill -9: the admin made by the first start logs in.
+        login = httpx.post(
+            f"{stack.gateway_url}/v1/auth/login",
+            json={"handle": "admin", "password": "stack-admin-pw"},
+            timeout=10,
+        )
+        assert login.status_code == 200, login.text
         # No node: both /readyz cannot say ready.
         with pytest.raises(NotReady, match="both /readyz"):
             stack.wait_ready(timeout=0.5)
         stack.save()
-        assert set(running_state(stack.dir)["procs"]) == {"orchestrator"}  # type: ignore[arg-type]
+        state = running_state(stack.dir)
+        assert state is not None and set(state["procs"]) == {"orchestrator"}  # type: ignore[call-overload]
     finally:
         stack.stop()
-    assert not stack.procs["orchestrator"].alive()
+    orchestrator = stack.procs["orchestrator"]
+    assert orchestrator.returncode == 0, orchestrator.tail()
+    assert "stack-admin-pw" not in orchestrator.text()
     assert stack.log_files() == [stack.logs / "orchestrator.log"]

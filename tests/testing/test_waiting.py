@@ -56,7 +56,7 @@ async def test_until_takes_plain_and_async_checks() -> None:
         return True
 
     await until(check, 5)
-    with pytest.raises(NotReady, match="never not reached within 0.05s"):
+    with pytest.raises(NotReady, match=r"never not reached within 0\.05s"):
         await until(lambda: False, 0.05, "never")
 
 

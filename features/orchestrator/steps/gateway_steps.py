@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,7 +17,6 @@ from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, tasks_pb2, tasks_pb2_grpc
 from cynode.testing import BIN
 
 use_step_matcher("re")
-
 
 
 def _http(context: Any) -> httpx.Client:

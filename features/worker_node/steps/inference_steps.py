@@ -5,16 +5,13 @@ a node in inference mode `existing` relaying to it, and inference jobs."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 from behave import given, then, when
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -27,6 +27,7 @@ from cynode.testing import (
     remove_containers,
     running_state,
 )
+from cynode.testing import stack as harness_stack
 from cynode.testing.stack import DEFAULT_DIR
 
 FAILURES = (StackError, NotReady, ProcessExited)
@@ -199,7 +200,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=f"{__doc__}\n\n{harness_stack.__doc__}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--dir", type=Path, default=None, help="state dir (./var; CYNODE_STACK_DIR)"

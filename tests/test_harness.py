@@ -67,10 +67,26 @@ def _outside_functions(node: ast.AST) -> Iterator[ast.AST]:
             yield from _outside_functions(child)
 
 
+def _works_while_bound(tree: ast.AST, bind: ast.Call) -> bool:
+    """Whether the `with socket.socket()` block of `bind` does more after it than read
+    the port: then the socket is held (bound, never listening: a port that refuses)."""
+    for block in ast.walk(tree):
+        if not isinstance(block, ast.With):
+            continue
+        for i, stmt in enumerate(block.body):
+            if isinstance(stmt, ast.Expr) and stmt.value is bind:
+                rest = block.body[i + 1 :]
+                return any(
+                    not isinstance(s, ast.Return) and "getsockname" not in ast.unparse(s)
+                    for s in rest
+                )
+    return False
+
+
 def _pickers(tree: ast.AST) -> Iterator[str]:
-    """A bind to port 0 in a scope that neither listens nor hands the socket to a
-    server (`sock=`, `sockets=`) is a port picker; the others hold a server socket or a
-    deliberately busy port, which tests may."""
+    """A bind to port 0 that only reads the port is a port picker. A socket that
+    listens, is handed to a server (`sock=`, `sockets=`) or stays bound while its
+    block works is held: a server socket or a deliberately busy port, which tests may."""
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     scopes = [list(_outside_functions(tree)), *(list(ast.walk(f)) for f in functions)]
     for nodes in scopes:
@@ -78,7 +94,8 @@ def _pickers(tree: ast.AST) -> Iterator[str]:
         if any(_holds(c) for c in calls):
             continue
         for call in filter(_binds_port_zero, calls):
-            yield f"line {call.lineno}: picks a port itself (use cynode.testing.free_port)"
+            if not _works_while_bound(tree, call):
+                yield f"line {call.lineno}: picks a port itself (use cynode.testing.free_port)"
     for fn in functions:
         if fn.name in PICKERS:
             yield f"line {fn.lineno}: defines {fn.name} (use cynode.testing.free_port)"
@@ -104,6 +121,10 @@ def problems(source: str) -> list[str]:
         '        s.bind(("127.0.0.1", 0))\n'
         "        return s.getsockname()[1]",
         'sock = socket.socket()\nsock.bind(("", 0))\nport = sock.getsockname()[1]',
+        "for _ in range(4):\n"
+        "    with socket.socket() as s:\n"
+        '        s.bind(("127.0.0.1", 0))\n'
+        "        ports.append(s.getsockname()[1])",
     ],
 )
 def test_each_rule_catches_what_it_forbids(source: str) -> None:
@@ -126,6 +147,10 @@ def test_each_rule_catches_what_it_forbids(source: str) -> None:
         "    sock = socket.socket()\n"
         '    sock.bind(("127.0.0.1", 0))\n'
         "    server = await asyncio.start_server(handler, sock=sock)",
+        "with socket.socket() as probe:\n"
+        '    probe.bind(("127.0.0.1", 0))\n'
+        '    url = f"http://127.0.0.1:{probe.getsockname()[1]}"  # bound, never listening\n'
+        "    assert run(url) == 1",
     ],
 )
 def test_what_the_rules_allow(source: str) -> None:

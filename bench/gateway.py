@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-PG_DSN = os.environ.get("CYNODE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from cynode.testing import PG_DSN, Orchestrator, PgSchema
 
 
 @dataclass
@@ -49,63 +43,24 @@ class Result:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _pg(sql: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @contextmanager
 def server(db_url: str, data_dir: Path, password: str) -> Iterator[str]:
-    rest, grpc_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "ADMIN_PASSWORD": password,
-        "CYNODE_DATA_DIR": str(data_dir),
-        "CYNODE_DATABASE_URL": db_url,
-        "CYNODE_GATEWAY_REST_PORT": str(rest),
-        "CYNODE_GATEWAY_GRPC_PORT": str(grpc_port),
-        # serve also runs the control plane: it needs a PSK and ports of its own.
-        "NODE_PSK": password,
-        "CYNODE_CONTROL_REST_PORT": str(_free_port()),
-        "CYNODE_CONTROL_GRPC_PORT": str(_free_port()),
-        "CYNODE_REQUIRE_INFERENCE": "false",
-        "CYNODE_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "cynode-orchestrator"), "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    orch = Orchestrator(
+        data_dir,
+        password,
+        # serve also runs the control plane: it needs a PSK.
+        password,
+        database_url=db_url,
+        settings={"CYNODE_REQUIRE_INFERENCE": "false", "CYNODE_LOG_LEVEL": "warning"},
+        log=data_dir / "orchestrator.log",
+        ready_timeout=60.0,
+        grace=30.0,
     )
-    url = f"http://127.0.0.1:{rest}"
+    orch.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.1)
-        yield url
+        yield orch.gateway_url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        orch.stop()
 
 
 async def _run(
@@ -166,20 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         for backend in backends:
             password = secrets.token_urlsafe(16)
             data = Path(tmp) / backend
-            schema = f"bench_{secrets.token_hex(5)}"
-            if backend == "postgres":
-                asyncio.run(_pg(f'CREATE SCHEMA "{schema}"'))
-                db_url = f"{PG_DSN}?search_path={schema}"
-            else:
-                db_url = f"sqlite:///{data / 'cynode.db'}"
+            schema = PgSchema.create("bench", PG_DSN) if backend == "postgres" else None
+            db_url = schema.url if schema else f"sqlite:///{data / 'cynode.db'}"
             try:
                 with server(db_url, data, password) as url:
                     health, create = asyncio.run(
                         measure(url, password, args.requests, args.concurrency)
                     )
             finally:
-                if backend == "postgres":
-                    asyncio.run(_pg(f'DROP SCHEMA "{schema}" CASCADE'))
+                if schema is not None:
+                    schema.drop()
             rows.append((backend, health, 1.0))
             rows.append((backend, create, create.rate / health.rate))
     print(

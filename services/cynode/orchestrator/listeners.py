@@ -146,6 +146,8 @@ class ServicePorts:
         self.rest_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._rest_app,
+            # httptools (C, llhttp) rather than h11 (pure Python): SPEC §1.5.
+            http="httptools",
             lifespan="off",
             log_config=None,
             access_log=False,

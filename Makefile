@@ -35,7 +35,7 @@ lint: ## ruff, mypy, buf lint, buf breaking
 	tools/buf_third_party.sh
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy services node proxy cynork/src tests bench tools
+	.venv/bin/mypy services node proxy cynork/src images/sandbox tests bench tools
 	.venv/bin/buf lint
 	tools/buf_breaking.sh
 

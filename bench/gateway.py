@@ -19,9 +19,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-PG_DSN = os.environ.get("CYNODE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from cynode.testing import PG_DSN, Orchestrator, PgSchema, free_port, http_ok, launch, wait_until
 
 
 @dataclass
@@ -53,21 +48,6 @@ class Result:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _pg(sql: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 FLOOR_APP = """
 import sys
 import uvicorn
@@ -84,68 +64,37 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
-
-
 @contextmanager
-def _process(argv: list[str], env: dict[str, str], url: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        argv,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def floor_server(log: Path) -> Iterator[str]:
+    """The bare uvicorn + Starlette app, in a process of its own like the gateway."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = launch("floor", [sys.executable, "-c", FLOOR_APP, str(port)], dict(os.environ), log)
     try:
-        _wait_healthy(proc, url)
+        wait_until(lambda: http_ok(f"{url}/healthz"), 60, "the floor app", procs=[proc])
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-@contextmanager
-def floor_server() -> Iterator[str]:
-    """The bare uvicorn + Starlette app, in a process of its own like the gateway."""
-    port = _free_port()
-    with _process(
-        [sys.executable, "-c", FLOOR_APP, str(port)], dict(os.environ), f"http://127.0.0.1:{port}"
-    ) as url:
-        yield url
+        proc.stop()
 
 
 @contextmanager
 def server(db_url: str, data_dir: Path, password: str) -> Iterator[str]:
-    rest, grpc_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "ADMIN_PASSWORD": password,
-        "CYNODE_DATA_DIR": str(data_dir),
-        "CYNODE_DATABASE_URL": db_url,
-        "CYNODE_GATEWAY_REST_PORT": str(rest),
-        "CYNODE_GATEWAY_GRPC_PORT": str(grpc_port),
-        # serve also runs the control plane: it needs a PSK and ports of its own.
-        "NODE_PSK": password,
-        "CYNODE_CONTROL_REST_PORT": str(_free_port()),
-        "CYNODE_CONTROL_GRPC_PORT": str(_free_port()),
-        "CYNODE_REQUIRE_INFERENCE": "false",
-        "CYNODE_LOG_LEVEL": "warning",
-    }
-    argv = [str(ROOT / ".venv" / "bin" / "cynode-orchestrator"), "serve"]
-    with _process(argv, env, f"http://127.0.0.1:{rest}") as url:
-        yield url
+    orch = Orchestrator(
+        data_dir,
+        password,
+        # serve also runs the control plane: it needs a PSK.
+        password,
+        database_url=db_url,
+        settings={"CYNODE_REQUIRE_INFERENCE": "false", "CYNODE_LOG_LEVEL": "warning"},
+        log=data_dir / "orchestrator.log",
+        ready_timeout=60.0,
+        grace=30.0,
+    )
+    orch.start()
+    try:
+        yield orch.gateway_url
+    finally:
+        orch.stop()
 
 
 async def _run(
@@ -266,22 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     ratios: list[tuple[str, float, str]] = []
     c = args.concurrency
-    with floor_server() as floor_url, tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp,
+        floor_server(Path(tmp) / "floor.log") as floor_url,
+    ):
         for backend in backends:
             password = secrets.token_urlsafe(16)
             data = Path(tmp) / backend
-            schema = f"bench_{secrets.token_hex(5)}"
-            if backend == "postgres":
-                asyncio.run(_pg(f'CREATE SCHEMA "{schema}"'))
-                db_url = f"{PG_DSN}?search_path={schema}"
-            else:
-                db_url = f"sqlite:///{data / 'cynode.db'}"
+            schema = PgSchema.create("bench", PG_DSN) if backend == "postgres" else None
+            db_url = schema.url if schema else f"sqlite:///{data / 'cynode.db'}"
             try:
                 with server(db_url, data, password) as url:
                     got = asyncio.run(measure(floor_url, url, password, args.requests, c))
             finally:
-                if backend == "postgres":
-                    asyncio.run(_pg(f'DROP SCHEMA "{schema}" CASCADE'))
+                if schema is not None:
+                    schema.drop()
             rows += [
                 Row("floor", got["floor-1"], 1),
                 Row("floor", got["floor-N"], c),

@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.sandbox import podman_env, raw_run
+from cynode.testing import free_port, listening, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -104,29 +104,12 @@ def serve_upstream(port: int, stream_bytes: int) -> None:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_port(port: int, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+    wait_until(lambda: listening("127.0.0.1", port, 0.5), within, f"a listener on {port}")
 
 
 def wait_unix(path: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if Path(path).is_socket():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"no socket at {path}")
+    wait_until(Path(path).is_socket, within, f"a socket at {path}", interval=0.05)
 
 
 @contextlib.contextmanager
@@ -330,7 +313,7 @@ def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
 @contextlib.asynccontextmanager
 async def model_relay(directory: Path) -> AsyncIterator[str]:
     from cynode.node.devinference import start_dev_inference
-    from cynode.node.relay import InferenceRelay
+    from cynode.node.inference.relay import InferenceRelay
 
     model = await start_dev_inference("127.0.0.1", 0, n_ctx=512, default_num_predict=4)
     relay = InferenceRelay(directory, model.url)
@@ -356,7 +339,7 @@ async def pod_runs(runs: int) -> PodFigures:
 
     from cynode.jobs.v1 import job_pb2
     from cynode.node.config import NodeConfig
-    from cynode.node.jobs import RunnerFactory
+    from cynode.node.job_worker import RunnerFactory
     from cynode.node.podman_host import PodmanHost
     from cynode.node.runtime import PodmanService, SandboxSettings, remove_leftovers
     from cynode.node.runtime.settings import InferencePodSettings

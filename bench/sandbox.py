@@ -19,8 +19,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,8 +29,9 @@ from pathlib import Path
 
 import httpx
 
+from cynode.testing import BIN, Node, Orchestrator
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / ".venv" / "bin"
 IMAGE = "localhost/cynode-sandbox"
 TARGET_RATIO = 1.3
 CYNORK_TARGET_RATIO = 0.5
@@ -125,81 +124,33 @@ def cynork_runs(gateway_url: str, password: str, runs: int) -> list[float]:
         return [one() for _ in range(runs)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, within: float = 120) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within {within:.0f}s")
-
-
 @contextlib.contextmanager
 def stack() -> Iterator[tuple[str, str]]:
     """orchestrator serve (SQLite) + cynode-node run, on free ports in a temp dir."""
     work = Path(tempfile.mkdtemp(prefix="cynode-bench-"))
     password, psk = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
-    ports = {k: free_port() for k in ("rest", "grpc", "crest", "cgrpc", "worker")}
-    base = {k: v for k, v in podman_env().items() if not k.startswith("CYNODE_")}
-    orch_env = base | {
-        "CYNODE_DATA_DIR": str(work / "orchestrator"),
-        "CYNODE_GATEWAY_REST_PORT": str(ports["rest"]),
-        "CYNODE_GATEWAY_GRPC_PORT": str(ports["grpc"]),
-        "CYNODE_CONTROL_REST_PORT": str(ports["crest"]),
-        "CYNODE_CONTROL_GRPC_PORT": str(ports["cgrpc"]),
-        "CYNODE_REQUIRE_INFERENCE": "false",
-        "ADMIN_PASSWORD": password,
-        "NODE_PSK": psk,
-    }
-    node_env = base | {
-        "CYNODE_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['crest']}",
-        "CYNODE_CONTROL_PLANE_GRPC": f"127.0.0.1:{ports['cgrpc']}",
-        "NODE_PSK": psk,
-        "CYNODE_NODE_SLUG": "bench-node",
-        "CYNODE_NODE_STATE_DIR": str(work / "node"),
-        "CYNODE_WORKER_API_PORT": str(ports["worker"]),
-    }
-    procs: list[subprocess.Popen[bytes]] = []
+    orch = Orchestrator(
+        work / "orchestrator",
+        password,
+        psk,
+        settings={"CYNODE_REQUIRE_INFERENCE": "false"},
+        ready_timeout=120.0,
+    )
+    node = Node(
+        work / "node",
+        psk,
+        control_url=orch.control_url,
+        control_grpc=orch.control_grpc,
+        slug="bench-node",
+        ready_timeout=120.0,
+    )
     try:
-        with (work / "orchestrator.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [str(BIN / "cynode-orchestrator"), "serve"],
-                    env=orch_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        gateway = f"http://127.0.0.1:{ports['rest']}"
-        wait_for(f"{gateway}/healthz")
-        with (work / "node.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [str(BIN / "cynode-node"), "run"],
-                    env=node_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        wait_for(f"http://127.0.0.1:{ports['worker']}/readyz")
-        yield gateway, password
+        orch.start()
+        node.start()
+        yield orch.gateway_url, password
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        node.stop()
+        orch.stop()
         print(f"(stack logs in {work})", file=sys.stderr)
 
 

@@ -2,7 +2,8 @@
 # Build CyNode's container images without any registry:
 #   localhost/cynode-base     Debian minbase (debootstrap) + python3, python3-aiohttp, curl,
 #                             ca-certificates; user `sandbox` 10000:10000, home /workspace
-#   localhost/cynode-sandbox  FROM base; the prompt runner; WORKDIR /workspace; USER 10000
+#   localhost/cynode-sandbox  FROM base; the prompt runner (images/sandbox/cynode_prompt.py as
+#                             /usr/local/bin/cynode-prompt); WORKDIR /workspace; USER 10000
 #   localhost/cynode-proxy    FROM base; proxy/cynode at /opt/cynode; runs `python3 -m cynode.proxy`
 #
 # Caching, so `make images` is quick when nothing changed:
@@ -137,15 +138,12 @@ else
   [ -n "$old" ] && [ "$old" != "$(id_of "$BASE")" ] && STALE_IDS+=("$old")
 fi
 
-# Sandbox context: Containerfile + the prompt runner (a placeholder that prints
-# "no prompt runner yet" and exits 2 until images/sandbox/cynode-prompt exists).
+# Sandbox context: Containerfile + the prompt runner, staged under the name it has in the
+# image. Its source is a .py file so ruff, mypy and the unit tests' coverage see it; being
+# in the context, it is part of the image's input hash.
 ctx="$WORK/sandbox"; mkdir -p "$ctx"
 cp "$ROOT/images/sandbox/Containerfile" "$ctx/"
-if [ -f "$ROOT/images/sandbox/cynode-prompt" ]; then
-  cp "$ROOT/images/sandbox/cynode-prompt" "$ctx/cynode-prompt"
-else
-  cp "$ROOT/images/sandbox/cynode-prompt.placeholder" "$ctx/cynode-prompt"
-fi
+cp "$ROOT/images/sandbox/cynode_prompt.py" "$ctx/cynode-prompt"
 chmod 0755 "$ctx/cynode-prompt"
 build_from_context sandbox "$SANDBOX" "$ctx" "$BASE_HASH"; SANDBOX_HASH=$BUILT_HASH
 

@@ -29,131 +29,62 @@ import itertools
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".venv" / "bin"
-START_TIMEOUT = 60.0
-NODE_TIMEOUT = 180.0
+from cynode.testing import BIN, Node, NotReady, Orchestrator, ProcessExited
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s:\n{_tail(log)}")
-
-
-def _start(
-    context: Any, name: str, argv: list[str], env: dict[str, str]
-) -> tuple[subprocess.Popen[bytes], Path]:
-    log = Path(context.cynork_tmp) / f"{name}.log"
-    handle: IO[bytes] = log.open("wb")
-    proc = subprocess.Popen(
-        argv, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+def _orchestrator(context: Any, name: str, extra_env: dict[str, str] | None = None) -> Orchestrator:
+    """A `cynode-orchestrator serve` with its own data dir (SQLite there unless the
+    env says otherwise), once /healthz answers."""
+    orch = Orchestrator(
+        Path(context.cynork_tmp) / name,
+        context.admin_password,
+        context.node_psk,
+        settings={
+            "CYNODE_REQUIRE_INFERENCE": os.environ.get("CYNORK_BDD_REQUIRE_INFERENCE", "false"),
+            **(extra_env or {}),
+        },
+        name=name,
+        ready_timeout=60.0,
     )
-    context.cynork_procs.append((proc, handle))
-    return proc, log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _orchestrator(
-    context: Any, name: str, extra_env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], str, tuple[int, int]]:
-    """A `cynode-orchestrator serve` with its own data dir; (process, gateway URL,
-    control plane REST and gRPC ports) once /healthz answers."""
-    data_dir = Path(context.cynork_tmp) / name
-    ports = {key: _free_port() for key in ("gw_rest", "gw_grpc", "cp_rest", "cp_grpc")}
-    env = {
-        **os.environ,
-        "ADMIN_PASSWORD": context.admin_password,
-        "NODE_PSK": context.node_psk,
-        "CYNODE_DATA_DIR": str(data_dir),
-        "CYNODE_DATABASE_URL": f"sqlite:///{data_dir}/cynode.db",
-        "CYNODE_GATEWAY_REST_PORT": str(ports["gw_rest"]),
-        "CYNODE_GATEWAY_GRPC_PORT": str(ports["gw_grpc"]),
-        "CYNODE_CONTROL_REST_PORT": str(ports["cp_rest"]),
-        "CYNODE_CONTROL_GRPC_PORT": str(ports["cp_grpc"]),
-        "CYNODE_REQUIRE_INFERENCE": os.environ.get("CYNORK_BDD_REQUIRE_INFERENCE", "false"),
-        **(extra_env or {}),
-    }
-    data_dir.mkdir()
-    proc, log = _start(context, name, [str(BIN / "cynode-orchestrator"), "serve"], env)
-    url = f"http://127.0.0.1:{ports['gw_rest']}"
-    _wait_http(f"{url}/healthz", proc, log, START_TIMEOUT)
-    return proc, url, (ports["cp_rest"], ports["cp_grpc"])
+    context.cynork_procs.append(orch)
+    orch.start()
+    return orch
 
 
 def _start_orchestrator(context: Any) -> None:
     context.admin_password = secrets.token_urlsafe(18)
     context.node_psk = secrets.token_urlsafe(18)
     database = os.environ.get("CYNORK_BDD_DATABASE_URL")
-    _proc, context.gateway_url, context.control_ports = _orchestrator(
+    orch = _orchestrator(
         context, "orchestrator", {"CYNODE_DATABASE_URL": database} if database else None
     )
+    context.gateway_url = orch.gateway_url
+    context.orchestrator = orch
 
 
 def _start_node(context: Any) -> None:
     if os.environ.get("CYNORK_BDD_NODE", "1") == "0":
         context.node_error = "no node started (CYNORK_BDD_NODE=0)"
         return
-    tmp = Path(context.cynork_tmp)
-    cp_rest, cp_grpc = context.control_ports
-    worker_port = _free_port()
-    env = {
-        **os.environ,
-        "NODE_PSK": context.node_psk,
-        "CYNODE_ORCHESTRATOR_URL": f"http://127.0.0.1:{cp_rest}",
-        "CYNODE_CONTROL_PLANE_GRPC": f"127.0.0.1:{cp_grpc}",
-        "CYNODE_NODE_SLUG": "bdd-cynork-node",
-        "CYNODE_NODE_STATE_DIR": str(tmp / "node"),
-        "CYNODE_WORKER_API_PORT": str(worker_port),
-        "CYNODE_INFERENCE_MODE": "none",
-        "CONTAINERS_CONF": str(ROOT / "deploy" / "podman" / "containers.conf"),
-    }
-    proc, log = _start(context, "node", [str(BIN / "cynode-node"), "run"], env)
+    orch = context.orchestrator
+    node = Node(
+        Path(context.cynork_tmp) / "node",
+        context.node_psk,
+        control_url=orch.control_url,
+        control_grpc=orch.control_grpc,
+        slug="bdd-cynork-node",
+        inference_url="",
+        ready_timeout=180.0,
+        grace=15.0,
+    )
+    context.cynork_procs.append(node)
     try:
-        _wait_http(f"http://127.0.0.1:{worker_port}/readyz", proc, log, NODE_TIMEOUT)
-    except RuntimeError as exc:
+        node.start()
+    except (NotReady, ProcessExited) as exc:
         context.node_error = f"the node did not become ready: {exc}"
 
 
@@ -163,9 +94,9 @@ def _own_gateway_starter(context: Any) -> Any:
     count = itertools.count(1)
 
     def start(extra_env: dict[str, str]) -> str:
-        proc, url, _ = _orchestrator(context, f"own-gateway-{next(count)}", extra_env)
-        context.own_gateways.append(proc)
-        return url
+        orch = _orchestrator(context, f"own-gateway-{next(count)}", extra_env)
+        context.own_gateways.append(orch)
+        return orch.gateway_url
 
     return start
 
@@ -202,15 +133,14 @@ def after_scenario(context: Any, scenario: Any) -> None:
         listener.close()
         context.listener = None
     while context.own_gateways:
-        _stop(context.own_gateways.pop())
+        context.own_gateways.pop().stop(15.0)
     if context.shared_gateway_url is not None:
         context.gateway_url = context.shared_gateway_url
 
 
 def after_all(context: Any) -> None:
-    for proc, handle in reversed(getattr(context, "cynork_procs", [])):
-        _stop(proc)
-        handle.close()
+    for launched in reversed(getattr(context, "cynork_procs", [])):
+        launched.stop(15.0)
     failed = getattr(context, "failed", False)
     if failed:
         print(f"cynork suite: logs kept in {context.cynork_tmp}")

@@ -1,5 +1,5 @@
 """behave hooks for features/e2e: a REAL stack on Postgres, started as `make up` would
-start it (tools/stack.py) but on free ports and in a temp dir: orchestrator on a fresh
+start it (cynode.testing.Stack) but on free ports and in a temp dir: orchestrator on a fresh
 schema of database `test`, one node on real Podman, and the development model backend
 (SmolLM2-135M behind the Ollama API) unless CYNODE_E2E_INFERENCE_URL names an Ollama.
 
@@ -12,7 +12,6 @@ postgresql://postgres@127.0.0.1:5432/test).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -21,26 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tools.stack import Stack, StackSettings, iter_secrets  # noqa: E402
+from cynode.testing import PgSchema, Stack, StackSettings, iter_secrets
 
 PG_DSN = os.environ.get("CYNODE_E2E_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 def scan_logs(stack: Stack, extra: set[str]) -> list[str]:
@@ -57,11 +39,10 @@ def before_all(context: Any) -> None:
     if context.config.dry_run:
         return
     context.e2e_tmp = tempfile.mkdtemp(prefix="cynode-e2e-")
-    context.pg_schema = f"e2e_{secrets.token_hex(6)}"
-    _pg(f'CREATE SCHEMA "{context.pg_schema}"')
+    context.pg_schema = PgSchema.create("e2e", PG_DSN)
     settings = StackSettings.free(
         Path(context.e2e_tmp),
-        database_url=f"{PG_DSN}?search_path={context.pg_schema}",
+        database_url=context.pg_schema.url,
         inference_url=os.environ.get("CYNODE_E2E_INFERENCE_URL", ""),
         node_slug="e2e-node",
     )
@@ -98,7 +79,7 @@ def after_all(context: Any) -> None:
     hits = scan_logs(stack, context.seen_tokens)
     logs = stack.log_files()
     print(f"e2e: secret scan of {len(logs)} logs: {len(hits)} leak(s)", file=sys.stderr)
-    _pg(f'DROP SCHEMA IF EXISTS "{context.pg_schema}" CASCADE')
+    context.pg_schema.drop()
     if hits or getattr(context, "failed_any", False):
         print(f"e2e: logs kept in {stack.logs}", file=sys.stderr)
         for hit in hits:

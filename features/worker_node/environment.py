@@ -3,7 +3,8 @@ Podman, driven by the in-test gRPC control plane (tests/node/cp_server.py) serve
 a background event loop; the @orchestrator scenario uses a real `cynode-orchestrator
 serve` instead. Needs the images from `make images`.
 
-Context for steps: plane (PlaneThread), node (NodeProcess or None), orchestrator.
+Context for steps: plane (PlaneThread), node (cynode.testing.Node or None), orchestrator
+(cynode.testing.Orchestrator or None).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fault tests run whole stacks (tools/stack.py): real orchestrator, real node, real
+"""Fault tests run whole stacks (cynode.testing.Stack): real orchestrator, real node, real
 Podman, and break them with kill -9 and database restarts. Short leases (3 s) and
 heartbeats (1 s) keep each test to about a minute on two cores.
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tools.stack import Stack, StackSettings
+from cynode.testing import Stack, StackSettings
 from tools.stack_client import GatewayClient
 
 COUNTS: list[str] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.stack import Stack
+from cynode.testing import Stack
 from tools.stack_client import GatewayClient
 
 from .conftest import admin_client, fault_settings

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.stack import Stack, free_port
+from cynode.testing import Stack, free_port
 from tools.stack_client import GatewayClient
 
 from .conftest import admin_client, fault_settings

@@ -9,55 +9,28 @@ namespace has no route to the hosts) to count jobs, results and duplicates.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
 import sqlite3
 import ssl
-import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
-import yaml
 
 from cynode.orchestrator.certs import init_certs, issue_node
+from cynode.testing import Node, Orchestrator, Proc, wait_until
+from cynode.testing.launchers import CONTAINERS_CONF
 from tests.netns.topology import Topology
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".venv" / "bin"
-CONTAINERS_CONF = ROOT / "deploy" / "podman" / "containers.conf"
 LEASE_SECONDS = 6
 HEARTBEAT_SECONDS = 1
 GATEWAY = 12080
 CONTROL_REST = 12082
 CONTROL_GRPC = 12083
 WORKER_API = 12090
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    handle: IO[bytes]
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        self.handle.close()
 
 
 @dataclass
@@ -95,40 +68,40 @@ class Cluster:
 
     # -- processes --------------------------------------------------------------------
 
-    def _start(self, name: str, host: str, argv: list[str], env: dict[str, str]) -> Proc:
-        log = self.tmp / f"{name}.log"
-        handle = log.open("ab")
-        popen = subprocess.Popen(
-            self.topo.hosts[host].argv(*argv),
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        proc = Proc(name, popen, log, handle)
-        self.procs[name] = proc
-        return proc
+    def _prefix(self, host: str) -> list[str]:
+        return self.topo.hosts[host].argv()
 
     def start_orchestrator(self) -> Proc:
-        (self.tmp / "orchestrator").mkdir(exist_ok=True)
-        env = {
-            "ADMIN_PASSWORD": self.admin_password,
-            "NODE_PSK": self.psk,
-            "CYNODE_DATA_DIR": str(self.tmp / "orchestrator"),
-            "CYNODE_DATABASE_URL": f"sqlite:///{self.db}",
-            "CYNODE_LISTEN_HOST": self.topo.hosts["orch"].address,
-            "CYNODE_TLS_CERT": str(self.certs / "server.pem"),
-            "CYNODE_TLS_KEY": str(self.certs / "server.key"),
-            "CYNODE_NODE_CLIENT_CA": str(self.ca),
-            "CYNODE_REQUIRE_INFERENCE": "false",
-            "CYNODE_LEASE_SECONDS": str(LEASE_SECONDS),
-            "CYNODE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-        }
-        proc = self._start("orchestrator", "orch", [str(BIN / "cynode-orchestrator"), "serve"], env)
-        self.wait(lambda: self._get("/healthz") == 200, 60, proc)
+        orch = Orchestrator(
+            self.tmp / "orchestrator",
+            self.admin_password,
+            self.psk,
+            database_url=f"sqlite:///{self.db}",
+            ports={
+                "gateway_rest": GATEWAY,
+                "gateway_grpc": GATEWAY + 1,
+                "control_rest": CONTROL_REST,
+                "control_grpc": CONTROL_GRPC,
+            },
+            host=self.topo.hosts["orch"].address,
+            scheme="https",
+            settings={
+                "CYNODE_LISTEN_HOST": self.topo.hosts["orch"].address,
+                "CYNODE_TLS_CERT": str(self.certs / "server.pem"),
+                "CYNODE_TLS_KEY": str(self.certs / "server.key"),
+                "CYNODE_NODE_CLIENT_CA": str(self.ca),
+                "CYNODE_REQUIRE_INFERENCE": "false",
+                "CYNODE_LEASE_SECONDS": str(LEASE_SECONDS),
+                "CYNODE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            },
+            prefix=self._prefix("orch"),
+        )
+        proc = self.procs["orchestrator"] = orch.start(wait=False)
+        # Readiness as the client host sees it: the root namespace has no route there.
+        orch.wait_ready(60, check=lambda: self._get("/healthz") == 200)
         return proc
 
-    def node_config(self, slug: str, **changes: Any) -> Path:
+    def node_config(self, slug: str, **changes: Any) -> dict[str, Any]:
         orch = self.topo.hosts["orch"].address
         me = self.topo.hosts[slug].address
         body: dict[str, Any] = {
@@ -159,18 +132,23 @@ class Cluster:
                 body.setdefault(section, {})[key] = value
             else:
                 body[section] = value
-        path = self.tmp / f"{slug}-{secrets.token_hex(2)}.yaml"
-        path.write_text(yaml.safe_dump(body))
-        return path
+        return body
 
     def start_node(self, slug: str, *, name: str = "", wait: bool = True, **changes: Any) -> Proc:
-        config = self.node_config(slug, **changes)
-        argv = [str(BIN / "cynode-node"), "run", "-c", str(config)]
-        env = {"CONTAINERS_CONF": str(CONTAINERS_CONF)}
-        proc = self._start(name or slug, slug, argv, env)
+        # Everything in the YAML; the env adds only what the launcher always sets, with
+        # the same values (state dir, worker port, containers.conf).
+        node = Node(
+            self.tmp / slug,
+            worker_port=WORKER_API,
+            host=self.topo.hosts[slug].address,
+            scheme="https",
+            config=self.node_config(slug, **changes),
+            name=name or slug,
+            prefix=self._prefix(slug),
+        )
+        proc = self.procs[node.name] = node.start(wait=False)
         if wait:
-            url = f"https://{self.topo.hosts[slug].address}:{WORKER_API}/readyz"
-            self.wait(lambda: self._get(url) == 200, 120, proc)
+            node.wait_ready(120, check=lambda: self._get(f"{node.worker_url}/readyz") == 200)
         return proc
 
     def stop_all(self) -> None:
@@ -178,17 +156,8 @@ class Cluster:
             proc.stop()
 
     def wait(self, check: Callable[[], bool], timeout: float, proc: Proc | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc is not None and proc.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{proc.name} exited {proc.popen.returncode}:\n{proc.text()[-3000:]}"
-                )
-            if check():
-                return
-            time.sleep(0.2)
-        tail = proc.text()[-3000:] if proc else ""
-        raise TimeoutError(f"not within {timeout:.0f}s\n{tail}")
+        """Until `check` holds (TimeoutError otherwise), failing early if `proc` exits."""
+        wait_until(check, timeout, "the cluster's condition", procs=[proc] if proc else [])
 
     # -- the client host --------------------------------------------------------------
 

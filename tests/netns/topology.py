@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tools.stack import pid_alive
+from cynode.testing import pid_alive
 
 PREFIX = "cyn"
 NETNS_DIR = "/run/netns"

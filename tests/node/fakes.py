@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from cynode.jobs.v1 import job_pb2
-from cynode.node.jobs import OnOutput, OnStarted
+from cynode.node.job_worker import OnOutput, OnStarted
 
 
 class ScriptedRunner:

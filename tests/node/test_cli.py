@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from cynode.node.doctor import (
     check_service_and_images,
     check_state_dir,
 )
-from tests.fixtures.ports import free_port
+from cynode.testing import Node, free_port, until
 from tests.node.cp_server import PSK, FakeControlPlane
 
 
@@ -147,33 +146,28 @@ def test_dev_inference_is_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_run_subprocess_becomes_ready_and_stops_on_sigterm(
     control_plane: tuple[FakeControlPlane, str], tmp_path: Path
 ) -> None:
-    env = env_for(control_plane[1], tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cynode.node",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{env['CYNODE_WORKER_API_PORT']}/readyz"
+    node = Node(tmp_path / "state", PSK, control_grpc=control_plane[1], slug="cli-node")
+    node.start(wait=False)
+    answers: list[str] = []
+    http = httpx.AsyncClient()
+
+    async def ready() -> bool:
+        try:
+            answer = await http.get(f"{node.worker_url}/readyz")
+        except httpx.TransportError:
+            return False
+        answers.append(answer.text)
+        return answer.status_code == 200
+
     try:
-        answers: list[str] = []
-        async with httpx.AsyncClient() as http:
-            for _ in range(600):
-                try:
-                    answer = await http.get(url)
-                    answers.append(answer.text)
-                    if answer.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+        # Polled from this event loop: the fake control plane the node registers with
+        # runs on it, so a blocking wait would starve it.
+        await until(ready, 60, "the node's /readyz")
         assert answers[-1] == "ready", answers[-5:]
         assert control_plane[0].registrations[0].capability.node.node_slug == "cli-node"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, output.decode()[-2000:]
-    assert PSK not in output.decode()
+        await http.aclose()
+        await asyncio.to_thread(node.stop, 60)
+    output = node.running().text()
+    assert node.running().returncode == 0, output[-2000:]
+    assert PSK not in output

@@ -17,9 +17,10 @@ from cynode.controlplane.v1 import dispatch_pb2
 from cynode.jobs.v1 import job_pb2
 from cynode.node.config import NodeConfig
 from cynode.node.daemon import NodeDaemon
-from cynode.node.jobs import OnOutput, OnStarted, RunnerFactory
+from cynode.node.job_worker import OnOutput, OnStarted, RunnerFactory
 from cynode.node.readiness import STEPS, StepState
 from cynode.node.runtime.settings import SandboxSettings
+from cynode.testing import until
 from tests.node.cp_server import FakeControlPlane
 from tests.node.daemonkit import running_daemon
 from tests.node.fakes import ScriptedRunner
@@ -74,15 +75,6 @@ def daemon_running(
     return running_daemon(config, host=host, until=api_started)
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Polls state that has no event to wait on (readiness steps, recorded calls)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def cfg(node_config: NodeConfig, control_plane: tuple[FakeControlPlane, str]) -> NodeConfig:
     return replace(node_config, control_plane_grpc=control_plane[1], worker_api_port=0)
@@ -99,7 +91,7 @@ async def test_steps_run_in_spec_order_and_readyz_turns_ready_last(
     plane, _ = control_plane
     host = FakeHost()
     async with daemon_running(cfg, host) as daemon:
-        await wait_until(lambda: daemon.readiness.ready)
+        await until(lambda: daemon.readiness.ready)
         passed = [s for s, state in daemon.readiness.history if state is StepState.PASSED]
         assert passed[: len(STEPS)] == list(STEPS)
         assert plane.events[:4] == ["register", "get_config", "ack:applied", "connect"]
@@ -147,7 +139,7 @@ async def test_readyz_names_the_failed_step_and_recovers(
         assert "run `make images`" in answer.text
         assert daemon.readiness.steps["dispatch"].state is StepState.PENDING
         host.images.add("localhost/cynode-sandbox")
-        await wait_until(lambda: daemon.readiness.ready)
+        await until(lambda: daemon.readiness.ready)
         assert (await readyz()).status_code == 200
 
 
@@ -156,7 +148,7 @@ async def test_readyz_is_503_while_registration_is_refused(
 ) -> None:
     bad = replace(cfg, psk="wrong-psk")
     async with daemon_running(bad, FakeHost()) as daemon:
-        await wait_until(lambda: daemon.readiness.steps["register"].state is StepState.FAILED)
+        await until(lambda: daemon.readiness.steps["register"].state is StepState.FAILED)
         async with httpx.AsyncClient(base_url=api_url(daemon)) as http:
             answer = await http.get("/readyz")
         assert answer.status_code == 503
@@ -170,7 +162,7 @@ async def test_runtime_failure_blocks_readiness(
     host = FakeHost()
     host.start_error = ConnectionRefusedError("podman service did not answer")
     async with daemon_running(cfg, host) as daemon:
-        await wait_until(lambda: daemon.readiness.steps["runtime"].state is StepState.FAILED)
+        await until(lambda: daemon.readiness.steps["runtime"].state is StepState.FAILED)
         assert "podman service did not answer" in daemon.readiness.describe()
         assert not daemon.readiness.ready
 
@@ -181,14 +173,14 @@ async def test_rejected_config_is_acked_failed(
     plane, _ = control_plane
     plane.config.sandbox.limits.memory_mb = -5
     async with daemon_running(cfg, FakeHost()) as daemon:
-        await wait_until(lambda: any(a.status == "failed" for a in plane.acks))
+        await until(lambda: any(a.status == "failed" for a in plane.acks))
         ack = next(a for a in plane.acks if a.status == "failed")
         assert "memory_mb is negative" in ack.error
         assert ack.config_version == plane.config.config_version
-        await wait_until(lambda: daemon.readiness.steps["apply_config"].state is StepState.FAILED)
+        await until(lambda: daemon.readiness.steps["apply_config"].state is StepState.FAILED)
         # Fixing the config on the orchestrator side lets the retry pass.
         plane.config.sandbox.limits.memory_mb = 128
-        await wait_until(lambda: daemon.readiness.ready)
+        await until(lambda: daemon.readiness.ready)
         assert daemon.applied is not None and daemon.applied.settings.memory_mb == 128
 
 
@@ -198,12 +190,12 @@ async def test_config_changed_refetches_applies_and_acks(
     plane, _ = control_plane
     host = FakeHost()
     async with daemon_running(cfg, host) as daemon:
-        await wait_until(lambda: daemon.readiness.ready)
+        await until(lambda: daemon.readiness.ready)
         session = await plane.session(0)
         plane.config.config_version = "01JCONFIG0000000000000002"
         plane.config.sandbox.limits.pids = 99
         session.send(config_changed=dispatch_pb2.ConfigChanged(config_version="x"))
-        await wait_until(lambda: len(plane.acks) == 2)
+        await until(lambda: len(plane.acks) == 2)
         assert plane.acks[-1].status == "applied"
         assert daemon.applied is not None and daemon.applied.settings.pids == 99
         # The warm pods are told about the new settings (pods for other ones go).
@@ -212,7 +204,7 @@ async def test_config_changed_refetches_applies_and_acks(
         plane.config.config_version = "01JCONFIG0000000000000003"
         plane.config.sandbox.default_image = "localhost/absent"
         session.send(config_changed=dispatch_pb2.ConfigChanged(config_version="y"))
-        await wait_until(lambda: len(plane.acks) == 3)
+        await until(lambda: len(plane.acks) == 3)
         assert plane.acks[-1].status == "failed"
         assert "localhost/absent" in plane.acks[-1].error
         assert daemon.applied.config_version == "01JCONFIG0000000000000002"
@@ -233,7 +225,7 @@ async def test_metrics_and_oversized_requests(
     cfg: NodeConfig, control_plane: tuple[FakeControlPlane, str]
 ) -> None:
     async with daemon_running(cfg, FakeHost()) as daemon:
-        await wait_until(lambda: daemon.readiness.ready)
+        await until(lambda: daemon.readiness.ready)
         async with httpx.AsyncClient(base_url=api_url(daemon), timeout=30) as http:
             metrics = await http.get("/metrics")
             assert metrics.status_code == 200
@@ -262,6 +254,6 @@ async def test_stop_before_registration_succeeds_exits_cleanly(
     plane.fail_register = grpc.StatusCode.UNAVAILABLE
     host = FakeHost()
     async with daemon_running(cfg, host) as daemon:
-        await wait_until(lambda: daemon.readiness.steps["register"].state is StepState.FAILED)
+        await until(lambda: daemon.readiness.steps["register"].state is StepState.FAILED)
     assert "close" in host.calls
     assert daemon.dispatch is None

@@ -17,7 +17,7 @@ from cynode.node.capability import build_report
 from cynode.node.config import NodeConfig
 from cynode.node.cpclient import ControlPlaneClient
 from cynode.node.dispatch import DispatchClient, coalesce
-from cynode.node.jobs import OnOutput, OnStarted
+from cynode.node.job_worker import OnOutput, OnStarted
 from cynode.node.readiness import StepState
 from cynode.node.spool import ResultSpool
 from cynode.node.state import StateDir

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.stack import Stack, StackSettings
+from cynode.testing import Stack, StackSettings
 from tools.stack_client import GatewayClient
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -17,6 +14,7 @@ import pytest
 from cynode.orchestrator import cli
 from cynode.orchestrator.config import Settings, settables, shown_default
 from cynode.orchestrator.store import User, make_engine, session_factory
+from cynode.testing import Orchestrator, free_port, http_ok
 from tests.orchestrator.gatewaykit import unique
 
 
@@ -140,54 +138,24 @@ async def test_serve_in_dev_prints_a_generated_password_once(
 
 
 def test_serve_subprocess_starts_logs_in_and_stops_on_sigterm(env: Path) -> None:
-    import socket
-
-    ports = []
-    for _ in range(4):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
     password = "admin " + unique("pw")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cynode.orchestrator.cli",
-            "serve",
-            "--rest-port",
-            str(ports[0]),
-            "--grpc-port",
-            str(ports[1]),
-        ],
-        env={
-            **os.environ,
-            "ADMIN_PASSWORD": password,
-            "NODE_PSK": "psk " + password,
-            "CYNODE_DATA_DIR": str(env),
-            "CYNODE_CONTROL_REST_PORT": str(ports[2]),
-            "CYNODE_CONTROL_GRPC_PORT": str(ports[3]),
-        },
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    orch = Orchestrator(env, password, "psk " + password)
+    # The gateway's ports as flags, which win over the env's (the control plane's).
+    rest, grpc_port = free_port(), free_port()
+    orch.args = ["--rest-port", str(rest), "--grpc-port", str(grpc_port)]
+    gateway = f"http://127.0.0.1:{rest}"
+    orch.start(wait=False)
+    orch.wait_ready(check=lambda: http_ok(f"{gateway}/healthz"))
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "user gateway: REST" in line:
-                break
-        register = httpx.post(
-            f"http://127.0.0.1:{ports[2]}/v1/nodes/register", json={"psk": "wrong"}
-        )
+        register = httpx.post(f"{orch.control_url}/v1/nodes/register", json={"psk": "wrong"})
         assert register.status_code == 401
         resp = httpx.post(
-            f"http://127.0.0.1:{ports[0]}/v1/auth/login",
+            f"{gateway}/v1/auth/login",
             json={"handle": "admin", "password": password},
         )
         assert resp.status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=20)[1]
-        assert proc.returncode == 0
-        assert "shutting down" in rest and password not in rest and "psk " not in rest
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        orch.stop()
+    log = orch.running().text()
+    assert orch.running().returncode == 0, log
+    assert "shutting down" in log and password not in log and "psk " not in log

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from cynode.proxy import ConfigError, ProxyConfig, cli
-from tests.fixtures.ports import free_port
+from cynode.testing import free_port
 from tests.proxy.conftest import ScriptedUpstream
 
 PROXY_ROOT = str(Path(cli.__file__).resolve().parents[2])

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.fixtures.ports import free_port
+from cynode.testing import free_port
 from tests.proxy.conftest import ProxyFactory, ScriptedUpstream
 
 

@@ -1,4 +1,4 @@
-"""Security tests run one whole stack (tools/stack.py) with the development model, so
+"""Security tests run one whole stack (cynode.testing.Stack) with the development model, so
 inference pods are real, and try to break out of it from the sandbox and from the API.
 Every attempt is a row of a table; the end of the run prints how many were refused."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.stack import Stack, StackSettings
+from cynode.testing import Stack, StackSettings
 from tools.stack_client import GatewayClient
 
 RESULTS: dict[str, bool] = {}

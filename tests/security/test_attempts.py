@@ -16,7 +16,7 @@ import httpx
 import jwt
 import pytest
 
-from tools.stack import BIN, Stack
+from cynode.testing import BIN, Stack
 from tools.stack_client import GatewayClient
 
 from .conftest import DETAILS, RESULTS

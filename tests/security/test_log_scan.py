@@ -15,14 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.stack import Stack, iter_secrets
+from cynode.testing import Stack, iter_secrets
 from tools.stack_client import GatewayClient
 
 from .conftest import RESULTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
-# admin password, node PSK, JWT signing secret, node JWT (tools.stack.iter_secrets).
+# admin password, node PSK, JWT signing secret, node JWT (cynode.testing.iter_secrets).
 STACK_SECRETS = 4
 
 

@@ -23,6 +23,8 @@ import httpx
 import yaml
 from behave import given, then, use_step_matcher, when
 
+from cynode.testing import free_port
+
 RUN_TIMEOUT = 180.0
 # How long a waiting command may take to show that it waits.
 WAIT_TIMEOUT = 60.0
@@ -191,11 +193,8 @@ def step_run_against_listener(context: Any, command: str) -> None:
 
 @when(r'I run "(?P<command>[^"]+)" against a closed port')
 def step_run_against_closed_port(context: Any, command: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # Closed again: nothing listens there now, so the connection is refused.
-    run_cynork(context, command, gateway_url=f"http://127.0.0.1:{port}")
+    # Nothing listens on a free port, so the connection is refused.
+    run_cynork(context, command, gateway_url=f"http://127.0.0.1:{free_port()}")
 
 
 @when(r'I run "(?P<command>[^"]+)" and press Ctrl-C once it waits')

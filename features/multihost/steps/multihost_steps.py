@@ -132,7 +132,7 @@ def step_cluster(context: Any) -> None:
             multihost.cluster.start_node(slug)
     cluster = _cluster(context)
     for name, proc in cluster.procs.items():
-        assert proc.popen.poll() is None, f"{name} exited:\n{proc.text()[-3000:]}"
+        assert proc.alive(), f"{name} exited:\n{proc.text()[-3000:]}"
     # Each node registered from its own host, its worker API served over HTTPS there.
     hosts = _topo(context).hosts
     wanted = {

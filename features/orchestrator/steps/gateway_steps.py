@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,10 +14,9 @@ import httpx
 from behave import given, then, use_step_matcher, when
 
 from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+from cynode.testing import BIN
 
 use_step_matcher("re")
-
-BIN = Path(__file__).resolve().parents[3] / ".venv" / "bin"
 
 
 def _http(context: Any) -> httpx.Client:
@@ -60,8 +58,8 @@ def _login(context: Any, handle: str, password: str) -> httpx.Response:
 @given(r'a second orchestrator with (?P<name>[A-Z_]+) set to "(?P<value>[^"]*)"')
 def step_second_orchestrator(context: Any, name: str, value: str) -> None:
     orch = context.start_orchestrator({name: value})
-    context.rest_url = orch.rest_url
-    context.grpc_target = orch.grpc_target
+    context.rest_url = orch.gateway_url
+    context.grpc_target = orch.gateway_grpc
 
 
 @when(r'I GET "(?P<path>[^"]+)" with my token')
@@ -78,7 +76,7 @@ def step_get(context: Any, path: str) -> None:
 def step_serve_without_password(context: Any) -> None:
     env = {k: v for k, v in context.orchestrator_env.items() if k != "ADMIN_PASSWORD"}
     context.completed = subprocess.run(
-        [str(BIN / "cynode-orchestrator"), "serve"],
+        context.orchestrator.argv(),
         env=env,
         capture_output=True,
         text=True,

@@ -5,79 +5,41 @@ a node in inference mode `existing` relaying to it, and inference jobs."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 from behave import given, then, when
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BIN, NodeProcess, free_port, wait_until  # type: ignore[import-not-found]
+from plane import start_node, wait_readyz  # type: ignore[import-not-found]
 
 from cynode.jobs.v1 import job_pb2
+from cynode.testing import DevModel, wait_until
 
 READY_WITHIN = 90.0
 CREDENTIAL_WORDS = ("NODE_PSK", "TOKEN", "PASSWORD", "SECRET", "JWT")
 
 
-class DevModelProcess:
-    """`cynode-node dev-inference` on a free port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(tempfile.mkdtemp(prefix="cynode-bdd-model-")) / "model.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "cynode-node"), "dev-inference", "--listen", f"127.0.0.1:{self.port}"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        def answers() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"dev-inference exited: {self.log.read_text()[-2000:]}")
-            try:
-                return httpx.get(f"{self.url}/api/tags", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(answers, 120, "the development model backend")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 @given("the development model backend")
 def dev_model(context: Any) -> None:
-    context.model = DevModelProcess()
+    context.model = DevModel(Path(tempfile.mkdtemp(prefix="cynode-bdd-model-")) / "model.log")
     context.cleanups.append(context.model.stop)
-    context.model.wait_ready()
+    context.model.start(timeout=120)
 
 
 @given("a node with inference connected to it")
 def node_with_inference(context: Any) -> None:
-    context.node = NodeProcess(
+    context.node = start_node(
         context.plane.target,
         CYNODE_INFERENCE_MODE="existing",
         CYNODE_INFERENCE_URL=context.model.url,
     )
-    context.node.wait_readyz(lambda r: r.status_code == 200, READY_WITHIN)
+    wait_readyz(context.node, lambda r: r.status_code == 200, READY_WITHIN)
 
 
 def _assign(context: Any, **fields: Any) -> None:

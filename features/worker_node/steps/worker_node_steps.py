@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,10 @@ from behave import given, then, when
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (  # type: ignore[import-not-found]
-    NodeProcess,
-    OrchestratorProcess,
-    PlaneThread,
-    wait_until,
-)
+from plane import PlaneThread, start_node, wait_readyz  # type: ignore[import-not-found]
 
 from cynode.jobs.v1 import job_pb2
+from cynode.testing import Orchestrator, wait_until
 
 READY_WITHIN = 90.0
 
@@ -57,13 +54,13 @@ def plane_with_image(context: Any, image: str) -> None:
 
 @given("a node started against it")
 def node_started(context: Any) -> None:
-    context.node = NodeProcess(context.plane.target)
+    context.node = start_node(context.plane.target)
 
 
 @given("a node connected to it")
 def node_connected(context: Any) -> None:
     node_started(context)
-    context.node.wait_readyz(lambda r: r.status_code == 200, READY_WITHIN)
+    wait_readyz(context.node, lambda r: r.status_code == 200, READY_WITHIN)
 
 
 @when('the control plane assigns job "{job_id}" running "{command}"')
@@ -104,7 +101,7 @@ def truncated(context: Any, job_id: str, size: int) -> None:
 @when("I send 11 MiB to the node's worker API")
 def send_big(context: Any) -> None:
     body = b"z" * (11 * 1024 * 1024)
-    context.answer = httpx.post(f"{context.node.url}/readyz", content=body, timeout=60)
+    context.answer = httpx.post(f"{context.node.worker_url}/readyz", content=body, timeout=60)
 
 
 @then("the node answers 413")
@@ -115,7 +112,7 @@ def answers_413(context: Any) -> None:
 
 @then('readyz answers 503 naming step "{step}"')
 def readyz_503(context: Any, step: str) -> None:
-    answer = context.node.wait_readyz(lambda r: f"step {step} failed" in r.text, READY_WITHIN)
+    answer = wait_readyz(context.node, lambda r: f"step {step} failed" in r.text, READY_WITHIN)
     assert answer.status_code == 503, answer.status_code
     context.answer = answer
 
@@ -127,7 +124,7 @@ def readyz_mentions(context: Any, text: str) -> None:
 
 @then('healthz answers "ok"')
 def healthz_ok(context: Any) -> None:
-    answer = httpx.get(f"{context.node.url}/healthz", timeout=5)
+    answer = httpx.get(f"{context.node.worker_url}/healthz", timeout=5)
     assert (answer.status_code, answer.text) == (200, "ok")
 
 
@@ -138,7 +135,7 @@ def accept_registration(context: Any) -> None:
 
 @then('readyz answers 200 "ready"')
 def readyz_ready(context: Any) -> None:
-    answer = context.node.wait_readyz(lambda r: r.status_code == 200, READY_WITHIN)
+    answer = wait_readyz(context.node, lambda r: r.status_code == 200, READY_WITHIN)
     assert answer.text == "ready"
 
 
@@ -149,23 +146,29 @@ def readyz_ready(context: Any) -> None:
 def orchestrator(context: Any) -> None:
     context.psk = secrets.token_urlsafe(24)
     context.admin_password = secrets.token_urlsafe(16)
-    context.orchestrator = OrchestratorProcess(context.psk, context.admin_password)
-    context.orchestrator.wait_healthy()
+    context.orchestrator = Orchestrator(
+        Path(tempfile.mkdtemp(prefix="cynode-bdd-orch-")) / "orchestrator",
+        context.admin_password,
+        context.psk,
+        settings={"CYNODE_REQUIRE_INFERENCE": "false"},
+        grace=30.0,
+    )
+    context.orchestrator.start()
 
 
 @given("a node registered with the orchestrator")
 def node_with_orchestrator(context: Any) -> None:
-    context.node = NodeProcess(
+    context.node = start_node(
         context.orchestrator.control_grpc,
         psk=context.psk,
-        CYNODE_ORCHESTRATOR_URL=context.orchestrator.control_rest,
+        CYNODE_ORCHESTRATOR_URL=context.orchestrator.control_url,
     )
-    context.node.wait_readyz(lambda r: r.status_code == 200, READY_WITHIN)
+    wait_readyz(context.node, lambda r: r.status_code == 200, READY_WITHIN)
 
 
 @when('the admin creates a task with commands "{command}" over REST')
 def create_task(context: Any, command: str) -> None:
-    base = context.orchestrator.rest_url
+    base = context.orchestrator.gateway_url
     login = httpx.post(
         f"{base}/v1/auth/login",
         json={"handle": "admin", "password": context.admin_password},
@@ -185,7 +188,7 @@ def create_task(context: Any, command: str) -> None:
 
 @then('the task completes with stdout "{text}"')
 def task_completes(context: Any, text: str) -> None:
-    url = f"{context.orchestrator.rest_url}/v1/tasks/{context.task_id}/result"
+    url = f"{context.orchestrator.gateway_url}/v1/tasks/{context.task_id}/result"
     last: dict[str, Any] = {}
 
     def terminal() -> bool:

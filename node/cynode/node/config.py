@@ -2,7 +2,7 @@
 
 This is what the operator sets on the machine (where the orchestrator is, the PSK, the
 state dir, Podman). What the orchestrator delivers later (limits, timeouts, image) is
-mapped separately in `apply.py`. Each field's YAML key and env variable are declared
+mapped separately in `applied_config.py`. Each field's YAML key and env variable are declared
 once, as field metadata (`setting`); the loader and docs/settings.md read them.
 """
 

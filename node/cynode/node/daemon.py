@@ -20,17 +20,16 @@ from podman import PodmanClient
 
 from cynode.controlplane.v1 import nodes_pb2
 
-from .apply import AppliedConfig, ConfigRejected, apply_node_config
+from .applied_config import AppliedConfig, ConfigRejected, apply_node_config
 from .backoff import Backoff
 from .capability import InferenceStatus, build_report
 from .config import NodeConfig
 from .cpclient import ControlPlaneClient, make_channel, tls_hint
 from .dispatch import DispatchClient
-from .inference import InferenceUnavailable
-from .inference_setup import NodeInference
-from .jobs import RunnerFactory
+from .host_binaries import podman_version
+from .inference import InferenceUnavailable, NodeInference
+from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
-from .probe import podman_version
 from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
 from .spool import ResultSpool

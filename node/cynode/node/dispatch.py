@@ -30,7 +30,7 @@ from cynode.controlplane.v1 import dispatch_pb2, dispatch_pb2_grpc
 from cynode.jobs.v1 import job_pb2
 
 from .backoff import Backoff
-from .jobs import JobKey, JobWorker, RunnerFactory
+from .job_worker import JobKey, JobWorker, RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness
 from .spool import ResultSpool

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from .config import NodeConfig
 from .cpclient import TlsConfigError, make_channel
+from .host_binaries import command_output, podman_version
 from .inference import InferenceUnavailable, check_inference
 from .podman_host import PodmanHost
-from .probe import command_output, podman_version
 
 MIN_PODMAN = (4, 0)
 # What podman's stock default_ulimits ask for; a lower hard limit makes every container fail.

@@ -16,7 +16,7 @@ from pathlib import Path
 from podman import PodmanClient
 
 from .config import NodeConfig
-from .jobs import OnOutput, OnStarted, Runner, RunnerFactory
+from .job_worker import OnOutput, OnStarted, Runner, RunnerFactory
 from .runtime import JobRunner, PodmanService, SandboxSettings, remove_leftovers
 from .runtime.warm_pool import WarmPodPool
 from .state import ensure_private_dir

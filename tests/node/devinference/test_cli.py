@@ -12,6 +12,7 @@ import pytest
 
 from cynode.node.devinference import DevModelUnavailable, cli, find_gguf, start_dev_inference
 from cynode.node.devinference._model import MODEL_PATH_ENV
+from cynode.testing import free_port
 
 
 def test_listen_parsing() -> None:
@@ -69,9 +70,7 @@ async def test_busy_port_fails_cleanly() -> None:
 
 @pytest.mark.model
 async def test_serve_until_stopped() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     args = cli.build_parser().parse_args(["--listen", f"127.0.0.1:{port}", "--ctx", "256"])
     stop = asyncio.Event()
     task = asyncio.create_task(cli.serve(args, stop))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cynode.node.relay import InferenceRelay
+from cynode.node.inference.relay import InferenceRelay
 
 PROXY_IMAGE = "localhost/cynode-proxy:latest"
 MODEL = "smollm2:135m"

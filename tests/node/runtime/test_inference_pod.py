@@ -20,7 +20,7 @@ from podman.domain.containers import Container
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.devinference import DevInferenceHandle, start_dev_inference
-from cynode.node.relay import InferenceRelay
+from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime import JobRunner, SandboxSettings, ops, remove_leftovers
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.pod_hook import InferencePodHook

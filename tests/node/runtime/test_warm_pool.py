@@ -14,7 +14,7 @@ import pytest
 from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
-from cynode.node.relay import InferenceRelay
+from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime import JobRunner, SandboxSettings, WarmPodPool, ops, remove_leftovers
 from cynode.node.runtime.labels import LABEL_JOB_ID, LABEL_NODE_ID, LABEL_ROLE, LABEL_WARM
 from cynode.node.runtime.settings import InferencePodSettings

@@ -11,10 +11,10 @@ from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
     enqueue_jobs,
     make_user,
-    wait_until,
 )
 from cynode.orchestrator.store.models import new_id
 from cynode.orchestrator.store.tables import ATTACHMENTS, ATTEMPTS, TASKS
+from cynode.testing import until
 
 PSK = "test-psk-0123456789"
 
@@ -40,7 +40,7 @@ async def test_assignment_carries_task_fields_and_attachments(server: ControlPla
     node = SimNode(server.target, PSK, "spec", slots=3)
     await node.start()
     server.cp.scheduler.wake()
-    await wait_until(lambda: len(node.acked) == 3, what="three results acknowledged")
+    await until(lambda: len(node.acked) == 3, what="three results acknowledged")
     specs = {s.job_id: s for s in node.assignments}
     files = specs[with_files[1]]
     assert [(f.name, f.content) for f in files.attachments] == [

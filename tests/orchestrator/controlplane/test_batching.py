@@ -20,9 +20,9 @@ from cynode.orchestrator.controlplane.batching import coalesce
 from cynode.orchestrator.controlplane.ingest import Result, Started
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import ControlPlaneServer, enqueue_jobs, make_user
-from cynode.orchestrator.simnode.harness import wait_until as poll
 from cynode.orchestrator.store.models import utcnow
 from cynode.orchestrator.store.tables import ATTEMPTS, CHUNKS, JOBS, TASKS
+from cynode.testing import until
 
 PSK = "test-psk-0123456789"
 Request = dispatch_pb2.ConnectRequest
@@ -138,7 +138,7 @@ async def test_batched_node_gets_batches_and_items_apply_in_order(
     stream.send(*_done(fourth))
     [ack], _ = await stream.read_items(1)
     assert ack.result_ack.job_id == fourth.job_id
-    await poll(lambda: _all_completed(server.engine, 4), what="completed")
+    await until(lambda: _all_completed(server.engine, 4), what="completed")
     async with server.engine.connect() as conn:
         attempts = list(await conn.execute(sa.select(ATTEMPTS.c.status, ATTEMPTS.c.started_at)))
         chunks = list(await conn.execute(sa.select(CHUNKS.c.data)))
@@ -197,8 +197,8 @@ async def test_old_style_simnodes_and_batching_ones_share_the_work(
     user = await make_user(server.engine)
     await enqueue_jobs(server.engine, user, 40, bus=server.bus)
 
-    await poll(lambda: _all_completed(server.engine, 40), what="all completed")
-    await poll(lambda: len(old.acked) + len(new.acked) == 40, what="all acknowledged")
+    await until(lambda: _all_completed(server.engine, 40), what="all completed")
+    await until(lambda: len(old.acked) + len(new.acked) == 40, what="all acknowledged")
     assert old.assignments and new.assignments
     assert (old.batches_in, old.batches_out) == (0, 0)
     assert new.batches_in > 0 and new.batches_out > 0

@@ -24,10 +24,10 @@ from cynode.orchestrator.simnode.harness import (
     enqueue_jobs,
     make_user,
     settings_for_tests,
-    wait_until,
 )
 from cynode.orchestrator.store.models import utcnow
 from cynode.orchestrator.store.tables import ATTEMPTS, CHUNKS, JOBS, NODES, TASKS
+from cynode.testing import until
 
 PSK = "test-psk-0123456789"
 
@@ -84,7 +84,7 @@ async def _one_running(engine: AsyncEngine, lease_seconds: int, slug: str) -> On
     await node.start()
     user = await make_user(engine)
     [(task_id, job_id)] = await enqueue_jobs(engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    await until(lambda: gate.started == [job_id], what="running")
     return OneRunning(srv, node, gate, task_id, job_id)
 
 
@@ -96,18 +96,18 @@ async def test_jobs_spread_by_free_slots_and_complete(server: ControlPlaneServer
     await b.start()
     user = await make_user(server.engine)
     pairs = await enqueue_jobs(server.engine, user, 5, bus=server.bus)
-    await wait_until(lambda: len(gate_a.started) + len(gate_b.started) == 4, what="4 running")
+    await until(lambda: len(gate_a.started) + len(gate_b.started) == 4, what="4 running")
     assert (len(gate_a.started), len(gate_b.started)) == (3, 1)
 
     async def four_running() -> bool:
         return await _statuses(server.engine, TASKS) == {"running": 4, "queued": 1}
 
-    await wait_until(four_running, what="tasks running")
+    await until(four_running, what="tasks running")
     watched = pairs[0][0]
     async with server.bus.subscribe(task_topic(watched)) as updates:
         gate_a.release.set()
         gate_b.release.set()
-        await wait_until(lambda: _all_done(server.engine, 5), what="all completed")
+        await until(lambda: _all_done(server.engine, 5), what="all completed")
         assert not updates.empty()
     async with server.engine.connect() as conn:
         tasks = await _statuses(server.engine, TASKS)
@@ -120,7 +120,7 @@ async def test_jobs_spread_by_free_slots_and_complete(server: ControlPlaneServer
     job = await _job(server.engine, pairs[0][1])
     assert job.stdout == f"done {pairs[0][1]}".encode() and job.exit_code == 0
     assert job.started_at is not None and job.ended_at is not None
-    await wait_until(lambda: len(a.acked) + len(b.acked) == 5, what="results acked")
+    await until(lambda: len(a.acked) + len(b.acked) == 5, what="results acked")
     assert not a.spool and not b.spool
     await a.stop()
     await b.stop()
@@ -134,7 +134,7 @@ async def test_inference_jobs_only_reach_inference_nodes(server: ControlPlaneSer
     user = await make_user(server.engine)
     inf = await enqueue_jobs(server.engine, user, 3, input_mode="prompt", needs_inference=True)
     await enqueue_jobs(server.engine, user, 4, bus=server.bus)
-    await wait_until(lambda: _all_done(server.engine, 7), what="all completed")
+    await until(lambda: _all_done(server.engine, 7), what="all completed")
     assert {s.job_id for s in smart.assignments} >= {j for _, j in inf}
     assert all(not s.use_inference for s in plain.assignments)
     prompt = next(s for s in smart.assignments if s.job_id == inf[0][1])
@@ -150,11 +150,11 @@ async def test_killed_node_job_completes_elsewhere_after_lease(server: ControlPl
     await doomed.start()
     user = await make_user(server.engine)
     [(_, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
-    await wait_until(lambda: gate.started == [job_id], what="started on doomed")
+    await until(lambda: gate.started == [job_id], what="started on doomed")
     survivor = SimNode(server.target, PSK, "survivor", slots=1)
     await survivor.start()
     await doomed.kill()
-    await wait_until(lambda: _all_done(server.engine, 1), what="completed on survivor")
+    await until(lambda: _all_done(server.engine, 1), what="completed on survivor")
     job = await _job(server.engine, job_id)
     assert job.attempt == 2 and job.node_id == survivor.node_id
     assert [s.attempt for s in survivor.assignments] == [2]
@@ -171,13 +171,13 @@ async def test_orchestrator_restart_mid_job_result_lands_once(engine: AsyncEngin
     srv, node, gate, job_id = run.srv, run.node, run.gate, run.job_id
     settings = srv.settings
     await srv.stop()
-    await wait_until(lambda: not node.connected.is_set(), what="stream dropped")
+    await until(lambda: not node.connected.is_set(), what="stream dropped")
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
-    await wait_until(node.connected.is_set, what="reconnected")
+    await until(node.connected.is_set, what="reconnected")
     assert node.hello_acks == 2
     gate.release.set()
-    await wait_until(lambda: _all_done(engine, 1), what="completed")
-    await wait_until(lambda: (job_id, 1) in node.acked, what="acked")
+    await until(lambda: _all_done(engine, 1), what="completed")
+    await until(lambda: (job_id, 1) in node.acked, what="acked")
     async with engine.connect() as conn:
         rows = list(await conn.execute(sa.select(ATTEMPTS)))
     assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
@@ -198,10 +198,10 @@ async def test_restart_longer_than_the_lease_requeues_nothing(engine: AsyncEngin
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
     swept = await srv2.cp.scheduler.expire_leases()
     assert swept == 0  # within the start-up grace
-    await wait_until(node.connected.is_set, what="reconnected")
+    await until(node.connected.is_set, what="reconnected")
     await asyncio.sleep(4.5)  # past the grace: the node's heartbeats now hold the lease
     gate.release.set()
-    await wait_until(lambda: _all_done(engine, 1), what="completed")
+    await until(lambda: _all_done(engine, 1), what="completed")
     async with engine.connect() as conn:
         rows = list(await conn.execute(sa.select(ATTEMPTS)))
     assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
@@ -219,7 +219,7 @@ async def test_lease_running_out_just_after_a_restart_waits_for_its_node(
     run = await _one_running(engine, 2, "slow-to-return")
     srv, node, job_id = run.srv, run.node, run.job_id
     settings = srv.settings
-    await wait_until(lambda: _job_status(engine, job_id, "running"), what="running in the store")
+    await until(lambda: _job_status(engine, job_id, "running"), what="running in the store")
     await node.kill()
     await srv.stop()
     async with engine.begin() as conn:
@@ -231,7 +231,7 @@ async def test_lease_running_out_just_after_a_restart_waits_for_its_node(
     job = await _job(engine, job_id)
     assert (job.status, job.node_id, job.attempt) == ("running", node.node_id, 1)
     # A node that never comes back loses the job two leases after start-up.
-    await wait_until(lambda: _job_status(engine, job_id, "queued"), what="requeued")
+    await until(lambda: _job_status(engine, job_id, "queued"), what="requeued")
     await srv2.stop()
 
 
@@ -254,13 +254,13 @@ async def test_node_back_after_its_lease_lapsed_reclaims_the_requeued_job(
     job = await _job(engine, job_id)
     assert (job.status, job.node_id, job.attempt) == ("queued", None, 1)
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
-    await wait_until(node.connected.is_set, what="reconnected")
-    await wait_until(lambda: _job_status(engine, job_id, "running"), what="reclaimed by its node")
+    await until(node.connected.is_set, what="reconnected")
+    await until(lambda: _job_status(engine, job_id, "running"), what="reclaimed by its node")
     async with engine.connect() as conn:
         task = (await conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id))).one()
     assert task.status == "running"
     gate.release.set()
-    await wait_until(lambda: _all_done(engine, 1), what="completed")
+    await until(lambda: _all_done(engine, 1), what="completed")
     async with engine.connect() as conn:
         rows = list(await conn.execute(sa.select(ATTEMPTS)))
     assert [(r.attempt, r.status) for r in rows] == [(1, "completed")]
@@ -305,7 +305,7 @@ async def test_lease_lost_before_a_restart_is_requeued_after_the_grace(
     srv2 = await ControlPlaneServer(engine, settings, port=srv.port).start()
     survivor = SimNode(srv2.target, PSK, "heir", slots=1)
     await survivor.start()
-    await wait_until(lambda: _all_done(engine, 1), what="completed on the survivor")
+    await until(lambda: _all_done(engine, 1), what="completed on the survivor")
     job = await _job(engine, job_id)
     assert (job.attempt, job.node_id) == (2, survivor.node_id)
     await survivor.stop()
@@ -317,14 +317,14 @@ async def test_replayed_result_is_stored_once(server: ControlPlaneServer) -> Non
     await node.start()
     user = await make_user(server.engine)
     [(_, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
-    await wait_until(lambda: node.acked == [(job_id, 1)], what="acked")
+    await until(lambda: node.acked == [(job_id, 1)], what="acked")
     first = await _job(server.engine, job_id)
     replay = job_pb2.JobResult(
         job_id=job_id, attempt=1, status=job_pb2.JOB_STATUS_FAILED, exit_code=9, stdout=b"x"
     )
     node._send(dispatch_pb2.ConnectRequest(job_result=replay))
     node._send(dispatch_pb2.ConnectRequest(job_result=replay))
-    await wait_until(lambda: len(node.acked) == 3, what="duplicates acknowledged")
+    await until(lambda: len(node.acked) == 3, what="duplicates acknowledged")
     async with server.engine.connect() as conn:
         rows = list(await conn.execute(sa.select(ATTEMPTS)))
     assert [(r.status, r.exit_code) for r in rows] == [("completed", 0)]
@@ -333,7 +333,7 @@ async def test_replayed_result_is_stored_once(server: ControlPlaneServer) -> Non
     # An unknown job's result is acknowledged too, so the node can forget it.
     ghost = job_pb2.JobResult(job_id="01J00000000000000000000000", attempt=1)
     node._send(dispatch_pb2.ConnectRequest(job_result=ghost))
-    await wait_until(lambda: len(node.acked) == 4, what="ghost acknowledged")
+    await until(lambda: len(node.acked) == 4, what="ghost acknowledged")
     await node.stop()
 
 
@@ -347,16 +347,16 @@ async def test_cancel_reaches_the_node(server: ControlPlaneServer, started: bool
     await node.start()
     user = await make_user(server.engine)
     [(task_id, job_id)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    await until(lambda: gate.started == [job_id], what="running")
     if started:
-        await wait_until(lambda: _job_status(server.engine, job_id, "running"), what="started")
+        await until(lambda: _job_status(server.engine, job_id, "running"), what="started")
     async with server.engine.begin() as conn:  # what TaskService.CancelTask does
         outcome = await lifecycle.cancel_task(conn, task_id, utcnow())
     assert outcome == lifecycle.Canceled(done=True, stop_requested=True)
     server.bus.publish(JOBS_TOPIC)
-    await wait_until(lambda: [c.job_id for c in node.cancels] == [job_id], what="cancel sent")
+    await until(lambda: [c.job_id for c in node.cancels] == [job_id], what="cancel sent")
     assert node.cancels[0].attempt == 1 and node.cancels[0].reason == "canceled"
-    await wait_until(lambda: (job_id, 1) in node.acked, what="canceled result acked")
+    await until(lambda: (job_id, 1) in node.acked, what="canceled result acked")
     job = await _job(server.engine, job_id)
     assert job.status == "canceled" and not job.cancel_requested and job.ended_at is not None
     async with server.engine.connect() as conn:
@@ -377,13 +377,13 @@ async def test_attempt_limit_fails_job_node_lost(sqlite_engine: AsyncEngine) -> 
     await node.start()
     user = await make_user(sqlite_engine)
     [(task_id, job_id)] = await enqueue_jobs(sqlite_engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    await until(lambda: gate.started == [job_id], what="running")
     await node.kill()
 
     async def failed() -> bool:
         return (await _statuses(sqlite_engine, TASKS))["failed"] == 1
 
-    await wait_until(failed, what="task failed")
+    await until(failed, what="task failed")
     job = await _job(sqlite_engine, job_id)
     assert (job.status, job.reason) == ("failed", "node_lost")
     async with sqlite_engine.connect() as conn:
@@ -401,23 +401,21 @@ async def test_stale_holder_is_told_to_cancel_and_late_result_only_recorded(
     await slow.start()
     user = await make_user(sqlite_engine)
     [(_, job_id)] = await enqueue_jobs(sqlite_engine, user, 1, bus=srv.bus)
-    await wait_until(lambda: gate.started == [job_id], what="running")
+    await until(lambda: gate.started == [job_id], what="running")
     # A hung job: the node stops listing it in heartbeats, so its lease runs out.
     hung = slow.running.pop((job_id, 1))
-    await wait_until(
-        lambda: any(c.job_id == job_id for c in slow.cancels), what="lease_expired cancel"
-    )
+    await until(lambda: any(c.job_id == job_id for c in slow.cancels), what="lease_expired cancel")
     assert slow.cancels[-1].reason == "lease_expired"
     fast = SimNode(srv.target, PSK, "fast", slots=1)
     await fast.start()
-    await wait_until(lambda: _all_done(sqlite_engine, 1), what="done on fast")
+    await until(lambda: _all_done(sqlite_engine, 1), what="done on fast")
     assert [s.attempt for s in fast.assignments] == [2]
     # The old copy reports late: recorded on attempt 1, the job keeps attempt 2's result.
     late = job_pb2.JobResult(
         job_id=job_id, attempt=1, status=job_pb2.JOB_STATUS_FAILED, exit_code=3
     )
     slow._send(dispatch_pb2.ConnectRequest(job_result=late))
-    await wait_until(lambda: (job_id, 1) in slow.acked, what="late result acked")
+    await until(lambda: (job_id, 1) in slow.acked, what="late result acked")
     async with sqlite_engine.connect() as conn:
         rows = list(await conn.execute(sa.select(ATTEMPTS).order_by(ATTEMPTS.c.attempt)))
     assert [(r.attempt, r.status, r.exit_code) for r in rows] == [
@@ -430,9 +428,9 @@ async def test_stale_holder_is_told_to_cancel_and_late_result_only_recorded(
     slow.running[(job_id, 1)] = hung
     before = len(slow.cancels)
     slow.disconnect()
-    await wait_until(lambda: len(slow.cancels) > before, what="superseded cancel")
+    await until(lambda: len(slow.cancels) > before, what="superseded cancel")
     assert (slow.cancels[-1].job_id, slow.cancels[-1].reason) == (job_id, "superseded")
-    await wait_until(lambda: hung.done(), what="old copy stopped")
+    await until(lambda: hung.done(), what="old copy stopped")
     await slow.stop()
     await fast.stop()
     await srv.stop()

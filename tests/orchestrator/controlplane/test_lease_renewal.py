@@ -15,9 +15,9 @@ from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
     enqueue_jobs,
     make_user,
-    wait_until,
 )
 from cynode.orchestrator.store.tables import ATTEMPTS, JOBS
+from cynode.testing import until
 
 from .test_dispatch import PSK, Gate
 
@@ -28,7 +28,7 @@ async def test_heartbeats_renew_leases_of_two_running_jobs(server: ControlPlaneS
     await node.start()
     user = await make_user(server.engine)
     pairs = await enqueue_jobs(server.engine, user, 2, bus=server.bus)
-    await wait_until(lambda: len(gate.started) == 2, what="2 running")
+    await until(lambda: len(gate.started) == 2, what="2 running")
 
     async def leases() -> dict[str, object]:
         async with server.engine.connect() as conn:
@@ -52,7 +52,7 @@ async def test_heartbeats_renew_leases_of_two_running_jobs(server: ControlPlaneS
             rows = await conn.execute(sa.select(JOBS.c.status))
             return {r.status for r in rows} == {"completed"}
 
-    await wait_until(done, what="both completed")
+    await until(done, what="both completed")
     await node.stop()
 
 
@@ -64,7 +64,7 @@ async def test_two_leases_expiring_at_once_are_both_requeued(server: ControlPlan
     await doomed.start()
     user = await make_user(server.engine)
     await enqueue_jobs(server.engine, user, 2, bus=server.bus)
-    await wait_until(lambda: len(gate.started) == 2, what="2 running on doomed")
+    await until(lambda: len(gate.started) == 2, what="2 running on doomed")
     survivor = SimNode(server.target, PSK, "survivor2", slots=2)
     await survivor.start()
     await doomed.kill()
@@ -74,7 +74,7 @@ async def test_two_leases_expiring_at_once_are_both_requeued(server: ControlPlan
             rows = await conn.execute(sa.select(JOBS.c.status, JOBS.c.attempt))
             return sorted((r.status, r.attempt) for r in rows) == [("completed", 2)] * 2
 
-    await wait_until(done, what="both requeued and completed on the survivor")
+    await until(done, what="both requeued and completed on the survivor")
     async with server.engine.connect() as conn:
         rows = list(await conn.execute(sa.select(ATTEMPTS.c.attempt, ATTEMPTS.c.status)))
     assert sorted((r.attempt, r.status) for r in rows) == [

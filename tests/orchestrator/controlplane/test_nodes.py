@@ -18,8 +18,9 @@ from cynode.orchestrator.controlplane.tokens import (
     verify_node_token,
 )
 from cynode.orchestrator.simnode import SimNode
-from cynode.orchestrator.simnode.harness import ControlPlaneServer, wait_until
+from cynode.orchestrator.simnode.harness import ControlPlaneServer
 from cynode.orchestrator.store import AuditLog, Node, NodeConfig, session_factory, transaction
+from cynode.testing import until
 
 PSK = "test-psk-0123456789"
 SECRET = "test-secret-0123456789abcdef-0123456789"
@@ -104,8 +105,8 @@ async def test_config_has_ulid_version_stable_until_body_changes(
     await stub.ReportCapability(
         nodes_pb2.ReportCapabilityRequest(capability=node.capability()), metadata=node.metadata
     )
-    await wait_until(lambda: len(node.config_changes) == 1, what="ConfigChanged pushed")
-    await wait_until(lambda: node.config_version == node.config_changes[0], what="refetched")
+    await until(lambda: len(node.config_changes) == 1, what="ConfigChanged pushed")
+    await until(lambda: node.config_version == node.config_changes[0], what="refetched")
     new = await node.fetch_config()
     assert new.config_version > config.config_version
     assert new.inference.enabled and new.inference.allowed_models == ["sim-model"]
@@ -118,7 +119,7 @@ async def test_config_has_ulid_version_stable_until_body_changes(
     node.config_version = config.config_version
     before = len(node.config_changes)
     node.disconnect()
-    await wait_until(lambda: len(node.config_changes) > before, what="ConfigChanged on hello")
+    await until(lambda: len(node.config_changes) > before, what="ConfigChanged on hello")
     await node.stop()
     await channel.close(None)
 

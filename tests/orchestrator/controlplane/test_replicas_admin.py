@@ -22,9 +22,9 @@ from cynode.orchestrator.simnode.harness import (
     enqueue_jobs,
     make_user,
     settings_for_tests,
-    wait_until,
 )
 from cynode.orchestrator.store.tables import ATTEMPTS, JOBS
+from cynode.testing import until
 
 PSK = "test-psk-0123456789"
 
@@ -49,7 +49,7 @@ async def test_two_replicas_dispatch_each_job_exactly_once(pg_engine: AsyncEngin
 
     # A result stored by replica two still wakes a watcher on replica one.
     async with one.bus.subscribe(task_topic(pairs[-1][0])) as updates:
-        await wait_until(done, timeout=60, what="200 completed")
+        await until(done, timeout=60, what="200 completed")
         got_update = not updates.empty()
     seen = Counter(s.job_id for n in nodes for s in n.assignments)
     assert len(seen) == 200 and set(seen.values()) == {1}
@@ -92,7 +92,7 @@ async def test_list_nodes_admin_only(sqlite_engine: AsyncEngine, auth: Any) -> N
     await idle.stop()
     user = await make_user(sqlite_engine)
     await enqueue_jobs(sqlite_engine, user, 1, needs_inference=True, bus=srv.bus)
-    await wait_until(lambda: len(busy.running) == 1, what="running")
+    await until(lambda: len(busy.running) == 1, what="running")
     assert await srv.cp.inference_path_available()
     channel = grpc.aio.insecure_channel(srv.target)
     stub = nodes_pb2_grpc.NodeAdminServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -105,7 +105,7 @@ async def test_list_nodes_admin_only(sqlite_engine: AsyncEngine, auth: Any) -> N
     async def idle_offline() -> bool:
         return {n.node_slug: n.status for n in await list_nodes(sqlite_engine)}["idle"] == "offline"
 
-    await wait_until(idle_offline, what="idle offline")
+    await until(idle_offline, what="idle offline")
     resp = await stub.ListNodes(
         nodes_pb2.ListNodesRequest(), metadata=(("authorization", "Bearer admin"),)
     )

@@ -11,7 +11,7 @@ from cynode.node.runtime.sandbox import SANDBOX_UID, WORKSPACE
 
 SCRIPT_NAME = "script"
 PROMPT_NAME = "prompt.txt"
-# The prompt runner baked into the sandbox image (images/sandbox/cynode-prompt). The
+# The prompt runner baked into the sandbox image (images/sandbox/cynode_prompt.py). The
 # prompt reaches it as a file, never on a command line, so it is never run or expanded.
 PROMPT_RUNNER = "/usr/local/bin/cynode-prompt"
 # Each command runs under its own `/bin/sh -c`, in order; the first failure ends the job

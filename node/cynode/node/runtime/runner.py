@@ -8,7 +8,7 @@ containers, pod and volumes (the hooks' poststop) can take longer than the job i
 (an inference pod: ~140 ms). With `background_release`, `run` returns the result as
 soon as it is complete and the removal goes on in the background; `released()` returns
 once it is done. The caller then owns that wait: the node keeps the job's slot until it
-returns and awaits it before stopping (jobs.py, dispatch.py). Without it (the default),
+returns and awaits it before stopping (job_worker.py, dispatch.py). Without it (the default),
 `run` returns only once everything is removed, and `released()` at once.
 """
 

@@ -3,9 +3,6 @@ benchmarks that drive SimNodes against it."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -150,21 +147,3 @@ async def enqueue_jobs(
     if bus is not None:
         bus.publish(JOBS_TOPIC)
     return pairs
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[bool] | bool],
-    timeout: float = 20.0,  # noqa: ASYNC109
-    what: str = "condition",
-) -> None:
-    """Polls until `check` holds; raises AssertionError naming `what` otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)

@@ -21,9 +21,9 @@ import httpx
 from podman import PodmanClient
 from podman.errors import NotFound
 
-from .inference import InferenceUnavailable
-from .runtime import ops
-from .runtime.labels import LABEL_ROLE
+from ..runtime import ops
+from ..runtime.labels import LABEL_ROLE
+from .check import InferenceUnavailable
 
 OLLAMA_PORT = 11434
 CONTAINER_NAME = "cynode-ollama"

@@ -10,13 +10,21 @@ Model:  $CYNODE_MODEL, else the first model the proxy lists at /api/tags.
 Tuning: $CYNODE_NUM_PREDICT (max tokens), $CYNODE_PROMPT_TIMEOUT (seconds, default 600).
 The reply streams to stdout as the model produces it (/api/chat, stream true).
 Exit codes: 0 answered; 1 the model service failed or could not be reached; 2 bad usage.
+
+The image build installs this file as /usr/local/bin/cynode-prompt (tools/build_images.sh);
+it must keep to the standard library of the image's python3 (Debian's 3.11).
 """
 
+from __future__ import annotations
+
+import contextlib
 import http.client
 import json
 import os
 import socket
 import sys
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 NAME = "cynode-prompt"
@@ -27,18 +35,19 @@ class Failure(Exception):
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
+    def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
 
-    def connect(self):
+    def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         sock.connect(self._path)
         self.sock = sock
 
 
-def connection(timeout):
+def connection(timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection to the model service, and where it goes (for messages)."""
     base = os.environ.get("OLLAMA_BASE_URL", "").strip()
     if base:
         parts = urlsplit(base)
@@ -52,7 +61,9 @@ def connection(timeout):
     raise Failure("no model service: set OLLAMA_BASE_URL or INFERENCE_PROXY_URL")
 
 
-def request(timeout, method, path, body=None):
+def request(
+    timeout: float, method: str, path: str, body: bytes | None = None
+) -> http.client.HTTPResponse:
     """Open one request; the response (status 200) for the caller to read."""
     conn, where = connection(timeout)
     headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -63,15 +74,13 @@ def request(timeout, method, path, body=None):
         raise Failure(f"cannot reach the model service at {where}: {exc}") from None
     if response.status != 200:
         detail = response.read(2000).decode("utf-8", "replace").strip()
-        try:
+        with contextlib.suppress(ValueError, AttributeError):  # not Ollama's JSON error
             detail = json.loads(detail).get("error", detail)
-        except (ValueError, AttributeError):
-            pass
         raise Failure(f"model service answered {response.status} on {path}: {detail}")
     return response
 
 
-def pick_model(timeout):
+def pick_model(timeout: float) -> str:
     model = os.environ.get("CYNODE_MODEL", "").strip()
     if model:
         return model
@@ -83,8 +92,12 @@ def pick_model(timeout):
         raise Failure("the model service lists no models (/api/tags)") from None
 
 
-def ask(prompt, model, timeout):
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True}
+def ask(prompt: str, model: str, timeout: float) -> None:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+    }
     num_predict = os.environ.get("CYNODE_NUM_PREDICT", "").strip()
     if num_predict:
         body["options"] = {"num_predict": int(num_predict)}
@@ -121,13 +134,12 @@ def ask(prompt, model, timeout):
         raise Failure("the reply stream ended before the model was done")
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] in ("-h", "--help"):
         sys.stderr.write(f"usage: {NAME} PROMPT_FILE\n")
         return 2
     try:
-        with open(argv[1], encoding="utf-8", errors="replace") as handle:
-            prompt = handle.read()
+        prompt = Path(argv[1]).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         sys.stderr.write(f"{NAME}: cannot read {argv[1]}: {exc.strerror}\n")
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from .capability import InferenceStatus
+from ..capability import InferenceStatus
 
 
 class InferenceUnavailable(RuntimeError):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from podman import PodmanClient
 
-from .capability import InferenceStatus
-from .config import NodeConfig
-from .inference import check_inference
+from ..capability import InferenceStatus
+from ..config import NodeConfig
+from ..runtime.settings import InferencePodSettings
+from .check import check_inference
 from .ollama_container import OllamaContainer
 from .relay import RELAY_TIMEOUT_MARGIN_S, InferenceRelay, relay_dir
-from .runtime.settings import InferencePodSettings
 
 log = logging.getLogger(__name__)
 

@@ -302,3 +302,23 @@ def test_forbidden_is_exit_3(logged_in: Cy) -> None:
     result = logged_in("task", "list")
     assert result.exit_code == 3
     assert "forbidden: Forbidden: admins only" in result.stderr
+
+
+def test_wait_on_a_terminal_keeps_the_spinner_turning_while_it_reopens(logged_in: Cy) -> None:
+    logged_in.seams.stderr_tty = True
+    task_id = logged_in.gw.add_task()
+    watch = ("GET", f"/v1/tasks/{task_id}/watch")
+    logged_in.gw.inject[watch] = _stream({"task_id": task_id, "status": "running"})
+
+    def pause(seconds: float) -> None:
+        logged_in.sleeps.append(seconds)
+        logged_in.gw.inject.pop(watch, None)
+
+    logged_in.seams.sleep = pause
+    result = logged_in("task", "result", "-w", task_id)
+    assert result.exit_code == 0, result.output
+    assert lines(result.stdout)[0] == f"task_id={task_id} status=completed"
+    # The 1 s pause before reopening is slept in spinner ticks.
+    assert sum(logged_in.sleeps) == pytest.approx(1.0)
+    assert max(logged_in.sleeps) <= 0.1
+    assert logged_in.gw.requests.count(watch) == 2

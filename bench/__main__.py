@@ -22,15 +22,6 @@ from dataclasses import dataclass, field
 Row = tuple[str, str]  # (what, ratio as printed)
 
 
-def _gateway(out: str) -> list[Row]:
-    pattern = re.compile(r"^\s*(sqlite|postgres)\s+(\S+ \S+)\s+.*\s([\d.]+)x$", re.M)
-    return [
-        (f"{backend} {request} rate / GET /healthz rate", ratio)
-        for backend, request, ratio in pattern.findall(out)
-        if "healthz" not in request
-    ]
-
-
 def _dispatch(out: str) -> list[Row]:
     pattern = re.compile(r"^(sqlite|postgres)\s+([\d,]+)\s+([\d.]+)\s", re.M)
     return [
@@ -72,7 +63,7 @@ class Bench:
 
 
 BENCHES = [
-    Bench("gateway", ["--requests", "300", "--concurrency", "8"], _gateway),
+    Bench("gateway", ["--requests", "300"], _ratio_lines),
     Bench("dispatch", ["--nodes", "20", "--jobs", "1000", "--idle", "0"], _dispatch),
     Bench("sandbox", ["--runs", "20"], _ratio_lines),
     Bench("proxy", ["--requests", "300", "--stream-mb", "16", "--runs", "3"], _proxy),

@@ -50,6 +50,9 @@ class FakeGateway:
     version: str = "9.8.7"
     # How many result polls a new task stays non-terminal (queued, then running).
     polls_to_finish: int = 2
+    # The watch stream ends after the current status, without the terminal event (as a
+    # cut stream does), and leaves the task as it is; else it runs the task to the end.
+    watch_holds: bool = False
     stdout: str = "hello from the sandbox\n"
     stderr: str = ""
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -237,6 +240,9 @@ class FakeGateway:
             else:
                 return problem(400, "Bad Request", "stream must be stdout, stderr or all")
             return _json(200, logs)
+        if action == "watch" and self.watch_holds:
+            event = {"task_id": task["task_id"], "status": task["status"]}
+            return 200, {"content-type": "application/x-ndjson"}, json.dumps(event).encode() + b"\n"
         if action == "watch":
             events = [
                 {"task_id": task["task_id"], "status": "running"},

@@ -292,7 +292,12 @@ def test_result_waits_and_prints_output(logged_in: Cy) -> None:
     ]
     assert "a warning" in result.stderr
     assert f"task {task_id}: running" in result.stderr
-    assert logged_in.sleeps == [1.0]
+    # Woken by the watch stream, then one read of the result: no polling, no sleeping.
+    assert logged_in.sleeps == []
+    assert logged_in.gw.requests[1:] == [
+        ("GET", f"/v1/tasks/{task_id}/watch"),
+        ("GET", f"/v1/tasks/{task_id}/result"),
+    ]
 
 
 def test_result_json_is_one_object(logged_in: Cy) -> None:

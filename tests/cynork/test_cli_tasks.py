@@ -124,7 +124,54 @@ def test_wait_spinner_on_a_terminal(logged_in: Cy) -> None:
     assert f"task {task_id}: running" in result.stderr
     assert "\r\x1b[K" in result.stderr
     assert result.stderr.endswith("\r\x1b[K")  # the line is wiped before the result
-    assert sum(logged_in.sleeps) == pytest.approx(1.0)
+    assert logged_in.sleeps == []
+    assert logged_in.gw.requests == [
+        ("GET", f"/v1/tasks/{task_id}/watch"),
+        ("GET", f"/v1/tasks/{task_id}/result"),
+    ]
+
+
+def test_wait_follows_the_watch_stream_and_never_polls(logged_in: Cy) -> None:
+    logged_in.gw.polls_to_finish = 1000  # polling the result would never see it end
+    task_id = logged_in.gw.add_task()
+    result = logged_in("task", "result", "-w", task_id)
+    assert result.exit_code == 0, result.output
+    assert lines(result.stdout)[0] == f"task_id={task_id} status=completed"
+    assert [path for _, path in logged_in.gw.requests].count(f"/v1/tasks/{task_id}/result") == 1
+
+
+def _stream(*events: dict[str, object]) -> tuple[int, dict[str, str], bytes]:
+    body = "".join(json.dumps(e) + "\n" for e in events).encode()
+    return 200, {"content-type": "application/x-ndjson"}, body
+
+
+def test_wait_reopens_a_watch_stream_cut_before_the_end(logged_in: Cy) -> None:
+    task_id = logged_in.gw.add_task()
+    watch = ("GET", f"/v1/tasks/{task_id}/watch")
+    logged_in.gw.inject[watch] = _stream({"task_id": task_id, "status": "running"})
+
+    def reopen(seconds: float) -> None:
+        logged_in.sleeps.append(seconds)
+        del logged_in.gw.inject[watch]  # the next stream is the fake's whole one
+
+    logged_in.seams.sleep = reopen
+    result = logged_in("task", "result", "-w", task_id)
+    assert result.exit_code == 0, result.output
+    assert lines(result.stdout)[0] == f"task_id={task_id} status=completed"
+    assert logged_in.sleeps == [1.0]
+    assert logged_in.gw.requests.count(watch) == 2
+
+
+def test_wait_on_a_terminal_reports_an_error_from_the_stream(logged_in: Cy) -> None:
+    logged_in.seams.stderr_tty = True
+    task_id = logged_in.gw.add_task()
+    logged_in.gw.inject[("GET", f"/v1/tasks/{task_id}/watch")] = _stream(
+        {"error": {"status": 404, "title": "Not Found", "detail": "task gone"}}
+    )
+    result = logged_in("task", "result", "-w", task_id)
+    assert result.exit_code == 4, result.output
+    assert result.stderr.endswith(f"cynork: task {task_id} not found\n")
+    assert "Traceback" not in result.output
 
 
 def test_ctrl_c_while_waiting_exits_130(logged_in: Cy) -> None:
@@ -133,6 +180,11 @@ def test_ctrl_c_while_waiting_exits_130(logged_in: Cy) -> None:
 
     logged_in.seams.sleep = interrupt
     task_id = logged_in.gw.add_task()
+    # A stream that ends early: the wait pauses before opening it again, and Ctrl-C
+    # lands in that pause.
+    logged_in.gw.inject[("GET", f"/v1/tasks/{task_id}/watch")] = _stream(
+        {"task_id": task_id, "status": "running"}
+    )
     result = logged_in("task", "result", "-w", task_id)
     assert result.exit_code == 130
     assert f"interrupted; task {task_id} keeps running" in result.stderr
@@ -297,3 +349,23 @@ def test_forbidden_is_exit_3(logged_in: Cy) -> None:
     result = logged_in("task", "list")
     assert result.exit_code == 3
     assert "forbidden: Forbidden: admins only" in result.stderr
+
+
+def test_wait_on_a_terminal_keeps_the_spinner_turning_while_it_reopens(logged_in: Cy) -> None:
+    logged_in.seams.stderr_tty = True
+    task_id = logged_in.gw.add_task()
+    watch = ("GET", f"/v1/tasks/{task_id}/watch")
+    logged_in.gw.inject[watch] = _stream({"task_id": task_id, "status": "running"})
+
+    def pause(seconds: float) -> None:
+        logged_in.sleeps.append(seconds)
+        logged_in.gw.inject.pop(watch, None)
+
+    logged_in.seams.sleep = pause
+    result = logged_in("task", "result", "-w", task_id)
+    assert result.exit_code == 0, result.output
+    assert lines(result.stdout)[0] == f"task_id={task_id} status=completed"
+    # The 1 s pause before reopening is slept in spinner ticks.
+    assert sum(logged_in.sleeps) == pytest.approx(1.0)
+    assert max(logged_in.sleeps) <= 0.1
+    assert logged_in.gw.requests.count(watch) == 2

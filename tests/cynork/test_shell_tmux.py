@@ -189,7 +189,8 @@ def test_ctrl_c_stops_a_wait_not_the_shell(
 ) -> None:
     gw, url = gateway
     gw.polls_to_finish = 10**9
-    task_id = gw.add_task()
+    gw.watch_holds = True
+    task_id = gw.add_task(status="running")
     term = terminal_factory("shell")
     term.wait_text(_prompt(url))
     term.type(f"task result -w {task_id}")

@@ -1,22 +1,32 @@
 """Waiting for a task: a live status line on a terminal, plain lines otherwise.
 
+The wait follows the gateway's watch stream (GET /v1/tasks/{id}/watch), which the
+gateway wakes the moment the task changes, and reads the result once, after the
+terminal event: no polling, so a task that ends in 50 ms is printed in about 50 ms.
+
 The line lives on stderr so stdout carries only results. Ctrl-C ends the wait (not the
 task) with exit 130 and says how to pick the result up later.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 import click
 
 from cynork._app import App
-from cynork._client import TERMINAL_STATUSES, JSONDict
+from cynork._client import TERMINAL_STATUSES, GatewayClient, JSONDict
 from cynork._errors import Interrupted
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 TICK = 0.1
+# A watch stream that ends without its terminal event (the gateway restarted, a proxy
+# cut it) is opened again after this pause.
+REOPEN_SECONDS = 1.0
 
 
 class Progress:
@@ -81,18 +91,54 @@ def is_terminal(obj: dict[str, Any]) -> bool:
     return obj.get("status") in TERMINAL_STATUSES
 
 
-def wait_for_result(app: App, task_id: str, *, interval: float = 1.0) -> JSONDict:
-    """Polls the task's result until it is terminal and returns it."""
+def _events_ticking(client: GatewayClient, task_id: str, progress: Progress) -> Iterator[JSONDict]:
+    """The watch stream's events, read on a thread so the spinner keeps turning while
+    the stream is quiet."""
+    events: queue.Queue[JSONDict | BaseException | None] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for event in client.watch_task(task_id):
+                events.put(event)
+            events.put(None)
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            events.put(exc)
+
+    threading.Thread(target=read, name="cynork-watch", daemon=True).start()
+    while True:
+        try:
+            item = events.get(timeout=TICK)
+        except queue.Empty:
+            progress.tick()
+            continue
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _follow(client: GatewayClient, task_id: str, progress: Progress) -> bool:
+    """Follows one watch stream; True once it delivered the terminal event."""
+    events = (
+        _events_ticking(client, task_id, progress) if progress.live else client.watch_task(task_id)
+    )
+    for event in events:
+        progress.update(str(event.get("status") or "queued"))
+        if event.get("terminal"):
+            return True
+    return False
+
+
+def wait_for_result(app: App, task_id: str) -> JSONDict:
+    """Follows the task's watch stream until it is terminal, then returns its result."""
     client = app.client()
     live = app.stderr_is_tty() and app.output.color and not app.output.quiet
     progress = Progress(task_id, live=live, quiet=app.output.quiet)
     try:
-        while True:
-            result = client.task_result(task_id)
-            if is_terminal(result):
-                return result
-            progress.update(str(result.get("status") or "queued"))
-            sleep_ticking(app, interval, progress)
+        while not _follow(client, task_id, progress):
+            sleep_ticking(app, REOPEN_SECONDS, progress)
+        return client.task_result(task_id)
     except KeyboardInterrupt:
         raise interrupted(task_id) from None
     finally:

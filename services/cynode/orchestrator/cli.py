@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.orchestrator.app import (
@@ -315,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "serve":
             _warn_plain_text(settings)
-            asyncio.run(serve(settings, control_plane=control_plane_hook()))
+            # uvloop, not the stdlib loop, under both port pairs (SPEC §1.5).
+            uvloop.run(serve(settings, control_plane=control_plane_hook()))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
         else:

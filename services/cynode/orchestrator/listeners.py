@@ -29,9 +29,18 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket whose accepted connections have TCP_NODELAY.
+
+    The stdlib loop sets TCP_NODELAY on an accepted connection only when the listening
+    socket's `proto` is IPPROTO_TCP (`socket.socket(family, SOCK_STREAM)` leaves it 0),
+    and uvicorn writes a response's head and body separately: with Nagle on, the body
+    waits for the client's delayed ACK, about 40 ms per keep-alive request. Linux copies
+    TCP_NODELAY from the listener to each accepted socket, so it is set here as well, for
+    any loop (SPEC § Listeners)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(512)
     sock.setblocking(False)
@@ -137,6 +146,8 @@ class ServicePorts:
         self.rest_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._rest_app,
+            # httptools (C, llhttp) rather than h11 (pure Python): SPEC §1.5.
+            http="httptools",
             lifespan="off",
             log_config=None,
             access_log=False,

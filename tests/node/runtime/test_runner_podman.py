@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from datetime import datetime
 
 import pytest
 from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
-from cynode.node.runtime import LABEL_JOB_ID, JobRunner, SandboxSettings
+from cynode.node.runtime import LABEL_JOB_ID, JobRunner, SandboxSettings, ops
 from tests.node.runtime.conftest import leftovers, make_spec
 
 pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("no_leftovers")]
@@ -355,3 +356,27 @@ async def test_prompt_jobs_are_refused_without_inference(
     result = await run(podman_client, settings, spec)
     assert result.status == FAILED
     assert result.reason == "error: this node offers no inference (prompt/use_inference job)"
+
+
+async def test_the_end_is_reported_when_the_process_exits_not_when_podman_wait_answers(
+    podman_client: PodmanClient, settings: SandboxSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Podman 4.3's wait polls every 250 ms and answers after the container's cleanup;
+    # the runner reads the exit state as soon as the output stream ends instead. With
+    # the wait held shut, a runner that needed it would never return.
+    release, asked = threading.Event(), threading.Event()
+
+    def held_wait(client: PodmanClient, container_id: str) -> int:
+        asked.set()
+        release.wait(60)
+        raise RuntimeError("podman wait was held shut by the test")
+
+    monkeypatch.setattr(ops, "wait_container", held_wait)
+    try:
+        result = await asyncio.wait_for(
+            JobRunner(podman_client, settings).run(make_spec(commands=["echo done; exit 4"])), 30
+        )
+    finally:
+        release.set()
+    assert asked.is_set()  # the runner did ask Podman's wait, and did not need it
+    assert (result.status, result.exit_code, result.stdout) == (FAILED, 4, b"done\n")

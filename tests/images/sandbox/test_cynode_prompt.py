@@ -97,7 +97,21 @@ class ScriptedOllama:
         return Handler
 
 
-class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _QuietWhenCutOff:
+    """The runner stops reading once the model says done (or a line is bad) and closes
+    the connection while the scripted server may still be writing: socketserver would
+    print that BrokenPipe/ConnectionReset to the test's captured stderr."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[misc]
+
+
+class TCPServer(_QuietWhenCutOff, http.server.ThreadingHTTPServer):
+    pass
+
+
+class UnixHTTPServer(_QuietWhenCutOff, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
@@ -112,7 +126,7 @@ def ollama() -> ScriptedOllama:
 
 @pytest.fixture
 def tcp_url(ollama: ScriptedOllama) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ollama.handler())
+    server = TCPServer(("127.0.0.1", 0), ollama.handler())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -257,7 +271,7 @@ def test_model_service_failures_are_one_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), script.handler())
+    server = TCPServer(("127.0.0.1", 0), script.handler())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("OLLAMA_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")

@@ -324,6 +324,8 @@ async def test_list_pages_newest_first_with_status_filter(served: Served) -> Non
     assert len(default.tasks) == 5 and default.next_cursor == ""
     for bad in (
         tasks_pb2.ListTasksRequest(status="weird"),
+        # Never a status (nothing could set it); only a CancelJob reason now.
+        tasks_pb2.ListTasksRequest(status="superseded"),
         tasks_pb2.ListTasksRequest(limit=-1),
         tasks_pb2.ListTasksRequest(cursor="!!!"),
         tasks_pb2.ListTasksRequest(cursor="eyJ2IjoyfQ"),

@@ -9,7 +9,7 @@ orchestrator asks the lifecycle and never writes a status itself (a test enforce
 - requeue or fail after a lost lease: `expire`; a node taking back its copy: `reclaim`
 - cancel: `cancel_task`, then `take_cancels` to tell the nodes
 
-The transitions are written down in docs/spec.md (SPEC §3).
+The transitions are written down in docs/spec.md (SPEC §3.6).
 """
 
 from cynode.orchestrator.lifecycle.cancel import Canceled, cancel_task, take_cancels

@@ -36,6 +36,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from podman import PodmanClient
@@ -48,6 +49,22 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WarmStatus:
+    """One pool at a glance, for /metrics and the capability report."""
+
+    kind: str
+    # The key the items are made for, readable ("" before the first fill).
+    key: str
+    image: str
+    size: int
+    ready: int
+    # Ready, or in the making and not yet claimed: what a take would get now or soon.
+    available: int
+    hits: int
+    misses: int
 
 
 class WarmPool(Generic[K, T]):
@@ -99,11 +116,39 @@ class WarmPool(Generic[K, T]):
     def name(self, item: T) -> str:
         return str(item)
 
+    def describe(self, key: K) -> tuple[str, str]:
+        """The key, readable, and the image its items run."""
+        return str(key), ""
+
     # -- the pool ----------------------------------------------------------------------
 
     @property
     def ready_count(self) -> int:
         return len(self._ready)
+
+    @property
+    def available(self) -> int:
+        """Ready, or in the making and not claimed by a job yet."""
+        making = sum(
+            1
+            for task, key in self._making.items()
+            if key == self._key and task not in self._claimed
+        )
+        return self.ready_count + making
+
+    def status(self) -> WarmStatus:
+        key, image = self.describe(self._key) if self._key is not None else ("", "")
+        size = self.target(self._key) if self._key is not None and not self._closed else 0
+        return WarmStatus(
+            kind=self.kind,
+            key=key,
+            image=image,
+            size=size,
+            ready=self.ready_count,
+            available=self.available,
+            hits=self.hits,
+            misses=self.misses,
+        )
 
     @property
     def key(self) -> K | None:

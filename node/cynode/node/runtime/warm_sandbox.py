@@ -184,6 +184,9 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
     def name(self, item: WarmSandbox) -> str:
         return item.name
 
+    def describe(self, key: SandboxClass) -> tuple[str, str]:
+        return key.label, key.image
+
 
 def manifest(ctx: JobContext) -> bytes:
     """The one line the waiting runner reads: the job's command, env and files."""

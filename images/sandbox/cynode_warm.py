@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""cynode-warm: the waiting runner of a warm single-use sandbox (SPEC §4.6).
+"""cynode-warm: the waiting runner of a warm single-use sandbox (SPEC §4.10).
 
 The node creates and starts a sandbox container ahead of any job, with every sandbox
 rule applied, running this program. It blocks on stdin until the node hands it one

@@ -193,7 +193,7 @@ class NodeConfig:
             "sandbox.max_concurrency", "CYNODE_MAX_CONCURRENCY", "jobs the node runs at once"
         ),
     )
-    # Plain jobs' sandboxes made ahead, each used by one job (SPEC §4.6); 0: none.
+    # Plain jobs' sandboxes made ahead, each used by one job (SPEC §4.10); 0: none.
     sandbox_warm_containers: int = field(
         default=2,
         metadata=setting(

@@ -1,7 +1,7 @@
 """JobRunner against the real Podman service: what a job can and cannot do.
 
 Every test runs twice (the `make_runner` fixture): on the cold path (the job's own
-container) and on the warm path (a warm single-use sandbox, SPEC §4.6), which must keep
+container) and on the warm path (a warm single-use sandbox, SPEC §4.10), which must keep
 every sandbox rule the same."""
 
 from __future__ import annotations

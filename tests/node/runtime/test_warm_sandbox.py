@@ -1,4 +1,4 @@
-"""Warm single-use sandboxes on real Podman (SPEC §4.6): single use, isolation between
+"""Warm single-use sandboxes on real Podman (SPEC §4.10): single use, isolation between
 jobs, the pool's bounds, settings changes, broken sandboxes, close and start-up cleanup.
 The sandbox rules on the warm path are test_runner_podman.py's, run warm."""
 

@@ -80,7 +80,7 @@ class JobRunner:
         self, needs_inference: bool = False, warm: WarmSandbox | None = None
     ) -> list[Hook]:
         """The hooks, in prestart order; a job that needs inference gets the pod first,
-        one handed a warm sandbox (SPEC §4.6) only output and timeout beside it.
+        one handed a warm sandbox (SPEC §4.10) only output and timeout beside it.
 
         Raises UnsupportedJob when the job needs inference and this node has none.
         """

@@ -117,7 +117,7 @@ def warm_create_kwargs(
     volume_name: str,
     labels: Mapping[str, str],
 ) -> dict[str, Any]:
-    """A warm sandbox container (SPEC §4.6): every rule of `build_create_kwargs`, no job
+    """A warm sandbox container (SPEC §4.10): every rule of `build_create_kwargs`, no job
     env (the job's arrives with the handoff) and stdin kept open for the handoff."""
     kwargs = build_create_kwargs(
         job_pb2.JobSpec(),

@@ -6,7 +6,7 @@ checked and removed. Two kinds use it:
 - `WarmPodPool` (here): inference pods, so an inference job only has to create and start
   its sandbox in a pod whose proxy already answers;
 - `WarmSandboxPool` (warm_sandbox.py): sandbox containers of plain jobs, created and
-  started with every sandbox rule, each running the waiting runner (SPEC §4.6).
+  started with every sandbox rule, each running the waiting runner (SPEC §4.10).
 
 Each item is strictly single-use: `take` hands it to one job, whose hooks remove it with
 the job's other pieces; the pool never sees it again. The pool then makes a new one

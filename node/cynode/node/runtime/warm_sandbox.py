@@ -1,4 +1,4 @@
-"""Warm single-use sandboxes for plain jobs (SPEC §4.6).
+"""Warm single-use sandboxes for plain jobs (SPEC §4.10).
 
 Per sandbox class (the node, the image and the limits: everything the container's
 creation reads but the job), the pool keeps up to `sandbox.warm_containers` containers

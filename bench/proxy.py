@@ -349,7 +349,13 @@ async def pod_runs(runs: int) -> PodFigures:
     await service.astart()
     node_id = f"bench-{str(ULID()).lower()}"
     # Two node hosts on the one Podman service: the default (one warm pod) and none.
-    base = NodeConfig(node_slug="bench", state_dir=work, podman_socket=str(service.socket_path))
+    # No warm sandboxes: the plain row is the cold container these pods are weighed against.
+    base = NodeConfig(
+        node_slug="bench",
+        state_dir=work,
+        podman_socket=str(service.socket_path),
+        sandbox_warm_containers=0,
+    )
     warm_host = PodmanHost(dataclasses.replace(base, inference_warm_pods=1))
     cold_host = PodmanHost(dataclasses.replace(base, inference_warm_pods=0))
     figures = PodFigures()

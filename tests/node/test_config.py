@@ -74,6 +74,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.worker_api_port == 12090
     assert config.inference_warm_pods == 1
     assert config.sandbox_warm_containers == 2
+    assert config.sandbox_warm_idle_s == 600
     assert config.advertised_worker_api == "http://127.0.0.1:12090"
     assert config.effective_containers_conf == str(REPO_CONTAINERS_CONF)
     monkeypatch.setenv("CONTAINERS_CONF", "/x.conf")
@@ -92,6 +93,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         ("node: {slug: a}\ninference: {mode: cloud}\n", "inference.mode"),
         ("node: {slug: a}\ninference: {warm_pods: -1}\n", "inference.warm_pods"),
         ("node: {slug: a}\nsandbox: {warm_containers: -1}\n", "sandbox.warm_containers"),
+        ("node: {slug: a}\nsandbox: {warm_idle_seconds: -1}\n", "sandbox.warm_idle_seconds"),
         ("node: {slug: a}\norchestrator: {url: 'ftp://x'}\n", "orchestrator.url"),
         ("node: {slug: a}\nreconnect: {initial_seconds: 5, max_seconds: 1}\n", "reconnect"),
         ("node: {slug: a, labels: 3}\n", "list of strings"),

@@ -66,6 +66,7 @@ class PodmanHost:
                 self.client,
                 size=self.config.sandbox_warm_containers,
                 max_jobs=self.config.max_concurrency,
+                idle_s=self.config.sandbox_warm_idle_s,
             )
         client = self._client()
         info = await asyncio.to_thread(client.version)

@@ -176,6 +176,37 @@ async def test_a_failed_handoff_is_a_runtime_error_and_leaves_nothing(
     assert not podman_client.containers.exists(runner.container_id)
 
 
+async def test_an_unused_pool_lets_its_sandboxes_go_until_the_next_job(
+    podman_client: PodmanClient, pool: WarmSandboxPool, settings: SandboxSettings
+) -> None:
+    pool.idle_s = 1.0
+    await filled(pool, settings)
+    for _ in range(300):  # ~1 s idle, then the removals
+        if pool.dormant and leftovers(podman_client, settings.node_id) == ([], []):
+            break
+        await asyncio.sleep(0.02)
+    assert pool.dormant and pool.ready_count == 0 and pool.status().available == 0
+    assert leftovers(podman_client, settings.node_id) == ([], [])
+    pool.fill(settings)  # as after a config change: still nothing while unused
+    assert not pool._making
+    # The next job goes cold and wakes the pool; the one after finds a warm sandbox.
+    first = JobRunner(podman_client, settings, warm_sandboxes=pool)
+    assert (await first.run(make_spec(commands=["true"]))).status == COMPLETED
+    assert first.path == "cold" and not pool.dormant
+    await pool.wait_filled()
+    second = JobRunner(podman_client, settings, warm_sandboxes=pool)
+    assert (await second.run(make_spec(commands=["true"]))).status == COMPLETED
+    assert second.path == "warm"
+    # A take within the idle time keeps the pool: idle is counted from the last take.
+    await pool.wait_filled()
+    await asyncio.sleep(0.6)
+    item = await pool.take(settings)
+    assert item is not None
+    await pool.remove(item)
+    await asyncio.sleep(0.6)
+    assert not pool.dormant
+
+
 async def test_closing_removes_ready_sandboxes_and_those_in_the_making(
     podman_client: PodmanClient, pool: WarmSandboxPool, settings: SandboxSettings
 ) -> None:

@@ -15,7 +15,9 @@ compete with the job's own start). Items are made for one key (what they depend 
 the node id and the settings that shape them); `fill` or `take` with settings of
 another key discards the items made for the old one. `close` (node stop) removes
 every item the pool holds; a node that died leaves them labelled with its id, and the
-start-up cleanup removes them like any leftover.
+start-up cleanup removes them like any leftover. With `idle_s`, a pool that no job
+has asked for that long lets its items go and makes none until the next `take`
+(which then misses: that job goes cold, and the pool fills again for the next).
 
 Nothing job-specific goes into a warm item (for a pod, the sidecar's command is the
 node's settings and the job's model goes into the sandbox; for a sandbox, the job's
@@ -35,6 +37,7 @@ import dataclasses
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -72,11 +75,16 @@ class WarmPool(Generic[K, T]):
 
     kind = "item"
 
-    def __init__(self, client: PodmanClient, size: int = 1) -> None:
+    def __init__(self, client: PodmanClient, size: int = 1, *, idle_s: float = 0) -> None:
         if size < 0:
             raise ValueError("a warm pool's size cannot be negative")
         self.client = client
         self.size = size
+        # Shrink to nothing after this long without a take; 0: never.
+        self.idle_s = idle_s
+        self._last_take = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.dormant = False
         self.pool_id = secrets.token_hex(4)
         self._serial = itertools.count(1)
         self._key: K | None = None
@@ -159,7 +167,7 @@ class WarmPool(Generic[K, T]):
         """Keeps `target` items ready or in the making for these settings (in the
         background); items made for other settings are discarded. A no-op when these
         settings have no key, for a pool of size 0, or a closed pool."""
-        if self._closed or self.size == 0:
+        if self._closed or self.size == 0 or self.dormant:
             return
         key = self.key_of(settings)
         if key != self._key:
@@ -167,6 +175,7 @@ class WarmPool(Generic[K, T]):
             self._key = key
         if key is None:
             return
+        self._watch_idle()
         # Items in the making for older settings will be removed when done: not counted.
         unclaimed = sum(
             1
@@ -199,6 +208,12 @@ class WarmPool(Generic[K, T]):
     async def _take(self, settings: SandboxSettings) -> T | None:
         key = self.key_of(settings)
         if self._closed or self.size == 0 or key is None:
+            return None
+        self._last_take = time.monotonic()
+        if self.dormant:
+            # Asked for again after an idle spell: this job goes cold, the next need not.
+            self.dormant = False
+            self.fill(settings)
             return None
         if key != self._key:
             self.fill(settings)
@@ -235,6 +250,8 @@ class WarmPool(Generic[K, T]):
     async def close(self) -> None:
         """Stops making items and removes every item the pool holds (node stop)."""
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         for task in self._making:
             task.cancel()
         if self._making:
@@ -244,6 +261,28 @@ class WarmPool(Generic[K, T]):
             await asyncio.wait(set(self._removals))
 
     # -- inside ---------------------------------------------------------------------
+
+    def _watch_idle(self) -> None:
+        if self.idle_s <= 0 or self._idle_timer is not None:
+            return
+        due = self._last_take + self.idle_s - time.monotonic()
+        self._idle_timer = asyncio.get_running_loop().call_later(max(due, 0), self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._closed or self.dormant:
+            return
+        if time.monotonic() - self._last_take < self.idle_s:
+            self._watch_idle()  # taken since: look again when that take is as old
+            return
+        log.info(
+            "warm %s pool %s unused for %g s: letting it go", self.kind, self.pool_id, self.idle_s
+        )
+        self.dormant = True
+        for task in self._making:
+            if task not in self._claimed:
+                task.cancel()
+        self._discard_ready()
 
     def _start_making(self, key: K) -> None:
         stem = f"warm-{self.pool_id}-{next(self._serial)}"

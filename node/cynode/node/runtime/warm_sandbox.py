@@ -19,7 +19,8 @@ image), or with none ready, takes the cold path.
 
 The pool's size is bounded by the node's job slots (more could never run at once) and
 by its memory (each container may use `memory_mb`; no more are kept than MemAvailable
-holds). Containers and volumes carry the warm labels (node, pool, role), so start-up
+holds); after `sandbox.warm_idle_seconds` without a job it lets them go until the next
+job (which goes cold). Containers and volumes carry the warm labels (node, pool, role), so start-up
 cleanup removes those of a node that died.
 """
 
@@ -104,8 +105,9 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
         *,
         max_jobs: int | None = None,
         memory_mb: Callable[[], int | None] = available_memory_mb,
+        idle_s: float = 0,
     ) -> None:
-        super().__init__(client, size)
+        super().__init__(client, size, idle_s=idle_s)
         self.max_jobs = max_jobs
         self._memory_mb = memory_mb
 

@@ -89,7 +89,8 @@ class NodeDaemon:
         self.metrics = NodeMetrics()
         self.state = StateDir(config.state_dir)
         self.host = host or _default_host(config)
-        self.metrics.watch_warm(self.host.warm_status)
+        # Looked up at each scrape: the host is the one home of its pools.
+        self.metrics.watch_warm(lambda: self.host.warm_status())
         self._channel = channel
         self._serve_api = serve_api
         self.api: WorkerApiServer | None = None

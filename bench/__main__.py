@@ -65,7 +65,7 @@ class Bench:
 BENCHES = [
     Bench("gateway", ["--requests", "300"], _ratio_lines),
     Bench("dispatch", ["--nodes", "20", "--jobs", "1000", "--idle", "0"], _dispatch),
-    Bench("sandbox", ["--runs", "20"], _ratio_lines),
+    Bench("sandbox", ["--runs", "50"], _ratio_lines),
     Bench("proxy", ["--requests", "300", "--stream-mb", "16", "--runs", "3"], _proxy),
 ]
 

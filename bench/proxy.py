@@ -26,7 +26,8 @@
 3. Inference task vs a bare container: a use_inference job with one curl to the proxy
    (pod + sidecar + relay to the real dev model) against
    `podman run --rm --network none localhost/cynode-sandbox true`; ratio of the medians
-   (target <= 2.5). The jobs go through what the node uses: `PodmanHost.runner_factory`
+   (targets: <= 2.5 with a warm pod, <= 1.5 on a cold pod). The jobs go through what
+   the node uses: `PodmanHost.runner_factory`
    (a JobRunner that reports the result before removing the pod; the node keeps the
    slot until `released()`, which is awaited between jobs, outside the timing) on a
    private Podman service. Two figures, in interleaved rounds with the raw run:
@@ -349,7 +350,13 @@ async def pod_runs(runs: int) -> PodFigures:
     await service.astart()
     node_id = f"bench-{str(ULID()).lower()}"
     # Two node hosts on the one Podman service: the default (one warm pod) and none.
-    base = NodeConfig(node_slug="bench", state_dir=work, podman_socket=str(service.socket_path))
+    # No warm sandboxes: the plain row is the cold container these pods are weighed against.
+    base = NodeConfig(
+        node_slug="bench",
+        state_dir=work,
+        podman_socket=str(service.socket_path),
+        sandbox_warm_containers=0,
+    )
     warm_host = PodmanHost(dataclasses.replace(base, inference_warm_pods=1))
     cold_host = PodmanHost(dataclasses.replace(base, inference_warm_pods=0))
     figures = PodFigures()
@@ -426,8 +433,9 @@ async def main_async(args: argparse.Namespace) -> None:
         def ms(values: list[float]) -> str:
             return f"median {statistics.median(values) * 1e3:8.1f} ms"
 
-        def verdict(ratio: float) -> str:
-            return f"{ratio:8.2f}   (target <= 2.5: {'ok' if ratio <= 2.5 else 'over target'})"
+        def verdict(ratio: float, target: float) -> str:
+            outcome = "ok" if ratio <= target else "over target"
+            return f"{ratio:8.2f}   (target <= {target:g}: {outcome})"
 
         warm = statistics.median(figures.warm) / raw
         cold = statistics.median(figures.cold) / raw
@@ -440,8 +448,9 @@ async def main_async(args: argparse.Namespace) -> None:
             ),
             ("inference job, cold (inference.warm_pods: 0)", ms(figures.cold)),
             ("inference job, warm pod, jobs back to back", ms(figures.back_to_back)),
-            ("ratio inference job (warm pod) / raw podman run", verdict(warm)),
-            ("ratio inference job (cold, no warm pod) / raw podman run", verdict(cold)),
+            ("ratio inference job (warm pod) / raw podman run", verdict(warm, 2.5)),
+            # Issue 16's target for the cold pod (docs/fast-path.md §5 says where it goes).
+            ("ratio inference job on a cold pod / raw podman run", verdict(cold, 1.5)),
         ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

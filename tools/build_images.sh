@@ -3,7 +3,9 @@
 #   localhost/cynode-base     Debian minbase (debootstrap) + python3, python3-aiohttp, curl,
 #                             ca-certificates; user `sandbox` 10000:10000, home /workspace
 #   localhost/cynode-sandbox  FROM base; the prompt runner (images/sandbox/cynode_prompt.py as
-#                             /usr/local/bin/cynode-prompt); WORKDIR /workspace; USER 10000
+#                             /usr/local/bin/cynode-prompt) and the warm sandbox's waiting
+#                             runner (cynode_warm.py as /usr/local/bin/cynode-warm);
+#                             WORKDIR /workspace; USER 10000
 #   localhost/cynode-proxy    FROM base; proxy/cynode at /opt/cynode; runs `python3 -m cynode.proxy`
 #
 # Caching, so `make images` is quick when nothing changed:
@@ -138,13 +140,14 @@ else
   [ -n "$old" ] && [ "$old" != "$(id_of "$BASE")" ] && STALE_IDS+=("$old")
 fi
 
-# Sandbox context: Containerfile + the prompt runner, staged under the name it has in the
-# image. Its source is a .py file so ruff, mypy and the unit tests' coverage see it; being
-# in the context, it is part of the image's input hash.
+# Sandbox context: Containerfile + the runners, staged under the names they have in the
+# image. Their sources are .py files so ruff, mypy and the unit tests' coverage see them;
+# being in the context, they are part of the image's input hash.
 ctx="$WORK/sandbox"; mkdir -p "$ctx"
 cp "$ROOT/images/sandbox/Containerfile" "$ctx/"
 cp "$ROOT/images/sandbox/cynode_prompt.py" "$ctx/cynode-prompt"
-chmod 0755 "$ctx/cynode-prompt"
+cp "$ROOT/images/sandbox/cynode_warm.py" "$ctx/cynode-warm"
+chmod 0755 "$ctx/cynode-prompt" "$ctx/cynode-warm"
 build_from_context sandbox "$SANDBOX" "$ctx" "$BASE_HASH"; SANDBOX_HASH=$BUILT_HASH
 
 # Proxy context: Containerfile + proxy/cynode without bytecode caches.

@@ -125,6 +125,7 @@ def test_sigint_ignored_by_the_parent_stays_ignored(tmp_path: Path) -> None:
 def test_main_runs_the_command_line_and_restores_python_handler(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setitem(sys.modules, "httpx._main", sys.modules.get("httpx._main"))
     monkeypatch.setattr(sys, "argv", ["cynork", "--version"])
     assert _entry.main() == 0
     assert "cynork, version" in capsys.readouterr().out
@@ -181,3 +182,32 @@ def test_importing_the_package_loads_no_dependency(tmp_path: Path) -> None:
     assert "GatewayClient" in dir(cynork)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = cynork.nope  # type: ignore[attr-defined]
+
+
+UNUSED_AT_START = textwrap.dedent(
+    """
+    import sys
+    from cynork import _entry
+
+    _entry.skip_unused_imports()
+    import cynork.cli, httpx
+
+    print(sorted(m for m in ("rich", "pygments", "yaml", "httpx._main") if sys.modules.get(m)))
+    print(callable(httpx.main))
+    """
+)
+
+
+def test_the_start_imports_neither_httpx_cli_nor_yaml(tmp_path: Path) -> None:
+    # httpx's own command line (rich, pygments) and yaml (read only when a config file
+    # exists) were about half of every cynork start (docs/fast-path.md §3).
+    done = subprocess.run(
+        [str(PYTHON), "-c", UNUSED_AT_START], env=_env(tmp_path), capture_output=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["[]", "True"]
+    # The console script still runs (config files, YAML: test_cli_auth.py).
+    shown = subprocess.run(
+        [str(CYNORK), "--help"], env=_env(tmp_path), capture_output=True, timeout=WAIT, check=False
+    )
+    assert shown.returncode == 0 and b"Usage: cynork" in shown.stdout

@@ -39,6 +39,7 @@ class ScriptedRunner:
         self.cancels: list[str] = []
         self.cancelled_by_task = False
         self.started = asyncio.Event()
+        self.path = "cold"
         ScriptedRunner.instances.append(self)
 
     async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:

@@ -15,6 +15,7 @@ from cynode.node.capability import (
     storage_free_mb,
 )
 from cynode.node.config import NodeConfig
+from cynode.node.runtime.warm_pool import WarmStatus
 
 
 def test_capability_report_reflects_this_machine(tmp_path: Path) -> None:
@@ -31,6 +32,24 @@ def test_capability_report_reflects_this_machine(tmp_path: Path) -> None:
     assert report.inference.mode == "existing" and report.inference.existing_service
     assert list(report.inference.models) == ["tiny"]
     assert report.platform.kernel_version == os.uname().release
+
+
+def test_the_report_carries_warm_sandbox_classes_with_a_size(tmp_path: Path) -> None:
+    config = NodeConfig(node_slug="cap", state_dir=tmp_path)
+    warm = [
+        WarmStatus("sandbox", "img mem=512m", "img", 2, 1, 2, 0, 0),
+        WarmStatus("sandbox", "", "", 0, 0, 0, 0, 0),  # not filled yet
+        WarmStatus("pod", "pods", "", 1, 1, 1, 0, 0),  # pods are not sandboxes
+    ]
+    report = build_report(config, podman_version="4.3.1", warm=warm)
+    [entry] = report.sandbox.warm_sandboxes
+    assert (entry.sandbox_class, entry.image, entry.size, entry.ready) == (
+        "img mem=512m",
+        "img",
+        2,
+        2,
+    )
+    assert not build_report(config, podman_version="4.3.1").sandbox.warm_sandboxes
 
 
 def test_capability_probes_on_fake_roots(tmp_path: Path) -> None:

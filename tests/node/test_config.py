@@ -23,7 +23,7 @@ orchestrator: {url: "https://cp.example:12082", ca_file: /etc/ca.pem}
 state_dir: /srv/cynode
 worker_api: {host: 0.0.0.0, port: 12091, base_url: "http://box:12091"}
 podman: {socket: /run/podman/podman.sock, containers_conf: /etc/cynode/containers.conf}
-sandbox: {image: localhost/other, max_concurrency: 4}
+sandbox: {image: localhost/other, max_concurrency: 4, warm_containers: 3}
 inference: {mode: existing, url: "http://127.0.0.1:11434", warm_pods: 2}
 reconnect: {initial_seconds: 1, max_seconds: 10}
 """
@@ -42,6 +42,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
     assert config.max_concurrency == 4
     assert config.effective_containers_conf == "/etc/cynode/containers.conf"
     assert config.inference_warm_pods == 2
+    assert config.sandbox_warm_containers == 3
     env = {
         "CYNODE_ORCHESTRATOR_URL": "http://10.0.0.5:12082",
         "CYNODE_CONTROL_PLANE_GRPC": "10.0.0.5:9999",
@@ -52,6 +53,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
         "CYNODE_PODMAN_SOCKET": "/tmp/p.sock",
         "CYNODE_MAX_CONCURRENCY": "3",
         "CYNODE_INFERENCE_WARM_PODS": "0",
+        "CYNODE_SANDBOX_WARM_CONTAINERS": "0",
     }
     config = load_config(path, env=env)
     assert (config.node_slug, config.psk, config.worker_api_port) == ("env-node", "from-env", 12099)
@@ -60,6 +62,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
     assert config.podman_socket == "/tmp/p.sock"
     assert config.max_concurrency == 3
     assert config.inference_warm_pods == 0  # 0 turns warm pods off
+    assert config.sandbox_warm_containers == 0  # and warm sandboxes
     assert "from-env" not in repr(config)
 
 
@@ -70,6 +73,8 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not config.uses_tls
     assert config.worker_api_port == 12090
     assert config.inference_warm_pods == 1
+    assert config.sandbox_warm_containers == 2
+    assert config.sandbox_warm_idle_s == 600
     assert config.advertised_worker_api == "http://127.0.0.1:12090"
     assert config.effective_containers_conf == str(REPO_CONTAINERS_CONF)
     monkeypatch.setenv("CONTAINERS_CONF", "/x.conf")
@@ -87,6 +92,8 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         ("node: {slug: a}\nsandbox: {max_concurrency: 0}\n", "max_concurrency"),
         ("node: {slug: a}\ninference: {mode: cloud}\n", "inference.mode"),
         ("node: {slug: a}\ninference: {warm_pods: -1}\n", "inference.warm_pods"),
+        ("node: {slug: a}\nsandbox: {warm_containers: -1}\n", "sandbox.warm_containers"),
+        ("node: {slug: a}\nsandbox: {warm_idle_seconds: -1}\n", "sandbox.warm_idle_seconds"),
         ("node: {slug: a}\norchestrator: {url: 'ftp://x'}\n", "orchestrator.url"),
         ("node: {slug: a}\nreconnect: {initial_seconds: 5, max_seconds: 1}\n", "reconnect"),
         ("node: {slug: a, labels: 3}\n", "list of strings"),

@@ -20,6 +20,7 @@ from cynode.node.daemon import NodeDaemon
 from cynode.node.job_worker import OnOutput, OnStarted, RunnerFactory
 from cynode.node.readiness import STEPS, StepState
 from cynode.node.runtime.settings import SandboxSettings
+from cynode.node.runtime.warm_pool import WarmStatus
 from cynode.testing import until
 from tests.node.cp_server import FakeControlPlane
 from tests.node.daemonkit import running_daemon
@@ -34,6 +35,7 @@ class FakeHost:
         self.start_error: Exception | None = None
         self.settings_seen: list[SandboxSettings] = []
         self.kept_warm: list[SandboxSettings] = []
+        self.warm: list[WarmStatus] = []
 
     async def start(self) -> str:
         self.calls.append("start")
@@ -59,6 +61,9 @@ class FakeHost:
 
     def keep_warm(self, settings: SandboxSettings) -> None:
         self.kept_warm.append(settings)
+
+    def warm_status(self) -> list[WarmStatus]:
+        return self.warm
 
     async def close(self) -> None:
         self.calls.append("close")
@@ -219,6 +224,42 @@ async def test_config_changed_refetches_applies_and_acks(
         await session.wait_for(lambda: bool(session.of_kind("job_result")))
         assert len(plane.acks) == 3
         assert host.settings_seen[-1].pids == 99
+
+
+async def test_warm_sandboxes_reach_the_report_ready_and_metrics(
+    cfg: NodeConfig, control_plane: tuple[FakeControlPlane, str]
+) -> None:
+    plane, _ = control_plane
+    host = FakeHost()
+    warm = WarmStatus("sandbox", "img mem=256m", "img", 2, 1, 2, 5, 3)
+    host.warm = [warm, WarmStatus("pod", "pods", "", 1, 1, 1, 0, 0)]
+    async with daemon_running(cfg, host) as daemon:
+        await until(lambda: daemon.readiness.ready)
+        # Reported again once the pool is asked for, with its class and size.
+        await until(lambda: bool(plane.capabilities))
+        [entry] = plane.capabilities[-1].sandbox.warm_sandboxes
+        assert (entry.sandbox_class, entry.image, entry.size, entry.ready) == (
+            "img mem=256m",
+            "img",
+            2,
+            2,
+        )
+        session = await plane.session(0)
+        await session.wait_for(lambda: bool(session.of_kind("ready")))
+        assert session.of_kind("ready")[0].warm_ready == 2
+        text = daemon.metrics.render().decode()
+        assert "cynode_node_warm_sandbox_hits_total 5.0" in text
+        assert "cynode_node_warm_sandbox_misses_total 3.0" in text
+        assert 'cynode_node_warm_sandbox_ready{sandbox_class="img mem=256m"} 1.0' in text
+        # A report that fails is logged: the register-time report stands.
+        assert daemon.cp is not None
+
+        async def refused() -> None:
+            raise RuntimeError("refused")
+
+        daemon.cp.report_capability = refused  # type: ignore[method-assign]
+        await daemon._report_warm()
+        assert daemon.readiness.ready
 
 
 async def test_metrics_and_oversized_requests(

@@ -107,6 +107,10 @@ async def test_jobs_run_in_real_sandboxes(
         metrics = daemon.metrics.render().decode()
         assert 'cynode_node_jobs_total{reason="timeout",status="failed"} 1.0' in metrics
         assert "cynode_node_container_start_seconds_count 4.0" in metrics
+        # Every job took a warm sandbox (sandbox.warm_containers defaults to 2).
+        assert "cynode_node_warm_sandbox_hits_total 4.0" in metrics
+        assert "cynode_node_warm_sandbox_misses_total 0.0" in metrics
+        assert 'assignment_to_process_start_seconds_count{path="warm"} 4.0' in metrics
     # The private service went away with the node.
     assert daemon.host.service is None  # type: ignore[attr-defined]
 

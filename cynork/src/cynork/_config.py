@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cynork._errors import UsageError
 
 DEFAULT_GATEWAY_URL = "http://localhost:12080"
@@ -53,6 +51,9 @@ class ConfigFile:
             return cls(path)
         except OSError as exc:
             raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+        # Imported here: most commands run with no file, and yaml is ~50 ms of start-up.
+        import yaml
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -81,6 +82,8 @@ class ConfigFile:
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
         tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        import yaml
+
         text = yaml.safe_dump(self.data, default_flow_style=False, sort_keys=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

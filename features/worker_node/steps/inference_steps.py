@@ -109,9 +109,17 @@ def only_the_warm_pod(context: Any) -> None:
 
     def settled() -> bool:
         # A finished job's pod (a used warm pod, or one it made itself, labelled with its
-        # job id) goes with its sandbox; the one warm pod left holds no sandbox.
+        # job id) goes with its sandbox; the one warm pod left holds no sandbox. (The
+        # node's warm sandboxes for plain jobs carry no job id: not a job's, not counted.)
         sandboxes = _podman_lines(
-            "ps", "-aq", "--filter", node, "--filter", "label=cynode.role=sandbox"
+            "ps",
+            "-aq",
+            "--filter",
+            node,
+            "--filter",
+            "label=cynode.role=sandbox",
+            "--filter",
+            "label=cynode.job_id",
         )
         job_pods = _podman_lines(
             "pod", "ps", "-q", "--filter", node, "--filter", "label=cynode.job_id"

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cynode.controlplane.v1 import nodes_pb2
 
 from .config import NodeConfig
+from .runtime.warm_pool import WarmStatus
 
 REPORT_VERSION = 1
 
@@ -77,6 +78,7 @@ def build_report(
     *,
     podman_version: str,
     inference: InferenceStatus | None = None,
+    warm: list[WarmStatus] | None = None,
     now: datetime | None = None,
 ) -> nodes_pb2.CapabilityReport:
     reported = Timestamp()
@@ -106,6 +108,13 @@ def build_report(
             supported=bool(podman_version),
             features=sandbox_features(),
             max_concurrency=config.max_concurrency,
+            warm_sandboxes=[
+                nodes_pb2.WarmSandboxClass(
+                    sandbox_class=w.key, image=w.image, size=w.size, ready=w.available
+                )
+                for w in warm or ()
+                if w.kind == "sandbox" and w.key and w.size > 0
+            ],
         ),
         inference=nodes_pb2.InferenceCapability(
             supported=mode != "none",

@@ -193,6 +193,25 @@ class NodeConfig:
             "sandbox.max_concurrency", "CYNODE_MAX_CONCURRENCY", "jobs the node runs at once"
         ),
     )
+    # Plain jobs' sandboxes made ahead, each used by one job (SPEC §4.10); 0: none.
+    sandbox_warm_containers: int = field(
+        default=2,
+        metadata=setting(
+            "sandbox.warm_containers",
+            "CYNODE_SANDBOX_WARM_CONTAINERS",
+            "sandbox containers kept started ahead, each used by one job only, bounded "
+            "by sandbox.max_concurrency and free memory; 0: none",
+        ),
+    )
+    sandbox_warm_idle_s: float = field(
+        default=600.0,
+        metadata=setting(
+            "sandbox.warm_idle_seconds",
+            "CYNODE_SANDBOX_WARM_IDLE_SECONDS",
+            "with no job for this long the warm sandboxes are let go until the next job "
+            "(which starts cold); 0: kept always",
+        ),
+    )
     inference_mode: str = field(
         default="none",
         metadata=setting(
@@ -463,6 +482,10 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("inference.proxy_timeout_seconds must be > 0")
     if config.inference_warm_pods < 0:
         raise ConfigError("inference.warm_pods must be 0 (none) or more")
+    if config.sandbox_warm_containers < 0:
+        raise ConfigError("sandbox.warm_containers must be 0 (none) or more")
+    if config.sandbox_warm_idle_s < 0:
+        raise ConfigError("sandbox.warm_idle_seconds must be 0 (kept always) or more")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):
         raise ConfigError("orchestrator.url must be an http:// or https:// URL")
     _validate_tls(config)

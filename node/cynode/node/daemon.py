@@ -32,6 +32,7 @@ from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
+from .runtime.warm_pool import WarmStatus
 from .spool import ResultSpool
 from .state import StateDir
 from .worker_api import WorkerApiServer, build_app, worker_api_tls
@@ -57,7 +58,12 @@ class ContainerHost(Protocol):
     def runner_factory(self, settings: Callable[[], SandboxSettings]) -> RunnerFactory: ...
 
     def keep_warm(self, settings: SandboxSettings) -> None:
-        """Prepare what jobs with these settings need ahead of time (warm pods)."""
+        """Prepare what jobs with these settings need ahead of time (warm sandboxes and
+        pods)."""
+        ...
+
+    def warm_status(self) -> list[WarmStatus]:
+        """The warm pools now (metrics, the capability report, Ready)."""
         ...
 
     async def close(self) -> None: ...
@@ -83,6 +89,8 @@ class NodeDaemon:
         self.metrics = NodeMetrics()
         self.state = StateDir(config.state_dir)
         self.host = host or _default_host(config)
+        # Looked up at each scrape: the host is the one home of its pools.
+        self.metrics.watch_warm(lambda: self.host.warm_status())
         self._channel = channel
         self._serve_api = serve_api
         self.api: WorkerApiServer | None = None
@@ -183,9 +191,11 @@ class NodeDaemon:
             backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),
             config_version=lambda: self.applied.config_version if self.applied else "",
             on_config_changed=self.on_config_changed,
+            warm_ready=self._warm_ready,
         )
         # Idle until the first assignment: the time to make the first warm pod.
         self.host.keep_warm(self._settings())
+        await self._report_warm()
         self.readiness.running("dispatch", "connecting")
         runner = asyncio.create_task(self.dispatch.run())
         stopper = asyncio.create_task(self._stop.wait())
@@ -225,8 +235,23 @@ class NodeDaemon:
 
     def capability(self) -> nodes_pb2.CapabilityReport:
         return build_report(
-            self.config, podman_version=self.podman_version, inference=self.inference
+            self.config,
+            podman_version=self.podman_version,
+            inference=self.inference,
+            warm=self.host.warm_status(),
         )
+
+    def _warm_ready(self) -> int:
+        return sum(s.available for s in self.host.warm_status() if s.kind == "sandbox")
+
+    async def _report_warm(self) -> None:
+        """The capability report again, now with the warm sandboxes' class and size."""
+        if self.cp is None or not any(s.size for s in self.host.warm_status()):
+            return
+        try:
+            await self.cp.report_capability()
+        except Exception as exc:  # the register-time report stands; warm is a preference
+            log.warning("could not report the warm sandboxes: %s", _describe(exc))
 
     async def _register(self) -> str:
         self.state.prepare()
@@ -303,9 +328,10 @@ class NodeDaemon:
             await self.cp.ack_config(fetched.config_version, error=str(exc))
             return
         self.applied = applied
-        # Pods made for settings that changed are discarded, new ones made.
+        # Pods and sandboxes made for settings that changed are discarded, new ones made.
         self.host.keep_warm(self._settings())
         await self.cp.ack_config(applied.config_version)
+        await self._report_warm()
         log.info("applied config %s", applied.config_version)
 
 

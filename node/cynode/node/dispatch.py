@@ -98,6 +98,7 @@ class DispatchClient:
         backoff: Backoff | None = None,
         config_version: Callable[[], str] = lambda: "",
         on_config_changed: Callable[[str], Awaitable[None]] | None = None,
+        warm_ready: Callable[[], int] = lambda: 0,
     ) -> None:
         self.node_slug = node_slug
         self._stub = dispatch_pb2_grpc.DispatchServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -110,6 +111,7 @@ class DispatchClient:
         self.backoff = backoff or Backoff()
         self._config_version = config_version
         self._on_config_changed = on_config_changed
+        self._warm_ready = warm_ready
         self.workers: dict[JobKey, JobWorker] = {}
         # Jobs whose result is out but whose containers/pod are still being removed:
         # each keeps its slot until then, so removals never pile up beyond the slots.
@@ -312,9 +314,14 @@ class DispatchClient:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _ready(self, free_slots: int) -> dispatch_pb2.ConnectRequest:
+        # With the warm sandboxes at hand now, so the scheduler can prefer this node.
+        ready = dispatch_pb2.Ready(free_slots=free_slots, warm_ready=self._warm_ready())
+        return dispatch_pb2.ConnectRequest(ready=ready)
+
     def _send_ready(self) -> None:
         self.metrics.free_slots.set(self.free_slots)
-        self.send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=self.free_slots)))
+        self.send(self._ready(self.free_slots))
 
     def _accept(self, spec: job_pb2.JobSpec) -> None:
         key = (spec.job_id, spec.attempt)
@@ -336,9 +343,10 @@ class DispatchClient:
     # -- JobSink: called from the job workers -------------------------------------------
 
     async def job_started(self, worker: JobWorker, started_at: datetime) -> None:
-        self.metrics.container_start.observe(
-            max(0.0, started_at.timestamp() - worker.accepted_wall.timestamp())
-        )
+        waited = max(0.0, started_at.timestamp() - worker.accepted_wall.timestamp())
+        self.metrics.container_start.observe(waited)
+        path = (worker.runner.path if worker.runner is not None else "") or "cold"
+        self.metrics.process_start.labels(path=path).observe(waited)
         msg = dispatch_pb2.JobStarted(job_id=worker.key[0], attempt=worker.key[1])
         msg.started_at.FromDatetime(started_at)
         self.send(dispatch_pb2.ConnectRequest(job_started=msg))
@@ -365,4 +373,4 @@ class DispatchClient:
         if not self._stopping:
             # Ready is a credit grant that adds up: one freed slot, one credit.
             self.metrics.free_slots.set(self.free_slots)
-            self.send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=1)))
+            self.send(self._ready(1))

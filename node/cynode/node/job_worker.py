@@ -27,6 +27,10 @@ JobKey = tuple[str, int]
 
 
 class Runner(Protocol):
+    # "warm" when the job was handed to a warm sandbox, "cold" when it made its own
+    # ("" before the run, or when it never got a sandbox).
+    path: str
+
     async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult: ...
 
     async def cancel(self, reason: str = "canceled") -> None: ...
@@ -83,6 +87,7 @@ class JobWorker:
         self._sink = sink
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self.task: asyncio.Task[job_pb2.JobResult] | None = None
+        self.runner: Runner | None = None
         self.started_at: datetime | None = None
         self.cancel_reason = ""
         self.accepted_wall = datetime.now(UTC)
@@ -106,6 +111,7 @@ class JobWorker:
         runner: Runner | None = None
         try:
             runner = self._factory(self._on_output, self._on_started)
+            self.runner = runner
             result = await self._supervise(runner)
         except asyncio.CancelledError:
             raise

@@ -1,9 +1,10 @@
 """The daemon's container host on real Podman: the service (private or existing socket),
-image checks, leftover cleanup, the warm inference pods, and one `JobRunner` per job.
+image checks, leftover cleanup, the warm inference pods and warm sandboxes, and one
+`JobRunner` per job.
 
 Runners release in the background (the result goes out before the removal of the job's
 containers and pod; the job worker keeps the slot until `released()`), and take their
-inference pod from the warm pool when it has one ready.
+inference pod or their sandbox from the warm pools when they have one ready.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from podman import PodmanClient
 from .config import NodeConfig
 from .job_worker import OnOutput, OnStarted, Runner, RunnerFactory
 from .runtime import JobRunner, PodmanService, SandboxSettings, remove_leftovers
-from .runtime.warm_pool import WarmPodPool
+from .runtime.warm_pool import WarmPodPool, WarmStatus
+from .runtime.warm_sandbox import WarmSandboxPool
 from .state import ensure_private_dir
 
 # sun_path holds 108 bytes; keep the socket path safely under it.
@@ -39,6 +41,7 @@ class PodmanHost:
         self.service: PodmanService | None = None
         self.client: PodmanClient | None = None
         self.warm_pods: WarmPodPool | None = None
+        self.warm_sandboxes: WarmSandboxPool | None = None
 
     def _make_service(self) -> PodmanService:
         if self.config.podman_socket:
@@ -59,6 +62,12 @@ class PodmanHost:
             self.service = service
             self.client = service.client(timeout=60)
             self.warm_pods = WarmPodPool(self.client, size=self.config.inference_warm_pods)
+            self.warm_sandboxes = WarmSandboxPool(
+                self.client,
+                size=self.config.sandbox_warm_containers,
+                max_jobs=self.config.max_concurrency,
+                idle_s=self.config.sandbox_warm_idle_s,
+            )
         client = self._client()
         info = await asyncio.to_thread(client.version)
         return str(info.get("Version", "")) or "unknown"
@@ -76,10 +85,16 @@ class PodmanHost:
         return report.total
 
     def keep_warm(self, settings: SandboxSettings) -> None:
-        """Have warm inference pods made for these settings while the node is idle (a
-        no-op without inference or with `inference.warm_pods: 0`)."""
+        """Have warm sandboxes and inference pods made for these settings while the node
+        is idle (each a no-op when its size is 0; pods also without inference)."""
+        if self.warm_sandboxes is not None:
+            self.warm_sandboxes.fill(settings)
         if self.warm_pods is not None:
             self.warm_pods.fill(settings)
+
+    def warm_status(self) -> list[WarmStatus]:
+        pools: list[WarmPodPool | WarmSandboxPool | None] = [self.warm_sandboxes, self.warm_pods]
+        return [pool.status() for pool in pools if pool is not None]
 
     def runner_factory(self, settings: Callable[[], SandboxSettings]) -> RunnerFactory:
         def make(on_output: OnOutput, on_started: OnStarted) -> Runner:
@@ -89,12 +104,16 @@ class PodmanHost:
                 on_output=on_output,
                 on_started=on_started,
                 warm_pods=self.warm_pods,
+                warm_sandboxes=self.warm_sandboxes,
                 background_release=True,
             )
 
         return make
 
     async def close(self) -> None:
+        sandboxes, self.warm_sandboxes = self.warm_sandboxes, None
+        if sandboxes is not None:
+            await sandboxes.close()
         pool, self.warm_pods = self.warm_pods, None
         if pool is not None:
             await pool.close()

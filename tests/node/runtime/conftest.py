@@ -3,15 +3,21 @@ other's containers, and a check after every Podman test that nothing was left be
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
 
 import pytest
 from podman import PodmanClient
 from ulid import ULID
 
 from cynode.jobs.v1 import job_pb2
-from cynode.node.runtime import LABEL_NODE_ID, SandboxSettings, remove_leftovers_sync
+from cynode.node.runtime import (
+    LABEL_NODE_ID,
+    JobRunner,
+    SandboxSettings,
+    WarmSandboxPool,
+    remove_leftovers_sync,
+)
 from tests.fixtures.podman import SANDBOX_IMAGE
 
 
@@ -63,3 +69,45 @@ def clean_node(podman_client: PodmanClient, node_id: str) -> Iterator[None]:
     yield
     left = (*leftovers(podman_client, node_id), pods_of(podman_client, node_id))
     assert left == ([], [], []), f"left behind: {left}"
+
+
+class RunnerMaker(Protocol):
+    """Makes a JobRunner for a cold or a warm run (`mode`); see the `make_runner` fixture."""
+
+    mode: str
+
+    async def __call__(
+        self, settings: SandboxSettings, *, expect: str = "", **kwargs: Any
+    ) -> JobRunner: ...
+
+
+@pytest.fixture(params=["cold", "warm"])
+async def make_runner(
+    request: pytest.FixtureRequest, podman_client: PodmanClient
+) -> AsyncIterator[RunnerMaker]:
+    """Runners for the cold path, or for the warm path: each warm runner gets its own pool
+    of one warm sandbox made for its settings, and must then run its job in it (a test
+    that expects the cold path anyway says `expect="cold"`)."""
+    mode: str = request.param
+    made: list[tuple[JobRunner, str]] = []
+    pools: list[WarmSandboxPool] = []
+
+    async def make(settings: SandboxSettings, *, expect: str = "", **kwargs: Any) -> JobRunner:
+        if mode == "warm":
+            pool = WarmSandboxPool(podman_client, size=1)
+            pools.append(pool)
+            pool.fill(settings)
+            await pool.wait_filled()
+            assert pool.ready_count == 1, "the warm sandbox was not made"
+            kwargs["warm_sandboxes"] = pool
+        runner = JobRunner(podman_client, settings, **kwargs)
+        made.append((runner, expect or mode))
+        return runner
+
+    make.mode = mode  # type: ignore[attr-defined]
+    yield make  # type: ignore[misc]
+    for pool in pools:
+        await pool.close()
+    for runner, expected in made:
+        if runner.path:  # it ran a job (a job cancelled before its run has no path)
+            assert runner.path == expected, f"ran {runner.path}, expected {expected}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -270,6 +272,28 @@ async def test_credentials_stall_and_streaming_through_the_pod(
     lowered = {k.lower() for k in tags.headers}
     assert "authorization" not in lowered and "cookie" not in lowered
     assert upstream.stream_log == ["first sent", "ack before end", "finished"]
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_cold_pod_logs_where_its_time_went(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    scripted_relay: InferenceRelay,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = make_spec(use_inference=True, commands=["true"])
+    with caplog.at_level(logging.INFO, logger="cynode.node.runtime.pod_hook"):
+        result = await run(podman_client, with_inference(settings, scripted_relay), spec)
+    assert result.status == COMPLETED, result
+    [line] = [r.getMessage() for r in caplog.records if "cold pod ready" in r.getMessage()]
+    steps = re.findall(r"(\w[\w ]*?) (\d+) ms", line.split(": ", 1)[1].split("ready: ", 1)[1])
+    assert [name for name, _ in steps] == [
+        "pod",
+        "sidecar created",
+        "sidecar started",
+        "proxy answered",
+    ]
+    assert all(int(ms) >= 0 for _, ms in steps)
 
 
 @pytest.mark.usefixtures("clean_node")

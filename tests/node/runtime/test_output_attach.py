@@ -16,6 +16,7 @@ from cynode.node.runtime.context import OnOutput
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.output import OutputCapture
 from cynode.node.runtime.output_hook import OutputAttach, OutputHook
+from cynode.node.runtime.warm_sandbox import WarmSandbox
 from tests.fixtures.podman import SANDBOX_IMAGE
 from tests.node.runtime.conftest import make_spec
 
@@ -124,8 +125,11 @@ async def test_a_quiet_job_outlasts_the_clients_default_timeout(
 
 
 class _NoOutputRunner(JobRunner):
-    def make_hooks(self, needs_inference: bool = False) -> list[Hook]:
-        return [h for h in super().make_hooks(needs_inference) if not isinstance(h, OutputHook)]
+    def make_hooks(
+        self, needs_inference: bool = False, warm: WarmSandbox | None = None
+    ) -> list[Hook]:
+        hooks = super().make_hooks(needs_inference, warm)
+        return [h for h in hooks if not isinstance(h, OutputHook)]
 
 
 async def test_without_an_output_stream_the_exit_code_comes_from_podmans_wait(

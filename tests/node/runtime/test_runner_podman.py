@@ -1,4 +1,8 @@
-"""JobRunner against the real Podman service: what a job can and cannot do."""
+"""JobRunner against the real Podman service: what a job can and cannot do.
+
+Every test runs twice (the `make_runner` fixture): on the cold path (the job's own
+container) and on the warm path (a warm single-use sandbox, SPEC §4.10), which must keep
+every sandbox rule the same."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import pytest
 from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
-from cynode.node.runtime import LABEL_JOB_ID, JobRunner, SandboxSettings, ops
-from tests.node.runtime.conftest import leftovers, make_spec
+from cynode.node.runtime import JobRunner, SandboxSettings, ops
+from tests.node.runtime.conftest import RunnerMaker, leftovers, make_spec
 
 pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("no_leftovers")]
 
@@ -22,14 +26,16 @@ CANCELED = job_pb2.JOB_STATUS_CANCELED
 
 
 async def run(
-    client: PodmanClient, settings: SandboxSettings, spec: job_pb2.JobSpec
+    make_runner: RunnerMaker, settings: SandboxSettings, spec: job_pb2.JobSpec
 ) -> job_pb2.JobResult:
-    return await JobRunner(client, settings).run(spec)
+    return await (await make_runner(settings)).run(spec)
 
 
-async def test_echo_hi_completes(podman_client: PodmanClient, settings: SandboxSettings) -> None:
+async def test_echo_hi_completes(
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
+) -> None:
     spec = make_spec(commands=["echo hi"])
-    result = await run(podman_client, settings, spec)
+    result = await run(make_runner, settings, spec)
     assert (result.status, result.exit_code, result.reason) == (COMPLETED, 0, "")
     assert (result.stdout, result.stderr) == (b"hi\n", b"")
     assert (result.job_id, result.attempt, result.node_id) == (spec.job_id, 1, settings.node_id)
@@ -38,18 +44,18 @@ async def test_echo_hi_completes(podman_client: PodmanClient, settings: SandboxS
 
 
 async def test_non_zero_exit_fails_with_its_code(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
-    result = await run(podman_client, settings, make_spec(commands=["echo oops >&2; exit 3"]))
+    result = await run(make_runner, settings, make_spec(commands=["echo oops >&2; exit 3"]))
     assert (result.status, result.exit_code, result.reason) == (FAILED, 3, "exit_code")
     assert result.stderr == b"oops\n"
 
 
 async def test_no_network_from_the_sandbox(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     connect = "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\""
-    result = await run(podman_client, settings, make_spec(commands=["cat /proc/net/dev", connect]))
+    result = await run(make_runner, settings, make_spec(commands=["cat /proc/net/dev", connect]))
     assert result.status == FAILED and result.exit_code == 1
     assert b"Network is unreachable" in result.stderr
     interfaces = [line.split(b":")[0].strip() for line in result.stdout.splitlines()[2:]]
@@ -57,12 +63,12 @@ async def test_no_network_from_the_sandbox(
 
 
 async def test_runs_as_uid_10000_without_capabilities(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(
         commands=["id -u; id -g", "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status"]
     )
-    result = await run(podman_client, settings, spec)
+    result = await run(make_runner, settings, spec)
     assert result.status == COMPLETED
     assert result.stdout.splitlines() == [
         b"10000",
@@ -74,7 +80,7 @@ async def test_runs_as_uid_10000_without_capabilities(
 
 
 async def test_root_is_read_only_workspace_and_tmp_are_writable(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     script = (
         "for d in / /etc /var/tmp /workspace /tmp; do\n"
@@ -82,7 +88,7 @@ async def test_root_is_read_only_workspace_and_tmp_are_writable(
         "done\n"
         "pwd\n"
     )
-    result = await run(podman_client, settings, make_spec(script=script))
+    result = await run(make_runner, settings, make_spec(script=script))
     assert result.stdout.decode().splitlines() == [
         "/ ro",
         "/etc ro",
@@ -94,7 +100,7 @@ async def test_root_is_read_only_workspace_and_tmp_are_writable(
 
 
 async def test_fork_bomb_stops_at_the_pids_limit(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     bomb = (
         "import os, time\n"
@@ -112,49 +118,54 @@ async def test_fork_bomb_stops_at_the_pids_limit(
     )
     limited = dataclasses.replace(settings, pids=32)
     spec = make_spec(script="#!/usr/bin/python3\n" + bomb, timeout_seconds=60)
-    result = await run(podman_client, limited, spec)
+    result = await run(make_runner, limited, spec)
     assert result.status == COMPLETED, result.stderr
     words = result.stdout.split()
     assert words[:3] == [b"fork", b"refused", b"after"]
     assert 0 < int(words[3]) < 32
     assert int(words[4]) == 11  # EAGAIN: the pids cgroup said no
     # the runner (and Podman) are fine afterwards
-    again = await run(podman_client, limited, make_spec(commands=["echo alive"]))
+    again = await run(make_runner, limited, make_spec(commands=["echo alive"]))
     assert again.stdout == b"alive\n"
 
 
 async def test_memory_over_the_limit_is_oom(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     small = dataclasses.replace(settings, memory_mb=256)
     spec = make_spec(commands=["python3 -c 'b = bytearray(1 << 30); print(len(b))'"])
-    result = await run(podman_client, small, spec)
+    result = await run(make_runner, small, spec)
     assert (result.status, result.reason, result.exit_code) == (FAILED, "oom", 137)
     assert result.stdout == b""
 
 
 async def test_allocation_under_the_limit_is_fine(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     small = dataclasses.replace(settings, memory_mb=256)
     spec = make_spec(commands=["python3 -c 'b = bytearray(64 << 20); print(len(b))'"])
-    result = await run(podman_client, small, spec)
+    result = await run(make_runner, small, spec)
     assert (result.status, result.stdout) == (COMPLETED, b"67108864\n")
 
 
 @pytest.mark.timeout(30)
 async def test_timeout_stops_the_job(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(commands=["echo started", "sleep 600"], timeout_seconds=2)
-    result = await run(podman_client, settings, spec)
+    runner = await make_runner(settings)
+    result = await runner.run(spec)
     assert (result.status, result.reason) == (FAILED, "timeout")
     assert result.stdout == b"started\n"
-    assert leftovers(podman_client, settings.node_id) == ([], [])
+    # Gone already (a warm pool's refill is the pool's, and goes when the pool closes).
+    containers, volumes = leftovers(podman_client, settings.node_id)
+    assert runner.container_id is not None
+    assert not podman_client.containers.exists(runner.container_id)
+    assert len(containers) == len(volumes) == (1 if make_runner.mode == "warm" else 0)
 
 
 async def test_output_is_capped_by_bytes(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     chunks: dict[str, list[tuple[bytes, int]]] = {"stdout": [], "stderr": []}
 
@@ -162,7 +173,7 @@ async def test_output_is_capped_by_bytes(
         chunks[stream].append((data, offset))
 
     spec = make_spec(commands=["head -c 1000000 /dev/zero | tr '\\0' a; echo tail >&2"])
-    result = await JobRunner(podman_client, settings, on_output=on_output).run(spec)
+    result = await (await make_runner(settings, on_output=on_output)).run(spec)
     assert result.status == COMPLETED
     assert result.stdout == b"a" * 262144 and result.stdout_truncated
     assert result.stderr == b"tail\n" and not result.stderr_truncated
@@ -174,14 +185,16 @@ async def test_output_is_capped_by_bytes(
     assert chunks["stderr"] == [(b"tail\n", 0)]
 
 
-async def test_a_custom_cap(podman_client: PodmanClient, settings: SandboxSettings) -> None:
+async def test_a_custom_cap(
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
+) -> None:
     capped = dataclasses.replace(settings, max_output_bytes=5)
-    result = await run(podman_client, capped, make_spec(commands=["printf 12345", "printf 6"]))
+    result = await run(make_runner, capped, make_spec(commands=["printf 12345", "printf 6"]))
     assert (result.stdout, result.stdout_truncated) == (b"12345", True)
 
 
 async def test_cancel_stops_a_running_job(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     started = asyncio.Event()
 
@@ -190,25 +203,24 @@ async def test_cancel_stops_a_running_job(
         started.set()
 
     spec = make_spec(commands=["sleep 600"])
-    runner = JobRunner(podman_client, settings, on_started=on_started)
+    runner = await make_runner(settings, on_started=on_started)
     job = asyncio.create_task(runner.run(spec))
     await asyncio.wait_for(started.wait(), 30)
-    selector = {"label": f"{LABEL_JOB_ID}={spec.job_id}"}
-    [listed] = podman_client.containers.list(all=True, filters=selector)
-    container = podman_client.containers.get(listed.id)
+    assert runner.container_id is not None
+    container = podman_client.containers.get(runner.container_id)
     assert container.status == "running"
     await runner.cancel()
     container.reload()
     assert container.status in ("exited", "stopped")  # stopped by the time cancel returns
     result = await asyncio.wait_for(job, 30)
     assert (result.status, result.reason) == (CANCELED, "canceled")
-    assert not podman_client.containers.exists(listed.id)
+    assert not podman_client.containers.exists(runner.container_id)
 
 
 async def test_cancel_before_run_creates_nothing(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
-    runner = JobRunner(podman_client, settings)
+    runner = await make_runner(settings)
     await runner.cancel("superseded")
     result = await runner.run(make_spec(commands=["echo never"]))
     assert (result.status, result.reason, result.exit_code) == (CANCELED, "superseded", -1)
@@ -216,49 +228,49 @@ async def test_cancel_before_run_creates_nothing(
 
 
 async def test_cancel_after_the_end_changes_nothing(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
-    runner = JobRunner(podman_client, settings)
+    runner = await make_runner(settings)
     result = await runner.run(make_spec(commands=["true"]))
     await runner.cancel()
     assert result.status == COMPLETED
 
 
 async def test_a_runner_runs_one_job(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
-    runner = JobRunner(podman_client, settings)
+    runner = await make_runner(settings)
     await runner.run(make_spec(commands=["true"]))
     with pytest.raises(RuntimeError, match="one job"):
         await runner.run(make_spec(commands=["true"]))
 
 
 async def test_commands_stop_at_the_first_failure(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(commands=["echo one", "echo 'two words'", "exit 4", "echo never"])
-    result = await run(podman_client, settings, spec)
+    result = await run(make_runner, settings, spec)
     assert (result.status, result.exit_code) == (FAILED, 4)
     assert result.stdout == b"one\ntwo words\n"
 
 
 async def test_script_without_shebang_runs_under_sh(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
-    result = await run(podman_client, settings, make_spec(script='echo "$0"\nexit 5\n'))
+    result = await run(make_runner, settings, make_spec(script='echo "$0"\nexit 5\n'))
     assert (result.stdout, result.exit_code) == (b"/workspace/script\n", 5)
 
 
 async def test_script_with_shebang_is_executed(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     script = "#!/usr/bin/python3\nimport sys\nprint(sys.argv[0], sys.version_info[0])\n"
-    result = await run(podman_client, settings, make_spec(script=script))
+    result = await run(make_runner, settings, make_spec(script=script))
     assert (result.status, result.stdout) == (COMPLETED, b"/workspace/script 3\n")
 
 
 async def test_attachments_land_in_the_workspace_by_safe_name(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(
         commands=["ls -A /workspace", "cat /workspace/data.txt", "stat -c %u /workspace/evil"],
@@ -267,16 +279,16 @@ async def test_attachments_land_in_the_workspace_by_safe_name(
             job_pb2.Attachment(name="../../../etc/evil", content=b"x"),
         ],
     )
-    result = await run(podman_client, settings, spec)
+    result = await run(make_runner, settings, spec)
     assert result.status == COMPLETED, result.stderr
     assert result.stdout == b"data.txt\nevil\npayload\n10000\n"
 
 
 async def test_env_has_the_ids_and_the_job_env(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(commands=["env"], env={"GREETING": "hello"})
-    result = await run(podman_client, settings, spec)
+    result = await run(make_runner, settings, spec)
     env = dict(line.split("=", 1) for line in result.stdout.decode().splitlines())
     assert env["CYNODE_TASK_ID"] == spec.task_id
     assert env["CYNODE_JOB_ID"] == spec.job_id
@@ -284,35 +296,41 @@ async def test_env_has_the_ids_and_the_job_env(
 
 
 async def test_container_and_workspace_carry_the_labels(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(commands=["sleep 30"])
     seen: dict[str, dict[str, str]] = {}
     runner: JobRunner
 
     async def on_started(_: datetime) -> None:
-        selector = {"label": f"{LABEL_JOB_ID}={spec.job_id}"}
-        [container] = podman_client.containers.list(all=True, filters=selector)
-        [volume] = podman_client.volumes.list(filters=selector)
+        assert runner.container_id is not None
+        container = podman_client.containers.get(runner.container_id)
+        [mount] = [m for m in container.attrs["Mounts"] if m["Destination"] == "/workspace"]
         seen["container"] = container.labels
-        seen["volume"] = volume.attrs["Labels"]
+        seen["volume"] = podman_client.volumes.get(mount["Name"]).attrs["Labels"]
         await runner.cancel()
 
-    runner = JobRunner(podman_client, settings, on_started=on_started)
+    runner = await make_runner(settings, on_started=on_started)
     result = await runner.run(spec)
     assert result.status == CANCELED
-    expected = {
-        "cynode.job_id": spec.job_id,
-        "cynode.task_id": spec.task_id,
-        "cynode.node_id": settings.node_id,
-        "cynode.attempt": "1",
-    }
+    if make_runner.mode == "cold":
+        expected = {
+            "cynode.job_id": spec.job_id,
+            "cynode.task_id": spec.task_id,
+            "cynode.node_id": settings.node_id,
+            "cynode.attempt": "1",
+        }
+    else:
+        # Made before any job: the node and the pool that made it (the job is in the log).
+        expected = {"cynode.node_id": settings.node_id}
+        assert seen["container"]["cynode.warm_pool"] == seen["volume"]["cynode.warm_pool"]
+        assert "cynode.job_id" not in seen["container"]
     assert seen["container"].items() >= {**expected, "cynode.role": "sandbox"}.items()
     assert seen["volume"].items() >= {**expected, "cynode.role": "workspace"}.items()
 
 
 async def test_streams_reach_on_output_separately(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     got: list[tuple[str, bytes, int]] = []
 
@@ -320,13 +338,13 @@ async def test_streams_reach_on_output_separately(
         got.append((stream, data, offset))
 
     spec = make_spec(commands=["echo out", "echo err >&2"])
-    await JobRunner(podman_client, settings, on_output=on_output).run(spec)
+    await (await make_runner(settings, on_output=on_output)).run(spec)
     assert ("stdout", b"out\n", 0) in got
     assert b"".join(d for s, d, _ in got if s == "stderr") == b"err\n"
 
 
 async def test_broken_callbacks_do_not_change_the_outcome(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     async def broken_output(stream: str, data: bytes, offset: int) -> None:
         raise RuntimeError("listener bug")
@@ -334,32 +352,36 @@ async def test_broken_callbacks_do_not_change_the_outcome(
     async def broken_started(at: datetime) -> None:
         raise RuntimeError("listener bug")
 
-    runner = JobRunner(podman_client, settings, on_output=broken_output, on_started=broken_started)
+    runner = await make_runner(settings, on_output=broken_output, on_started=broken_started)
     result = await runner.run(make_spec(commands=["echo fine"]))
     assert (result.status, result.stdout) == (COMPLETED, b"fine\n")
 
 
 async def test_missing_image_is_a_runtime_error(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(commands=["true"], image="localhost/cynode-no-such-image:latest")
-    result = await run(podman_client, settings, spec)
+    # An image of its own is another sandbox class: never a warm sandbox of the node's.
+    result = await (await make_runner(settings, expect="cold")).run(spec)
     assert result.status == FAILED
     assert result.reason.startswith("error: ") and "no-such-image" in result.reason
     assert result.exit_code == -1
 
 
 async def test_prompt_jobs_are_refused_without_inference(
-    podman_client: PodmanClient, settings: SandboxSettings
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
 ) -> None:
     spec = make_spec(input_mode=job_pb2.INPUT_MODE_PROMPT, prompt="hello")
-    result = await run(podman_client, settings, spec)
+    result = await (await make_runner(settings, expect="cold")).run(spec)
     assert result.status == FAILED
     assert result.reason == "error: this node offers no inference (prompt/use_inference job)"
 
 
 async def test_the_end_is_reported_when_the_process_exits_not_when_podman_wait_answers(
-    podman_client: PodmanClient, settings: SandboxSettings, monkeypatch: pytest.MonkeyPatch
+    make_runner: RunnerMaker,
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Podman 4.3's wait polls every 250 ms and answers after the container's cleanup;
     # the runner reads the exit state as soon as the output stream ends instead. With
@@ -374,7 +396,7 @@ async def test_the_end_is_reported_when_the_process_exits_not_when_podman_wait_a
     monkeypatch.setattr(ops, "wait_container", held_wait)
     try:
         result = await asyncio.wait_for(
-            JobRunner(podman_client, settings).run(make_spec(commands=["echo done; exit 4"])), 30
+            (await make_runner(settings)).run(make_spec(commands=["echo done; exit 4"])), 30
         )
     finally:
         release.set()

@@ -126,6 +126,32 @@ async def test_jobs_spread_by_free_slots_and_complete(server: ControlPlaneServer
     await b.stop()
 
 
+async def test_a_plain_job_prefers_a_node_with_a_warm_sandbox(server: ControlPlaneServer) -> None:
+    # "cold" has more free slots, so without warm sandboxes it would get the first job.
+    gate_cold, gate_warm = Gate(), Gate()
+    cold = SimNode(server.target, PSK, "cold", slots=3, runtime=gate_cold)
+    warm = SimNode(server.target, PSK, "warm", slots=2, runtime=gate_warm, warm_ready=1)
+    await cold.start()
+    await warm.start()
+
+    def both_ready() -> bool:
+        sessions = list(server.cp.registry)
+        return len(sessions) == 2 and all(s.credits > 0 for s in sessions)
+
+    await until(both_ready, what="both connected with credits")
+    user = await make_user(server.engine)
+    [(_, first)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    await until(lambda: gate_warm.started == [first], what="first job on the warm node")
+    # Its one warm sandbox is spoken for: the next job goes by free slots again.
+    [(_, second)] = await enqueue_jobs(server.engine, user, 1, bus=server.bus)
+    await until(lambda: gate_cold.started == [second], what="second job by free slots")
+    gate_cold.release.set()
+    gate_warm.release.set()
+    await until(lambda: _all_done(server.engine, 2), what="all completed")
+    await cold.stop()
+    await warm.stop()
+
+
 async def test_inference_jobs_only_reach_inference_nodes(server: ControlPlaneServer) -> None:
     plain = SimNode(server.target, PSK, "plain", slots=4)
     smart = SimNode(server.target, PSK, "smart", slots=1, inference=True)

@@ -26,7 +26,7 @@ from cynode.jobs.v1 import job_pb2 as cynode_dot_jobs_dot_v1_dot_job__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%cynode/controlplane/v1/dispatch.proto\x12\x16\x63ynode.controlplane.v1\x1a\x18\x63ynode/jobs/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x07HeldJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x12\n\nhas_result\x18\x03 \x01(\x08\"\x7f\n\x05Hello\x12\x11\n\tnode_slug\x18\x01 \x01(\t\x12\x32\n\theld_jobs\x18\x02 \x03(\x0b\x32\x1f.cynode.controlplane.v1.HeldJob\x12\x16\n\x0e\x63onfig_version\x18\x03 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x04 \x01(\x08\"\x1b\n\x05Ready\x12\x12\n\nfree_slots\x18\x01 \x01(\x05\"e\n\tHeartbeat\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07running\x18\x02 \x03(\x0b\x32\x1f.cynode.controlplane.v1.HeldJob\"]\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x0bOutputChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06offset\x18\x05 \x01(\x03\"\x8f\x03\n\x0e\x43onnectRequest\x12.\n\x05hello\x18\x01 \x01(\x0b\x32\x1d.cynode.controlplane.v1.HelloH\x00\x12.\n\x05ready\x18\x02 \x01(\x0b\x32\x1d.cynode.controlplane.v1.ReadyH\x00\x12\x36\n\theartbeat\x18\x03 \x01(\x0b\x32!.cynode.controlplane.v1.HeartbeatH\x00\x12\x39\n\x0bjob_started\x18\x04 \x01(\x0b\x32\".cynode.controlplane.v1.JobStartedH\x00\x12;\n\x0coutput_chunk\x18\x05 \x01(\x0b\x32#.cynode.controlplane.v1.OutputChunkH\x00\x12/\n\njob_result\x18\x06 \x01(\x0b\x32\x19.cynode.jobs.v1.JobResultH\x00\x12\x35\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32$.cynode.controlplane.v1.RequestBatchH\x00\x42\x05\n\x03msg\"E\n\x0cRequestBatch\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.cynode.controlplane.v1.ConnectRequest\"f\n\x08HelloAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x05\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x04 \x01(\x08\"l\n\rJobAssignment\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.cynode.jobs.v1.JobSpec\x12\x34\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\tResultAck\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\'\n\rConfigChanged\x12\x16\n\x0e\x63onfig_version\x18\x01 \x01(\t\"\xf3\x02\n\x0f\x43onnectResponse\x12\x35\n\thello_ack\x18\x01 \x01(\x0b\x32 .cynode.controlplane.v1.HelloAckH\x00\x12;\n\nassignment\x18\x02 \x01(\x0b\x32%.cynode.controlplane.v1.JobAssignmentH\x00\x12\x33\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32!.cynode.controlplane.v1.CancelJobH\x00\x12\x37\n\nresult_ack\x18\x04 \x01(\x0b\x32!.cynode.controlplane.v1.ResultAckH\x00\x12?\n\x0e\x63onfig_changed\x18\x05 \x01(\x0b\x32%.cynode.controlplane.v1.ConfigChangedH\x00\x12\x36\n\x05\x62\x61tch\x18\x06 \x01(\x0b\x32%.cynode.controlplane.v1.ResponseBatchH\x00\x42\x05\n\x03msg\"G\n\rResponseBatch\x12\x36\n\x05items\x18\x01 \x03(\x0b\x32\'.cynode.controlplane.v1.ConnectResponse2q\n\x0f\x44ispatchService\x12^\n\x07\x43onnect\x12&.cynode.controlplane.v1.ConnectRequest\x1a\'.cynode.controlplane.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%cynode/controlplane/v1/dispatch.proto\x12\x16\x63ynode.controlplane.v1\x1a\x18\x63ynode/jobs/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x07HeldJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x12\n\nhas_result\x18\x03 \x01(\x08\"\x7f\n\x05Hello\x12\x11\n\tnode_slug\x18\x01 \x01(\t\x12\x32\n\theld_jobs\x18\x02 \x03(\x0b\x32\x1f.cynode.controlplane.v1.HeldJob\x12\x16\n\x0e\x63onfig_version\x18\x03 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x04 \x01(\x08\"/\n\x05Ready\x12\x12\n\nfree_slots\x18\x01 \x01(\x05\x12\x12\n\nwarm_ready\x18\x02 \x01(\x05\"e\n\tHeartbeat\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07running\x18\x02 \x03(\x0b\x32\x1f.cynode.controlplane.v1.HeldJob\"]\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x0bOutputChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06offset\x18\x05 \x01(\x03\"\x8f\x03\n\x0e\x43onnectRequest\x12.\n\x05hello\x18\x01 \x01(\x0b\x32\x1d.cynode.controlplane.v1.HelloH\x00\x12.\n\x05ready\x18\x02 \x01(\x0b\x32\x1d.cynode.controlplane.v1.ReadyH\x00\x12\x36\n\theartbeat\x18\x03 \x01(\x0b\x32!.cynode.controlplane.v1.HeartbeatH\x00\x12\x39\n\x0bjob_started\x18\x04 \x01(\x0b\x32\".cynode.controlplane.v1.JobStartedH\x00\x12;\n\x0coutput_chunk\x18\x05 \x01(\x0b\x32#.cynode.controlplane.v1.OutputChunkH\x00\x12/\n\njob_result\x18\x06 \x01(\x0b\x32\x19.cynode.jobs.v1.JobResultH\x00\x12\x35\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32$.cynode.controlplane.v1.RequestBatchH\x00\x42\x05\n\x03msg\"E\n\x0cRequestBatch\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.cynode.controlplane.v1.ConnectRequest\"f\n\x08HelloAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x05\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x04 \x01(\x08\"l\n\rJobAssignment\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.cynode.jobs.v1.JobSpec\x12\x34\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\tResultAck\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\'\n\rConfigChanged\x12\x16\n\x0e\x63onfig_version\x18\x01 \x01(\t\"\xf3\x02\n\x0f\x43onnectResponse\x12\x35\n\thello_ack\x18\x01 \x01(\x0b\x32 .cynode.controlplane.v1.HelloAckH\x00\x12;\n\nassignment\x18\x02 \x01(\x0b\x32%.cynode.controlplane.v1.JobAssignmentH\x00\x12\x33\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32!.cynode.controlplane.v1.CancelJobH\x00\x12\x37\n\nresult_ack\x18\x04 \x01(\x0b\x32!.cynode.controlplane.v1.ResultAckH\x00\x12?\n\x0e\x63onfig_changed\x18\x05 \x01(\x0b\x32%.cynode.controlplane.v1.ConfigChangedH\x00\x12\x36\n\x05\x62\x61tch\x18\x06 \x01(\x0b\x32%.cynode.controlplane.v1.ResponseBatchH\x00\x42\x05\n\x03msg\"G\n\rResponseBatch\x12\x36\n\x05items\x18\x01 \x03(\x0b\x32\'.cynode.controlplane.v1.ConnectResponse2q\n\x0f\x44ispatchService\x12^\n\x07\x43onnect\x12&.cynode.controlplane.v1.ConnectRequest\x1a\'.cynode.controlplane.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=188
   _globals['_HELLO']._serialized_end=315
   _globals['_READY']._serialized_start=317
-  _globals['_READY']._serialized_end=344
-  _globals['_HEARTBEAT']._serialized_start=346
-  _globals['_HEARTBEAT']._serialized_end=447
-  _globals['_JOBSTARTED']._serialized_start=449
-  _globals['_JOBSTARTED']._serialized_end=542
-  _globals['_OUTPUTCHUNK']._serialized_start=544
-  _globals['_OUTPUTCHUNK']._serialized_end=636
-  _globals['_CONNECTREQUEST']._serialized_start=639
-  _globals['_CONNECTREQUEST']._serialized_end=1038
-  _globals['_REQUESTBATCH']._serialized_start=1040
-  _globals['_REQUESTBATCH']._serialized_end=1109
-  _globals['_HELLOACK']._serialized_start=1111
-  _globals['_HELLOACK']._serialized_end=1213
-  _globals['_JOBASSIGNMENT']._serialized_start=1215
-  _globals['_JOBASSIGNMENT']._serialized_end=1323
-  _globals['_CANCELJOB']._serialized_start=1325
-  _globals['_CANCELJOB']._serialized_end=1385
-  _globals['_RESULTACK']._serialized_start=1387
-  _globals['_RESULTACK']._serialized_end=1431
-  _globals['_CONFIGCHANGED']._serialized_start=1433
-  _globals['_CONFIGCHANGED']._serialized_end=1472
-  _globals['_CONNECTRESPONSE']._serialized_start=1475
-  _globals['_CONNECTRESPONSE']._serialized_end=1846
-  _globals['_RESPONSEBATCH']._serialized_start=1848
-  _globals['_RESPONSEBATCH']._serialized_end=1919
-  _globals['_DISPATCHSERVICE']._serialized_start=1921
-  _globals['_DISPATCHSERVICE']._serialized_end=2034
+  _globals['_READY']._serialized_end=364
+  _globals['_HEARTBEAT']._serialized_start=366
+  _globals['_HEARTBEAT']._serialized_end=467
+  _globals['_JOBSTARTED']._serialized_start=469
+  _globals['_JOBSTARTED']._serialized_end=562
+  _globals['_OUTPUTCHUNK']._serialized_start=564
+  _globals['_OUTPUTCHUNK']._serialized_end=656
+  _globals['_CONNECTREQUEST']._serialized_start=659
+  _globals['_CONNECTREQUEST']._serialized_end=1058
+  _globals['_REQUESTBATCH']._serialized_start=1060
+  _globals['_REQUESTBATCH']._serialized_end=1129
+  _globals['_HELLOACK']._serialized_start=1131
+  _globals['_HELLOACK']._serialized_end=1233
+  _globals['_JOBASSIGNMENT']._serialized_start=1235
+  _globals['_JOBASSIGNMENT']._serialized_end=1343
+  _globals['_CANCELJOB']._serialized_start=1345
+  _globals['_CANCELJOB']._serialized_end=1405
+  _globals['_RESULTACK']._serialized_start=1407
+  _globals['_RESULTACK']._serialized_end=1451
+  _globals['_CONFIGCHANGED']._serialized_start=1453
+  _globals['_CONFIGCHANGED']._serialized_end=1492
+  _globals['_CONNECTRESPONSE']._serialized_start=1495
+  _globals['_CONNECTRESPONSE']._serialized_end=1866
+  _globals['_RESPONSEBATCH']._serialized_start=1868
+  _globals['_RESPONSEBATCH']._serialized_end=1939
+  _globals['_DISPATCHSERVICE']._serialized_start=1941
+  _globals['_DISPATCHSERVICE']._serialized_end=2054
 # @@protoc_insertion_point(module_scope)

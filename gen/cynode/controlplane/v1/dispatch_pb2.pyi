@@ -33,10 +33,12 @@ class Hello(_message.Message):
     def __init__(self, node_slug: _Optional[str] = ..., held_jobs: _Optional[_Iterable[_Union[HeldJob, _Mapping]]] = ..., config_version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class Ready(_message.Message):
-    __slots__ = ("free_slots",)
+    __slots__ = ("free_slots", "warm_ready")
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    WARM_READY_FIELD_NUMBER: _ClassVar[int]
     free_slots: int
-    def __init__(self, free_slots: _Optional[int] = ...) -> None: ...
+    warm_ready: int
+    def __init__(self, free_slots: _Optional[int] = ..., warm_ready: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("at", "running")

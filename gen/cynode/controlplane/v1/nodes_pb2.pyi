@@ -57,14 +57,28 @@ class Gpu(_message.Message):
     def __init__(self, present: _Optional[bool] = ...) -> None: ...
 
 class SandboxCapability(_message.Message):
-    __slots__ = ("supported", "features", "max_concurrency")
+    __slots__ = ("supported", "features", "max_concurrency", "warm_sandboxes")
     SUPPORTED_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    WARM_SANDBOXES_FIELD_NUMBER: _ClassVar[int]
     supported: bool
     features: _containers.RepeatedScalarFieldContainer[str]
     max_concurrency: int
-    def __init__(self, supported: _Optional[bool] = ..., features: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+    warm_sandboxes: _containers.RepeatedCompositeFieldContainer[WarmSandboxClass]
+    def __init__(self, supported: _Optional[bool] = ..., features: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., warm_sandboxes: _Optional[_Iterable[_Union[WarmSandboxClass, _Mapping]]] = ...) -> None: ...
+
+class WarmSandboxClass(_message.Message):
+    __slots__ = ("sandbox_class", "image", "size", "ready")
+    SANDBOX_CLASS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    sandbox_class: str
+    image: str
+    size: int
+    ready: int
+    def __init__(self, sandbox_class: _Optional[str] = ..., image: _Optional[str] = ..., size: _Optional[int] = ..., ready: _Optional[int] = ...) -> None: ...
 
 class InferenceCapability(_message.Message):
     __slots__ = ("supported", "mode", "existing_service", "running", "models")

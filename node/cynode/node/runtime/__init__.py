@@ -12,6 +12,8 @@ Public API (stable; the node daemon builds on it):
         await runner.released()                  # all the job made is removed
     WarmPodPool(client, size=1)                  # inference pods made ahead (warm_pool.py)
         .fill(settings)  await .take(settings)  await .close()
+    WarmSandboxPool(client, size=2, max_jobs=None)  # plain jobs' sandboxes made ahead
+        (warm_sandbox.py; same methods; JobRunner(..., warm_sandboxes=pool))
     PodmanService(runtime_dir, containers_conf=None)  /  PodmanService.existing(socket)
         .start() .stop() .astart() .astop() .client() .uri .socket_path
     remove_leftovers(client, node_id) -> CleanupReport   # at node start
@@ -37,6 +39,7 @@ from cynode.node.runtime.sandbox import SANDBOX_UID, build_create_kwargs
 from cynode.node.runtime.service import PodmanService, PodmanServiceError
 from cynode.node.runtime.settings import SandboxSettings, effective_timeout
 from cynode.node.runtime.warm_pool import WarmPodPool
+from cynode.node.runtime.warm_sandbox import WarmSandboxPool
 
 __all__ = [
     "LABEL_ATTEMPT",
@@ -51,6 +54,7 @@ __all__ = [
     "PodmanServiceError",
     "SandboxSettings",
     "WarmPodPool",
+    "WarmSandboxPool",
     "build_create_kwargs",
     "effective_timeout",
     "remove_leftovers",

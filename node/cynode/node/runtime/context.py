@@ -64,6 +64,13 @@ class JobContext:
     # Set by a hook that removes the sandbox container along with something bigger (the
     # inference pod): the container hook lets it finish instead of racing it.
     container_removal: asyncio.Future[None] | None = None
+    # Set by the warm sandbox hook: the container runs already, waiting for its job, and
+    # this hands the job over (the runner calls it instead of starting the container).
+    handoff: Callable[[], Awaitable[None]] | None = None
+    # Also the warm sandbox hook's: the output hook attaches to stdin too, and sets
+    # send_stdin (blocking; call it on a thread) to write to the container's stdin.
+    attach_stdin: bool = False
+    send_stdin: Callable[[bytes], None] | None = None
     _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:

@@ -63,7 +63,7 @@ def wait_container(client: PodmanClient, container_id: str) -> int:
     return int(response.json())
 
 
-def _state(client: PodmanClient, container_id: str) -> dict[str, Any]:
+def container_state(client: PodmanClient, container_id: str) -> dict[str, Any]:
     response = client.api.get(f"/containers/{container_id}/json", timeout=_API_TIMEOUT_S)
     response.raise_for_status()
     state: dict[str, Any] = response.json()["State"]
@@ -71,7 +71,7 @@ def _state(client: PodmanClient, container_id: str) -> dict[str, Any]:
 
 
 def exit_state(client: PodmanClient, container_id: str) -> ExitState:
-    state = _state(client, container_id)
+    state = container_state(client, container_id)
     return ExitState(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled", False)))
 
 
@@ -82,7 +82,7 @@ def ended_state(
     `tries` times `pause_s` apart; None if it still has not (then use wait_container).
     """
     for attempt in range(tries):
-        state = _state(client, container_id)
+        state = container_state(client, container_id)
         if str(state.get("Status", "")) in _ENDED_STATES:
             return ExitState(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled", False)))
         if attempt + 1 < tries:

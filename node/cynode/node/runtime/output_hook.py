@@ -22,6 +22,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from podman import PodmanClient
 
@@ -40,14 +41,33 @@ _READ_SIZE = 65536
 Emit = Callable[[str, bytes, int], None]
 
 
+def _response_socket(response: Any) -> socket.socket | None:
+    """The socket under a streamed podman-py response (urllib3 2 no longer exposes the
+    connection once the response is handed out, so it is found through the body's file)."""
+    raw = getattr(response, "raw", None)
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is None:
+        body = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(body, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 class OutputAttach:
     """Blocking: attached to one container's stdout/stderr until the stream ends or close().
 
-    open() before the container starts, then run() (on its own thread) to the end.
+    open() before the container starts, then run() (on its own thread) to the end. With
+    `stdin`, the same connection also carries what send() writes to the container's
+    stdin (a warm sandbox's handoff; detach keys are off, so no byte is swallowed).
     """
 
     def __init__(
-        self, client: PodmanClient, container_id: str, capture: OutputCapture, emit: Emit
+        self,
+        client: PodmanClient,
+        container_id: str,
+        capture: OutputCapture,
+        emit: Emit,
+        *,
+        stdin: bool = False,
     ) -> None:
         self._client = client
         self._container_id = container_id
@@ -57,11 +77,15 @@ class OutputAttach:
         self._response: object | None = None
         self._socket: socket.socket | None = None
         self._reading = False
+        self._stdin = stdin
 
     def open(self) -> None:
+        params: dict[str, Any] = {"stream": True, "stdout": True, "stderr": True, "logs": False}
+        if self._stdin:
+            params.update(stdin=True, detachKeys="")
         response = self._client.api.post(
             f"/containers/{self._container_id}/attach",
-            params={"stream": True, "stdout": True, "stderr": True, "logs": False},
+            params=params,
             stream=True,
             timeout=ops.JOB_LONG_TIMEOUT,
         )
@@ -71,9 +95,13 @@ class OutputAttach:
             response.close()
             raise
         self._response = response
-        connection = getattr(response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
-        self._socket = sock if isinstance(sock, socket.socket) else None
+        self._socket = _response_socket(response)
+
+    def send(self, data: bytes) -> None:
+        """Writes to the container's stdin (blocking)."""
+        if not self._stdin or self._socket is None:
+            raise RuntimeError("this attach stream carries no stdin")
+        self._socket.sendall(data)
 
     def run(self) -> None:
         response = self._response
@@ -131,9 +159,13 @@ class OutputHook(Hook):
         def emit(stream: str, data: bytes, offset: int) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (stream, data, offset))
 
-        attach = OutputAttach(ctx.client, ctx.container_id, ctx.output, emit)
+        attach = OutputAttach(
+            ctx.client, ctx.container_id, ctx.output, emit, stdin=ctx.attach_stdin
+        )
         self._attach = attach
         await asyncio.to_thread(attach.open)
+        if ctx.attach_stdin:
+            ctx.send_stdin = attach.send
 
         def read() -> None:
             try:

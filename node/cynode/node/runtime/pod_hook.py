@@ -79,6 +79,10 @@ class InferencePodHook(Hook):
     async def wait_ready(self, ctx: JobContext) -> None:
         if self.ready is not None:
             await self.ready
+            if self.pod is not None:
+                # Where a cold pod's time goes (measured: the sidecar's start, with the
+                # pod's infra container, and the proxy's Python start dominate).
+                log.info("job %s: cold pod ready: %s", ctx.spec.job_id, self.pod.timing())
 
     async def poststart(self, ctx: JobContext) -> None:
         if self.pool is not None:

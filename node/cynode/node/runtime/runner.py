@@ -35,6 +35,7 @@ from cynode.node.runtime.settings import SandboxSettings, effective_timeout
 from cynode.node.runtime.threads import in_thread
 from cynode.node.runtime.timeout_hook import TimeoutHook
 from cynode.node.runtime.warm_pool import WarmPodPool
+from cynode.node.runtime.warm_sandbox import WarmSandbox, WarmSandboxHook, WarmSandboxPool
 from cynode.node.runtime.workspace_hook import WorkspaceHook
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class JobRunner:
         on_output: OnOutput | None = None,
         on_started: OnStarted | None = None,
         warm_pods: WarmPodPool | None = None,
+        warm_sandboxes: WarmSandboxPool | None = None,
         background_release: bool = False,
     ) -> None:
         self._client = client
@@ -61,16 +63,30 @@ class JobRunner:
         self._on_output = on_output
         self._on_started = on_started
         self._warm_pods = warm_pods
+        self._warm_sandboxes = warm_sandboxes
+        # "warm" when the job ran in a warm sandbox, "cold" when it made its own.
+        self.path = ""
         self._background_release = background_release
         self._ctx: JobContext | None = None
         self._early_cancel: str | None = None
         self._release: asyncio.Task[None] | None = None
 
-    def make_hooks(self, needs_inference: bool = False) -> list[Hook]:
-        """The hooks, in prestart order; a job that needs inference gets the pod first.
+    @property
+    def container_id(self) -> str | None:
+        """The job's sandbox container, once it has one (it is removed after the job)."""
+        return self._ctx.container_id if self._ctx is not None else None
+
+    def make_hooks(
+        self, needs_inference: bool = False, warm: WarmSandbox | None = None
+    ) -> list[Hook]:
+        """The hooks, in prestart order; a job that needs inference gets the pod first,
+        one handed a warm sandbox (SPEC §4.10) only output and timeout beside it.
 
         Raises UnsupportedJob when the job needs inference and this node has none.
         """
+        if warm is not None:
+            assert self._warm_sandboxes is not None
+            return [WarmSandboxHook(warm, self._warm_sandboxes), OutputHook(), TimeoutHook()]
         if not needs_inference:
             return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
         if self._settings.inference is None:
@@ -105,7 +121,10 @@ class JobRunner:
         error: str | None = None
         try:
             ctx.plan = plan_job(spec)
-            hooks = self.make_hooks(ctx.plan.needs_inference)
+            warm = await self._take_warm(ctx)
+            # A job cancelled before it began has no path: it never gets a sandbox.
+            self.path = "warm" if warm is not None else "" if ctx.stop_kind else "cold"
+            hooks = self.make_hooks(ctx.plan.needs_inference, warm)
             await self._run_hooks(ctx, hooks)
         except UnsupportedJob as exc:
             error = f"error: {exc}"
@@ -134,6 +153,17 @@ class JobRunner:
         )
         return result
 
+    async def _take_warm(self, ctx: JobContext) -> WarmSandbox | None:
+        """A warm sandbox of the job's class, when the node keeps them and one is ready."""
+        pool = self._warm_sandboxes
+        assert ctx.plan is not None
+        if pool is None or ctx.plan.needs_inference or ctx.stop_kind is not None:
+            return None
+        if not pool.matches(ctx.settings, ctx.spec.image):
+            pool.note_miss()
+            return None
+        return await pool.take(ctx.settings)
+
     async def _run_hooks(self, ctx: JobContext, hooks: list[Hook]) -> None:
         for hook in hooks:
             if ctx.stop_kind is not None:
@@ -143,7 +173,10 @@ class JobRunner:
             return
         assert ctx.container_id is not None
         container_id = ctx.container_id
-        await asyncio.to_thread(ops.start_container, self._client, container_id)
+        if ctx.handoff is not None:
+            await ctx.handoff()  # a warm sandbox runs already: the job starts now
+        else:
+            await asyncio.to_thread(ops.start_container, self._client, container_id)
         ctx.started_at = datetime.now(UTC)
         # A cancel that came while the container was starting could not stop it yet.
         if ctx.stop_kind is not None:

@@ -55,12 +55,14 @@ def build_create_kwargs(
     pod: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     extra_volumes: Mapping[str, dict[str, Any]] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything for `client.containers.create(**kwargs)` for one sandbox container.
 
     With `pod`, the container joins that pod's network namespace (loopback only, see
     pod_hook.py) instead of getting none of its own, and the pod sets the hostname.
     `extra_env` (ours) wins over the job's env; `extra_volumes` are added to /workspace.
+    `labels` replace the job's (a warm sandbox is made before any job).
     """
     memory = settings.memory_mb * 1024 * 1024
     env = sandbox_env(spec)
@@ -73,7 +75,7 @@ def build_create_kwargs(
         "image": spec.image or settings.image,
         "command": command,
         "name": name,
-        "labels": job_labels(spec, settings.node_id),
+        "labels": dict(labels) if labels is not None else job_labels(spec, settings.node_id),
         "environment": env,
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
         "working_dir": WORKSPACE,
@@ -104,4 +106,27 @@ def build_create_kwargs(
         # Podman refuses both for a container that shares the pod's namespaces.
         del kwargs["network_mode"], kwargs["hostname"]
         kwargs["pod"] = pod
+    return kwargs
+
+
+def warm_create_kwargs(
+    settings: SandboxSettings,
+    *,
+    command: list[str],
+    name: str,
+    volume_name: str,
+    labels: Mapping[str, str],
+) -> dict[str, Any]:
+    """A warm sandbox container (SPEC §4.10): every rule of `build_create_kwargs`, no job
+    env (the job's arrives with the handoff) and stdin kept open for the handoff."""
+    kwargs = build_create_kwargs(
+        job_pb2.JobSpec(),
+        settings,
+        command=command,
+        name=name,
+        volume_name=volume_name,
+        labels=labels,
+    )
+    kwargs["environment"] = {}
+    kwargs["stdin_open"] = True
     return kwargs

@@ -191,6 +191,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         node_id = session.node_id
         if kind == "ready":
             session.grant(req.ready.free_slots)
+            session.warm_ready = max(0, req.ready.warm_ready)
             if session.credits > 0:
                 self._scheduler.wake()
         elif kind == "heartbeat":

@@ -290,18 +290,25 @@ def cancel_message(job_id: str, attempt: int, reason: str) -> dispatch_pb2.Conne
     )
 
 
+def _rank(session: NodeSession, i: int, plain: bool) -> tuple[int, int, int, NodeSession]:
+    """Heap order: for a plain job a warm sandbox at hand first, then the most credits."""
+    warm = -1 if plain and session.warm_ready > 0 else 0
+    return (warm, -session.credits, i, session)
+
+
 def _plan(
     claimed: list[_Claimed], sessions: list[NodeSession]
 ) -> list[tuple[_Claimed, NodeSession]]:
     """Spreads jobs by free credits: each job goes to the session with the most left.
-    Inference jobs first, to inference-capable sessions only."""
+    Inference jobs first, to inference-capable sessions only. A plain job prefers a
+    session with a warm sandbox at hand (SPEC §4.10), then the most credits."""
     plan: list[tuple[_Claimed, NodeSession]] = []
     for inference in (True, False):
         rows = [r for r in claimed if bool(r.needs_inference) is inference]
         if not rows:
             continue
         heap = [
-            (-s.credits, i, s)
+            _rank(s, i, not inference)
             for i, s in enumerate(sessions)
             if s.credits > 0 and (s.inference or not inference)
         ]
@@ -309,12 +316,14 @@ def _plan(
         for row in rows:
             if not heap:
                 break  # left unassigned: it stays queued and unlocked after commit
-            _, i, session = heapq.heappop(heap)
+            _, _, i, session = heapq.heappop(heap)
             session.credits -= 1
+            if not inference and session.warm_ready > 0:
+                session.warm_ready -= 1
             session.outstanding.add((row.id, row.attempt + 1))
             plan.append((row, session))
             if session.credits > 0:
-                heapq.heappush(heap, (-session.credits, i, session))
+                heapq.heappush(heap, _rank(session, i, not inference))
     return plan
 
 

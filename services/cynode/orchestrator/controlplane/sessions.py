@@ -23,6 +23,9 @@ class NodeSession:
     closed: bool = False
     # The node's Hello said it reads ResponseBatch.
     batches: bool = False
+    # Warm sandboxes the node said it has at hand (its last Ready), less the plain jobs
+    # sent to it since: the scheduler prefers such a node for a plain job (SPEC §4.10).
+    warm_ready: int = 0
     # Messages queued for the stream, sent in order by the handler; a list and an event
     # rather than a queue, so the handler takes all of them in one step.
     pending: list[dispatch_pb2.ConnectResponse] = field(default_factory=list)

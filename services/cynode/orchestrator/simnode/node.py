@@ -58,11 +58,14 @@ class SimNode:
         send_started: bool = True,
         backoff: tuple[float, float] = (0.05, 2.0),
         batching: bool = True,
+        warm_ready: int = 0,
     ) -> None:
         self.target = target
         self.slug = slug
         self.slots = slots
         self.inference = inference
+        # What each Ready says of warm sandboxes at hand (a real node counts its pool).
+        self.warm_ready = warm_ready
         self._psk = psk
         self._runtime = runtime or completed_runtime
         self._own_channel = channel is None
@@ -238,7 +241,7 @@ class SimNode:
         out.put_nowait(dispatch_pb2.ConnectRequest(hello=hello))
         free = self.slots - len(self.running)
         if free > 0:
-            out.put_nowait(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=free)))
+            out.put_nowait(self._ready(free))
 
         async def requests() -> AsyncIterator[dispatch_pb2.ConnectRequest]:
             while True:
@@ -304,6 +307,10 @@ class SimNode:
         elif kind == "config_changed":
             self.config_changes.append(resp.config_changed.config_version)
             self._tasks.add(asyncio.create_task(self._refetch_config()))
+
+    def _ready(self, free_slots: int) -> dispatch_pb2.ConnectRequest:
+        ready = dispatch_pb2.Ready(free_slots=free_slots, warm_ready=self.warm_ready)
+        return dispatch_pb2.ConnectRequest(ready=ready)
 
     def _send(self, msg: dispatch_pb2.ConnectRequest) -> None:
         if self._out is not None:
@@ -385,4 +392,4 @@ class SimNode:
         self.spool[key] = result
         self.running.pop(key, None)
         self._send(dispatch_pb2.ConnectRequest(job_result=result))
-        self._send(dispatch_pb2.ConnectRequest(ready=dispatch_pb2.Ready(free_slots=1)))
+        self._send(self._ready(1))

@@ -299,6 +299,23 @@ class NodeConfig:
             "container mode: the volume that keeps pulled models",
         ),
     )
+    artifacts_max_file_mb: int = field(
+        default=256,
+        metadata=setting(
+            "artifacts.max_file_mb",
+            "CYNODE_ARTIFACTS_MAX_FILE_MB",
+            "largest file collected from a job's /workspace/out/, MiB; a larger one is "
+            "left out and the set marked truncated",
+        ),
+    )
+    artifacts_max_job_mb: int = field(
+        default=1024,
+        metadata=setting(
+            "artifacts.max_job_mb",
+            "CYNODE_ARTIFACTS_MAX_JOB_MB",
+            "most bytes collected from one job's /workspace/out/, MiB",
+        ),
+    )
     reconnect_initial_s: float = field(
         default=0.5,
         metadata=setting(
@@ -463,6 +480,8 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("inference.proxy_timeout_seconds must be > 0")
     if config.inference_warm_pods < 0:
         raise ConfigError("inference.warm_pods must be 0 (none) or more")
+    if config.artifacts_max_file_mb < 0 or config.artifacts_max_job_mb < 0:
+        raise ConfigError("artifacts.max_file_mb and artifacts.max_job_mb must be 0 or more")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):
         raise ConfigError("orchestrator.url must be an http:// or https:// URL")
     _validate_tls(config)

@@ -21,6 +21,7 @@ from podman import PodmanClient
 from cynode.controlplane.v1 import nodes_pb2
 
 from .applied_config import AppliedConfig, ConfigRejected, apply_node_config
+from .artifacts import ArtifactSpool, ArtifactUploader
 from .backoff import Backoff
 from .capability import InferenceStatus, build_report
 from .config import NodeConfig
@@ -88,12 +89,13 @@ class NodeDaemon:
         self.api: WorkerApiServer | None = None
         self.cp: ControlPlaneClient | None = None
         self.dispatch: DispatchClient | None = None
+        self.uploader: ArtifactUploader | None = None
         self.applied: AppliedConfig | None = None
         self.podman_version = ""
         self.inference = InferenceStatus()
         self.node_inference = NodeInference(config, self._podman_client)
         self._fetched: nodes_pb2.GetNodeConfigResponse | None = None
-        self._base = SandboxSettings(image=config.sandbox_image)
+        self._base = self._base_settings()
         self._stop = asyncio.Event()
         self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
 
@@ -171,11 +173,21 @@ class NodeDaemon:
 
     async def _serve_dispatch(self) -> None:
         assert self.cp is not None and self.applied is not None
+        results = ResultSpool(self.state.spool_dir)
+        artifacts = ArtifactSpool(self.state.artifact_dir)
+        artifacts.remove_partials()
+        self.uploader = ArtifactUploader(
+            self.cp.channel,
+            self.cp,
+            artifacts,
+            results,
+            backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),
+        )
         self.dispatch = DispatchClient(
             node_slug=self.config.node_slug,
             channel=self.cp.channel,
             auth=self.cp,
-            spool=ResultSpool(self.state.spool_dir),
+            spool=results,
             runner_factory=self.host.runner_factory(self._settings),
             max_concurrency=self.config.max_concurrency,
             readiness=self.readiness,
@@ -183,20 +195,24 @@ class NodeDaemon:
             backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),
             config_version=lambda: self.applied.config_version if self.applied else "",
             on_config_changed=self.on_config_changed,
+            on_results_acked=self.uploader.wake,
         )
         # Idle until the first assignment: the time to make the first warm pod.
         self.host.keep_warm(self._settings())
         self.readiness.running("dispatch", "connecting")
         runner = asyncio.create_task(self.dispatch.run())
+        uploads = asyncio.create_task(self.uploader.run(), name="artifact-uploads")
         stopper = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await self.dispatch.stop()
             runner.cancel()
+            uploads.cancel()
             stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            for task in (runner, uploads):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _shutdown(self) -> None:
         if self.api is not None:
@@ -208,6 +224,15 @@ class NodeDaemon:
             await self.host.close()
         if self.cp is not None and self._channel is None:
             await self.cp.channel.close(grace=None)
+
+    def _base_settings(self, node_id: str = "") -> SandboxSettings:
+        return SandboxSettings(
+            image=self.config.sandbox_image,
+            node_id=node_id,
+            artifact_dir=str(self.state.artifact_dir),
+            artifact_max_file_bytes=self.config.artifacts_max_file_mb * 1024 * 1024,
+            artifact_max_job_bytes=self.config.artifacts_max_job_mb * 1024 * 1024,
+        )
 
     def _settings(self) -> SandboxSettings:
         settings = self.applied.settings if self.applied else self._base
@@ -235,7 +260,7 @@ class NodeDaemon:
             channel = self._channel or make_channel(self.config)
             self.cp = ControlPlaneClient(self.config, channel, self.state, self.capability)
         response = await self.cp.register()
-        self._base = SandboxSettings(image=self.config.sandbox_image, node_id=response.node_id)
+        self._base = self._base_settings(response.node_id)
         return f"node_id={response.node_id}"
 
     async def _fetch_config(self) -> str:

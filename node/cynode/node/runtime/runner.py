@@ -23,6 +23,7 @@ from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime import ops
+from cynode.node.runtime.artifacts_hook import ArtifactsHook
 from cynode.node.runtime.container_hook import ContainerHook
 from cynode.node.runtime.context import JobContext, OnOutput, OnStarted, StopKind
 from cynode.node.runtime.hooks import Hook
@@ -72,7 +73,14 @@ class JobRunner:
         Raises UnsupportedJob when the job needs inference and this node has none.
         """
         if not needs_inference:
-            return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
+            return [
+                WorkspaceHook(),
+                ContainerHook(),
+                InputFilesHook(),
+                OutputHook(),
+                TimeoutHook(),
+                ArtifactsHook(),
+            ]
         if self._settings.inference is None:
             raise UnsupportedJob("this node offers no inference (prompt/use_inference job)")
         pod = InferencePodHook(self._settings.inference, self._warm_pods)
@@ -84,6 +92,7 @@ class JobRunner:
             ProxyReadyHook(pod),
             OutputHook(),
             TimeoutHook(),
+            ArtifactsHook(),
         ]
 
     async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:

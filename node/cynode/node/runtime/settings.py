@@ -48,6 +48,10 @@ class SandboxSettings:
     node_id: str = ""
     # None: this node runs no inference jobs (prompt and use_inference jobs fail).
     inference: InferencePodSettings | None = None
+    # The artifact spool (SPEC §4.10); empty: artifacts are not collected.
+    artifact_dir: str = ""
+    artifact_max_file_bytes: int = 256 * 1024 * 1024
+    artifact_max_job_bytes: int = 1024 * 1024 * 1024
 
 
 def effective_timeout(

@@ -375,6 +375,15 @@ class Settings:
             "readyz needs an inference-capable node; false for sandbox-only deployments",
         ),
     )
+    artifacts_dir: Path | None = field(
+        default=None,
+        metadata=setting(
+            "artifacts_dir",
+            "CYNODE_ARTIFACTS_DIR",
+            "where artifact blobs are kept; replicas must share it (one volume, same path)",
+            shown_default="<data_dir>/artifacts",
+        ),
+    )
     tls_cert: Path | None = field(
         default=None,
         metadata=setting("tls_cert", "CYNODE_TLS_CERT", "server certificate (PEM)"),
@@ -417,6 +426,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or default_sqlite_url(self.data_dir)
+
+    @property
+    def effective_artifacts_dir(self) -> Path:
+        return self.artifacts_dir or self.data_dir / "artifacts"
 
     @property
     def tls_enabled(self) -> bool:

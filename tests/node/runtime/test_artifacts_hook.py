@@ -82,9 +82,7 @@ async def test_limits_truncate_the_set_but_not_the_job(
 async def test_out_as_a_symlink_or_missing_gives_an_empty_set(
     podman_client: PodmanClient, with_spool: SandboxSettings
 ) -> None:
-    linked = await JobRunner(podman_client, with_spool).run(
-        make_spec(commands=["ln -s /etc out"])
-    )
+    linked = await JobRunner(podman_client, with_spool).run(make_spec(commands=["ln -s /etc out"]))
     assert linked.status == job_pb2.JOB_STATUS_COMPLETED
     assert list(linked.artifacts.artifacts) == [] and not linked.artifacts.truncated
     missing = await JobRunner(podman_client, with_spool).run(make_spec(commands=["true"]))

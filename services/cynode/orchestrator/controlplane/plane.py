@@ -12,8 +12,10 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cynode.controlplane.v1 import dispatch_pb2_grpc, nodes_pb2_grpc
+from cynode.controlplane.v1 import artifacts_pb2_grpc, dispatch_pb2_grpc, nodes_pb2_grpc
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
+from cynode.orchestrator.artifacts.blobs import FsBlobStore
+from cynode.orchestrator.artifacts.upload import ArtifactUploadServicer
 from cynode.orchestrator.controlplane.admin import (
     Authenticate,
     NodeAdminServicer,
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 NODE_SERVICE = "cynode.controlplane.v1.NodeService"
 DISPATCH_SERVICE = "cynode.controlplane.v1.DispatchService"
 NODE_ADMIN_SERVICE = "cynode.gateway.v1.NodeAdminService"
+ARTIFACT_UPLOAD_SERVICE = "cynode.controlplane.v1.ArtifactUploadService"
 
 
 async def _deny_all(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -46,6 +49,7 @@ class ControlPlane:
         bus: EventBus,
         settings: ControlPlaneSettings,
         authenticate: Authenticate | None = None,
+        blobs: FsBlobStore | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -73,6 +77,12 @@ class ControlPlane:
         self.dispatch_servicer = DispatchServicer(
             engine, settings, self.registry, self.ingest, self.scheduler, self.spawn
         )
+        # None: this control plane takes no artifacts (a node's uploads are UNIMPLEMENTED).
+        self.upload_servicer = (
+            ArtifactUploadServicer(engine, blobs, settings.jwt_secret, self._publish_tasks)
+            if blobs is not None
+            else None
+        )
         self.admin_servicer = NodeAdminServicer(
             engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)
         )
@@ -82,7 +92,13 @@ class ControlPlane:
     @property
     def servicers(self) -> Mapping[str, object]:
         """Control-plane port (12082 REST via the shim, 12083 gRPC)."""
-        return {NODE_SERVICE: self.node_servicer, DISPATCH_SERVICE: self.dispatch_servicer}
+        services: dict[str, object] = {
+            NODE_SERVICE: self.node_servicer,
+            DISPATCH_SERVICE: self.dispatch_servicer,
+        }
+        if self.upload_servicer is not None:
+            services[ARTIFACT_UPLOAD_SERVICE] = self.upload_servicer
+        return services
 
     @property
     def gateway_servicers(self) -> Mapping[str, object]:
@@ -96,6 +112,10 @@ class ControlPlane:
         dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.dispatch_servicer, server
         )
+        if self.upload_servicer is not None:
+            artifacts_pb2_grpc.add_ArtifactUploadServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                self.upload_servicer, server
+            )
 
     def add_gateway_to_server(self, server: grpc.aio.Server) -> None:
         admin_pb2_grpc.add_NodeAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -173,5 +193,6 @@ def build_control_plane(
     settings: ControlPlaneSettings,
     *,
     authenticate: Authenticate | None = None,
+    blobs: FsBlobStore | None = None,
 ) -> ControlPlane:
-    return ControlPlane(engine, bus, settings, authenticate)
+    return ControlPlane(engine, bus, settings, authenticate, blobs)

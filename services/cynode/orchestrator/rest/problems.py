@@ -64,7 +64,8 @@ INTERNAL = GRPC_PROBLEMS[grpc.StatusCode.INTERNAL]
 METHOD_NOT_ALLOWED = ProblemKind(405, "method-not-allowed", "Method not allowed")
 PAYLOAD_TOO_LARGE = ProblemKind(413, "payload-too-large", "Payload too large")
 CONFLICT = ProblemKind(409, "conflict", "Conflict")
-# An artifact download's Range past the end of the file (RFC 9110 §15.5.17).
+# An artifact download's Range past the end of the file (RFC 9110 §15.5.17). Only the
+# download route answers it (SPEC §2.9), never a servicer through `x-http-status`.
 RANGE_NOT_SATISFIABLE = ProblemKind(416, "range-not-satisfiable", "Range not satisfiable")
 
 HTTP_PROBLEMS: Mapping[int, ProblemKind] = {
@@ -77,7 +78,6 @@ HTTP_PROBLEMS: Mapping[int, ProblemKind] = {
     # conflict with the resource's state, not a duplicate: ALREADY_EXISTS keeps its own.
     409: CONFLICT,
     413: PAYLOAD_TOO_LARGE,
-    416: RANGE_NOT_SATISFIABLE,
     429: GRPC_PROBLEMS[grpc.StatusCode.RESOURCE_EXHAUSTED],
     500: INTERNAL,
     501: GRPC_PROBLEMS[grpc.StatusCode.UNIMPLEMENTED],

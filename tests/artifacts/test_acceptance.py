@@ -5,6 +5,8 @@ small files and a symlink to /etc/passwd under /workspace/out/; the list, the do
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
 import time
 from typing import Any
 
@@ -171,3 +173,52 @@ def test_grpc_streams_the_same_bytes(
             )
         )
         assert len(ranged) == 50
+
+
+def test_the_archive_unpacks_to_the_same_tree(
+    alice: GatewayClient, done_task: tuple[str, str, dict[str, Any]]
+) -> None:
+    task_id, printed, body = done_task
+    with alice.http.stream(
+        "GET", f"/v1/tasks/{task_id}/artifacts.tar", headers=alice.headers
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == "application/x-tar"
+        data = resp.read()
+    assert len(data) == int(resp.headers["content-length"])
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        assert set(members) == {a["name"] for a in body["artifacts"]}
+        assert all(m.isreg() for m in members.values())
+        big = archive.extractfile(members["big.bin"])
+        assert big is not None and hashlib.sha256(big.read()).hexdigest() == printed
+        small = archive.extractfile(members["small/f199.txt"])
+        assert small is not None and small.read() == b"small file 199\n"
+    assert alice.request("GET", f"/v1/tasks/{task_id}/artifacts.tar").status_code == 200
+    assert alice.http.get(f"/v1/tasks/{task_id}/artifacts.tar").status_code == 401
+
+
+def test_delete_removes_the_task_and_its_artifacts_owner_or_admin_only(
+    art_stack: Stack, alice: GatewayClient, bob: GatewayClient, admin: GatewayClient
+) -> None:
+    task_id = alice.create(
+        commands=["mkdir -p out && head -c 5000 /dev/urandom > out/only.bin && sleep 1"]
+    )
+    alice.wait_done(task_id, timeout=240)
+    listed = wait_complete(alice, task_id)
+    [artifact] = listed["artifacts"]
+    blob = art_stack.dir / "orchestrator" / "artifacts" / "blobs"
+    assert any(blob.rglob(artifact["sha256"])), "the blob is where the docs say"
+    assert bob.request("DELETE", f"/v1/tasks/{task_id}").status_code == 404
+    live = alice.commands("sleep 60")
+    refused = alice.request("DELETE", f"/v1/tasks/{live}")
+    assert refused.status_code == 409 and "cancel" in refused.json()["detail"]
+    alice.cancel(live)
+    gone = alice.request("DELETE", f"/v1/tasks/{task_id}")
+    assert gone.status_code == 200 and gone.json() == {"task_id": task_id, "deleted": True}
+    assert alice.request("GET", f"/v1/tasks/{task_id}").status_code == 404
+    assert alice.request("GET", f"/v1/tasks/{task_id}/artifacts").status_code == 404
+    assert not any(blob.rglob(artifact["sha256"]))
+    assert alice.request("DELETE", f"/v1/tasks/{task_id}").status_code == 404
+    alice.wait_done(live, timeout=60)
+    assert admin.request("DELETE", f"/v1/tasks/{live}").status_code == 200

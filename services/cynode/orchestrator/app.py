@@ -182,6 +182,7 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
             rest_endpoint=f"{host}:{settings.control_rest_port}",
             # Sweep well inside one lease: an expired lease is requeued within it.
             sweep_seconds=min(5.0, settings.control_plane.lease_seconds / 4),
+            artifacts_ttl_seconds=settings.artifacts_ttl_seconds,
         ),
         authenticate=gw.authenticator.authenticate,
         blobs=gw.blobs,

@@ -384,6 +384,16 @@ class Settings:
             shown_default="<data_dir>/artifacts",
         ),
     )
+    artifacts_ttl_seconds: int = field(
+        default=30 * 24 * 3600,
+        metadata=setting(
+            "artifacts_ttl_seconds",
+            "CYNODE_ARTIFACTS_TTL_SECONDS",
+            "artifacts are removed this long after their job ended (a background sweep); "
+            "0 keeps them until their task is deleted",
+            minimum=0,
+        ),
+    )
     tls_cert: Path | None = field(
         default=None,
         metadata=setting("tls_cert", "CYNODE_TLS_CERT", "server certificate (PEM)"),

@@ -270,3 +270,17 @@ class DownloadTaskArtifactResponse(_message.Message):
     data: bytes
     offset: int
     def __init__(self, artifact: _Optional[_Union[_job_pb2.Artifact, _Mapping]] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DeleteTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class DeleteTaskResponse(_message.Message):
+    __slots__ = ("task_id", "deleted")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    deleted: bool
+    def __init__(self, task_id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

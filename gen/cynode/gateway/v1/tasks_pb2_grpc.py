@@ -85,6 +85,11 @@ class TaskServiceStub:
                 request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactRequest.SerializeToString,
                 response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactResponse.FromString,
                 _registered_method=True)
+        self.DeleteTask = channel.unary_unary(
+                '/cynode.gateway.v1.TaskService/DeleteTask',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -171,6 +176,13 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTask(self, request, context):
+        """Removes an ended task with its jobs, their output and its artifacts (SPEC §2.10).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +235,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.DownloadTaskArtifact,
                     request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactRequest.FromString,
                     response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactResponse.SerializeToString,
+            ),
+            'DeleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTask,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -496,6 +513,33 @@ class TaskService:
             '/cynode.gateway.v1.TaskService/DownloadTaskArtifact',
             cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactRequest.SerializeToString,
             cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.TaskService/DeleteTask',
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,8 @@ class BlobStore(Protocol):
 
     def discard(self, key: str) -> None: ...
 
+    def remove_stale_uploads(self, older_than: float) -> int: ...
+
 
 def _check_sha(sha256: str) -> str:
     if not _SHA256.match(sha256):
@@ -183,6 +185,18 @@ class FsBlobStore:
 
     def discard(self, key: str) -> None:
         self._part(key).unlink(missing_ok=True)
+
+    def remove_stale_uploads(self, older_than: float) -> int:
+        """`.part` files not written since `older_than` (a Unix time): abandoned."""
+        gone = 0
+        for part in self._incoming.glob("*.part"):
+            try:
+                if part.stat().st_mtime < older_than:
+                    part.unlink()
+                    gone += 1
+            except FileNotFoundError:
+                continue
+        return gone
 
 
 async def read_blob(blobs: FsBlobStore, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tarfile
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import grpc
@@ -27,6 +29,7 @@ from cynode.orchestrator.gateway.validation import Invalid
 from cynode.orchestrator.rest import problems
 from cynode.orchestrator.rest.context import RestServicerContext, format_peer
 from cynode.orchestrator.rest.problems import problem_response
+from cynode.orchestrator.store import Artifact
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -81,6 +84,33 @@ async def authenticate(authenticator: Authenticator, request: Request) -> Princi
         return None
 
 
+TAR_BLOCK = 512
+
+
+def tar_header(row: Artifact) -> bytes:
+    """The ustar/PAX header of one artifact in the archive (PAX for long names)."""
+    info = tarfile.TarInfo(row.name)
+    info.size = row.size_bytes
+    info.mode = 0o644
+    info.mtime = int(row.created_at.timestamp())
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def tar_padding(size: int) -> bytes:
+    return b"\0" * (-size % TAR_BLOCK)
+
+
+async def tar_stream(
+    blobs: FsBlobStore, parts: list[tuple[bytes, Artifact]]
+) -> AsyncIterator[bytes]:
+    for header, row in parts:
+        yield header
+        async for block in read_blob(blobs, row.sha256, 0, row.size_bytes):
+            yield block
+        yield tar_padding(row.size_bytes)
+    yield b"\0" * (2 * TAR_BLOCK)
+
+
 def artifact_routes(
     book: TaskBook, authenticator: Authenticator, blobs: FsBlobStore
 ) -> list[Route]:
@@ -133,11 +163,49 @@ def artifact_routes(
             media_type=row.content_type,
         )
 
+    async def archive(request: Request) -> Response:
+        principal = await authenticate(authenticator, request)
+        if principal is None:
+            return problem_response(
+                problems.GRPC_PROBLEMS[grpc.StatusCode.UNAUTHENTICATED],
+                "missing or invalid access token",
+            )
+        try:
+            found = await catalog.listing(book, principal, request.path_params["task_id"])
+        except Invalid as exc:
+            return problem_response(problems.BAD_REQUEST, str(exc))
+        except TaskNotFound:
+            return problem_response(problems.NOT_FOUND, "no such task")
+        if not found.complete:
+            return problem_response(
+                problems.CONFLICT, "the task's artifacts are not complete yet (see complete)"
+            )
+        parts = [(tar_header(row), row) for row in found.artifacts]
+        length = 2 * TAR_BLOCK + sum(
+            len(header) + row.size_bytes + len(tar_padding(row.size_bytes)) for header, row in parts
+        )
+        stem = found.task.name or found.task.id
+        headers = {
+            "content-length": str(length),
+            "content-disposition": disposition(f"{stem}-artifacts.tar"),
+        }
+        if request.method == "HEAD":
+            return Response(headers=headers, media_type="application/x-tar")
+        return StreamingResponse(
+            tar_stream(blobs, parts), headers=headers, media_type="application/x-tar"
+        )
+
     return [
+        Route(
+            "/v1/tasks/{task_id}/artifacts.tar",
+            archive,
+            methods=["GET", "HEAD"],
+            name="artifact-archive",
+        ),
         Route(
             "/v1/tasks/{task_id}/artifacts/{artifact_id}",
             download,
             methods=["GET", "HEAD"],
             name="artifact-download",
-        )
+        ),
     ]

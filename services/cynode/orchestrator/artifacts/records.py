@@ -132,3 +132,16 @@ async def mark_stored_by_sha(conn: AsyncConnection, sha256: str, now: datetime) 
         .values(stored_at=now)
     )
     return tasks
+
+
+async def unreferenced(conn: AsyncConnection, sha256s: frozenset[str] | set[str]) -> set[str]:
+    """Those of `sha256s` no artifact row names any more: their blobs may go."""
+    if not sha256s:
+        return set()
+    named = {
+        row[0]
+        for row in await conn.execute(
+            sa.select(ARTIFACTS.c.sha256).where(ARTIFACTS.c.sha256.in_(sorted(sha256s))).distinct()
+        )
+    }
+    return set(sha256s) - named

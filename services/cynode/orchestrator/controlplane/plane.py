@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cynode.controlplane.v1 import artifacts_pb2_grpc, dispatch_pb2_grpc, nodes_pb2_grpc
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
-from cynode.orchestrator.artifacts.upload import ArtifactUploadServicer
+from cynode.orchestrator.artifacts.retention import Sweeper
 from cynode.orchestrator.controlplane.admin import (
     Authenticate,
     NodeAdminServicer,
@@ -28,6 +28,7 @@ from cynode.orchestrator.controlplane.notify import Notifier, PgNotifier
 from cynode.orchestrator.controlplane.scheduler import Scheduler
 from cynode.orchestrator.controlplane.sessions import Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
+from cynode.orchestrator.controlplane.uploads import ArtifactUploadServicer
 from cynode.orchestrator.events import JOBS, EventBus, task_topic
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,16 @@ class ControlPlane:
             if blobs is not None
             else None
         )
+        self.artifact_sweeper = (
+            Sweeper(
+                engine,
+                blobs,
+                settings.artifacts_ttl_seconds,
+                every=max(1.0, min(600.0, settings.artifacts_ttl_seconds / 10)),
+            )
+            if blobs is not None and settings.artifacts_ttl_seconds > 0
+            else None
+        )
         self.admin_servicer = NodeAdminServicer(
             engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)
         )
@@ -131,6 +142,8 @@ class ControlPlane:
         await self.scheduler.hold_leases()
         self.scheduler.start()
         self._jobs_watch = asyncio.create_task(self._watch_jobs(), name="controlplane-jobs")
+        if self.artifact_sweeper is not None:
+            self.artifact_sweeper.start()
 
     async def stop(self) -> None:
         """Ends the streams (nodes reconnect elsewhere or later), writes what nodes sent,
@@ -144,6 +157,8 @@ class ControlPlane:
             self._jobs_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._jobs_watch
+        if self.artifact_sweeper is not None:
+            await self.artifact_sweeper.stop()
         await self.scheduler.stop()
         await self.ingest.stop()
         if self._background:

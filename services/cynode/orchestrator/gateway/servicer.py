@@ -9,9 +9,10 @@ import grpc
 from cynode.gateway.v1 import tasks_pb2, tasks_pb2_grpc
 from cynode.orchestrator.artifacts import catalog
 from cynode.orchestrator.artifacts.blobs import NOT_STORED, FsBlobStore, read_blob
+from cynode.orchestrator.artifacts.retention import remove_unreferenced
 from cynode.orchestrator.auth import Authenticator, Principal
 from cynode.orchestrator.errors import Context, abort, set_http_status
-from cynode.orchestrator.gateway.tasks import TaskBook, TaskNotFound, TaskTerminal
+from cynode.orchestrator.gateway.tasks import TaskBook, TaskLive, TaskNotFound, TaskTerminal
 from cynode.orchestrator.gateway.validation import Invalid, TooLarge, validate_create
 from cynode.orchestrator.gateway.views import decode_output, job_view, task_message, timestamp
 from cynode.orchestrator.gateway.watch import watch_task
@@ -42,7 +43,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, TaskNotFound):
             await abort(context, grpc.StatusCode.NOT_FOUND, NOT_FOUND)
-        if isinstance(exc, TaskTerminal):
+        if isinstance(exc, (TaskTerminal, TaskLive)):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), http_status=409)
 
     async def _principal(self, context: Context) -> Principal:
@@ -124,6 +125,19 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         response.artifacts_complete = found.complete
         response.artifact_count = len(found.artifacts)
         return response
+
+    async def DeleteTask(
+        self, request: tasks_pb2.DeleteTaskRequest, context: Context
+    ) -> tasks_pb2.DeleteTaskResponse:
+        principal = await self._principal(context)
+        try:
+            task, sha256s = await self._book.delete(principal, request.task_id)
+        except (Invalid, TaskNotFound, TaskLive) as exc:
+            await self._fail(context, exc)
+            raise
+        if self._blobs is not None:
+            await remove_unreferenced(self._book.factory, self._blobs, sha256s)
+        return tasks_pb2.DeleteTaskResponse(task_id=task.id, deleted=True)
 
     async def ListTaskArtifacts(
         self, request: tasks_pb2.ListTaskArtifactsRequest, context: Context

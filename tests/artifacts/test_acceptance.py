@@ -147,7 +147,7 @@ def test_grpc_streams_the_same_bytes(
     big = next(a for a in body["artifacts"] if a["name"] == "big.bin")
     metadata = (("authorization", f"Bearer {alice.access_token}"),)
     with grpc.insecure_channel(art_stack.gateway_grpc) as channel:
-        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)  # type: ignore[no-untyped-call]
         listed = stub.ListTaskArtifacts(
             tasks_pb2.ListTaskArtifactsRequest(task_id=task_id), metadata=metadata
         )

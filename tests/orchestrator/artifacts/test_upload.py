@@ -5,6 +5,8 @@ result is not acknowledged yet."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -130,7 +132,7 @@ async def world(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Wor
         task_id,
         job_id,
     )
-    await channel.close()
+    await channel.close(None)
     await server.stop()
 
 
@@ -150,7 +152,7 @@ async def test_an_upload_resumes_where_the_orchestrator_stopped(world: World) ->
     [artifact] = await world.announce({"big.bin": data})
     # What a killed orchestrator kept: the first 200000 bytes, durable.
     (world.blobs.root / "incoming" / f"{artifact.artifact_id}.part").write_bytes(data[:200_000])
-    stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(world.channel)
+    stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(world.channel)  # type: ignore[no-untyped-call]
     metadata = await Token(NODE).metadata()
     where = await stub.GetUploadOffset(
         artifacts_pb2.GetUploadOffsetRequest(
@@ -203,7 +205,7 @@ async def test_nothing_goes_before_the_result_is_acknowledged(world: World) -> N
 
 async def test_bad_streams_are_refused(world: World) -> None:
     [artifact] = await world.announce({"a.txt": b"0123456789"})
-    stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(world.channel)
+    stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(world.channel)  # type: ignore[no-untyped-call]
     metadata = await Token(NODE).metadata()
     header = artifacts_pb2.UploadArtifactHeader(
         job_id=world.job_id, attempt=1, artifact_id=artifact.artifact_id
@@ -257,3 +259,54 @@ async def test_bad_streams_are_refused(world: World) -> None:
     )
     assert (done.offset, done.stored) == (10, True)
     assert world.blobs.path(artifact.sha256).read_bytes() == b"0123456789"
+
+
+async def test_the_run_loop_retries_until_the_orchestrator_is_back(world: World) -> None:
+    data = os.urandom(50_000)
+    [artifact] = await world.announce({"later.bin": data})
+    await world.server.stop()
+    uploader = world.uploader()
+    runner = asyncio.create_task(uploader.run())
+    try:
+        uploader.wake()
+        await asyncio.sleep(0.3)  # a few failed tries against the closed port
+        assert uploader.stored == 0
+        await world.server.start()  # the same port again
+        deadline = asyncio.get_running_loop().time() + 30
+        while uploader.stored == 0:
+            assert asyncio.get_running_loop().time() < deadline, "never uploaded after restart"
+            await asyncio.sleep(0.05)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert world.blobs.path(artifact.sha256).read_bytes() == data
+
+
+async def test_a_local_copy_that_never_matches_is_dropped_after_three_refusals(
+    world: World,
+) -> None:
+    [bad, short] = await world.announce({"bad.bin": b"x" * 1000, "short.bin": b"y" * 1000})
+    spool_dir = world.spool.path_for(world.job_id, 1)
+    (spool_dir / bad.artifact_id).write_bytes(b"z" * 1000)  # same size, other bytes
+    (spool_dir / short.artifact_id).write_bytes(b"y" * 10)  # cut short on disk
+    uploader = world.uploader()
+    for _ in range(3):
+        assert await uploader.upload_ready() == 0
+    assert world.spool.jobs() == []
+    assert not world.blobs.has(bad.sha256) and not world.blobs.has(short.sha256)
+
+
+async def test_a_refused_token_is_dropped_so_the_node_registers_again(world: World) -> None:
+    await world.announce({"a.txt": b"abc"})
+
+    class Refused(Token):
+        async def metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("authorization", "Bearer not-a-token"),)
+
+    token = Refused(NODE)
+    uploader = ArtifactUploader(world.channel, token, world.spool, Unacked())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await uploader.upload_ready()
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert token.invalidated == 1 and len(world.spool.jobs()) == 1

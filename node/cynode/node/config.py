@@ -187,6 +187,15 @@ class NodeConfig:
             "sandbox image until the orchestrator's config (its `sandbox.image`) arrives",
         ),
     )
+    workspace_mb: int = field(
+        default=1024,
+        metadata=setting(
+            "sandbox.workspace_mb",
+            "CYNODE_SANDBOX_WORKSPACE_MB",
+            "size of each job's /workspace, MiB (an ext4 image; past it the job gets "
+            "ENOSPC); 0: unbounded, a plain volume",
+        ),
+    )
     max_concurrency: int = field(
         default=2,
         metadata=setting(
@@ -480,6 +489,10 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("inference.proxy_timeout_seconds must be > 0")
     if config.inference_warm_pods < 0:
         raise ConfigError("inference.warm_pods must be 0 (none) or more")
+    if config.workspace_mb < 0:
+        raise ConfigError("sandbox.workspace_mb must be 0 (unbounded) or more")
+    if 0 < config.workspace_mb < 2:
+        raise ConfigError("sandbox.workspace_mb must be at least 2 (ext4's smallest)")
     if config.artifacts_max_file_mb < 0 or config.artifacts_max_job_mb < 0:
         raise ConfigError("artifacts.max_file_mb and artifacts.max_job_mb must be 0 or more")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):

@@ -33,6 +33,7 @@ from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
+from .runtime.workspace_image import remove_images
 from .spool import ResultSpool
 from .state import StateDir
 from .worker_api import WorkerApiServer, build_app, worker_api_tls
@@ -230,6 +231,8 @@ class NodeDaemon:
             image=self.config.sandbox_image,
             node_id=node_id,
             artifact_dir=str(self.state.artifact_dir),
+            workspace_mb=self.config.workspace_mb,
+            workspace_dir=str(self.state.workspace_dir),
             artifact_max_file_bytes=self.config.artifacts_max_file_mb * 1024 * 1024,
             artifact_max_job_bytes=self.config.artifacts_max_job_mb * 1024 * 1024,
         )
@@ -294,7 +297,9 @@ class NodeDaemon:
 
     async def _cleanup(self) -> str:
         removed = await self.host.remove_leftovers(self._base.node_id)
-        return f"removed {removed} leftover container(s)"
+        # After the volumes: an image goes once nothing mounts it.
+        images = await asyncio.to_thread(remove_images, self.state.workspace_dir)
+        return f"removed {removed} leftover container(s), {images} workspace image(s)"
 
     async def _inference(self) -> str:
         if self.config.inference_mode != "none":

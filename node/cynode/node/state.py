@@ -67,10 +67,16 @@ class StateDir:
         ensure_private_dir(self.root)
         ensure_private_dir(self.spool_dir)
         ensure_private_dir(self.artifact_dir)
+        ensure_private_dir(self.workspace_dir)
 
     @property
     def spool_dir(self) -> Path:
         return self.root / "spool"
+
+    @property
+    def workspace_dir(self) -> Path:
+        # The jobs' bounded /workspace images (SPEC §4.4).
+        return self.root / "workspaces"
 
     @property
     def artifact_dir(self) -> Path:

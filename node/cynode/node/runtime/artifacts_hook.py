@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from pathlib import Path
 
 from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.artifacts.spool import ArtifactSpool
-from cynode.node.runtime.collect import Limits, collect_tar
+from cynode.node.runtime.collect import Limits, collect_dir, collect_tar
 from cynode.node.runtime.context import JobContext, StopKind
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.ops import JOB_LONG_TIMEOUT
 from cynode.node.runtime.sandbox import WORKSPACE
+from cynode.node.runtime.workspace_image import (
+    WorkspaceImageError,
+    dump_dir,
+    image_path,
+    wait_unmounted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,24 @@ def read_out(
         response.close()
 
 
+def read_image_out(image: Path, into: Path, limits: Limits) -> job_pb2.ArtifactSet:
+    """The same from a bounded workspace's image (blocking). Podman unmounts that volume
+    when the container stops, so its archive API cannot see it: once the image is
+    unmounted, debugfs copies out/ from it (no mount on the host, nothing followed) and
+    the copy is walked like the tar."""
+    if not wait_unmounted(image):
+        raise WorkspaceImageError("the workspace is still mounted")
+    scratch = into / ".dump"
+    scratch.mkdir(mode=0o700)
+    try:
+        copied = dump_dir(image, OUT_DIR.removeprefix(WORKSPACE), scratch)
+        if copied is None:
+            return job_pb2.ArtifactSet()
+        return collect_dir(copied, into, limits)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 class ArtifactsHook(Hook):
     name = "artifacts"
 
@@ -65,8 +90,14 @@ class ArtifactsHook(Hook):
         job_id, attempt = ctx.spec.job_id, ctx.spec.attempt
         partial = await asyncio.to_thread(spool.start, job_id, attempt)
         limits = Limits(settings.artifact_max_file_bytes, settings.artifact_max_job_bytes)
+        image = image_path(settings.workspace_mb, settings.workspace_dir, ctx.volume_name)
         try:
-            found = await asyncio.to_thread(read_out, ctx.client, ctx.container_id, partial, limits)
+            if image is not None:
+                found = await asyncio.to_thread(read_image_out, image, partial, limits)
+            else:
+                found = await asyncio.to_thread(
+                    read_out, ctx.client, ctx.container_id, partial, limits
+                )
         except Exception as exc:
             log.warning("job %s: collecting artifacts failed: %s", job_id, exc)
             await asyncio.to_thread(spool.abandon, partial)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,45 +69,87 @@ def _copy(source: IO[bytes], target: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+class _Collector:
+    """The set being built: the limits, in the order files come."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.found = job_pb2.ArtifactSet()
+        self.total = 0
+
+    def admits(self, name: str, size: int) -> bool:
+        """Whether a file of `size` bytes still fits; marks the set truncated if not."""
+        reason = ""
+        if size > self.limits.max_file_bytes:
+            reason = f"file over {self.limits.max_file_bytes} bytes: {name}"
+        elif self.total + size > self.limits.max_job_bytes:
+            reason = f"artifacts over {self.limits.max_job_bytes} bytes per job"
+        if reason and not self.found.truncated:
+            self.found.truncated, self.found.truncated_reason = True, reason
+        return not reason
+
+    def add(self, name: str, size: int, sha: str, artifact_id: str) -> None:
+        self.total += size
+        self.found.artifacts.append(
+            job_pb2.Artifact(
+                artifact_id=artifact_id,
+                name=name,
+                size_bytes=size,
+                content_type=content_type(name),
+                sha256=sha,
+            )
+        )
+
+
 def collect_tar(stream: IO[bytes], into: Path, limits: Limits) -> job_pb2.ArtifactSet:
     """Reads the tar of out/ from `stream`, writing each kept file to `into/<artifact_id>`.
 
     Past a limit the file is left out and the set is marked truncated with the first
     reason; files after it that still fit are kept (the set is kept up to the limit).
     """
-    found = job_pb2.ArtifactSet()
-    total = 0
-
-    def cut(reason: str) -> None:
-        if not found.truncated:
-            found.truncated, found.truncated_reason = True, reason
-
+    collector = _Collector(limits)
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
             if not member.isreg():
                 continue  # directories, symlinks, hard links, devices, FIFOs
             name = safe_name(member.name)
-            if name is None:
-                continue
-            if member.size > limits.max_file_bytes:
-                cut(f"file over {limits.max_file_bytes} bytes: {name}")
-                continue
-            if total + member.size > limits.max_job_bytes:
-                cut(f"artifacts over {limits.max_job_bytes} bytes per job")
+            if name is None or not collector.admits(name, member.size):
                 continue
             source = archive.extractfile(member)
             if source is None:  # pragma: no cover - isreg() entries always have data
                 continue
             artifact_id = str(ULID())
             size, sha = _copy(source, into / artifact_id)
-            total += size
-            found.artifacts.append(
-                job_pb2.Artifact(
-                    artifact_id=artifact_id,
-                    name=name,
-                    size_bytes=size,
-                    content_type=content_type(name),
-                    sha256=sha,
-                )
-            )
-    return found
+            collector.add(name, size, sha, artifact_id)
+    return collector.found
+
+
+def _hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while block := source.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def collect_dir(root: Path, into: Path, limits: Limits) -> job_pb2.ArtifactSet:
+    """The same from a directory holding a copy of out/ (what `debugfs rdump` made of a
+    bounded workspace): each kept regular file is moved to `into/<artifact_id>`.
+    Symlinks are never followed (the walk and each check use lstat); names sort so
+    the set's order does not depend on the directory's."""
+    collector = _Collector(limits)
+    for directory, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for file_name in sorted(files):
+            path = Path(directory) / file_name
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            name = safe_name("out/" + path.relative_to(root).as_posix())
+            if name is None or not collector.admits(name, info.st_size):
+                continue
+            artifact_id = str(ULID())
+            target = into / artifact_id
+            path.rename(target)
+            collector.add(name, info.st_size, _hash(target), artifact_id)
+    return collector.found

@@ -199,13 +199,15 @@ class FsBlobStore:
         return gone
 
 
-async def read_blob(blobs: FsBlobStore, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+async def read_blob(
+    blobs: FsBlobStore, sha256: str, start: int, end: int, chunk: int = READ_CHUNK
+) -> AsyncIterator[bytes]:
     source = await asyncio.to_thread(blobs.open, sha256)
     try:
         await asyncio.to_thread(source.seek, start)
         left = end - start
         while left > 0:
-            block = await asyncio.to_thread(source.read, min(READ_CHUNK, left))
+            block = await asyncio.to_thread(source.read, min(chunk, left))
             if not block:
                 break
             left -= len(block)

@@ -85,6 +85,8 @@ async def authenticate(authenticator: Authenticator, request: Request) -> Princi
 
 
 TAR_BLOCK = 512
+# Bigger reads than gRPC's 1 MiB messages: fewer hops to the file thread per byte.
+HTTP_CHUNK = 4 << 20
 
 
 def tar_header(row: Artifact) -> bytes:
@@ -105,7 +107,7 @@ async def tar_stream(
 ) -> AsyncIterator[bytes]:
     for header, row in parts:
         yield header
-        async for block in read_blob(blobs, row.sha256, 0, row.size_bytes):
+        async for block in read_blob(blobs, row.sha256, 0, row.size_bytes, HTTP_CHUNK):
             yield block
         yield tar_padding(row.size_bytes)
     yield b"\0" * (2 * TAR_BLOCK)
@@ -157,7 +159,7 @@ def artifact_routes(
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=row.content_type)
         return StreamingResponse(
-            read_blob(blobs, row.sha256, start, end),
+            read_blob(blobs, row.sha256, start, end, HTTP_CHUNK),
             status_code=status,
             headers=headers,
             media_type=row.content_type,

@@ -36,6 +36,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 NOT_ANNOUNCED = "no such artifact of this node's results"
 
 
+def _write(upload: Upload, hasher: Any, data: bytes) -> None:
+    if hasher is not None:
+        hasher.update(data)
+    upload.write(data)
+
+
 class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -131,9 +137,9 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
                         grpc.StatusCode.DATA_LOSS,
                         f"more bytes than the {target.size_bytes} announced",
                     )
-                if hasher is not None:
-                    hasher.update(data)
-                await asyncio.to_thread(upload.write, data)
+                # Hashing in the file thread too: hashlib lets go of the GIL for big
+                # buffers, so the event loop keeps serving while a chunk is digested.
+                await asyncio.to_thread(_write, upload, hasher, data)
         finally:
             # Whatever arrived is made durable: a cut stream resumes from here.
             await asyncio.to_thread(upload.close)

@@ -207,3 +207,15 @@ async def test_grpc_download_and_list(
         tasks_pb2.DeleteTaskRequest(task_id=task_id), metadata=bearer(token)
     )
     assert deleted.deleted
+
+
+async def test_a_task_canceled_before_any_node_ran_it_is_complete_and_empty(
+    http: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    auth = await rest_login(http, gateway)
+    created = (await http.post("/v1/tasks", json={"commands": ["true"]}, headers=auth)).json()
+    assert (
+        await http.post(f"/v1/tasks/{created['task_id']}/cancel", headers=auth, json={})
+    ).status_code == 200
+    listed = (await http.get(f"/v1/tasks/{created['task_id']}/artifacts", headers=auth)).json()
+    assert listed["artifacts"] == [] and listed["complete"] is True

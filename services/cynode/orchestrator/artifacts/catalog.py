@@ -24,11 +24,16 @@ class Listing:
     task: Task
     found: ArtifactSet | None
     artifacts: list[Artifact]
+    # The job ended with no result to come (canceled before a node held it, or its
+    # last lease ran out): it has no artifacts, and that is final.
+    settled_empty: bool = False
 
     @property
     def complete(self) -> bool:
         """The job has ended, its result named its set, and every file is stored."""
-        return self.found is not None and all(a.stored_at is not None for a in self.artifacts)
+        if self.found is None:
+            return self.settled_empty
+        return all(a.stored_at is not None for a in self.artifacts)
 
 
 def artifact_message(row: Artifact) -> job_pb2.Artifact:
@@ -58,7 +63,10 @@ async def _current(book: TaskBook, task: Task, jobs: list[Job]) -> Listing:
             .where(Artifact.job_id == job.id, Artifact.attempt == job.attempt)
             .order_by(col(Artifact.name))
         )
-        return Listing(task, found, list(rows))
+        settled = found is None and (
+            job.node_id is None or job.reason == lifecycle.Reason.NODE_LOST
+        )
+        return Listing(task, found, list(rows), settled_empty=settled)
 
 
 async def listing(book: TaskBook, principal: Principal, ref: str) -> Listing:

@@ -310,3 +310,32 @@ async def test_a_refused_token_is_dropped_so_the_node_registers_again(world: Wor
         await uploader.upload_ready()
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert token.invalidated == 1 and len(world.spool.jobs()) == 1
+
+
+async def test_two_uploads_of_one_artifact_take_turns(world: World) -> None:
+    data = os.urandom(3_000_000)
+    [artifact] = await world.announce({"twice.bin": data})
+    stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(world.channel)  # type: ignore[no-untyped-call]
+    metadata = await Token(NODE).metadata()
+    header = artifacts_pb2.UploadArtifactHeader(
+        job_id=world.job_id, attempt=1, artifact_id=artifact.artifact_id
+    )
+
+    async def whole() -> AsyncIterator[artifacts_pb2.UploadArtifactRequest]:
+        yield artifacts_pb2.UploadArtifactRequest(header=header)
+        for start in range(0, len(data), 100_000):
+            await asyncio.sleep(0)
+            yield artifacts_pb2.UploadArtifactRequest(data=data[start : start + 100_000])
+
+    answers = await asyncio.gather(
+        *(stub.UploadArtifact(whole(), metadata=metadata) for _ in range(3)),
+        return_exceptions=True,
+    )
+    # The first stores it; the others find it stored (or, started at 0 after it was
+    # stored, are told so without writing).
+    assert any(isinstance(a, artifacts_pb2.UploadArtifactResponse) and a.stored for a in answers), (
+        answers
+    )
+    assert world.blobs.path(artifact.sha256).read_bytes() == data
+    assert world.server.cp.upload_servicer is not None
+    assert world.server.cp.upload_servicer._locks == {}

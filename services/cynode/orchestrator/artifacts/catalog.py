@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator import lifecycle
 from cynode.orchestrator.auth import Principal
-from cynode.orchestrator.gateway.tasks import TaskBook, TaskNotFound
+from cynode.orchestrator.gateway.tasks import TaskBook
 from cynode.orchestrator.store import Artifact, ArtifactSet, Job, Task
 
 
@@ -96,7 +96,6 @@ async def find(
 __all__ = [
     "ArtifactNotFound",
     "Listing",
-    "TaskNotFound",
     "artifact_message",
     "find",
     "listing",

@@ -54,7 +54,9 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
         self._blobs = blobs
         self._secret = jwt_secret
         self._on_stored = on_stored
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per artifact being uploaded, with how many calls hold or wait for it;
+        # it goes when the last one is done.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def _target(
         self, context: Context, job_id: str, attempt: int, artifact_id: str
@@ -102,13 +104,18 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be header")
         header = first.header
         target = await self._target(context, header.job_id, header.attempt, header.artifact_id)
-        lock = self._locks.setdefault(target.artifact_id, asyncio.Lock())
+        key = target.artifact_id
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
         try:
             async with lock:
                 return await self._receive(target, header.offset, request_iterator, context)
         finally:
-            if not lock.locked() and self._locks.get(target.artifact_id) is lock:
-                del self._locks[target.artifact_id]
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     async def _receive(
         self,

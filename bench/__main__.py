@@ -67,6 +67,7 @@ BENCHES = [
     Bench("dispatch", ["--nodes", "20", "--jobs", "1000", "--idle", "0"], _dispatch),
     Bench("sandbox", ["--runs", "50"], _ratio_lines),
     Bench("proxy", ["--requests", "300", "--stream-mb", "16", "--runs", "3"], _proxy),
+    Bench("artifacts", ["--mb", "128"], _ratio_lines),
 ]
 
 

@@ -2,7 +2,7 @@
 # System packages CyNode needs on a Debian host. Idempotent; quiet when all are present.
 set -euo pipefail
 # zsh and fish: tests/cynork loads `cynork completion zsh|fish` into the real shells.
-pkgs=(podman runc conmon containernetworking-plugins catatonit debootstrap tmux iproute2 curl nftables tcpdump zsh fish)
+pkgs=(podman runc conmon containernetworking-plugins catatonit debootstrap tmux iproute2 curl nftables tcpdump zsh fish e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

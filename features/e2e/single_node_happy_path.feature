@@ -36,3 +36,10 @@ Feature: Single-node happy path, end to end
     When I create a task with cynork running the command "sleep 60" with a timeout of 2 seconds
     Then the task ends with status "failed" within 60 seconds
     And the task's reason is "timeout"
+
+  Scenario: Artifacts download
+    When I create a task with cynork running the command "mkdir -p out/sub && head -c 3000000 /dev/urandom > out/data.bin && echo hello > out/sub/hi.txt && sha256sum out/data.bin"
+    Then the task completes with stdout containing "out/data.bin"
+    And cynork task artifacts list shows "data.bin" and "sub/hi.txt" once they are complete
+    And cynork task artifacts get saves "data.bin" with the sha256 the job printed
+    And cynork task artifacts get --all saves both files under one directory

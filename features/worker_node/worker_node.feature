@@ -47,3 +47,12 @@ Feature: Worker node runs jobs in sandboxes and reports readiness honestly
     And a node registered with the orchestrator
     When the admin creates a task with commands "echo from-the-sandbox" over REST
     Then the task completes with stdout "from-the-sandbox"
+
+  @orchestrator
+  Scenario: Job artifacts are collected
+    Given a running orchestrator with its control plane
+    And a node registered with the orchestrator
+    When the admin creates a task with commands "mkdir -p out/data && printf report > out/report.txt && printf 1,2 > out/data/a.csv && ln -s /etc/passwd out/passwd && echo made" over REST
+    Then the task completes with stdout "made"
+    And the task's artifacts are complete: "data/a.csv" of 3 bytes and "report.txt" of 6 bytes, nothing else
+    And downloading "report.txt" gives "report"

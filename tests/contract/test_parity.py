@@ -134,6 +134,11 @@ def _cancel_fresh(world: World, base: str) -> Call:
     return Call("POST", f"/v1/tasks/{task_id}/cancel", {}, token=world.token)
 
 
+def _delete_live(world: World, base: str) -> Call:
+    task_id = _create(world, base, ["sleep 30"])
+    return Call("DELETE", f"/v1/tasks/{task_id}", token=world.token)
+
+
 BIG_PROMPT = {"input_mode": "prompt", "prompt": "x" * (1024 * 1024 + 1)}
 MIB = 1024 * 1024
 
@@ -203,6 +208,15 @@ ROWS: list[Row] = [
     ),
     Row("cancel-terminal", TASKS + "CancelTask", 409, _user("POST", "/v1/tasks/{done}/cancel", {})),
     Row("cancel-missing", TASKS + "CancelTask", 404, _user("POST", "/v1/tasks/nope/cancel", {})),
+    Row("artifacts", TASKS + "ListTaskArtifacts", 200, _user("GET", "/v1/tasks/{done}/artifacts")),
+    Row(
+        "artifacts-missing",
+        TASKS + "ListTaskArtifacts",
+        404,
+        _user("GET", "/v1/tasks/nope/artifacts"),
+    ),
+    Row("delete-missing", TASKS + "DeleteTask", 404, _user("DELETE", "/v1/tasks/nope")),
+    Row("delete-live", TASKS + "DeleteTask", 409, _delete_live),
     Row(
         "nodes",
         ADMIN + "ListNodes",

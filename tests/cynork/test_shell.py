@@ -65,7 +65,7 @@ def test_complete_commands(completer: ShellCompleter) -> None:
     assert _complete(completer, "ta") == ["task"]
     assert _complete(completer, "help ta") == ["task"]
     assert _complete(completer, "task ") == [
-        "cancel", "create", "get", "list", "logs", "result", "watch",
+        "artifacts", "cancel", "create", "get", "list", "logs", "result", "watch",
     ]  # fmt: skip
     assert _complete(completer, "auth w") == ["whoami"]
 

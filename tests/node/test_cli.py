@@ -55,13 +55,14 @@ async def test_doctor_passes_with_everything_in_place(
         "runc",
         "containers.conf",
         "state dir",
+        "workspace bound",
         "podman service",
         "images",
         "psk",
         "orchestrator",
         "inference",
     ]
-    assert out.splitlines()[-1] == "9/9 checks passed"
+    assert out.splitlines()[-1] == "10/10 checks passed"
     assert PSK not in out
 
 

@@ -132,6 +132,7 @@ def test_gateway_paths_and_statuses(gateway: dict[str, Any]) -> None:
         "/v1/tasks/{task_id}/cancel",
         "/v1/tasks/{task_id}/logs",
         "/v1/tasks/{task_id}/watch",
+        "/v1/tasks/{task_id}/artifacts",
     }
     create = _operation(gateway, "TaskService_CreateTask")
     assert "201" in create["responses"] and "200" not in create["responses"]

@@ -392,6 +392,20 @@ class GatewayClient:
         body.setdefault("lines", [])
         return body
 
+    def list_artifacts(self, task_id: str) -> JSONDict:
+        resp = self._request("GET", _task_path(task_id, "/artifacts"))
+        raise_for_status(resp, f"task {task_id}")
+        body = _json_body(resp)
+        body.setdefault("artifacts", [])
+        return body
+
+    @contextmanager
+    def artifact_stream(self, task_id: str, artifact_id: str) -> Iterator[httpx.Response]:
+        """GET /v1/tasks/{id}/artifacts/{artifact_id}, its body not read yet."""
+        path = _task_path(task_id, f"/artifacts/{quote(artifact_id, safe='')}")
+        with self._streaming(path, f"artifact {artifact_id} of task {task_id}") as resp:
+            yield resp
+
     @contextmanager
     def _streaming(self, path: str, what: str) -> Iterator[httpx.Response]:
         resp = self._request("GET", path, stream=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -213,3 +214,39 @@ def step_no_container(context: Any) -> None:
             return
         assert time.monotonic() < deadline, f"still running: {listed.stdout}"
         time.sleep(0.5)
+
+
+@then('cynork task artifacts list shows "{first}" and "{second}" once they are complete')
+def step_artifacts_list(context: Any, first: str, second: str) -> None:
+    deadline = time.monotonic() + 120
+    while not api(context, "GET", f"/v1/tasks/{context.task_id}/artifacts").json()["complete"]:
+        assert time.monotonic() < deadline, "the artifacts never became complete"
+        time.sleep(0.3)
+    done = cynork(context, "task", "artifacts", "list", context.task_id)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert rows[0] == ["artifact_id", "name", "content_type", "size_bytes"], rows
+    context.artifact_ids = {row[1]: row[0] for row in rows[1:]}
+    assert sorted(context.artifact_ids) == sorted([first, second]), rows
+
+
+@then('cynork task artifacts get saves "{name}" with the sha256 the job printed')
+def step_artifacts_get(context: Any, name: str) -> None:
+    target = context.home / "downloads" / name
+    done = cynork(
+        context, "task", "artifacts", "get", context.task_id, context.artifact_ids[name],
+        "--out", str(target),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"saved=true path={target}", done.stdout
+    printed = context.result["stdout"].split()[0]
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == printed
+
+
+@then("cynork task artifacts get --all saves both files under one directory")
+def step_artifacts_get_all(context: Any) -> None:
+    out = context.home / "all-artifacts"
+    done = cynork(context, "task", "artifacts", "get", context.task_id, "--all", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "sub" / "hi.txt").read_text() == "hello\n"
+    assert (out / "data.bin").stat().st_size == 3_000_000

@@ -199,3 +199,42 @@ def task_completes(context: Any, text: str) -> None:
     wait_until(terminal, 120, "the task to finish")
     assert last["status"] == "completed", last
     assert last["stdout"].strip() == text, last
+
+
+def _artifacts(context: Any) -> dict[str, Any]:
+    url = f"{context.orchestrator.gateway_url}/v1/tasks/{context.task_id}/artifacts"
+    last: dict[str, Any] = {}
+
+    def complete() -> bool:
+        nonlocal last
+        last = httpx.get(url, headers=context.headers, timeout=10).json()
+        return bool(last.get("complete"))
+
+    wait_until(complete, 60, "the task's artifacts to be complete")
+    return last
+
+
+@then(
+    'the task\'s artifacts are complete: "{first}" of {first_size:d} bytes and "{second}" of '
+    "{second_size:d} bytes, nothing else"
+)
+def artifacts_complete(
+    context: Any, first: str, first_size: int, second: str, second_size: int
+) -> None:
+    listed = _artifacts(context)
+    sizes = {a["name"]: int(a["size_bytes"]) for a in listed["artifacts"]}
+    assert sizes == {first: first_size, second: second_size}, listed
+    context.artifacts = {a["name"]: a for a in listed["artifacts"]}
+
+
+@then('downloading "{name}" gives "{text}"')
+def artifact_download(context: Any, name: str, text: str) -> None:
+    artifact = context.artifacts[name]
+    url = (
+        f"{context.orchestrator.gateway_url}/v1/tasks/{context.task_id}"
+        f"/artifacts/{artifact['artifact_id']}"
+    )
+    resp = httpx.get(url, headers=context.headers, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.content == text.encode(), resp.content
+    assert resp.headers["etag"] == f'"{artifact["sha256"]}"'

@@ -187,6 +187,15 @@ class NodeConfig:
             "sandbox image until the orchestrator's config (its `sandbox.image`) arrives",
         ),
     )
+    workspace_mb: int = field(
+        default=1024,
+        metadata=setting(
+            "sandbox.workspace_mb",
+            "CYNODE_SANDBOX_WORKSPACE_MB",
+            "size of each job's /workspace, MiB (an ext4 image; past it the job gets "
+            "ENOSPC); 0: unbounded, a plain volume",
+        ),
+    )
     max_concurrency: int = field(
         default=2,
         metadata=setting(
@@ -316,6 +325,23 @@ class NodeConfig:
             "inference.models_volume",
             "CYNODE_INFERENCE_MODELS_VOLUME",
             "container mode: the volume that keeps pulled models",
+        ),
+    )
+    artifacts_max_file_mb: int = field(
+        default=256,
+        metadata=setting(
+            "artifacts.max_file_mb",
+            "CYNODE_ARTIFACTS_MAX_FILE_MB",
+            "largest file collected from a job's /workspace/out/, MiB; a larger one is "
+            "left out and the set marked truncated",
+        ),
+    )
+    artifacts_max_job_mb: int = field(
+        default=1024,
+        metadata=setting(
+            "artifacts.max_job_mb",
+            "CYNODE_ARTIFACTS_MAX_JOB_MB",
+            "most bytes collected from one job's /workspace/out/, MiB",
         ),
     )
     reconnect_initial_s: float = field(
@@ -486,6 +512,12 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("sandbox.warm_containers must be 0 (none) or more")
     if config.sandbox_warm_idle_s < 0:
         raise ConfigError("sandbox.warm_idle_seconds must be 0 (kept always) or more")
+    if config.workspace_mb < 0:
+        raise ConfigError("sandbox.workspace_mb must be 0 (unbounded) or more")
+    if 0 < config.workspace_mb < 2:
+        raise ConfigError("sandbox.workspace_mb must be at least 2 (ext4's smallest)")
+    if config.artifacts_max_file_mb < 0 or config.artifacts_max_job_mb < 0:
+        raise ConfigError("artifacts.max_file_mb and artifacts.max_job_mb must be 0 or more")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):
         raise ConfigError("orchestrator.url must be an http:// or https:// URL")
     _validate_tls(config)

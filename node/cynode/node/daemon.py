@@ -21,6 +21,7 @@ from podman import PodmanClient
 from cynode.controlplane.v1 import nodes_pb2
 
 from .applied_config import AppliedConfig, ConfigRejected, apply_node_config
+from .artifacts import ArtifactSpool, ArtifactUploader
 from .backoff import Backoff
 from .capability import InferenceStatus, build_report
 from .config import NodeConfig
@@ -33,6 +34,7 @@ from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
 from .runtime.warm_pool import WarmStatus
+from .runtime.workspace_image import remove_images
 from .spool import ResultSpool
 from .state import StateDir
 from .worker_api import WorkerApiServer, build_app, worker_api_tls
@@ -96,12 +98,13 @@ class NodeDaemon:
         self.api: WorkerApiServer | None = None
         self.cp: ControlPlaneClient | None = None
         self.dispatch: DispatchClient | None = None
+        self.uploader: ArtifactUploader | None = None
         self.applied: AppliedConfig | None = None
         self.podman_version = ""
         self.inference = InferenceStatus()
         self.node_inference = NodeInference(config, self._podman_client)
         self._fetched: nodes_pb2.GetNodeConfigResponse | None = None
-        self._base = SandboxSettings(image=config.sandbox_image)
+        self._base = self._base_settings()
         self._stop = asyncio.Event()
         self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
 
@@ -179,11 +182,21 @@ class NodeDaemon:
 
     async def _serve_dispatch(self) -> None:
         assert self.cp is not None and self.applied is not None
+        results = ResultSpool(self.state.spool_dir)
+        artifacts = ArtifactSpool(self.state.artifact_dir)
+        artifacts.remove_partials()
+        self.uploader = ArtifactUploader(
+            self.cp.channel,
+            self.cp,
+            artifacts,
+            results,
+            backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),
+        )
         self.dispatch = DispatchClient(
             node_slug=self.config.node_slug,
             channel=self.cp.channel,
             auth=self.cp,
-            spool=ResultSpool(self.state.spool_dir),
+            spool=results,
             runner_factory=self.host.runner_factory(self._settings),
             max_concurrency=self.config.max_concurrency,
             readiness=self.readiness,
@@ -192,21 +205,25 @@ class NodeDaemon:
             config_version=lambda: self.applied.config_version if self.applied else "",
             on_config_changed=self.on_config_changed,
             warm_ready=self._warm_ready,
+            on_results_acked=self.uploader.wake,
         )
         # Idle until the first assignment: the time to make the first warm pod.
         self.host.keep_warm(self._settings())
         await self._report_warm()
         self.readiness.running("dispatch", "connecting")
         runner = asyncio.create_task(self.dispatch.run())
+        uploads = asyncio.create_task(self.uploader.run(), name="artifact-uploads")
         stopper = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await self.dispatch.stop()
             runner.cancel()
+            uploads.cancel()
             stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            for task in (runner, uploads):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _shutdown(self) -> None:
         if self.api is not None:
@@ -218,6 +235,17 @@ class NodeDaemon:
             await self.host.close()
         if self.cp is not None and self._channel is None:
             await self.cp.channel.close(grace=None)
+
+    def _base_settings(self, node_id: str = "") -> SandboxSettings:
+        return SandboxSettings(
+            image=self.config.sandbox_image,
+            node_id=node_id,
+            artifact_dir=str(self.state.artifact_dir),
+            workspace_mb=self.config.workspace_mb,
+            workspace_dir=str(self.state.workspace_dir),
+            artifact_max_file_bytes=self.config.artifacts_max_file_mb * 1024 * 1024,
+            artifact_max_job_bytes=self.config.artifacts_max_job_mb * 1024 * 1024,
+        )
 
     def _settings(self) -> SandboxSettings:
         settings = self.applied.settings if self.applied else self._base
@@ -260,7 +288,7 @@ class NodeDaemon:
             channel = self._channel or make_channel(self.config)
             self.cp = ControlPlaneClient(self.config, channel, self.state, self.capability)
         response = await self.cp.register()
-        self._base = SandboxSettings(image=self.config.sandbox_image, node_id=response.node_id)
+        self._base = self._base_settings(response.node_id)
         return f"node_id={response.node_id}"
 
     async def _fetch_config(self) -> str:
@@ -294,7 +322,9 @@ class NodeDaemon:
 
     async def _cleanup(self) -> str:
         removed = await self.host.remove_leftovers(self._base.node_id)
-        return f"removed {removed} leftover container(s)"
+        # After the volumes: an image goes once nothing mounts it.
+        images = await asyncio.to_thread(remove_images, self.state.workspace_dir)
+        return f"removed {removed} leftover container(s), {images} workspace image(s)"
 
     async def _inference(self) -> str:
         if self.config.inference_mode != "none":

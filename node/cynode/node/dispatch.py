@@ -99,6 +99,7 @@ class DispatchClient:
         config_version: Callable[[], str] = lambda: "",
         on_config_changed: Callable[[str], Awaitable[None]] | None = None,
         warm_ready: Callable[[], int] = lambda: 0,
+        on_results_acked: Callable[[], None] | None = None,
     ) -> None:
         self.node_slug = node_slug
         self._stub = dispatch_pb2_grpc.DispatchServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -112,6 +113,9 @@ class DispatchClient:
         self._config_version = config_version
         self._on_config_changed = on_config_changed
         self._warm_ready = warm_ready
+        # Told when a stream opens and when a result is acknowledged: the artifact
+        # uploader then sends what the orchestrator now expects (SPEC §7.11).
+        self._on_results_acked = on_results_acked or (lambda: None)
         self.workers: dict[JobKey, JobWorker] = {}
         # Jobs whose result is out but whose containers/pod are still being removed:
         # each keeps its slot until then, so removals never pile up beyond the slots.
@@ -217,6 +221,7 @@ class DispatchClient:
             self.connected.set()
             self.readiness.passed("dispatch", f"connected as {self.node_id or self.node_slug}")
             log.info("dispatch stream open (heartbeat %.0fs)", self.heartbeat_s)
+            self._on_results_acked()
             await self._read_loop(call, writer)
         finally:
             self._outbox = None
@@ -298,6 +303,7 @@ class DispatchClient:
                 log.info("cancel for job %s which is not running here", message.cancel.job_id)
         elif kind == "result_ack":
             self.spool.delete(message.result_ack.job_id, message.result_ack.attempt)
+            self._on_results_acked()
         elif kind == "config_changed" and self._on_config_changed is not None:
             self._spawn(self._on_config_changed(message.config_changed.config_version))
         elif kind == "hello_ack":

@@ -16,6 +16,7 @@ from .cpclient import TlsConfigError, make_channel
 from .host_binaries import command_output, podman_version
 from .inference import InferenceUnavailable, check_inference
 from .podman_host import PodmanHost
+from .runtime.workspace_image import tools_present
 
 MIN_PODMAN = (4, 0)
 # What podman's stock default_ulimits ask for; a lower hard limit makes every container fail.
@@ -100,6 +101,20 @@ async def check_psk(config: NodeConfig) -> Check:
     return Check("psk", True, "set")
 
 
+async def check_workspace_tools(config: NodeConfig) -> Check:
+    if config.workspace_mb <= 0:
+        return Check("workspace bound", True, "off (sandbox.workspace_mb: 0)")
+    missing = tools_present()
+    if missing:
+        return Check(
+            "workspace bound",
+            False,
+            f"{', '.join(missing)} not found (each job's /workspace is an ext4 image)",
+            "apt-get install e2fsprogs, or set sandbox.workspace_mb: 0",
+        )
+    return Check("workspace bound", True, f"{config.workspace_mb} MiB ext4 image per job")
+
+
 async def check_orchestrator(config: NodeConfig) -> Check:
     target = config.grpc_target
     try:
@@ -160,6 +175,7 @@ SIMPLE_CHECKS: list[Callable[[NodeConfig], Awaitable[Check]]] = [
     check_runc,
     check_containers_conf,
     check_state_dir,
+    check_workspace_tools,
     check_psk,
     check_orchestrator,
     check_inference_service,
@@ -168,7 +184,7 @@ SIMPLE_CHECKS: list[Callable[[NodeConfig], Awaitable[Check]]] = [
 
 async def run_doctor(config: NodeConfig) -> list[Check]:
     # The state dir is checked before the service check, which creates it as the node would.
-    checks = [await check(config) for check in SIMPLE_CHECKS[:4]]
+    checks = [await check(config) for check in SIMPLE_CHECKS[:5]]
     checks += await check_service_and_images(config)
-    checks += [await check(config) for check in SIMPLE_CHECKS[4:]]
+    checks += [await check(config) for check in SIMPLE_CHECKS[5:]]
     return checks

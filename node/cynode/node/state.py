@@ -66,10 +66,22 @@ class StateDir:
     def prepare(self) -> None:
         ensure_private_dir(self.root)
         ensure_private_dir(self.spool_dir)
+        ensure_private_dir(self.artifact_dir)
+        ensure_private_dir(self.workspace_dir)
 
     @property
     def spool_dir(self) -> Path:
         return self.root / "spool"
+
+    @property
+    def workspace_dir(self) -> Path:
+        # The jobs' bounded /workspace images (SPEC §4.4).
+        return self.root / "workspaces"
+
+    @property
+    def artifact_dir(self) -> Path:
+        # Collected artifacts until the orchestrator stores them (SPEC §4.11).
+        return self.root / "artifacts"
 
     @property
     def session_file(self) -> Path:

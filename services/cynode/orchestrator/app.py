@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
+from cynode.orchestrator.artifacts import FsBlobStore
+from cynode.orchestrator.artifacts.download import artifact_routes
 from cynode.orchestrator.auth import (
     Authenticator,
     AuthServicer,
@@ -73,19 +75,24 @@ class Gateway:
     book: TaskBook
     readiness: Readiness
     metrics: GatewayMetrics
+    blobs: FsBlobStore
     extra_services: dict[str, object] = field(default_factory=dict)
 
     def services(self) -> dict[str, object]:
         return {
             AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator),
-            TASK_SERVICE: TaskServicer(self.book, self.authenticator),
+            TASK_SERVICE: TaskServicer(self.book, self.authenticator, blobs=self.blobs),
             **self.extra_services,
         }
 
     def rest_app(self, services: Mapping[str, object] | None = None) -> ASGIApp:
         app = build_rest_app(
             services if services is not None else self.services(),
-            extra_routes=[*health_routes(self.readiness), self.metrics.route()],
+            extra_routes=[
+                *health_routes(self.readiness),
+                self.metrics.route(),
+                *artifact_routes(self.book, self.authenticator, self.blobs),
+            ],
             max_body_bytes=REST_MAX_BODY_BYTES,
         )
         return self.metrics.wrap(app)
@@ -129,6 +136,7 @@ def build_gateway(
             require_inference=settings.require_inference,
         ),
         metrics=GatewayMetrics(factory),
+        blobs=FsBlobStore(settings.effective_artifacts_dir),
     )
 
 
@@ -174,8 +182,10 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
             rest_endpoint=f"{host}:{settings.control_rest_port}",
             # Sweep well inside one lease: an expired lease is requeued within it.
             sweep_seconds=min(5.0, settings.control_plane.lease_seconds / 4),
+            artifacts_ttl_seconds=settings.artifacts_ttl_seconds,
         ),
         authenticate=gw.authenticator.authenticate,
+        blobs=gw.blobs,
     )
     ports = ServicePorts(
         cp.servicers,

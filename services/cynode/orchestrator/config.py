@@ -375,6 +375,25 @@ class Settings:
             "readyz needs an inference-capable node; false for sandbox-only deployments",
         ),
     )
+    artifacts_dir: Path | None = field(
+        default=None,
+        metadata=setting(
+            "artifacts_dir",
+            "CYNODE_ARTIFACTS_DIR",
+            "where artifact blobs are kept; replicas must share it (one volume, same path)",
+            shown_default="<data_dir>/artifacts",
+        ),
+    )
+    artifacts_ttl_seconds: int = field(
+        default=30 * 24 * 3600,
+        metadata=setting(
+            "artifacts_ttl_seconds",
+            "CYNODE_ARTIFACTS_TTL_SECONDS",
+            "artifacts are removed this long after their job ended (a background sweep); "
+            "0 keeps them until their task is deleted",
+            minimum=0,
+        ),
+    )
     tls_cert: Path | None = field(
         default=None,
         metadata=setting("tls_cert", "CYNODE_TLS_CERT", "server certificate (PEM)"),
@@ -417,6 +436,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or default_sqlite_url(self.data_dir)
+
+    @property
+    def effective_artifacts_dir(self) -> Path:
+        return self.artifacts_dir or self.data_dir / "artifacts"
 
     @property
     def tls_enabled(self) -> bool:

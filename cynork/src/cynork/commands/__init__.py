@@ -12,6 +12,7 @@ from cynork.commands import (
     completion,
     shell,
     status,
+    task_artifacts,
     task_cancel,
     task_create,
     task_get,
@@ -48,6 +49,7 @@ def register(root: click.Group) -> None:
         task_cancel,
     ):
         task.add_command(module.command)
+    task.add_command(task_artifacts.group)
     root.add_command(version.command)
     root.add_command(status.command)
     root.add_command(auth)

@@ -146,7 +146,7 @@ class JobView(_message.Message):
     def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., truncated: _Optional[_Union[Truncation, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetTaskResultResponse(_message.Message):
-    __slots__ = ("task_id", "task_name", "status", "jobs", "stdout", "stderr", "reason")
+    __slots__ = ("task_id", "task_name", "status", "jobs", "stdout", "stderr", "reason", "artifacts_complete", "artifact_count")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,8 @@ class GetTaskResultResponse(_message.Message):
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_COUNT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_name: str
     status: str
@@ -161,7 +163,9 @@ class GetTaskResultResponse(_message.Message):
     stdout: str
     stderr: str
     reason: str
-    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[JobView, _Mapping]]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    artifacts_complete: bool
+    artifact_count: int
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., status: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[JobView, _Mapping]]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts_complete: _Optional[bool] = ..., artifact_count: _Optional[int] = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -222,3 +226,61 @@ class WatchTaskResponse(_message.Message):
     terminal: bool
     at: _timestamp_pb2.Timestamp
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., stream: _Optional[str] = ..., chunk: _Optional[str] = ..., terminal: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListTaskArtifactsRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class ListTaskArtifactsResponse(_message.Message):
+    __slots__ = ("task_id", "task_name", "artifacts", "complete", "truncated", "truncated_reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    task_name: str
+    artifacts: _containers.RepeatedCompositeFieldContainer[_job_pb2.Artifact]
+    complete: bool
+    truncated: bool
+    truncated_reason: str
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[_job_pb2.Artifact, _Mapping]]] = ..., complete: _Optional[bool] = ..., truncated: _Optional[bool] = ..., truncated_reason: _Optional[str] = ...) -> None: ...
+
+class DownloadTaskArtifactRequest(_message.Message):
+    __slots__ = ("task_id", "artifact_id", "offset", "length")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    artifact_id: str
+    offset: int
+    length: int
+    def __init__(self, task_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class DownloadTaskArtifactResponse(_message.Message):
+    __slots__ = ("artifact", "data", "offset")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    artifact: _job_pb2.Artifact
+    data: bytes
+    offset: int
+    def __init__(self, artifact: _Optional[_Union[_job_pb2.Artifact, _Mapping]] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DeleteTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class DeleteTaskResponse(_message.Message):
+    __slots__ = ("task_id", "deleted")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    deleted: bool
+    def __init__(self, task_id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

@@ -75,6 +75,21 @@ class TaskServiceStub:
                 request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.ListTaskArtifacts = channel.unary_unary(
+                '/cynode.gateway.v1.TaskService/ListTaskArtifacts',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.ListTaskArtifactsRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.ListTaskArtifactsResponse.FromString,
+                _registered_method=True)
+        self.DownloadTaskArtifact = channel.unary_stream(
+                '/cynode.gateway.v1.TaskService/DownloadTaskArtifact',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactResponse.FromString,
+                _registered_method=True)
+        self.DeleteTask = channel.unary_unary(
+                '/cynode.gateway.v1.TaskService/DeleteTask',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -144,6 +159,30 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTaskArtifacts(self, request, context):
+        """The files the task's job left under /workspace/out/ (SPEC §2.9).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadTaskArtifact(self, request, context):
+        """One artifact's bytes, in chunks. No google.api.http annotation: REST serves the raw
+        bytes (Content-Length, ETag, Range) from its own route,
+        GET /v1/tasks/{task_id}/artifacts/{artifact_id}, which a transcoded stream of
+        messages cannot be (SPEC §2.9).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTask(self, request, context):
+        """Removes an ended task with its jobs, their output and its artifacts (SPEC §2.10).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +225,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.WatchTaskRequest.FromString,
                     response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'ListTaskArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskArtifacts,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.ListTaskArtifactsRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.ListTaskArtifactsResponse.SerializeToString,
+            ),
+            'DownloadTaskArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadTaskArtifact,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactResponse.SerializeToString,
+            ),
+            'DeleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTask,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +459,87 @@ class TaskService:
             '/cynode.gateway.v1.TaskService/WatchTask',
             cynode_dot_gateway_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
             cynode_dot_gateway_dot_v1_dot_tasks__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.TaskService/ListTaskArtifacts',
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.ListTaskArtifactsRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.ListTaskArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadTaskArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cynode.gateway.v1.TaskService/DownloadTaskArtifact',
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.DownloadTaskArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.TaskService/DeleteTask',
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_tasks__pb2.DeleteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ynode/jobs/v1/job.proto\x12\x0e\x63ynode.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n\nAttachment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\xf6\x02\n\x07JobSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12-\n\ninput_mode\x18\x04 \x01(\x0e\x32\x19.cynode.jobs.v1.InputMode\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x0e\n\x06script\x18\x06 \x01(\t\x12\x10\n\x08\x63ommands\x18\x07 \x03(\t\x12\x15\n\ruse_inference\x18\x08 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x05\x12\r\n\x05image\x18\n \x01(\t\x12/\n\x0b\x61ttachments\x18\x0b \x03(\x0b\x32\x1a.cynode.jobs.v1.Attachment\x12-\n\x03\x65nv\x18\x0c \x03(\x0b\x32 .cynode.jobs.v1.JobSpec.EnvEntry\x12\r\n\x05model\x18\r \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbd\x02\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.cynode.jobs.v1.JobStatus\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06stdout\x18\x05 \x01(\x0c\x12\x0e\n\x06stderr\x18\x06 \x01(\x0c\x12\x18\n\x10stdout_truncated\x18\x07 \x01(\x08\x12\x18\n\x10stderr_truncated\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\x0c \x01(\t*n\n\tInputMode\x12\x1a\n\x16INPUT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_MODE_PROMPT\x10\x01\x12\x15\n\x11INPUT_MODE_SCRIPT\x10\x02\x12\x17\n\x13INPUT_MODE_COMMANDS\x10\x03*\xbf\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x05\x12\x1d\n\x15JOB_STATUS_SUPERSEDED\x10\x06\x1a\x02\x08\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ynode/jobs/v1/job.proto\x12\x0e\x63ynode.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n\nAttachment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\xf6\x02\n\x07JobSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12-\n\ninput_mode\x18\x04 \x01(\x0e\x32\x19.cynode.jobs.v1.InputMode\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x0e\n\x06script\x18\x06 \x01(\t\x12\x10\n\x08\x63ommands\x18\x07 \x03(\t\x12\x15\n\ruse_inference\x18\x08 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x05\x12\r\n\x05image\x18\n \x01(\t\x12/\n\x0b\x61ttachments\x18\x0b \x03(\x0b\x32\x1a.cynode.jobs.v1.Attachment\x12-\n\x03\x65nv\x18\x0c \x03(\x0b\x32 .cynode.jobs.v1.JobSpec.EnvEntry\x12\r\n\x05model\x18\r \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x02\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.cynode.jobs.v1.JobStatus\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06stdout\x18\x05 \x01(\x0c\x12\x0e\n\x06stderr\x18\x06 \x01(\x0c\x12\x18\n\x10stdout_truncated\x18\x07 \x01(\x08\x12\x18\n\x10stderr_truncated\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\x0c \x01(\t\x12.\n\tartifacts\x18\r \x01(\x0b\x32\x1b.cynode.jobs.v1.ArtifactSet\"g\n\x08\x41rtifact\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"g\n\x0b\x41rtifactSet\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.cynode.jobs.v1.Artifact\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x18\n\x10truncated_reason\x18\x03 \x01(\t*n\n\tInputMode\x12\x1a\n\x16INPUT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_MODE_PROMPT\x10\x01\x12\x15\n\x11INPUT_MODE_SCRIPT\x10\x02\x12\x17\n\x13INPUT_MODE_COMMANDS\x10\x03*\xbf\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x05\x12\x1d\n\x15JOB_STATUS_SUPERSEDED\x10\x06\x1a\x02\x08\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSTATUS'].values_by_name["JOB_STATUS_SUPERSEDED"]._serialized_options = b'\010\001'
   _globals['_JOBSPEC_ENVENTRY']._loaded_options = None
   _globals['_JOBSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_INPUTMODE']._serialized_start=819
-  _globals['_INPUTMODE']._serialized_end=929
-  _globals['_JOBSTATUS']._serialized_start=932
-  _globals['_JOBSTATUS']._serialized_end=1123
+  _globals['_INPUTMODE']._serialized_start=1077
+  _globals['_INPUTMODE']._serialized_end=1187
+  _globals['_JOBSTATUS']._serialized_start=1190
+  _globals['_JOBSTATUS']._serialized_end=1381
   _globals['_ATTACHMENT']._serialized_start=77
   _globals['_ATTACHMENT']._serialized_end=120
   _globals['_JOBSPEC']._serialized_start=123
@@ -47,5 +47,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSPEC_ENVENTRY']._serialized_start=455
   _globals['_JOBSPEC_ENVENTRY']._serialized_end=497
   _globals['_JOBRESULT']._serialized_start=500
-  _globals['_JOBRESULT']._serialized_end=817
+  _globals['_JOBRESULT']._serialized_end=865
+  _globals['_ARTIFACT']._serialized_start=867
+  _globals['_ARTIFACT']._serialized_end=970
+  _globals['_ARTIFACTSET']._serialized_start=972
+  _globals['_ARTIFACTSET']._serialized_end=1075
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,8 @@ class JobContext:
     oom_killed: bool = False
     stop_kind: StopKind | None = None
     stop_reason: str = ""
+    # What the artifacts hook collected from /workspace/out/ (None: nothing was).
+    artifacts: job_pb2.ArtifactSet | None = None
     output: OutputCapture = field(init=False)
     # Set by the output hook when the container's output streams end: the container has
     # (almost certainly) exited, so the runner may look for its exit state right away.

@@ -57,6 +57,8 @@ def build_result(ctx: JobContext, error: str | None = None) -> job_pb2.JobResult
         reason=reason,
         node_id=ctx.settings.node_id,
     )
+    if ctx.artifacts is not None:
+        result.artifacts.CopyFrom(ctx.artifacts)
     if ctx.started_at is not None:
         result.started_at.CopyFrom(_timestamp(ctx.started_at))
     if ctx.ended_at is not None:

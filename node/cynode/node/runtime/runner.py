@@ -23,6 +23,7 @@ from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime import ops
+from cynode.node.runtime.artifacts_hook import ArtifactsHook
 from cynode.node.runtime.container_hook import ContainerHook
 from cynode.node.runtime.context import JobContext, OnOutput, OnStarted, StopKind
 from cynode.node.runtime.hooks import Hook
@@ -80,15 +81,27 @@ class JobRunner:
         self, needs_inference: bool = False, warm: WarmSandbox | None = None
     ) -> list[Hook]:
         """The hooks, in prestart order; a job that needs inference gets the pod first,
-        one handed a warm sandbox (SPEC §4.10) only output and timeout beside it.
+        one handed a warm sandbox (SPEC §4.10) only output, timeout and artifacts beside it.
 
         Raises UnsupportedJob when the job needs inference and this node has none.
         """
         if warm is not None:
             assert self._warm_sandboxes is not None
-            return [WarmSandboxHook(warm, self._warm_sandboxes), OutputHook(), TimeoutHook()]
+            return [
+                WarmSandboxHook(warm, self._warm_sandboxes),
+                OutputHook(),
+                TimeoutHook(),
+                ArtifactsHook(),
+            ]
         if not needs_inference:
-            return [WorkspaceHook(), ContainerHook(), InputFilesHook(), OutputHook(), TimeoutHook()]
+            return [
+                WorkspaceHook(),
+                ContainerHook(),
+                InputFilesHook(),
+                OutputHook(),
+                TimeoutHook(),
+                ArtifactsHook(),
+            ]
         if self._settings.inference is None:
             raise UnsupportedJob("this node offers no inference (prompt/use_inference job)")
         pod = InferencePodHook(self._settings.inference, self._warm_pods)
@@ -100,6 +113,7 @@ class JobRunner:
             ProxyReadyHook(pod),
             OutputHook(),
             TimeoutHook(),
+            ArtifactsHook(),
         ]
 
     async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:

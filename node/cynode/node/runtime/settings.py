@@ -48,6 +48,14 @@ class SandboxSettings:
     node_id: str = ""
     # None: this node runs no inference jobs (prompt and use_inference jobs fail).
     inference: InferencePodSettings | None = None
+    # /workspace's bound in MiB and where its images live (SPEC §4.4); 0 or no dir:
+    # a plain volume, bounded only by the node's disk.
+    workspace_mb: int = 0
+    workspace_dir: str = ""
+    # The artifact spool (SPEC §4.11); empty: artifacts are not collected.
+    artifact_dir: str = ""
+    artifact_max_file_bytes: int = 256 * 1024 * 1024
+    artifact_max_job_bytes: int = 1024 * 1024 * 1024
 
 
 def effective_timeout(

@@ -43,6 +43,7 @@ from cynode.node.runtime.labels import warm_labels
 from cynode.node.runtime.sandbox import sandbox_env, warm_create_kwargs
 from cynode.node.runtime.settings import SandboxSettings
 from cynode.node.runtime.warm_pool import WarmPool
+from cynode.node.runtime.workspace_image import image_path, make_image, volume_options
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class SandboxClass:
     memory_mb: int
     cpus: float
     pids: int
+    # The bounded workspace (SPEC §4.4): each warm sandbox's volume is an ext4 image too.
+    workspace_mb: int = 0
+    workspace_dir: str = ""
 
     @property
     def label(self) -> str:
@@ -70,7 +74,13 @@ def sandbox_class(settings: SandboxSettings) -> SandboxClass | None:
     if not settings.node_id:
         return None
     return SandboxClass(
-        settings.node_id, settings.image, settings.memory_mb, settings.cpus, settings.pids
+        settings.node_id,
+        settings.image,
+        settings.memory_mb,
+        settings.cpus,
+        settings.pids,
+        settings.workspace_mb,
+        settings.workspace_dir,
     )
 
 
@@ -93,6 +103,8 @@ class WarmSandbox:
     volume_name: str
     container_id: str | None = None
     volume_created: bool = False
+    # The bounded workspace's ext4 image, when workspaces are bounded.
+    image: Path | None = None
 
 
 class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
@@ -135,13 +147,24 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             cpus=key.cpus,
             pids=key.pids,
             node_id=key.node_id,
+            workspace_mb=key.workspace_mb,
+            workspace_dir=key.workspace_dir,
         )
         client = self.client
+        item.image = image_path(key.workspace_mb, key.workspace_dir, item.volume_name)
 
         def create_and_start() -> None:
-            client.volumes.create(
-                item.volume_name, labels=warm_labels(key.node_id, self.pool_id, "workspace")
-            )
+            labels = warm_labels(key.node_id, self.pool_id, "workspace")
+            if item.image is None:
+                client.volumes.create(item.volume_name, labels=labels)
+            else:
+                make_image(item.image, key.workspace_mb)
+                client.volumes.create(
+                    item.volume_name,
+                    labels=labels,
+                    driver="local",
+                    driver_opts=volume_options(item.image),
+                )
             item.volume_created = True
             kwargs = warm_create_kwargs(
                 settings,
@@ -182,6 +205,8 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
         if item.volume_created:
             await asyncio.to_thread(ops.remove_volume, self.client, item.volume_name)
             item.volume_created = False
+        if item.image is not None:
+            await asyncio.to_thread(item.image.unlink, True)
 
     def name(self, item: WarmSandbox) -> str:
         return item.name

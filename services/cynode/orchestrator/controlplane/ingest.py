@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator import lifecycle
+from cynode.orchestrator.artifacts.records import record_sets
 from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.store.models import utcnow
 from cynode.orchestrator.store.tables import (
@@ -157,6 +158,10 @@ class Ingest:
             if beats:
                 await self._apply_beats(conn, beats, jobs)
             await finished.run(conn)
+            if results:
+                # What each result announced from /workspace/out/; the bytes follow.
+                tasks_by_job = {job_id: job.task_id for job_id, job in jobs.items()}
+                await record_sets(conn, results, tasks_by_job, utcnow())
             if touched:
                 await self._in_tx(conn, touched)
         for event in results:

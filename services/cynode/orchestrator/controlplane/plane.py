@@ -12,8 +12,10 @@ from typing import Any
 import grpc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cynode.controlplane.v1 import dispatch_pb2_grpc, nodes_pb2_grpc
+from cynode.controlplane.v1 import artifacts_pb2_grpc, dispatch_pb2_grpc, nodes_pb2_grpc
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
+from cynode.orchestrator.artifacts.blobs import FsBlobStore
+from cynode.orchestrator.artifacts.retention import Sweeper
 from cynode.orchestrator.controlplane.admin import (
     Authenticate,
     NodeAdminServicer,
@@ -26,6 +28,7 @@ from cynode.orchestrator.controlplane.notify import Notifier, PgNotifier
 from cynode.orchestrator.controlplane.scheduler import Scheduler
 from cynode.orchestrator.controlplane.sessions import Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
+from cynode.orchestrator.controlplane.uploads import ArtifactUploadServicer
 from cynode.orchestrator.events import JOBS, EventBus, task_topic
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 NODE_SERVICE = "cynode.controlplane.v1.NodeService"
 DISPATCH_SERVICE = "cynode.controlplane.v1.DispatchService"
 NODE_ADMIN_SERVICE = "cynode.gateway.v1.NodeAdminService"
+ARTIFACT_UPLOAD_SERVICE = "cynode.controlplane.v1.ArtifactUploadService"
 
 
 async def _deny_all(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -46,6 +50,7 @@ class ControlPlane:
         bus: EventBus,
         settings: ControlPlaneSettings,
         authenticate: Authenticate | None = None,
+        blobs: FsBlobStore | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -73,6 +78,22 @@ class ControlPlane:
         self.dispatch_servicer = DispatchServicer(
             engine, settings, self.registry, self.ingest, self.scheduler, self.spawn
         )
+        # None: this control plane takes no artifacts (a node's uploads are UNIMPLEMENTED).
+        self.upload_servicer = (
+            ArtifactUploadServicer(engine, blobs, settings.jwt_secret, self._publish_tasks)
+            if blobs is not None
+            else None
+        )
+        self.artifact_sweeper = (
+            Sweeper(
+                engine,
+                blobs,
+                settings.artifacts_ttl_seconds,
+                every=max(1.0, min(600.0, settings.artifacts_ttl_seconds / 10)),
+            )
+            if blobs is not None and settings.artifacts_ttl_seconds > 0
+            else None
+        )
         self.admin_servicer = NodeAdminServicer(
             engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)
         )
@@ -82,7 +103,13 @@ class ControlPlane:
     @property
     def servicers(self) -> Mapping[str, object]:
         """Control-plane port (12082 REST via the shim, 12083 gRPC)."""
-        return {NODE_SERVICE: self.node_servicer, DISPATCH_SERVICE: self.dispatch_servicer}
+        services: dict[str, object] = {
+            NODE_SERVICE: self.node_servicer,
+            DISPATCH_SERVICE: self.dispatch_servicer,
+        }
+        if self.upload_servicer is not None:
+            services[ARTIFACT_UPLOAD_SERVICE] = self.upload_servicer
+        return services
 
     @property
     def gateway_servicers(self) -> Mapping[str, object]:
@@ -96,6 +123,10 @@ class ControlPlane:
         dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.dispatch_servicer, server
         )
+        if self.upload_servicer is not None:
+            artifacts_pb2_grpc.add_ArtifactUploadServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                self.upload_servicer, server
+            )
 
     def add_gateway_to_server(self, server: grpc.aio.Server) -> None:
         admin_pb2_grpc.add_NodeAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -111,6 +142,8 @@ class ControlPlane:
         await self.scheduler.hold_leases()
         self.scheduler.start()
         self._jobs_watch = asyncio.create_task(self._watch_jobs(), name="controlplane-jobs")
+        if self.artifact_sweeper is not None:
+            self.artifact_sweeper.start()
 
     async def stop(self) -> None:
         """Ends the streams (nodes reconnect elsewhere or later), writes what nodes sent,
@@ -124,6 +157,8 @@ class ControlPlane:
             self._jobs_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._jobs_watch
+        if self.artifact_sweeper is not None:
+            await self.artifact_sweeper.stop()
         await self.scheduler.stop()
         await self.ingest.stop()
         if self._background:
@@ -173,5 +208,6 @@ def build_control_plane(
     settings: ControlPlaneSettings,
     *,
     authenticate: Authenticate | None = None,
+    blobs: FsBlobStore | None = None,
 ) -> ControlPlane:
-    return ControlPlane(engine, bus, settings, authenticate)
+    return ControlPlane(engine, bus, settings, authenticate, blobs)

@@ -21,6 +21,8 @@ class ControlPlaneSettings(ControlPlaneOptions):
     # How often the scheduler sweeps for expired leases and missed wake-ups.
     sweep_seconds: float = 5.0
     replica_id: str = field(default_factory=new_id)
+    # Artifacts of sets recorded longer ago than this are removed (0: kept for ever).
+    artifacts_ttl_seconds: int = 0
 
     @property
     def stale_after_seconds(self) -> float:

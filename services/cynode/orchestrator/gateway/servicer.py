@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from cynode.gateway.v1 import tasks_pb2, tasks_pb2_grpc
+from cynode.orchestrator.artifacts import catalog
+from cynode.orchestrator.artifacts.blobs import NOT_STORED, FsBlobStore, read_blob
+from cynode.orchestrator.artifacts.retention import remove_unreferenced
 from cynode.orchestrator.auth import Authenticator, Principal
 from cynode.orchestrator.errors import Context, abort, set_http_status
-from cynode.orchestrator.gateway.tasks import TaskBook, TaskNotFound, TaskTerminal
+from cynode.orchestrator.gateway.tasks import TaskBook, TaskLive, TaskNotFound, TaskTerminal
 from cynode.orchestrator.gateway.validation import Invalid, TooLarge, validate_create
 from cynode.orchestrator.gateway.views import decode_output, job_view, task_message, timestamp
 from cynode.orchestrator.gateway.watch import watch_task
@@ -20,11 +23,17 @@ NOT_FOUND = "no such task"
 
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, book: TaskBook, authenticator: Authenticator, *, watch_poll_interval: float = 1.0
+        self,
+        book: TaskBook,
+        authenticator: Authenticator,
+        *,
+        watch_poll_interval: float = 1.0,
+        blobs: FsBlobStore | None = None,
     ) -> None:
         self._book = book
         self._auth = authenticator
         self._poll = watch_poll_interval
+        self._blobs = blobs
 
     async def _fail(self, context: Context, exc: Exception) -> None:
         """Aborts for the errors task logic raises; returns for anything else."""
@@ -34,7 +43,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, TaskNotFound):
             await abort(context, grpc.StatusCode.NOT_FOUND, NOT_FOUND)
-        if isinstance(exc, TaskTerminal):
+        if isinstance(exc, (TaskTerminal, TaskLive)):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), http_status=409)
 
     async def _principal(self, context: Context) -> Principal:
@@ -112,7 +121,70 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         if jobs and task.status in TERMINAL:
             response.stdout = decode_output(jobs[-1].stdout)
             response.stderr = decode_output(jobs[-1].stderr)
+        found = await catalog.listing_of(self._book, task, jobs)
+        response.artifacts_complete = found.complete
+        response.artifact_count = len(found.artifacts)
         return response
+
+    async def DeleteTask(
+        self, request: tasks_pb2.DeleteTaskRequest, context: Context
+    ) -> tasks_pb2.DeleteTaskResponse:
+        principal = await self._principal(context)
+        try:
+            task, sha256s = await self._book.delete(principal, request.task_id)
+        except (Invalid, TaskNotFound, TaskLive) as exc:
+            await self._fail(context, exc)
+            raise
+        if self._blobs is not None:
+            await remove_unreferenced(self._book.factory, self._blobs, sha256s)
+        return tasks_pb2.DeleteTaskResponse(task_id=task.id, deleted=True)
+
+    async def ListTaskArtifacts(
+        self, request: tasks_pb2.ListTaskArtifactsRequest, context: Context
+    ) -> tasks_pb2.ListTaskArtifactsResponse:
+        principal = await self._principal(context)
+        try:
+            found = await catalog.listing(self._book, principal, request.task_id)
+        except (Invalid, TaskNotFound) as exc:
+            await self._fail(context, exc)
+            raise
+        response = tasks_pb2.ListTaskArtifactsResponse(
+            task_id=found.task.id,
+            task_name=found.task.name,
+            artifacts=[catalog.artifact_message(a) for a in found.artifacts],
+            complete=found.complete,
+        )
+        if found.found is not None and found.found.truncated:
+            response.truncated = True
+            response.truncated_reason = found.found.truncated_reason or ""
+        return response
+
+    async def DownloadTaskArtifact(
+        self, request: tasks_pb2.DownloadTaskArtifactRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.DownloadTaskArtifactResponse]:
+        principal = await self._principal(context)
+        try:
+            _, row = await catalog.find(self._book, principal, request.task_id, request.artifact_id)
+        except (Invalid, TaskNotFound) as exc:
+            await self._fail(context, exc)
+            raise
+        except catalog.ArtifactNotFound:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "no such artifact")
+        blobs = self._blobs
+        if blobs is None or row.stored_at is None:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, NOT_STORED, http_status=409)
+        if request.offset < 0 or request.length < 0 or request.offset > row.size_bytes:
+            await abort(context, grpc.StatusCode.OUT_OF_RANGE, "offset or length out of range")
+        end = row.size_bytes
+        if request.length:
+            end = min(end, request.offset + request.length)
+        offset = request.offset
+        yield tasks_pb2.DownloadTaskArtifactResponse(
+            artifact=catalog.artifact_message(row), offset=offset
+        )
+        async for block in read_blob(blobs, row.sha256, offset, end):
+            yield tasks_pb2.DownloadTaskArtifactResponse(data=block, offset=offset)
+            offset += len(block)
 
     async def CancelTask(
         self, request: tasks_pb2.CancelTaskRequest, context: Context

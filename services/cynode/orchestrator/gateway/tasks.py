@@ -40,6 +40,14 @@ class TaskNotFound(LookupError):
     pass
 
 
+class TaskLive(Exception):
+    """The task has not ended; it cannot be deleted (cancel it first)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"task is {status}; cancel it before deleting it")
+        self.status = status
+
+
 class TaskTerminal(Exception):
     """The task has already ended; it cannot be canceled."""
 
@@ -178,6 +186,17 @@ class TaskBook:
             self.bus.publish(JOBS, {"cancel": task.id})
         self.bus.publish(task_topic(task.id), lifecycle.Status.CANCELED)
         return task
+
+    async def delete(self, principal: Principal, ref: str) -> tuple[Task, frozenset[str]]:
+        """Removes an ended task and everything of it (SPEC §2.10); the SHA-256s of its
+        artifacts, whose blobs the caller removes once nothing else names them."""
+        async with transaction(self.factory) as session:
+            task = await self.find_in(session, principal, ref)
+            outcome = await lifecycle.delete_task(await session.connection(), task.id)
+            if not outcome.done:
+                raise TaskLive(outcome.status)
+        self.bus.publish(task_topic(task.id))
+        return task, outcome.sha256s
 
     async def attachment_names(self, task_ids: list[str]) -> dict[str, list[str]]:
         """Each task's attachment names as given, in the order they were given."""

@@ -8,6 +8,7 @@ orchestrator asks the lifecycle and never writes a status itself (a test enforce
 - renew: `renew`, `extend`, `hold` (start-up), `lapse` (a node that lost its jobs)
 - requeue or fail after a lost lease: `expire`; a node taking back its copy: `reclaim`
 - cancel: `cancel_task`, then `take_cancels` to tell the nodes
+- delete: `delete_task` (an ended task, its jobs and their rows)
 
 The transitions are written down in docs/spec.md (SPEC §3.6).
 """
@@ -15,6 +16,7 @@ The transitions are written down in docs/spec.md (SPEC §3.6).
 from cynode.orchestrator.lifecycle.cancel import Canceled, cancel_task, take_cancels
 from cynode.orchestrator.lifecycle.claim import claim
 from cynode.orchestrator.lifecycle.create import enqueue_many, first_job, queued_task
+from cynode.orchestrator.lifecycle.delete import Deleted, delete_task
 from cynode.orchestrator.lifecycle.leases import (
     Expired,
     expire,
@@ -52,6 +54,7 @@ __all__ = [
     "TERMINAL",
     "AttemptStatus",
     "Canceled",
+    "Deleted",
     "Expired",
     "Finishes",
     "JobRow",
@@ -62,6 +65,7 @@ __all__ = [
     "Status",
     "cancel_task",
     "claim",
+    "delete_task",
     "enqueue_many",
     "expire",
     "extend",

@@ -63,6 +63,10 @@ NOT_FOUND = GRPC_PROBLEMS[grpc.StatusCode.NOT_FOUND]
 INTERNAL = GRPC_PROBLEMS[grpc.StatusCode.INTERNAL]
 METHOD_NOT_ALLOWED = ProblemKind(405, "method-not-allowed", "Method not allowed")
 PAYLOAD_TOO_LARGE = ProblemKind(413, "payload-too-large", "Payload too large")
+CONFLICT = ProblemKind(409, "conflict", "Conflict")
+# An artifact download's Range past the end of the file (RFC 9110 §15.5.17). Only the
+# download route answers it (SPEC §2.9), never a servicer through `x-http-status`.
+RANGE_NOT_SATISFIABLE = ProblemKind(416, "range-not-satisfiable", "Range not satisfiable")
 
 HTTP_PROBLEMS: Mapping[int, ProblemKind] = {
     400: BAD_REQUEST,
@@ -72,7 +76,7 @@ HTTP_PROBLEMS: Mapping[int, ProblemKind] = {
     405: METHOD_NOT_ALLOWED,
     # A generic 409 (a servicer's override, e.g. cancelling a finished task) is a
     # conflict with the resource's state, not a duplicate: ALREADY_EXISTS keeps its own.
-    409: ProblemKind(409, "conflict", "Conflict"),
+    409: CONFLICT,
     413: PAYLOAD_TOO_LARGE,
     429: GRPC_PROBLEMS[grpc.StatusCode.RESOURCE_EXHAUSTED],
     500: INTERNAL,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.orchestrator import lifecycle
 from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES
+from cynode.orchestrator.artifacts.blobs import FsBlobStore
 from cynode.orchestrator.controlplane import (
     ControlPlane,
     ControlPlaneSettings,
@@ -35,8 +36,10 @@ class ControlPlaneServer:
         port: int = 0,
         authenticate: Authenticate | None = None,
         bus: EventBus | None = None,
+        blobs: FsBlobStore | None = None,
     ) -> None:
         self.engine = engine
+        self.blobs = blobs
         self.settings = settings
         self.port = port
         self.authenticate = authenticate
@@ -55,7 +58,7 @@ class ControlPlaneServer:
 
     async def start(self) -> ControlPlaneServer:
         self.plane = build_control_plane(
-            self.engine, self.bus, self.settings, authenticate=self.authenticate
+            self.engine, self.bus, self.settings, authenticate=self.authenticate, blobs=self.blobs
         )
         self.server = grpc.aio.server(options=server_options(GRPC_MAX_MESSAGE_BYTES))
         self.plane.add_to_server(self.server)

@@ -11,6 +11,8 @@ from cynode.orchestrator.store.engine import (
 )
 from cynode.orchestrator.store.migrate import current_revision, head_revision, is_current, upgrade
 from cynode.orchestrator.store.models import (
+    Artifact,
+    ArtifactSet,
     AuditLog,
     Job,
     JobAttempt,
@@ -26,6 +28,8 @@ from cynode.orchestrator.store.models import (
 )
 
 __all__ = [
+    "Artifact",
+    "ArtifactSet",
     "AuditLog",
     "DatabaseUrlError",
     "Job",

@@ -286,3 +286,45 @@ class AuditLog(SQLModel, table=True):
     handle: str | None = Field(default=None, max_length=64)
     client: str | None = Field(default=None, max_length=128)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))
+
+
+class ArtifactSet(SQLModel, table=True):
+    """What a job attempt's result announced from /workspace/out/ (SPEC §2.9): its files
+    are `Artifact` rows; the set itself says whether a limit cut it short."""
+
+    __tablename__ = "artifact_sets"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "attempt", name="uq_artifact_sets_job_attempt"),
+    )
+
+    id: str = _id_field()
+    task_id: str = Field(foreign_key="tasks.id", index=True, max_length=26)
+    job_id: str = Field(foreign_key="jobs.id", max_length=26)
+    attempt: int
+    count: int = 0
+    truncated: bool = False
+    truncated_reason: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts()
+
+
+class Artifact(SQLModel, table=True):
+    """One collected file; its bytes are the blob named by `sha256` once `stored_at` is
+    set (the node uploads after the result, SPEC §7.11)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "attempt", "name", name="uq_artifacts_job_attempt_name"),
+        sa.Index("ix_artifacts_job_attempt", "job_id", "attempt"),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    task_id: str = Field(foreign_key="tasks.id", index=True, max_length=26)
+    job_id: str = Field(foreign_key="jobs.id", max_length=26)
+    attempt: int
+    node_id: str = Field(max_length=26)
+    name: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    size_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    content_type: str = Field(max_length=255)
+    sha256: str = Field(max_length=64, index=True)
+    stored_at: datetime | None = _ts(default_now=False)
+    created_at: datetime = _ts()

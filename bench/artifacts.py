@@ -1,0 +1,184 @@
+"""A job's file from the sandbox to the client's disk, against a raw loopback socket
+copy of the same bytes measured in the same run (issue 18).
+
+    .venv/bin/python -m bench.artifacts [--mb 256]
+
+A script task writes MB of random bytes to /workspace/out/big.bin on a fresh stack
+(orchestrator, node, Podman; sandbox-only). The clock starts when the job ends (its
+result's `ended_at`) and stops when the file is on the client's disk, fsynced, with its
+SHA-256 checked: collection on the node, the upload to the orchestrator, the blob
+store, the streamed download. The yardstick sends the same bytes from one socket to
+another on 127.0.0.1 into a file on the same disk, fsynced (target: CyNode >= 30 % of
+its MB/s). Meanwhile the orchestrator's and the node's RSS are sampled every 20 ms;
+their peak over the idle RSS before the task is printed (target < 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from cynode.testing import Stack, StackSettings
+
+TARGET_SHARE = 0.30
+TARGET_RSS = 2.0
+CHUNK = 1 << 20
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set of a process and its children (the node's private Podman service
+    is its own process and not counted)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pids: dict[str, int], every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.every = every
+        self.peak = dict.fromkeys(pids, 0)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_kib(pid))
+            self.done.wait(self.every)
+
+
+def raw_copy(source: Path, target: Path) -> float:
+    """Seconds to send `source` over a loopback TCP connection into `target`, fsynced."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    received = threading.Event()
+
+    def receive() -> None:
+        conn, _ = server.accept()
+        with conn, target.open("wb") as out:
+            while block := conn.recv(CHUNK):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        received.set()
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as client, source.open("rb") as data:
+        client.sendfile(data)
+    received.wait()
+    elapsed = time.perf_counter() - start
+    server.close()
+    return elapsed
+
+
+def _ended_at(result: dict[str, object]) -> float:
+    jobs = result["jobs"]
+    assert isinstance(jobs, list) and jobs
+    text = str(jobs[-1]["ended_at"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
+
+
+def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
+    """Seconds from the job's end to the file on disk, and the SHA-256 it printed."""
+    http = httpx.Client(base_url=stack.gateway_url, timeout=120)
+    login = http.post(
+        "/v1/auth/login", json={"handle": "admin", "password": stack.creds.admin_password}
+    )
+    login.raise_for_status()
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    script = f"mkdir -p out && head -c {size} /dev/urandom > out/big.bin && sha256sum out/big.bin"
+    created = http.post("/v1/tasks", json={"commands": [script]}, headers=auth)
+    created.raise_for_status()
+    task_id = created.json()["task_id"]
+    while (result := http.get(f"/v1/tasks/{task_id}/result", headers=auth).json())[
+        "status"
+    ] not in ("completed", "failed", "canceled"):
+        time.sleep(0.02)
+    assert result["status"] == "completed", result
+    ended = _ended_at(result)
+    printed = str(result["stdout"]).split()[0]
+    while not (listed := http.get(f"/v1/tasks/{task_id}/artifacts", headers=auth).json())[
+        "complete"
+    ]:
+        time.sleep(0.01)
+    [artifact] = listed["artifacts"]
+    digest = hashlib.sha256()
+    url = f"/v1/tasks/{task_id}/artifacts/{artifact['artifact_id']}"
+    with http.stream("GET", url, headers=auth) as resp, target.open("wb") as out:
+        resp.raise_for_status()
+        for block in resp.iter_bytes(CHUNK):
+            digest.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    elapsed = time.time() - ended
+    http.close()
+    if digest.hexdigest() != printed:
+        raise SystemExit(f"the download's sha256 {digest.hexdigest()} is not the job's {printed}")
+    return elapsed, printed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.artifacts", description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=256, help="size of the file (MiB)")
+    args = parser.parse_args(argv)
+    size = args.mb * 1024 * 1024
+    work = Path(tempfile.mkdtemp(prefix="cynode-bench-artifacts-"))
+    stack = Stack(StackSettings.free(work / "stack", inference=False, node_slug="bench-art"))
+    ok = False
+    try:
+        stack.start()
+        pids = {name: stack.procs[name].pid for name in ("orchestrator", "node")}
+        time.sleep(1.0)  # settle after start-up
+        idle = {name: rss_kib(pid) for name, pid in pids.items()}
+        sampler = RssSampler(pids)
+        sampler.start()
+        took, _ = cynode_copy(stack, size, work / "via-cynode.bin")
+        sampler.done.set()
+        sampler.join()
+        raw = raw_copy(work / "via-cynode.bin", work / "via-socket.bin")
+        ours, base = size / took / 1e6, size / raw / 1e6
+        print(f"file: {args.mb} MiB of random bytes, load average {os.getloadavg()[0]:.2f}")
+        print(f"CyNode: job end -> client disk, sha256 checked   {took:8.3f} s  {ours:8.1f} MB/s")
+        print(f"raw loopback socket copy to disk, fsynced      {raw:8.3f} s  {base:8.1f} MB/s")
+        print(
+            f"artifact MB/s / raw socket copy ratio     {ours / base:.3f}  "
+            f"(target >= {TARGET_SHARE})"
+        )
+        for name in pids:
+            ratio = sampler.peak[name] / max(idle[name], 1)
+            print(
+                f"{name} RSS peak/idle ratio     {ratio:.2f}  "
+                f"({idle[name] // 1024} MiB idle, {sampler.peak[name] // 1024} MiB peak; "
+                f"target < {TARGET_RSS})"
+            )
+        ok = True
+    finally:
+        stack.stop()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"(stack logs in {work})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

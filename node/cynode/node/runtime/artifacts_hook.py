@@ -1,0 +1,120 @@
+"""Artifacts: after the job's container has stopped and before anything is removed, the
+regular files under /workspace/out/ go into the artifact spool (SPEC §4.11).
+
+Runs in `exited`, so the set is in the job's result. A job that was canceled (the
+cancel stopped it) is not collected; one that ended by itself, failed or timed out is.
+Whatever goes wrong here never changes the job's status: the set is then marked
+truncated with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+from podman import PodmanClient
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.artifacts.spool import ArtifactSpool
+from cynode.node.runtime.collect import Limits, collect_dir, collect_tar
+from cynode.node.runtime.context import JobContext, StopKind
+from cynode.node.runtime.hooks import Hook
+from cynode.node.runtime.ops import JOB_LONG_TIMEOUT
+from cynode.node.runtime.sandbox import WORKSPACE
+from cynode.node.runtime.workspace_image import (
+    WorkspaceImageError,
+    dump_dir,
+    image_path,
+    wait_unmounted,
+)
+
+log = logging.getLogger(__name__)
+
+OUT_DIR = f"{WORKSPACE}/out"
+
+
+def read_out(
+    client: PodmanClient, container_id: str, into: Path, limits: Limits
+) -> job_pb2.ArtifactSet:
+    """The container's out/ as an ArtifactSet, its files written into `into` (blocking).
+
+    Podman resolves the path inside the container: an out/ that is a symlink (to /etc,
+    say) or missing answers 404, which is an empty set.
+    """
+    response = client.api.get(
+        f"/containers/{container_id}/archive",
+        params={"path": OUT_DIR},
+        stream=True,
+        timeout=JOB_LONG_TIMEOUT,
+    )
+    try:
+        if response.status_code == 404:
+            return job_pb2.ArtifactSet()
+        response.raise_for_status()
+        response.raw.decode_content = True
+        return collect_tar(response.raw, into, limits)
+    finally:
+        response.close()
+
+
+def read_image_out(image: Path, into: Path, limits: Limits) -> job_pb2.ArtifactSet:
+    """The same from a bounded workspace's image (blocking). Podman unmounts that volume
+    when the container stops, so its archive API cannot see it: once the image is
+    unmounted, debugfs copies out/ from it (no mount on the host, nothing followed) and
+    the copy is walked like the tar."""
+    if not wait_unmounted(image):
+        raise WorkspaceImageError("the workspace is still mounted")
+    scratch = into / ".dump"
+    scratch.mkdir(mode=0o700)
+    try:
+        copied = dump_dir(image, OUT_DIR.removeprefix(WORKSPACE), scratch)
+        if copied is None:
+            return job_pb2.ArtifactSet()
+        return collect_dir(copied, into, limits)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class ArtifactsHook(Hook):
+    name = "artifacts"
+
+    async def exited(self, ctx: JobContext) -> None:
+        settings = ctx.settings
+        if not settings.artifact_dir or ctx.container_id is None:
+            return
+        if ctx.stop_kind is StopKind.CANCEL:
+            return
+        spool = ArtifactSpool(Path(settings.artifact_dir))
+        job_id, attempt = ctx.spec.job_id, ctx.spec.attempt
+        partial = await asyncio.to_thread(spool.start, job_id, attempt)
+        limits = Limits(settings.artifact_max_file_bytes, settings.artifact_max_job_bytes)
+        image = image_path(settings.workspace_mb, settings.workspace_dir, ctx.volume_name)
+        try:
+            if image is not None:
+                found = await asyncio.to_thread(read_image_out, image, partial, limits)
+            else:
+                found = await asyncio.to_thread(
+                    read_out, ctx.client, ctx.container_id, partial, limits
+                )
+        except Exception as exc:
+            log.warning("job %s: collecting artifacts failed: %s", job_id, exc)
+            await asyncio.to_thread(spool.abandon, partial)
+            ctx.artifacts = job_pb2.ArtifactSet(
+                truncated=True, truncated_reason=f"collection failed: {str(exc)[:200]}"
+            )
+            return
+        if not found.artifacts:
+            await asyncio.to_thread(spool.abandon, partial)
+        else:
+            await asyncio.to_thread(spool.finish, partial, job_id, attempt, found)
+        ctx.artifacts = found
+        log.info(
+            "job %s attempt %d: %d artifacts, %d bytes%s",
+            job_id,
+            attempt,
+            len(found.artifacts),
+            sum(a.size_bytes for a in found.artifacts),
+            f" (truncated: {found.truncated_reason})" if found.truncated else "",
+        )

@@ -1,0 +1,216 @@
+"""Content-addressed blobs: an artifact's bytes, stored once under their SHA-256.
+
+`BlobStore` is the small interface the rest of the orchestrator uses; `FsBlobStore`
+keeps blobs in a directory (by default `<data_dir>/artifacts`):
+
+    blobs/<first two hex digits>/<sha256>      complete, checked, never rewritten
+    incoming/<upload key>.part                 an upload in progress (resumable)
+
+A blob appears only by `rename` of a checked `.part` (atomic on one filesystem), so a
+reader never sees a half-written blob, and a crash mid-upload leaves only a `.part`
+whose size says where the upload resumes. Several replicas serve every artifact when
+they share this directory (one volume mounted at the same path): every step here is
+a POSIX rename or an append to a file only one upload writes (SPEC §3.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+READ_CHUNK = 1 << 20
+NOT_STORED = "the artifact is not stored yet (its node is still uploading it)"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_KEY = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+class BlobError(ValueError):
+    """A name that is not a SHA-256 or an upload key, or an offset past what is held."""
+
+
+class Corrupt(Exception):
+    """The bytes uploaded do not hash to what the node announced; the upload is gone."""
+
+
+class BlobStore(Protocol):
+    def has(self, sha256: str) -> bool: ...
+
+    def size(self, sha256: str) -> int: ...
+
+    def open(self, sha256: str) -> BinaryIO: ...
+
+    def delete(self, sha256: str) -> None: ...
+
+    def sha256s(self) -> Iterator[str]: ...
+
+    def partial_size(self, key: str) -> int: ...
+
+    def resume(self, key: str, offset: int) -> Upload: ...
+
+    def seal(self, key: str, sha256: str, *, digest: str | None = None) -> None: ...
+
+    def discard(self, key: str) -> None: ...
+
+    def remove_stale_uploads(self, older_than: float) -> int: ...
+
+
+def _check_sha(sha256: str) -> str:
+    if not _SHA256.match(sha256):
+        raise BlobError("not a lower-case hex SHA-256")
+    return sha256
+
+
+def _check_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise BlobError("bad upload key")
+    return key
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Upload:
+    """An open upload: bytes appended in order; `close` makes them durable."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self.offset = offset
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, self.offset)
+            self.offset += written
+            view = view[written:]
+        return self.offset
+
+    def close(self) -> None:
+        """fsync, then close: the offset answered to the node is on disk."""
+        if self._fd < 0:
+            return
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FsBlobStore:
+    """Blobs in a local (or shared) directory. Every method blocks: call it in a thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._incoming = root / "incoming"
+        for path in (root, self._blobs, self._incoming):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        sha = _check_sha(sha256)
+        return self._blobs / sha[:2] / sha
+
+    def _part(self, key: str) -> Path:
+        return self._incoming / f"{_check_key(key)}.part"
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def open(self, sha256: str) -> BinaryIO:
+        return self.path(sha256).open("rb")
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def sha256s(self) -> Iterator[str]:
+        for path in self._blobs.glob("??/*"):
+            if _SHA256.match(path.name):
+                yield path.name
+
+    def partial_size(self, key: str) -> int:
+        try:
+            return self._part(key).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def resume(self, key: str, offset: int) -> Upload:
+        """The upload `key`, to be written from `offset` on (anything held past it is cut
+        off: a resend from there replaces it). BlobError when `offset` is past what is
+        held."""
+        fd = os.open(self._part(key), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            held = os.fstat(fd).st_size
+            if offset > held:
+                raise BlobError(f"offset {offset} is past the {held} bytes held")
+            if offset < held:
+                os.ftruncate(fd, offset)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Upload(fd, offset)
+
+    def seal(self, key: str, sha256: str, *, digest: str | None = None) -> None:
+        """Turns the upload into the blob `sha256` once its bytes hash to it (raises
+        Corrupt, and drops the upload, when they do not). `digest` is the hash the caller
+        took while receiving every byte, which saves reading the file again."""
+        part = self._part(key)
+        target = self.path(sha256)
+        if digest is None:
+            hasher = hashlib.sha256()
+            with part.open("rb") as source:
+                while block := source.read(READ_CHUNK):
+                    hasher.update(block)
+            digest = hasher.hexdigest()
+        if digest != sha256:
+            part.unlink(missing_ok=True)
+            raise Corrupt(f"upload {key} hashes to {digest}, not {sha256}")
+        if target.exists():
+            part.unlink()  # the same content is stored already
+            return
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        part.rename(target)
+        _fsync_dir(target.parent)
+
+    def discard(self, key: str) -> None:
+        self._part(key).unlink(missing_ok=True)
+
+    def remove_stale_uploads(self, older_than: float) -> int:
+        """`.part` files not written since `older_than` (a Unix time): abandoned."""
+        gone = 0
+        for part in self._incoming.glob("*.part"):
+            try:
+                if part.stat().st_mtime < older_than:
+                    part.unlink()
+                    gone += 1
+            except FileNotFoundError:
+                continue
+        return gone
+
+
+async def read_blob(
+    blobs: FsBlobStore, sha256: str, start: int, end: int, chunk: int = READ_CHUNK
+) -> AsyncIterator[bytes]:
+    source = await asyncio.to_thread(blobs.open, sha256)
+    try:
+        await asyncio.to_thread(source.seek, start)
+        left = end - start
+        while left > 0:
+            block = await asyncio.to_thread(source.read, min(chunk, left))
+            if not block:
+                break
+            left -= len(block)
+            yield block
+    finally:
+        source.close()

@@ -1,0 +1,162 @@
+"""ArtifactUploadService: nodes hand over the files their jobs left (SPEC §7.11).
+
+An artifact may be uploaded only by the node whose result announced it. Bytes are
+appended to the upload's `.part` file as they come and made durable before the answer
+names the new offset, so a node that reconnects (or a restarted orchestrator) resumes
+where the file ends. When the last byte is in, the upload is checked against the
+announced SHA-256 and becomes a blob; every artifact row with that SHA-256 is then
+marked stored. Content already stored (another job made the same file) is not sent
+again. One upload per artifact at a time on this replica: a second waits its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cynode.controlplane.v1 import artifacts_pb2, artifacts_pb2_grpc
+from cynode.orchestrator.artifacts.blobs import BlobError, Corrupt, FsBlobStore, Upload
+from cynode.orchestrator.artifacts.records import (
+    UploadTarget,
+    find_upload,
+    mark_stored_by_sha,
+)
+from cynode.orchestrator.controlplane.tokens import require_node
+from cynode.orchestrator.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+NOT_ANNOUNCED = "no such artifact of this node's results"
+
+
+def _write(upload: Upload, hasher: Any, data: bytes) -> None:
+    if hasher is not None:
+        hasher.update(data)
+    upload.write(data)
+
+
+class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        blobs: FsBlobStore,
+        jwt_secret: str,
+        on_stored: Callable[[list[str]], None] = lambda tasks: None,
+    ) -> None:
+        self._engine = engine
+        self._blobs = blobs
+        self._secret = jwt_secret
+        self._on_stored = on_stored
+        # One lock per artifact being uploaded, with how many calls hold or wait for it;
+        # it goes when the last one is done.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def _target(
+        self, context: Context, job_id: str, attempt: int, artifact_id: str
+    ) -> UploadTarget:
+        claims = await require_node(context, self._secret)
+        async with self._engine.connect() as conn:
+            target = await find_upload(conn, claims.node_id, job_id, attempt, artifact_id)
+        if target is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, NOT_ANNOUNCED)
+        return target
+
+    async def _already_stored(self, target: UploadTarget) -> bool:
+        """True when the blob exists (this artifact's or the same content's)."""
+        if target.stored:
+            return True
+        if await asyncio.to_thread(self._blobs.has, target.sha256):
+            await self._stored(target)
+            return True
+        return False
+
+    async def _stored(self, target: UploadTarget) -> None:
+        async with self._engine.begin() as conn:
+            tasks = await mark_stored_by_sha(conn, target.sha256, utcnow())
+        self._on_stored(tasks)
+
+    async def GetUploadOffset(
+        self, request: artifacts_pb2.GetUploadOffsetRequest, context: Context
+    ) -> artifacts_pb2.GetUploadOffsetResponse:
+        target = await self._target(context, request.job_id, request.attempt, request.artifact_id)
+        if await self._already_stored(target):
+            return artifacts_pb2.GetUploadOffsetResponse(offset=target.size_bytes, stored=True)
+        held = await asyncio.to_thread(self._blobs.partial_size, target.artifact_id)
+        return artifacts_pb2.GetUploadOffsetResponse(offset=min(held, target.size_bytes))
+
+    async def UploadArtifact(
+        self,
+        request_iterator: AsyncIterator[artifacts_pb2.UploadArtifactRequest],
+        context: Context,
+    ) -> artifacts_pb2.UploadArtifactResponse:
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
+        if first.WhichOneof("msg") != "header":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be header")
+        header = first.header
+        target = await self._target(context, header.job_id, header.attempt, header.artifact_id)
+        key = target.artifact_id
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._receive(target, header.offset, request_iterator, context)
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _receive(
+        self,
+        target: UploadTarget,
+        offset: int,
+        request_iterator: AsyncIterator[artifacts_pb2.UploadArtifactRequest],
+        context: Context,
+    ) -> artifacts_pb2.UploadArtifactResponse:
+        if await self._already_stored(target):
+            return artifacts_pb2.UploadArtifactResponse(offset=target.size_bytes, stored=True)
+        if offset < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "negative offset")
+        key = target.artifact_id
+        try:
+            upload: Upload = await asyncio.to_thread(self._blobs.resume, key, offset)
+        except BlobError as exc:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        # From zero, the hash is taken as the bytes come; a resumed upload is read again.
+        hasher = hashlib.sha256() if offset == 0 else None
+        try:
+            async for message in request_iterator:
+                data = message.data
+                if upload.offset + len(data) > target.size_bytes:
+                    await asyncio.to_thread(self._blobs.discard, key)
+                    await context.abort(
+                        grpc.StatusCode.DATA_LOSS,
+                        f"more bytes than the {target.size_bytes} announced",
+                    )
+                # Hashing in the file thread too: hashlib lets go of the GIL for big
+                # buffers, so the event loop keeps serving while a chunk is digested.
+                await asyncio.to_thread(_write, upload, hasher, data)
+        finally:
+            # Whatever arrived is made durable: a cut stream resumes from here.
+            await asyncio.to_thread(upload.close)
+        if upload.offset < target.size_bytes:
+            return artifacts_pb2.UploadArtifactResponse(offset=upload.offset)
+        digest = hasher.hexdigest() if hasher is not None else None
+        try:
+            await asyncio.to_thread(self._blobs.seal, key, target.sha256, digest=digest)
+        except Corrupt as exc:
+            log.warning("artifact %s: %s", key, exc)
+            await context.abort(grpc.StatusCode.DATA_LOSS, "content does not match its sha256")
+        await self._stored(target)
+        return artifacts_pb2.UploadArtifactResponse(offset=target.size_bytes, stored=True)

@@ -1,0 +1,114 @@
+"""Collecting artifacts from a real sandbox: what lands in the spool and the result."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+from podman import PodmanClient
+
+from cynode.jobs.v1 import job_pb2
+from cynode.node.artifacts import ArtifactSpool
+from cynode.node.runtime import JobRunner, SandboxSettings
+from tests.node.runtime.conftest import make_spec
+
+pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("no_leftovers")]
+
+MAKE_OUT = r"""#!/bin/sh
+set -e
+mkdir -p out/data/deep
+printf 'report' > out/report.txt
+head -c 100000 /dev/urandom > out/data/part-1.bin
+printf 'x' > out/data/deep/z.csv
+ln -s /etc/passwd out/passwd-link
+ln -s /etc out/etc-link
+mkfifo out/fifo
+printf 'outside' > not-out.txt
+sha256sum out/data/part-1.bin
+"""
+
+
+@pytest.fixture
+def with_spool(settings: SandboxSettings, tmp_path: Path) -> SandboxSettings:
+    return dataclasses.replace(settings, artifact_dir=str(tmp_path / "artifacts"))
+
+
+async def test_regular_files_under_out_are_collected_and_nothing_else(
+    podman_client: PodmanClient, with_spool: SandboxSettings
+) -> None:
+    spec = make_spec(script=MAKE_OUT)
+    result = await JobRunner(podman_client, with_spool).run(spec)
+    assert result.status == job_pb2.JOB_STATUS_COMPLETED, result.stderr
+    found = {a.name: a for a in result.artifacts.artifacts}
+    assert sorted(found) == ["data/deep/z.csv", "data/part-1.bin", "report.txt"]
+    assert not result.artifacts.truncated
+    printed = result.stdout.split()[0].decode()
+    assert found["data/part-1.bin"].sha256 == printed
+    assert found["data/part-1.bin"].size_bytes == 100000
+    assert found["report.txt"].content_type == "text/plain"
+    assert found["data/deep/z.csv"].content_type == "text/csv"
+    spool = ArtifactSpool(Path(with_spool.artifact_dir))
+    pending = spool.pending(spec.job_id, spec.attempt)
+    assert {p.artifact.name for p in pending} == set(found)
+    for item in pending:
+        data = item.path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == item.artifact.sha256
+        assert b"root:x:0:0" not in data
+    assert spool.read_set(spec.job_id, spec.attempt) == result.artifacts
+
+
+async def test_limits_truncate_the_set_but_not_the_job(
+    podman_client: PodmanClient, with_spool: SandboxSettings
+) -> None:
+    settings = dataclasses.replace(
+        with_spool, artifact_max_file_bytes=5000, artifact_max_job_bytes=7000
+    )
+    script = (
+        "mkdir -p out && head -c 6000 /dev/zero > out/big && head -c 4000 /dev/zero > out/a"
+        " && head -c 4000 /dev/zero > out/b && head -c 100 /dev/zero > out/c; exit 3"
+    )
+    result = await JobRunner(podman_client, settings).run(make_spec(commands=[script]))
+    assert (result.status, result.exit_code) == (job_pb2.JOB_STATUS_FAILED, 3)
+    names = sorted(a.name for a in result.artifacts.artifacts)
+    assert "big" not in names and len(names) == 2 and "c" in names
+    assert sum(a.size_bytes for a in result.artifacts.artifacts) <= 7000
+    assert result.artifacts.truncated
+    assert result.artifacts.truncated_reason.startswith(("file over 5000", "artifacts over 7000"))
+
+
+async def test_out_as_a_symlink_or_missing_gives_an_empty_set(
+    podman_client: PodmanClient, with_spool: SandboxSettings
+) -> None:
+    linked = await JobRunner(podman_client, with_spool).run(make_spec(commands=["ln -s /etc out"]))
+    assert linked.status == job_pb2.JOB_STATUS_COMPLETED
+    assert list(linked.artifacts.artifacts) == [] and not linked.artifacts.truncated
+    missing = await JobRunner(podman_client, with_spool).run(make_spec(commands=["true"]))
+    assert list(missing.artifacts.artifacts) == []
+    assert ArtifactSpool(Path(with_spool.artifact_dir)).jobs() == []
+
+
+async def test_a_canceled_job_is_not_collected_a_timed_out_one_is(
+    podman_client: PodmanClient, with_spool: SandboxSettings
+) -> None:
+    script = "mkdir -p out && echo x > out/x && exec sleep 60"
+    timed = await JobRunner(podman_client, with_spool).run(
+        make_spec(commands=[script], timeout_seconds=2)
+    )
+    assert timed.reason == "timeout"
+    assert [a.name for a in timed.artifacts.artifacts] == ["x"]
+    started = asyncio.Event()
+
+    async def on_started(_: object) -> None:
+        started.set()
+
+    runner = JobRunner(podman_client, with_spool, on_started=on_started)
+    run = asyncio.create_task(runner.run(make_spec(commands=[script])))
+    await asyncio.wait_for(started.wait(), 60)
+    await asyncio.sleep(0.5)  # out/x is written by then; a cancel still skips it
+    await runner.cancel()
+    canceled = await run
+    assert canceled.status == job_pb2.JOB_STATUS_CANCELED
+    assert not canceled.HasField("artifacts")

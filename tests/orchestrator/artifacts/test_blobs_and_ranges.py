@@ -1,0 +1,114 @@
+"""The filesystem blob store and the download's Range and Content-Disposition rules."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from cynode.orchestrator.artifacts.blobs import BlobError, Corrupt, FsBlobStore, read_blob
+from cynode.orchestrator.artifacts.download import RangeError, disposition, parse_range
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_an_upload_becomes_a_blob_only_when_its_hash_matches(tmp_path: Path) -> None:
+    store = FsBlobStore(tmp_path)
+    upload = store.resume("KEY1", 0)
+    upload.write(b"hello ")
+    upload.close()
+    assert store.partial_size("KEY1") == 6 and not store.has(sha(b"hello world"))
+    upload = store.resume("KEY1", 6)
+    upload.write(b"world")
+    upload.close()
+    upload.close()  # twice is harmless
+    store.seal("KEY1", sha(b"hello world"))
+    assert store.path(sha(b"hello world")).read_bytes() == b"hello world"
+    assert store.size(sha(b"hello world")) == 11 and store.partial_size("KEY1") == 0
+    assert list(store.sha256s()) == [sha(b"hello world")]
+    # The same content again: the upload just goes.
+    again = store.resume("KEY2", 0)
+    again.write(b"hello world")
+    again.close()
+    store.seal("KEY2", sha(b"hello world"), digest=sha(b"hello world"))
+    assert store.partial_size("KEY2") == 0
+    store.delete(sha(b"hello world"))
+    assert not store.has(sha(b"hello world"))
+
+
+def test_a_resend_from_an_earlier_offset_replaces_the_tail(tmp_path: Path) -> None:
+    store = FsBlobStore(tmp_path)
+    first = store.resume("K", 0)
+    first.write(b"abcXXXX")
+    first.close()
+    second = store.resume("K", 3)
+    second.write(b"def")
+    second.close()
+    store.seal("K", sha(b"abcdef"))
+    assert store.path(sha(b"abcdef")).read_bytes() == b"abcdef"
+
+
+def test_corrupt_uploads_and_bad_names_are_refused(tmp_path: Path) -> None:
+    store = FsBlobStore(tmp_path)
+    upload = store.resume("K", 0)
+    upload.write(b"not it")
+    upload.close()
+    with pytest.raises(Corrupt):
+        store.seal("K", sha(b"something else"))
+    assert store.partial_size("K") == 0  # dropped: the next upload starts over
+    with pytest.raises(BlobError):
+        store.resume("K", 10)  # past what is held
+    for bad in ("../x", "", "a" * 65, "a/b"):
+        with pytest.raises(BlobError):
+            store.resume(bad, 0)
+    for bad_sha in ("ABC", "0" * 63, "g" * 64, "../" + "0" * 61):
+        with pytest.raises(BlobError):
+            store.path(bad_sha)
+    store.discard("K")
+
+
+async def test_read_blob_streams_the_asked_slice(tmp_path: Path) -> None:
+    store = FsBlobStore(tmp_path)
+    data = bytes(range(256)) * 9000
+    upload = store.resume("K", 0)
+    upload.write(data)
+    upload.close()
+    store.seal("K", sha(data))
+    got = b"".join([b async for b in read_blob(store, sha(data), 1000, 2_000_000)])
+    assert got == data[1000:2_000_000]
+    tail = b"".join([b async for b in read_blob(store, sha(data), len(data) - 5, len(data) + 50)])
+    assert tail == data[-5:]
+
+
+@pytest.mark.parametrize(
+    ("header", "want"),
+    [
+        (None, None),
+        ("bytes=0-0", (0, 1)),
+        ("bytes=2-5", (2, 6)),
+        ("bytes=5-", (5, 10)),
+        ("bytes=-3", (7, 10)),
+        ("bytes=-30", (0, 10)),
+        ("bytes=3-99", (3, 10)),
+        ("bytes=0-1,4-5", None),  # several ranges: the whole file
+    ],
+)
+def test_ranges(header: str | None, want: tuple[int, int] | None) -> None:
+    assert parse_range(header, 10) == want
+
+
+@pytest.mark.parametrize("header", ["bytes=10-", "bytes=5-2", "bytes=-0", "bytes=-", "items=0-1"])
+def test_unsatisfiable_or_malformed_ranges(header: str) -> None:
+    with pytest.raises(RangeError):
+        parse_range(header, 10)
+
+
+def test_disposition_keeps_the_base_name_safe() -> None:
+    assert disposition("data/part-1.csv") == (
+        "attachment; filename=\"part-1.csv\"; filename*=UTF-8''part-1.csv"
+    )
+    odd = disposition('rép"ort.txt')
+    assert 'filename="r_p_ort.txt"' in odd and "filename*=UTF-8''r%C3%A9p%22ort.txt" in odd

@@ -41,6 +41,7 @@ from cynode.orchestrator.health import (
 )
 from cynode.orchestrator.listeners import ServicePorts, Tls, grpc_address
 from cynode.orchestrator.metrics import GatewayMetrics
+from cynode.orchestrator.quotas import QuotaDefaults
 from cynode.orchestrator.rest import build_rest_app
 from cynode.orchestrator.store import session_factory
 
@@ -77,7 +78,7 @@ class Gateway:
 
     def services(self) -> dict[str, object]:
         return {
-            AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator),
+            AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator, self.book.quotas),
             TASK_SERVICE: TaskServicer(self.book, self.authenticator),
             **self.extra_services,
         }
@@ -122,7 +123,7 @@ def build_gateway(
         passwords=passwords,
         authenticator=authenticator,
         sessions=sessions,
-        book=TaskBook(factory, bus),
+        book=TaskBook(factory, bus, QuotaDefaults.of(settings.control_plane)),
         readiness=Readiness(
             engine,
             inference_ready or store_inference_ready(factory),

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2
 from cynode.orchestrator import lifecycle
+from cynode.orchestrator.controlplane.caps import Room, RunningCaps, not_blocked
 from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.controlplane.jobspec import TaskFields, build_spec
 from cynode.orchestrator.controlplane.notify import Notifier
@@ -34,7 +35,7 @@ from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.lifecycle import Reason, Status
 from cynode.orchestrator.store.models import utcnow
-from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS, any_id, chunked
+from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS, USERS, any_id, chunked
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +58,38 @@ _LOAD_FILES = {
 }
 
 
-def _claim_stmt(inference: bool, pg: bool) -> Any:
+def _claim_stmt(inference: bool, pg: bool, capped: bool = False) -> Any:
     """Queued jobs with their tasks' spec columns, in one statement; on Postgres the job
-    rows (only) are locked, skipping rows another replica holds."""
+    rows (only) are locked, skipping rows another replica holds. `capped` (a running-jobs
+    limit is set somewhere): also each job's user and own limit, and none of the users
+    bound as `blocked`."""
+    columns: list[Any] = [
+        JOBS.c.id,
+        JOBS.c.task_id,
+        JOBS.c.attempt,
+        JOBS.c.needs_inference,
+        # TaskFields after its id (the job's task_id), in its order.
+        *(TASKS.c[name] for name in TaskFields._fields[1:]),
+        # Most tasks have no attachments: the round then skips their query.
+        sa.exists().where(ATTACHMENTS.c.task_id == TASKS.c.id).label("has_files"),
+    ]
+    joined = JOBS.join(TASKS, TASKS.c.id == JOBS.c.task_id)
+    where = [
+        JOBS.c.status == Status.QUEUED,
+        JOBS.c.node_id.is_(None),
+        JOBS.c.cancel_requested.is_(False),
+        JOBS.c.needs_inference.is_(inference),
+    ]
+    if capped:
+        columns += [TASKS.c.user_id, USERS.c.max_running_jobs]
+        joined = joined.join(USERS, USERS.c.id == TASKS.c.user_id)
+        where.append(not_blocked(pg))
     stmt = (
-        sa.select(
-            JOBS.c.id,
-            JOBS.c.task_id,
-            JOBS.c.attempt,
-            JOBS.c.needs_inference,
-            # TaskFields after its id (the job's task_id), in its order.
-            *(TASKS.c[name] for name in TaskFields._fields[1:]),
-            # Most tasks have no attachments: the round then skips their query.
-            sa.exists().where(ATTACHMENTS.c.task_id == TASKS.c.id).label("has_files"),
-        )
-        .join(TASKS, TASKS.c.id == JOBS.c.task_id)
-        .where(
-            JOBS.c.status == Status.QUEUED,
-            JOBS.c.node_id.is_(None),
-            JOBS.c.cancel_requested.is_(False),
-            JOBS.c.needs_inference.is_(inference),
-        )
-        .order_by(JOBS.c.id)
+        sa.select(*columns)
+        .select_from(joined)
+        .where(*where)
+        # Fair share (SPEC §3.9): lowest start tag first, round-robin across users.
+        .order_by(JOBS.c.fair_key, JOBS.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     if pg:
@@ -86,7 +97,12 @@ def _claim_stmt(inference: bool, pg: bool) -> Any:
     return stmt
 
 
-_CLAIM = {(inf, pg): _claim_stmt(inf, pg) for inf in (True, False) for pg in (True, False)}
+_CLAIM = {
+    (inf, pg, capped): _claim_stmt(inf, pg, capped)
+    for inf in (True, False)
+    for pg in (True, False)
+    for capped in (True, False)
+}
 
 
 class Scheduler:
@@ -107,6 +123,7 @@ class Scheduler:
         self._notifier = notifier
         self._tasks_in_tx = tasks_changed_in_tx
         self._tasks_changed = tasks_changed
+        self._caps = RunningCaps(settings.max_running_jobs)
         self._event = asyncio.Event()
         self._cancels_due = True
         self._last_sweep = 0.0
@@ -188,8 +205,9 @@ class Scheduler:
         plan: list[tuple[_Claimed, NodeSession]] = []
         try:
             async with self._held.begin() as conn:
-                claimed = await self._claim(conn, True, inf_credits) if inf_credits else []
-                claimed += await self._claim(conn, False, total - len(claimed))
+                room = await self._caps.room(conn)
+                claimed = await self._claim(conn, True, inf_credits, room) if inf_credits else []
+                claimed += await self._claim(conn, False, total - len(claimed), room)
                 if not claimed:
                     return 0
                 plan = _plan(claimed, sessions)
@@ -233,12 +251,26 @@ class Scheduler:
             sends.append((session, msg))
         await lifecycle.claim(conn, claims, now, lease)
 
-    async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[_Claimed]:
+    async def _claim(
+        self, conn: AsyncConnection, inference: bool, limit: int, room: Room | None = None
+    ) -> list[_Claimed]:
         if limit <= 0:
             return []
-        rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
+        if room is None:
+            rows = await conn.execute(_CLAIM[(inference, self._pg, False)], {"limit": limit})
+            return [
+                _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-1]), bool(r[-1]))
+                for r in rows
+            ]
+        # Over a user's running-jobs limit the job is left out: it stays queued (on
+        # Postgres its row lock ends with this transaction).
+        rows = await conn.execute(
+            _CLAIM[(inference, self._pg, True)], {"limit": limit, "blocked": room.blocked}
+        )
         return [
-            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-1]), bool(r[-1])) for r in rows
+            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-3]), bool(r[-3]))
+            for r in rows
+            if room.take(r[-2], r[-1])
         ]
 
     # -- leases -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ ATTEMPTS: sa.Table = SQLModel.metadata.tables["job_attempts"]
 CHUNKS: sa.Table = SQLModel.metadata.tables["job_output_chunks"]
 NODES: sa.Table = SQLModel.metadata.tables["nodes"]
 ATTACHMENTS: sa.Table = SQLModel.metadata.tables["task_attachments"]
+USERS: sa.Table = SQLModel.metadata.tables["users"]
 
 # Stays well under SQLite's and asyncpg's bound-parameter limits.
 IN_CHUNK = 500

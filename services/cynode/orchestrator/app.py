@@ -29,6 +29,7 @@ from cynode.orchestrator.auth import (
     SessionManager,
     TokenIssuer,
 )
+from cynode.orchestrator.auth.userservice import UserServicer
 from cynode.orchestrator.config import Settings, SettingsError, options_of
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.gateway import TaskBook, TaskServicer
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 AUTH_SERVICE = "cynode.gateway.v1.AuthService"
 TASK_SERVICE = "cynode.gateway.v1.TaskService"
+USER_SERVICE = "cynode.gateway.v1.UserService"
 # The largest task SPEC §2 allows: 16 attachments of 10 MiB plus the largest input.
 MAX_TASK_BYTES = 16 * 10 * 1024 * 1024 + 2 * 1024 * 1024
 # gRPC carries that as bytes; REST as JSON, where attachments are base64 (4/3 larger).
@@ -80,6 +82,9 @@ class Gateway:
         return {
             AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator, self.book.quotas),
             TASK_SERVICE: TaskServicer(self.book, self.authenticator),
+            USER_SERVICE: UserServicer(
+                self.factory, self.passwords, self.authenticator, self.book.quotas
+            ),
             **self.extra_services,
         }
 

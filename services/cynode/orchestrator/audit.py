@@ -17,6 +17,12 @@ LOGOUT = "logout"
 USER_CREATE = "user_create"
 USER_PASSWORD = "user_password"
 USER_DISABLE = "user_disable"
+USER_ENABLE = "user_enable"
+USER_UPDATE = "user_update"
+USER_REVOKE_SESSIONS = "user_revoke_sessions"
+# Reads by administrators are audited only when refused (who tried, from where).
+USER_LIST = "user_list"
+USER_GET = "user_get"
 
 
 def audit_row(

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from cynode.gateway.v1 import users_pb2 as cynode_dot_gateway_dot_v1_dot_users__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,390 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class UserServiceStub:
+    """Local accounts, for administrators: everyone else gets PERMISSION_DENIED (403).
+    `user_id` in a path is a user's id or handle.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateUser = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/CreateUser',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/ListUsers',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.GetUser = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/GetUser',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.UpdateUser = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/UpdateUser',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.UpdateUserRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.DisableUser = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/DisableUser',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.DisableUserRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.DisableUserResponse.FromString,
+                _registered_method=True)
+        self.EnableUser = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/EnableUser',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.EnableUserRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.EnableUserResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/ResetPassword',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
+        self.RevokeSessions = channel.unary_unary(
+                '/cynode.gateway.v1.UserService/RevokeSessions',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.RevokeSessionsRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.RevokeSessionsResponse.FromString,
+                _registered_method=True)
+
+
+class UserServiceServicer:
+    """Local accounts, for administrators: everyone else gets PERMISSION_DENIED (403).
+    `user_id` in a path is a user's id or handle.
+    """
+
+    def CreateUser(self, request, context):
+        """A new account. REST answers 201 with the User itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Every account, oldest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUser(self, request, context):
+        """One account: the User itself (as FetchTask answers the Task).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateUser(self, request, context):
+        """Sets what the request names of the user's fair-share weight and own quotas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableUser(self, request, context):
+        """The user can no longer log in; every session and access token stops working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableUser(self, request, context):
+        """A disabled user may log in again (their old sessions stay revoked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """A new password; every session of the user is revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSessions(self, request, context):
+        """Ends every session of the user; their access tokens stop working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UserServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.CreateUserRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ListUsersRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'GetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUser,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.GetUserRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'UpdateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUser,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.UpdateUserRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'DisableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableUser,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.DisableUserRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.DisableUserResponse.SerializeToString,
+            ),
+            'EnableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableUser,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.EnableUserRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.EnableUserResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'RevokeSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSessions,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_users__pb2.RevokeSessionsRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_users__pb2.RevokeSessionsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cynode.gateway.v1.UserService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cynode.gateway.v1.UserService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class UserService:
+    """Local accounts, for administrators: everyone else gets PERMISSION_DENIED (403).
+    `user_id` in a path is a user's id or handle.
+    """
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/CreateUser',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.CreateUserRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/ListUsers',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/GetUser',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/UpdateUser',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.UpdateUserRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/DisableUser',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.DisableUserRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.DisableUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/EnableUser',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.EnableUserRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.EnableUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/ResetPassword',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.ResetPasswordRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.UserService/RevokeSessions',
+            cynode_dot_gateway_dot_v1_dot_users__pb2.RevokeSessionsRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_users__pb2.RevokeSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -224,6 +224,31 @@ ROWS: list[Row] = [
         volatile=frozenset({"last_heartbeat_at", "running_jobs"}),
     ),
     Row("nodes-no-token", ADMIN + "ListNodes", 401, _user("GET", "/v1/nodes", auth="none")),
+    Row(
+        "nodes-get",
+        ADMIN + "GetNode",
+        200,
+        _user("GET", "/v1/nodes/parity-node"),
+        volatile=frozenset({"last_heartbeat_at", "running_jobs"}),
+    ),
+    Row("nodes-get-missing", ADMIN + "GetNode", 404, _user("GET", "/v1/nodes/nope")),
+    Row("nodes-drain", ADMIN + "DrainNode", 200, _user("POST", "/v1/nodes/parity-node/drain", {})),
+    Row(
+        "nodes-enable", ADMIN + "EnableNode", 200, _user("POST", "/v1/nodes/parity-node/enable", {})
+    ),
+    Row(
+        "nodes-disable-missing",
+        ADMIN + "DisableNode",
+        404,
+        _user("POST", "/v1/nodes/nope/disable", {}),
+    ),
+    Row(
+        "nodes-refresh-config",
+        ADMIN + "RefreshNodeConfig",
+        200,
+        _user("POST", "/v1/nodes/parity-node/refresh_config", {}),
+        volatile=frozenset({"config_version"}),
+    ),
     # Users (admin).
     Row(
         "users-create",
@@ -280,6 +305,19 @@ ROWS: list[Row] = [
         USERS + "RevokeSessions",
         404,
         _user("POST", "/v1/users/nobody/revoke_sessions", {}),
+    ),
+    # Audit (admin).
+    Row(
+        "audit",
+        "cynode.gateway.v1.AuditService/ListAuditEvents",
+        200,
+        _user("GET", "/v1/audit?action=user_create&outcome=ok&limit=2"),
+    ),
+    Row(
+        "audit-bad-cursor",
+        "cynode.gateway.v1.AuditService/ListAuditEvents",
+        400,
+        _user("GET", "/v1/audit?cursor=nope"),
     ),
     # Auth.
     Row("login", AUTH + "Login", 200, _login_call(None), volatile=TOKENS),

@@ -138,6 +138,12 @@ def test_gateway_paths_and_statuses(gateway: dict[str, Any]) -> None:
         "/v1/users/{user_id}/enable",
         "/v1/users/{user_id}/reset_password",
         "/v1/users/{user_id}/revoke_sessions",
+        "/v1/nodes/{node_id}",
+        "/v1/nodes/{node_id}/drain",
+        "/v1/nodes/{node_id}/disable",
+        "/v1/nodes/{node_id}/enable",
+        "/v1/nodes/{node_id}/refresh_config",
+        "/v1/audit",
     }
     create = _operation(gateway, "TaskService_CreateTask")
     assert "429" in create["responses"]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
+from cynode.orchestrator.auditlog import AuditServicer
 from cynode.orchestrator.auth import (
     Authenticator,
     AuthServicer,
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 AUTH_SERVICE = "cynode.gateway.v1.AuthService"
 TASK_SERVICE = "cynode.gateway.v1.TaskService"
 USER_SERVICE = "cynode.gateway.v1.UserService"
+AUDIT_SERVICE = "cynode.gateway.v1.AuditService"
 # The largest task SPEC §2 allows: 16 attachments of 10 MiB plus the largest input.
 MAX_TASK_BYTES = 16 * 10 * 1024 * 1024 + 2 * 1024 * 1024
 # gRPC carries that as bytes; REST as JSON, where attachments are base64 (4/3 larger).
@@ -82,6 +84,7 @@ class Gateway:
         return {
             AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator, self.book.quotas),
             TASK_SERVICE: TaskServicer(self.book, self.authenticator),
+            AUDIT_SERVICE: AuditServicer(self.factory, self.authenticator),
             USER_SERVICE: UserServicer(
                 self.factory, self.passwords, self.authenticator, self.book.quotas
             ),

@@ -40,9 +40,9 @@ async def test_every_admin_route_refuses_non_admins(db_engine: AsyncEngine, tmp_
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{orch.rest_port}") as http:
             doc = (await http.get("/openapi.json")).json()
             routes = _admin_routes(doc)
-            # At least the user and node administration are there.
+            # User and node administration and the audit log, at least.
             tags = {op["tags"][0] for _, _, op in routes}
-            assert {"UserService", "NodeAdminService"} <= tags, tags
+            assert {"UserService", "NodeAdminService", "AuditService"} <= tags, tags
             plain = await rest_login(http, gw)
             admin = await rest_login(http, gw, is_admin=True)
             victim = (

@@ -37,6 +37,7 @@ ROUTES = [
     ("POST", "/v1/users/{id}/enable"),
     ("POST", "/v1/users/{id}/reset_password"),
     ("POST", "/v1/users/{id}/revoke_sessions"),
+    ("GET", "/v1/audit"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -45,7 +46,14 @@ ROUTES = [
 GATEWAY_DOCUMENT = Path(__file__).resolve().parents[3] / "gen" / "openapi" / "gateway.openapi.json"
 # NodeAdminService comes with the control plane, which this gateway runs without;
 # tests/contract/test_schemathesis.py fuzzes it on a live orchestrator.
-CONTROL_PLANE_ROUTES = {("GET", "/v1/nodes")}
+CONTROL_PLANE_ROUTES = {
+    ("GET", "/v1/nodes"),
+    ("GET", "/v1/nodes/{node_id}"),
+    ("POST", "/v1/nodes/{node_id}/drain"),
+    ("POST", "/v1/nodes/{node_id}/disable"),
+    ("POST", "/v1/nodes/{node_id}/enable"),
+    ("POST", "/v1/nodes/{node_id}/refresh_config"),
+}
 FIELDS = [
     "handle",
     "password",
@@ -69,6 +77,10 @@ FIELDS = [
     "weight",
     "quotas",
     "max_queued_tasks",
+    "action",
+    "outcome",
+    "since",
+    "node_id",
 ]
 scalars = st.one_of(
     st.none(),

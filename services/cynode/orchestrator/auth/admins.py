@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -18,25 +18,26 @@ ADMINS_ONLY = "administrators only"
 
 
 class AdminLike(Protocol):
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def handle(self) -> str: ...
+    """The gateway's Principal, or anything with `is_admin` (and, for the audit row,
+    `user_id` and `handle` where it has them)."""
+
     @property
     def is_admin(self) -> bool: ...
 
+
+P = TypeVar("P", bound=AdminLike)
 
 # The gateway's Authenticator.authenticate: aborts UNAUTHENTICATED itself; plain or async.
 Authenticate = Callable[[Context], "AdminLike | Awaitable[AdminLike]"]
 
 
 async def require_admin(
-    authenticate: Authenticate,
+    authenticate: Callable[[Context], P | Awaitable[P]],
     context: Context,
     factory: async_sessionmaker[AsyncSession],
     action: str,
     **detail: Any,
-) -> AdminLike:
+) -> P:
     principal = authenticate(context)
     if inspect.isawaitable(principal):
         principal = await principal
@@ -45,8 +46,8 @@ async def require_admin(
             factory,
             action,
             "denied",
-            user_id=principal.user_id,
-            handle=principal.handle,
+            user_id=getattr(principal, "user_id", None),
+            handle=getattr(principal, "handle", None),
             client=client_address(context),
             **detail,
         )

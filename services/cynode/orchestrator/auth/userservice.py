@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cynode.gateway.v1 import users_pb2, users_pb2_grpc
 from cynode.orchestrator import audit
-from cynode.orchestrator.auth.admins import Authenticate, require_admin
+from cynode.orchestrator.auth.admins import require_admin
 from cynode.orchestrator.auth.authenticator import Authenticator
 from cynode.orchestrator.auth.passwords import Passwords
 from cynode.orchestrator.auth.users import (
@@ -70,7 +70,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):  # type: ignore[misc]
         self._factory = factory
         self._passwords = passwords
         self._authenticator = authenticator
-        self._authenticate: Authenticate = authenticator.authenticate
+        self._authenticate = authenticator.authenticate
         self._quotas = quotas
 
     async def _admin(self, context: Context, action: str, target: str = "") -> Actor:

@@ -30,12 +30,21 @@ from cynode.orchestrator import lifecycle
 from cynode.orchestrator.controlplane.caps import Room, RunningCaps, not_blocked
 from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.controlplane.jobspec import TaskFields, build_spec
+from cynode.orchestrator.controlplane.nodestate import NodeState
 from cynode.orchestrator.controlplane.notify import Notifier
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.lifecycle import Reason, Status
 from cynode.orchestrator.store.models import utcnow
-from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS, USERS, any_id, chunked
+from cynode.orchestrator.store.tables import (
+    ATTACHMENTS,
+    JOBS,
+    NODES,
+    TASKS,
+    USERS,
+    any_id,
+    chunked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +114,9 @@ _CLAIM = {
 }
 
 
+_PAUSED = sa.select(NODES.c.id).where(NODES.c.admin_state != NodeState.ACTIVE)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -124,6 +136,8 @@ class Scheduler:
         self._tasks_in_tx = tasks_changed_in_tx
         self._tasks_changed = tasks_changed
         self._caps = RunningCaps(settings.max_running_jobs)
+        # Nodes an administrator drained or disabled (any replica's): no new work.
+        self.paused: set[str] = set()
         self._event = asyncio.Event()
         self._cancels_due = True
         self._last_sweep = 0.0
@@ -158,6 +172,21 @@ class Scheduler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="controlplane-scheduler")
 
+    async def load_paused(self) -> None:
+        """Reads which nodes take no new work: at start, at every sweep (a backstop for a
+        missed NOTIFY) and when a replica says an administrator changed one."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(_PAUSED)
+            self.paused = {r[0] for r in rows}
+
+    def pause(self, node_id: str, paused: bool) -> None:
+        """This replica's own change, applied before its caller answers."""
+        if paused:
+            self.paused.add(node_id)
+        else:
+            self.paused.discard(node_id)
+            self._event.set()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -183,6 +212,7 @@ class Scheduler:
     async def round(self) -> None:
         if time.monotonic() - self._last_sweep >= self._settings.sweep_seconds:
             self._last_sweep = time.monotonic()
+            await self.load_paused()
             await self.expire_leases()
         if self._cancels_due:
             self._cancels_due = False
@@ -194,7 +224,12 @@ class Scheduler:
 
     async def assign(self) -> int:
         """One claim-and-send pass; returns how many jobs it dispatched."""
-        sessions = [s for s in self._registry if s.credits > 0 and not s.closed]
+        paused = self.paused
+        sessions = [
+            s
+            for s in self._registry
+            if s.credits > 0 and not s.closed and (not paused or s.node_id not in paused)
+        ]
         total = min(sum(s.credits for s in sessions), self._settings.claim_batch)
         if total <= 0:
             return 0

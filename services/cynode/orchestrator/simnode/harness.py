@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cynode.orchestrator import lifecycle
 from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES
+from cynode.orchestrator.auth.admins import Authenticate
 from cynode.orchestrator.controlplane import (
     ControlPlane,
     ControlPlaneSettings,
     build_control_plane,
 )
-from cynode.orchestrator.controlplane.admin import Authenticate
 from cynode.orchestrator.events import JOBS as JOBS_TOPIC
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.grpc_server import server_options

@@ -269,6 +269,11 @@ class Node(SQLModel, table=True):
     slug: str = Field(max_length=128, unique=True, index=True)
     name: str | None = Field(default=None, max_length=200)
     status: str = Field(default="offline", max_length=16)
+    # What an administrator set (SPEC §2.8): active, draining or disabled.
+    admin_state: str = Field(
+        default="active",
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="active"),
+    )
     capability: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))
     inference_supported: bool = False
     max_concurrency: int = 1

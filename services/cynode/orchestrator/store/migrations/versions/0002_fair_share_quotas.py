@@ -1,4 +1,5 @@
-"""fair share and quotas: users' weight, fair tag and quota overrides; jobs' fair key
+"""fair share, quotas, node admin: users' weight, fair tag and quota overrides; jobs'
+fair key; nodes' admin state
 
 Revision ID: 0002
 Revises: 0001
@@ -28,9 +29,15 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_status_fair", ["status", "fair_key", "id"], unique=False)
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.create_index("ix_tasks_user_status", ["user_id", "status"], unique=False)
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("admin_state", sa.String(16), nullable=False, server_default="active")
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.drop_column("admin_state")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index("ix_tasks_user_status")
     with op.batch_alter_table("jobs", schema=None) as batch_op:

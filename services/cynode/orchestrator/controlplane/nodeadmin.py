@@ -2,13 +2,14 @@
 
 Drain and disable stop new work at once on this replica (the scheduler's paused set)
 and, through NOTIFY, on the others (each also rereads the set at every sweep). Disable
-also requeues what the node holds: its leases run out now (`lifecycle.lapse`) and the
-sweep, woken here, requeues each job with a new attempt and tells the node to drop its
-copy, as for any lease that runs out (SPEC §3.5)."""
+also requeues what the node holds: in one transaction its leases run out
+(`lifecycle.lapse`) and the sweep requeues each job with a new attempt, then tells the
+node to drop its copy, as for any lease that runs out (SPEC §3.5)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -69,29 +70,31 @@ class NodeAdmin:
             return await _find(conn, ref)
 
     async def set_state(self, ref: str, state: NodeState) -> StateChange:
-        now = utcnow()
         async with self._engine.begin() as conn:
             node_id = await _find(conn, ref)
             await conn.execute(
                 NODES.update()
                 .where(NODES.c.id == node_id)
-                .values(admin_state=state.value, updated_at=now)
+                .values(admin_state=state.value, updated_at=utcnow())
             )
-            held: list[str] = []
-            if state is NodeState.DISABLED:
-                held = [
+            await self._notifier.nodes_in_tx(conn, [node_id])
+        # Paused here before its jobs are requeued, so none goes back to it.
+        self._scheduler.pause(node_id, state is not NodeState.ACTIVE)
+        held: list[str] = []
+        if state is NodeState.DISABLED:
+
+            async def lapse_held(conn: AsyncConnection, now: datetime) -> None:
+                held.extend(
                     r[0]
                     for r in await conn.execute(
                         sa.select(JOBS.c.id).where(
                             JOBS.c.node_id == node_id, JOBS.c.status.in_(lifecycle.LIVE)
                         )
                     )
-                ]
+                )
                 await lifecycle.lapse(conn, held, now)
-            await self._notifier.nodes_in_tx(conn, [node_id])
-        self._scheduler.pause(node_id, state is not NodeState.ACTIVE)
-        if held:
-            self._scheduler.wake(sweep=True)
+
+            await self._scheduler.expire_leases(before=lapse_held)
         return StateChange(node_id, len(held))
 
     async def refresh_config(self, ref: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ import heapq
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -310,10 +310,16 @@ class Scheduler:
 
     # -- leases -----------------------------------------------------------------------
 
-    async def expire_leases(self) -> int:
-        """Requeues (attempt + 1 at the next dispatch) or fails jobs whose lease ran out."""
+    async def expire_leases(
+        self, before: Callable[[AsyncConnection, datetime], Awaitable[None]] | None = None
+    ) -> int:
+        """Requeues (attempt + 1 at the next dispatch) or fails jobs whose lease ran out.
+        `before` runs first in the same transaction (a disabled node's leases made to run
+        out now: no heartbeat can renew them in between)."""
         now = utcnow()
         async with self._engine.begin() as conn:
+            if before is not None:
+                await before(conn, now)
             expired = await lifecycle.expire(conn, now, self._settings.max_attempts, lock=self._pg)
             if not expired.copies:
                 return 0

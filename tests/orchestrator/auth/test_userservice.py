@@ -4,6 +4,8 @@ stops working at once and their login is refused; everything is audited."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -14,7 +16,16 @@ import sqlalchemy as sa
 from cynode.gateway.v1 import users_pb2, users_pb2_grpc
 from cynode.orchestrator.app import Gateway
 from cynode.orchestrator.store.tables import USERS
-from tests.orchestrator.gatewaykit import PASSWORD, Served, bearer, rest_login, unique, user_token
+from tests.orchestrator.gatewaykit import (
+    PASSWORD,
+    Served,
+    bearer,
+    make_gateway,
+    rest_login,
+    rest_server,
+    unique,
+    user_token,
+)
 
 AUDIT = USERS.metadata.tables["audit_log"]
 NEW_PASSWORD = "another horse battery"
@@ -209,3 +220,26 @@ async def test_over_grpc(served: Served) -> None:
             users_pb2.GetUserRequest(user_id=made.id), metadata=bearer(plain.access_token)
         )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_disable_reaches_another_replica_within_a_second(
+    gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two gateways on one database: a disable on one is refused on the other within
+    the access check's 1 s cache (SPEC §2.9)."""
+    other = make_gateway(gateway.engine, tmp_path_factory.mktemp("gw2"))
+    async with (
+        rest_server(gateway.rest_app()) as one_url,
+        rest_server(other.rest_app()) as two_url,
+        httpx.AsyncClient(base_url=one_url) as one,
+        httpx.AsyncClient(base_url=two_url) as two,
+    ):
+        admin = await rest_login(one, gateway, is_admin=True)
+        theirs = await rest_login(one, gateway)
+        me = _ok(await two.get("/v1/users/me", headers=theirs))  # cached on replica two now
+        _ok(await one.post(f"/v1/users/{me['id']}/disable", json={}, headers=admin))
+        assert (await one.get("/v1/users/me", headers=theirs)).status_code == 401
+        start = time.monotonic()
+        while (await two.get("/v1/users/me", headers=theirs)).status_code != 401:
+            assert time.monotonic() - start < 1.5, "replica two still accepts the token"
+            await asyncio.sleep(0.05)

@@ -138,6 +138,7 @@ class Scheduler:
         self._caps = RunningCaps(settings.max_running_jobs)
         # Nodes an administrator drained or disabled (any replica's): no new work.
         self.paused: set[str] = set()
+        self._pause_changes = 0
         self._event = asyncio.Event()
         self._cancels_due = True
         self._last_sweep = 0.0
@@ -175,12 +176,16 @@ class Scheduler:
     async def load_paused(self) -> None:
         """Reads which nodes take no new work: at start, at every sweep (a backstop for a
         missed NOTIFY) and when a replica says an administrator changed one."""
+        changes = self._pause_changes
         async with self._engine.connect() as conn:
-            rows = await conn.execute(_PAUSED)
-            self.paused = {r[0] for r in rows}
+            found = {r[0] for r in await conn.execute(_PAUSED)}
+        # A change made here while the query ran may be newer than what it read.
+        if changes == self._pause_changes:
+            self.paused = found
 
     def pause(self, node_id: str, paused: bool) -> None:
         """This replica's own change, applied before its caller answers."""
+        self._pause_changes += 1
         if paused:
             self.paused.add(node_id)
         else:

@@ -206,3 +206,22 @@ async def test_the_configured_default_limit_applies(engine: AsyncEngine) -> None
             rec.release(job)
         await node.stop()
         await srv.stop()
+
+
+async def test_inference_jobs_take_turns_too(server: ControlPlaneServer) -> None:
+    """The inference claim has the same order: round-robin across users on the nodes
+    that can take inference jobs."""
+    engine = server.engine
+    a, b = await make_user(engine), await make_user(engine)
+    owner: dict[str, str] = {}
+    for user, letter, n in ((a, "A", 4), (b, "B", 2)):
+        for _, job in await enqueue_jobs(engine, user, n, needs_inference=True):
+            owner[job] = letter
+    rec = Recorder()
+    node = SimNode(server.target, PSK, "fair-inf", slots=1, inference=True, runtime=rec)
+    await node.start()
+    try:
+        await until(lambda: len(rec.started) == 6, what="all six inference jobs ran")
+    finally:
+        await node.stop()
+    assert _owners(rec.started, owner) == "ABABAA"

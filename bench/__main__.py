@@ -23,7 +23,7 @@ Row = tuple[str, str]  # (what, ratio as printed)
 
 
 def _dispatch(out: str) -> list[Row]:
-    pattern = re.compile(r"^(sqlite|postgres)\s+([\d,]+)\s+([\d.]+)\s", re.M)
+    pattern = re.compile(r"^((?:sqlite|postgres)(?:/\d+u)?)\s+([\d,]+)\s+([\d.]+)\s", re.M)
     return [
         (f"{backend} jobs/s / gRPC echo rate", ratio) for backend, _, ratio in pattern.findall(out)
     ]

@@ -1,7 +1,7 @@
 """Dispatch throughput and latency with simulated nodes, beside the raw gRPC bidi echo
 rate on the same machine, and how many idle nodes one orchestrator process holds.
 
-    .venv/bin/python -m bench.dispatch [--nodes 100] [--jobs 10000] [--idle 10000]
+    .venv/bin/python -m bench.dispatch [--nodes 100] [--jobs 10000] [--idle 10000] [--users 100]
 
 The orchestrator (gRPC server, scheduler, ingest, database client) runs in this process;
 the simulated nodes, busy or idle, run in a child process, as nodes are other machines in
@@ -13,6 +13,9 @@ echo round trips/s well under 1 is expected; `cpu ms/job` is this process's CPU 
 (all threads) during the burst divided by the jobs, the figure least disturbed by other
 load on the machine; `nodes` is the same for the simulated nodes' process. The nodes, the
 orchestrator and (for the postgres row) the database server share the machine's cores.
+Each backend runs twice: all jobs from one user, then (row `<backend>/<N>u`) the same
+jobs spread over `--users` users, which the scheduler takes round-robin (fair share,
+SPEC §3.9).
 """
 
 from __future__ import annotations
@@ -188,7 +191,16 @@ async def _spawn_nodes(target: str, count: int, mode: str) -> asyncio.subprocess
     return child
 
 
-async def dispatch_run(backend: str, nodes: int, jobs: int, tmp: Path) -> dict[str, float]:
+async def _enqueue(
+    engine: AsyncEngine, users: list[str], jobs: int, srv: ControlPlaneServer
+) -> list[str]:
+    """`jobs` queued in one transaction, dealt out over `users` in turn."""
+    return [j for _, j in await enqueue_jobs(engine, users, jobs, bus=srv.bus)]
+
+
+async def dispatch_run(
+    backend: str, nodes: int, jobs: int, tmp: Path, users: int = 1
+) -> dict[str, float]:
     """The orchestrator here; the nodes in a child process (the second core)."""
     engine, schema = await _fresh_engine(backend, tmp)
     settings = settings_for_tests(
@@ -196,10 +208,10 @@ async def dispatch_run(backend: str, nodes: int, jobs: int, tmp: Path) -> dict[s
     )
     srv = await ControlPlaneServer(engine, settings).start()
     child = await _spawn_nodes(srv.target, nodes, "busy")
-    user = await make_user(engine)
+    owners = [await make_user(engine) for _ in range(users)]
     # Throughput: a burst of `jobs`.
     start, cpu0, nodes_cpu0 = time.perf_counter(), time.process_time(), _cpu_seconds(child.pid)
-    await enqueue_jobs(engine, user, jobs, bus=srv.bus)
+    await _enqueue(engine, owners, jobs, srv)
     enqueued = time.perf_counter() - start
     await asyncio.wait_for(_wait_completed(engine, jobs), 600)
     burst = time.perf_counter() - start
@@ -211,7 +223,7 @@ async def dispatch_run(backend: str, nodes: int, jobs: int, tmp: Path) -> dict[s
     per_batch = max(1, int(rate * 3 / batches))
     paced: list[str] = []
     for _ in range(batches):
-        paced += [j for _, j in await enqueue_jobs(engine, user, per_batch, bus=srv.bus)]
+        paced += await _enqueue(engine, owners[: min(users, per_batch)], per_batch, srv)
         await asyncio.sleep(3 / batches)
     await asyncio.wait_for(_wait_completed(engine, jobs + len(paced)), 600)
     lat = sorted(await _latencies(engine, paced))
@@ -289,15 +301,20 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         echo = await echo_rate(args.nodes, 2000)
-        rows = [(b, await dispatch_run(b, args.nodes, args.jobs, tmp)) for b in args.backends]
+        rows = []
+        for b in args.backends:
+            rows.append((b, await dispatch_run(b, args.nodes, args.jobs, tmp)))
+            if args.users > 1:
+                many = await dispatch_run(b, args.nodes, args.jobs, tmp, args.users)
+                rows.append((f"{b}/{args.users}u", many))
         print(f"\nraw gRPC bidi echo, {args.nodes} streams: {echo:,.0f} round trips/s\n")
         print(
-            f"{'backend':10} {'jobs/s':>9} {'÷ echo':>8} {'cpu ms/job':>11} {'nodes':>7} "
+            f"{'backend':12} {'jobs/s':>9} {'÷ echo':>8} {'cpu ms/job':>11} {'nodes':>7} "
             f"{'paced/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
         )
         for backend, r in rows:
             print(
-                f"{backend:10} {r['jobs_per_s']:9,.0f} {r['jobs_per_s'] / echo:8.3f} "
+                f"{backend:12} {r['jobs_per_s']:9,.0f} {r['jobs_per_s'] / echo:8.3f} "
                 f"{r['cpu_ms_per_job']:11.3f} {r['nodes_cpu_ms_per_job']:7.3f} "
                 f"{r['paced_rate']:8,.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}"
             )
@@ -318,6 +335,9 @@ def cli() -> None:
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--backends", nargs="*", default=["sqlite", "postgres"])
+    parser.add_argument(
+        "--users", type=int, default=100, help="users of the fair-share rows (1: none)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "TARGET", "COUNT"))
     args = parser.parse_args()
     if args.child:

@@ -1,6 +1,6 @@
 """Issue 18's acceptance, against a real stack: a script leaves a 40 MiB random file, 200
 small files and a symlink to /etc/passwd under /workspace/out/; the list, the download
-(REST and gRPC), a byte range and another user's view (SPEC §2.9)."""
+(REST and gRPC), a byte range and another user's view (SPEC §2.11)."""
 
 from __future__ import annotations
 

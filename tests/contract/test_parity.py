@@ -18,6 +18,7 @@ import httpx
 import pytest
 from google.api import annotations_pb2  # type: ignore[import-untyped]
 from google.protobuf import descriptor_pb2
+from ulid import ULID
 
 from tests.contract.stack import ROOT, Stack
 
@@ -25,7 +26,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.podman]
 
 # Every way Envoy's answer may differ from the shim's; docs/envoy-parity.md explains each.
 DIFFERENCES: dict[str, str] = {
-    "success-status": "201 (CreateTask) and 204 (Logout) from x-http-status are 200 on Envoy",
+    "success-status": (
+        "201 (CreateTask, CreateUser) and 204 (Logout) from x-http-status are 200 on Envoy"
+    ),
     "no-content-body": "Logout: the shim sends no body with 204, Envoy sends {} with 200",
     "wrong-method": "a known path with a wrong method is 405 (+Allow) on the shim, 404 on Envoy",
     "request-detail": "errors found before the servicer runs keep type/title/status, not detail",
@@ -154,6 +157,16 @@ AUTH = "cynode.gateway.v1.AuthService/"
 TASKS = "cynode.gateway.v1.TaskService/"
 NODES = "cynode.controlplane.v1.NodeService/"
 ADMIN = "cynode.gateway.v1.NodeAdminService/"
+USERS = "cynode.gateway.v1.UserService/"
+
+
+def _new_user(world: World, _base: str) -> Call:
+    """A fresh handle through each door (both doors share one database)."""
+    body = {"handle": f"parity-{ULID()}".lower(), "password": "parity password 1"}
+    return Call("POST", "/v1/users", body, token=world.token)
+
+
+USER_VOLATILE = frozenset({"id", "handle", "created_at", "user_id", "usage"})
 
 
 def _login_call(password: str | None, extra: dict[str, Any] | None = None) -> Callable[..., Call]:
@@ -225,6 +238,101 @@ ROWS: list[Row] = [
         volatile=frozenset({"last_heartbeat_at", "running_jobs"}),
     ),
     Row("nodes-no-token", ADMIN + "ListNodes", 401, _user("GET", "/v1/nodes", auth="none")),
+    Row(
+        "nodes-get",
+        ADMIN + "GetNode",
+        200,
+        _user("GET", "/v1/nodes/parity-node"),
+        volatile=frozenset({"last_heartbeat_at", "running_jobs"}),
+    ),
+    Row("nodes-get-missing", ADMIN + "GetNode", 404, _user("GET", "/v1/nodes/nope")),
+    Row("nodes-drain", ADMIN + "DrainNode", 200, _user("POST", "/v1/nodes/parity-node/drain", {})),
+    Row(
+        "nodes-enable", ADMIN + "EnableNode", 200, _user("POST", "/v1/nodes/parity-node/enable", {})
+    ),
+    Row(
+        "nodes-disable-missing",
+        ADMIN + "DisableNode",
+        404,
+        _user("POST", "/v1/nodes/nope/disable", {}),
+    ),
+    Row(
+        "nodes-refresh-config",
+        ADMIN + "RefreshNodeConfig",
+        200,
+        _user("POST", "/v1/nodes/parity-node/refresh_config", {}),
+        volatile=frozenset({"config_version"}),
+    ),
+    # Users (admin).
+    Row(
+        "users-create",
+        USERS + "CreateUser",
+        201,
+        _new_user,
+        volatile=USER_VOLATILE,
+        differences=frozenset({"success-status"}),
+    ),
+    Row(
+        "users-create-bad",
+        USERS + "CreateUser",
+        400,
+        _user("POST", "/v1/users", {"handle": "-bad", "password": "parity password 1"}),
+    ),
+    Row(
+        "users-list",
+        USERS + "ListUsers",
+        200,
+        _user("GET", "/v1/users?limit=1"),
+        volatile=frozenset({"usage"}),
+    ),
+    Row("users-get", USERS + "GetUser", 200, _user("GET", "/v1/users/admin"), USER_VOLATILE),
+    Row("users-get-missing", USERS + "GetUser", 404, _user("GET", "/v1/users/nobody")),
+    Row("users-get-no-token", USERS + "GetUser", 401, _user("GET", "/v1/users/x", auth="none")),
+    Row(
+        "users-update",
+        USERS + "UpdateUser",
+        200,
+        _user("PATCH", "/v1/users/admin", {"weight": 1}),
+        USER_VOLATILE,
+    ),
+    Row(
+        "users-update-bad",
+        USERS + "UpdateUser",
+        400,
+        _user("PATCH", "/v1/users/admin", {"weight": -1}),
+    ),
+    Row(
+        "users-disable-self",
+        USERS + "DisableUser",
+        400,
+        _user("POST", "/v1/users/admin/disable", {}),
+    ),
+    Row("users-enable", USERS + "EnableUser", 200, _user("POST", "/v1/users/admin/enable", {})),
+    Row(
+        "users-reset-missing",
+        USERS + "ResetPassword",
+        404,
+        _user("POST", "/v1/users/nobody/reset_password", {"password": "parity password 2"}),
+    ),
+    Row(
+        "users-revoke-missing",
+        USERS + "RevokeSessions",
+        404,
+        _user("POST", "/v1/users/nobody/revoke_sessions", {}),
+    ),
+    # Audit (admin).
+    Row(
+        "audit",
+        "cynode.gateway.v1.AuditService/ListAuditEvents",
+        200,
+        _user("GET", "/v1/audit?action=user_create&outcome=ok&limit=2"),
+    ),
+    Row(
+        "audit-bad-cursor",
+        "cynode.gateway.v1.AuditService/ListAuditEvents",
+        400,
+        _user("GET", "/v1/audit?cursor=nope"),
+    ),
     # Auth.
     Row("login", AUTH + "Login", 200, _login_call(None), volatile=TOKENS),
     Row("login-wrong", AUTH + "Login", 401, _login_call("wrong-password")),

@@ -19,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 from ulid import ULID
 
-from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, tasks_pb2_grpc
+from cynode.gateway.v1 import (
+    audit_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    tasks_pb2_grpc,
+    users_pb2_grpc,
+)
 from cynode.orchestrator.app import (
     GRPC_MAX_MESSAGE_BYTES,
     Gateway,
@@ -77,6 +83,12 @@ async def serve_grpc(gateway: Gateway) -> Served:
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(  # type: ignore[no-untyped-call]
         services["cynode.gateway.v1.TaskService"], server
+    )
+    users_pb2_grpc.add_UserServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        services["cynode.gateway.v1.UserService"], server
+    )
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        services["cynode.gateway.v1.AuditService"], server
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

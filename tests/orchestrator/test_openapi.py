@@ -133,8 +133,34 @@ def test_gateway_paths_and_statuses(gateway: dict[str, Any]) -> None:
         "/v1/tasks/{task_id}/logs",
         "/v1/tasks/{task_id}/watch",
         "/v1/tasks/{task_id}/artifacts",
+        "/v1/users",
+        "/v1/users/{user_id}",
+        "/v1/users/{user_id}/disable",
+        "/v1/users/{user_id}/enable",
+        "/v1/users/{user_id}/reset_password",
+        "/v1/users/{user_id}/revoke_sessions",
+        "/v1/nodes/{node_id}",
+        "/v1/nodes/{node_id}/drain",
+        "/v1/nodes/{node_id}/disable",
+        "/v1/nodes/{node_id}/enable",
+        "/v1/nodes/{node_id}/refresh_config",
+        "/v1/audit",
     }
     create = _operation(gateway, "TaskService_CreateTask")
+    assert "429" in create["responses"]
+    # Admin services say so, and may answer 403; nothing else is marked.
+    admin = {
+        op["operationId"]
+        for item in gateway["paths"].values()
+        for op in item.values()
+        if op.get("x-cynode-admin")
+    }
+    assert "UserService_CreateUser" in admin and "NodeAdminService_ListNodes" in admin
+    assert all(
+        o.split("_")[0] in ("UserService", "NodeAdminService", "AuditService") for o in admin
+    )
+    assert "403" in _operation(gateway, "UserService_DisableUser")["responses"]
+    assert "201" in _operation(gateway, "UserService_CreateUser")["responses"]
     assert "201" in create["responses"] and "200" not in create["responses"]
     assert create["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CreateTaskResponse"

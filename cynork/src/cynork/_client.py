@@ -114,6 +114,10 @@ def _task_path(task_id: str, suffix: str = "") -> str:
     return f"/v1/tasks/{quote(task_id, safe='')}{suffix}"
 
 
+def _ref_path(kind: str, ref: str, action: str = "") -> str:
+    return f"/v1/{kind}/{quote(ref, safe='')}" + (f"/{action}" if action else "")
+
+
 class GatewayClient:
     """One session against the user gateway's REST surface."""
 
@@ -405,6 +409,64 @@ class GatewayClient:
         path = _task_path(task_id, f"/artifacts/{quote(artifact_id, safe='')}")
         with self._streaming(path, f"artifact {artifact_id} of task {task_id}") as resp:
             yield resp
+
+    # -- administration (admins only: 403 is exit 3) ---------------------------------
+
+    def _admin(
+        self,
+        method: str,
+        path: str,
+        what: str | None = None,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> JSONDict:
+        resp = self._request(method, path, json_body=body, params=dict(params or {}))
+        raise_for_status(resp, what)
+        return _json_body(resp)
+
+    def list_users(self, *, limit: int | None = None, cursor: str | None = None) -> JSONDict:
+        params: dict[str, str | int] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        page = self._admin("GET", "/v1/users", params=params)
+        page.setdefault("users", [])
+        page.setdefault("next_cursor", "")
+        return page
+
+    def get_user(self, user: str) -> JSONDict:
+        return self._admin("GET", _ref_path("users", user), f"user {user}")
+
+    def create_user(self, body: Mapping[str, Any]) -> JSONDict:
+        return self._admin("POST", "/v1/users", body=body)
+
+    def user_action(
+        self, user: str, action: str, body: Mapping[str, Any] | None = None
+    ) -> JSONDict:
+        """POST /v1/users/{user}/{action}: disable, enable, reset_password, revoke_sessions."""
+        return self._admin(
+            "POST", _ref_path("users", user, action), f"user {user}", body=body or {}
+        )
+
+    def list_nodes(self) -> JSONDict:
+        page = self._admin("GET", "/v1/nodes")
+        page.setdefault("nodes", [])
+        return page
+
+    def get_node(self, node: str) -> JSONDict:
+        return self._admin("GET", _ref_path("nodes", node), f"node {node}")
+
+    def node_action(self, node: str, action: str) -> JSONDict:
+        """POST /v1/nodes/{node}/{action}: drain, disable, enable, refresh_config."""
+        return self._admin("POST", _ref_path("nodes", node, action), f"node {node}", body={})
+
+    def list_audit(self, filters: Mapping[str, str | int]) -> JSONDict:
+        page = self._admin("GET", "/v1/audit", params=filters)
+        page.setdefault("events", [])
+        page.setdefault("next_cursor", "")
+        return page
 
     @contextmanager
     def _streaming(self, path: str, what: str) -> Iterator[httpx.Response]:

@@ -179,6 +179,26 @@ def _cancel_quietly(gateway_url: str, config: Path, task_id: str) -> None:
         pass  # logged out, or the gateway of its own is gone: nothing holds a slot then
 
 
+@given("the node is put back in service after this scenario")
+def step_node_back_in_service(context: Any) -> None:
+    """A drain a failed scenario left behind would starve every @node scenario after it."""
+    config = _config_file(context)
+
+    def enable() -> None:
+        try:
+            token = yaml.safe_load(config.read_text())["token"]
+            httpx.post(
+                f"{context.gateway_url}/v1/nodes/bdd-cynork-node/enable",
+                json={},
+                headers={"authorization": f"Bearer {token}"},
+                timeout=10.0,
+            )
+        except (OSError, KeyError, TypeError, httpx.HTTPError):
+            pass
+
+    context.add_cleanup(enable)
+
+
 @given("my session was revoked on the gateway")
 def step_session_revoked(context: Any) -> None:
     # As `cynork auth logout` from another machine would: the refresh token's family is

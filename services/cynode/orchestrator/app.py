@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 
 from cynode.orchestrator.artifacts import FsBlobStore
 from cynode.orchestrator.artifacts.download import artifact_routes
+from cynode.orchestrator.auditlog import AuditServicer
 from cynode.orchestrator.auth import (
     Authenticator,
     AuthServicer,
@@ -31,6 +32,7 @@ from cynode.orchestrator.auth import (
     SessionManager,
     TokenIssuer,
 )
+from cynode.orchestrator.auth.userservice import UserServicer
 from cynode.orchestrator.config import Settings, SettingsError, options_of
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.gateway import TaskBook, TaskServicer
@@ -43,6 +45,7 @@ from cynode.orchestrator.health import (
 )
 from cynode.orchestrator.listeners import ServicePorts, Tls, grpc_address
 from cynode.orchestrator.metrics import GatewayMetrics
+from cynode.orchestrator.quotas import QuotaDefaults
 from cynode.orchestrator.rest import build_rest_app
 from cynode.orchestrator.store import session_factory
 
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 AUTH_SERVICE = "cynode.gateway.v1.AuthService"
 TASK_SERVICE = "cynode.gateway.v1.TaskService"
+USER_SERVICE = "cynode.gateway.v1.UserService"
+AUDIT_SERVICE = "cynode.gateway.v1.AuditService"
 # The largest task SPEC §2 allows: 16 attachments of 10 MiB plus the largest input.
 MAX_TASK_BYTES = 16 * 10 * 1024 * 1024 + 2 * 1024 * 1024
 # gRPC carries that as bytes; REST as JSON, where attachments are base64 (4/3 larger).
@@ -80,8 +85,12 @@ class Gateway:
 
     def services(self) -> dict[str, object]:
         return {
-            AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator),
+            AUTH_SERVICE: AuthServicer(self.sessions, self.authenticator, self.book.quotas),
             TASK_SERVICE: TaskServicer(self.book, self.authenticator, blobs=self.blobs),
+            AUDIT_SERVICE: AuditServicer(self.factory, self.authenticator),
+            USER_SERVICE: UserServicer(
+                self.factory, self.passwords, self.authenticator, self.book.quotas
+            ),
             **self.extra_services,
         }
 
@@ -129,7 +138,7 @@ def build_gateway(
         passwords=passwords,
         authenticator=authenticator,
         sessions=sessions,
-        book=TaskBook(factory, bus),
+        book=TaskBook(factory, bus, QuotaDefaults.of(settings.control_plane)),
         readiness=Readiness(
             engine,
             inference_ready or store_inference_ready(factory),

@@ -17,6 +17,19 @@ LOGOUT = "logout"
 USER_CREATE = "user_create"
 USER_PASSWORD = "user_password"
 USER_DISABLE = "user_disable"
+USER_ENABLE = "user_enable"
+USER_UPDATE = "user_update"
+USER_REVOKE_SESSIONS = "user_revoke_sessions"
+# Reads by administrators are audited only when refused (who tried, from where).
+USER_LIST = "user_list"
+USER_GET = "user_get"
+NODE_DRAIN = "node_drain"
+NODE_DISABLE = "node_disable"
+NODE_ENABLE = "node_enable"
+NODE_REFRESH_CONFIG = "node_refresh_config"
+NODE_LIST = "node_list"
+NODE_GET = "node_get"
+AUDIT_LIST = "audit_list"
 
 
 def audit_row(
@@ -26,12 +39,14 @@ def audit_row(
     user_id: str | None = None,
     handle: str | None = None,
     client: str | None = None,
+    node_id: str | None = None,
     **detail: Any,
 ) -> AuditLog:
     return AuditLog(
         action=action,
         outcome=outcome,
         user_id=user_id,
+        node_id=node_id,
         handle=handle[:64] if handle else handle,
         client=client[:128] if client else client,
         detail=detail,

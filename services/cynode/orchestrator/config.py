@@ -102,6 +102,25 @@ class ControlPlaneOptions:
             minimum=1,
         ),
     )
+    # Quotas (SPEC §3.9); each user's own value, where set, wins.
+    max_queued_tasks: int = field(
+        default=10000,
+        metadata=setting(
+            "quotas.max_queued_tasks",
+            "CYNODE_QUOTA_MAX_QUEUED_TASKS",
+            "queued tasks one user may have; a create past it answers 429 (0: no limit)",
+            minimum=0,
+        ),
+    )
+    max_running_jobs: int = field(
+        default=0,
+        metadata=setting(
+            "quotas.max_running_jobs",
+            "CYNODE_QUOTA_MAX_RUNNING_JOBS",
+            "jobs of one user running at once; more wait queued (0: no limit)",
+            minimum=0,
+        ),
+    )
     notify_channel: str = field(
         default="cynode_jobs",
         metadata=setting(

@@ -33,7 +33,24 @@ F = descriptor_pb2.FieldDescriptorProto
 SUCCESS_STATUS: dict[str, int] = {
     "cynode.gateway.v1.TaskService.CreateTask": 201,
     "cynode.gateway.v1.AuthService.Logout": 204,
+    "cynode.gateway.v1.UserService.CreateUser": 201,
 }
+# Methods that may answer 429 (a throttle or a quota), with Retry-After where waiting helps.
+LIMITED_METHODS = frozenset(
+    {
+        "cynode.gateway.v1.AuthService.Login",
+        "cynode.gateway.v1.TaskService.CreateTask",
+    }
+)
+# Services for administrators only: every operation may answer 403 and is marked
+# `x-cynode-admin: true` (a test walks them all as a non-admin).
+ADMIN_SERVICES = frozenset(
+    {
+        "cynode.gateway.v1.NodeAdminService",
+        "cynode.gateway.v1.UserService",
+        "cynode.gateway.v1.AuditService",
+    }
+)
 # Methods callable without a bearer token.
 PUBLIC_METHODS = frozenset(
     {
@@ -414,6 +431,8 @@ class _Generator:
             operation["requestBody"] = self.request_body(request, body, bound)
         if full_name in PUBLIC_METHODS:
             operation["security"] = []
+        if service in ADMIN_SERVICES:
+            operation["x-cynode-admin"] = True
         return operation
 
     def responses(
@@ -453,6 +472,10 @@ class _Generator:
         }
         if full_name not in PUBLIC_METHODS:
             result["401"] = {"$ref": "#/components/responses/Unauthorized"}
+        if full_name in LIMITED_METHODS:
+            result["429"] = {"$ref": "#/components/responses/TooManyRequests"}
+        if full_name.rsplit(".", 1)[0] in ADMIN_SERVICES:
+            result["403"] = {"$ref": "#/components/responses/Forbidden"}
         if body:
             result["413"] = {"$ref": "#/components/responses/PayloadTooLarge"}
         return result
@@ -541,6 +564,16 @@ def build_document(
                 "BadRequest": _problem_response("Malformed request (invalid-argument)."),
                 "Unauthorized": _problem_response("Missing, expired or revoked token."),
                 "PayloadTooLarge": _problem_response("Request body over the size cap."),
+                "Forbidden": _problem_response("The caller is not an administrator."),
+                "TooManyRequests": {
+                    **_problem_response("Throttled or over a quota (SPEC §3.9)."),
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds to wait, where waiting helps.",
+                            "schema": {"type": "integer"},
+                        }
+                    },
+                },
                 "Error": _problem_response("Any other failure, as problem+json."),
             },
             "securitySchemes": {

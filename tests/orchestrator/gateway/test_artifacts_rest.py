@@ -1,6 +1,6 @@
 """Artifacts on the gateway, in process: the listing, the download route (headers,
 ranges, HEAD, errors), the archive, DeleteTask and the gRPC download, over a real
-uvicorn socket and a real gRPC port, on SQLite and Postgres (SPEC §2.9, §2.10). The
+uvicorn socket and a real gRPC port, on SQLite and Postgres (SPEC §2.11, §2.12). The
 job's result goes through the control plane's real ingest."""
 
 from __future__ import annotations

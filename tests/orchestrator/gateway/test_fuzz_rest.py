@@ -32,6 +32,15 @@ ROUTES = [
     ("GET", "/v1/tasks/{id}/artifacts"),
     ("GET", "/v1/tasks/{id}/artifacts/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
     ("DELETE", "/v1/tasks/{id}"),
+    ("GET", "/v1/users"),
+    ("POST", "/v1/users"),
+    ("GET", "/v1/users/{id}"),
+    ("PATCH", "/v1/users/{id}"),
+    ("POST", "/v1/users/{id}/disable"),
+    ("POST", "/v1/users/{id}/enable"),
+    ("POST", "/v1/users/{id}/reset_password"),
+    ("POST", "/v1/users/{id}/revoke_sessions"),
+    ("GET", "/v1/audit"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -40,7 +49,14 @@ ROUTES = [
 GATEWAY_DOCUMENT = Path(__file__).resolve().parents[3] / "gen" / "openapi" / "gateway.openapi.json"
 # NodeAdminService comes with the control plane, which this gateway runs without;
 # tests/contract/test_schemathesis.py fuzzes it on a live orchestrator.
-CONTROL_PLANE_ROUTES = {("GET", "/v1/nodes")}
+CONTROL_PLANE_ROUTES = {
+    ("GET", "/v1/nodes"),
+    ("GET", "/v1/nodes/{node_id}"),
+    ("POST", "/v1/nodes/{node_id}/drain"),
+    ("POST", "/v1/nodes/{node_id}/disable"),
+    ("POST", "/v1/nodes/{node_id}/enable"),
+    ("POST", "/v1/nodes/{node_id}/refresh_config"),
+}
 FIELDS = [
     "handle",
     "password",
@@ -59,6 +75,15 @@ FIELDS = [
     "cursor",
     "stream",
     "task_id",
+    "email",
+    "is_admin",
+    "weight",
+    "quotas",
+    "max_queued_tasks",
+    "action",
+    "outcome",
+    "since",
+    "node_id",
 ]
 scalars = st.one_of(
     st.none(),
@@ -99,7 +124,7 @@ async def fuzz_app(
     body=bodies,
     query=queries,
     task_id=ids,
-    authed=st.booleans(),
+    authed=st.sampled_from(["", "user", "admin"]),
 )
 async def test_no_route_answers_5xx(
     fuzz_app: tuple[Any, Gateway],
@@ -107,12 +132,12 @@ async def test_no_route_answers_5xx(
     body: object,
     query: dict[str, str],
     task_id: str,
-    authed: bool,
+    authed: str,
 ) -> None:
     app, gw = fuzz_app
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fuzz") as http:
-        headers = await _auth(http, gw) if authed else {}
+        headers = await _auth(http, gw, authed == "admin") if authed else {}
         method, path = route
         resp = await http.request(
             method,
@@ -127,18 +152,19 @@ async def test_no_route_answers_5xx(
 def test_routes_are_every_route_of_the_gateway() -> None:
     document = json.loads(GATEWAY_DOCUMENT.read_text())
     documented = {
-        (method.upper(), path.replace("{task_id}", "{id}"))
+        (method.upper(), path.replace("{task_id}", "{id}").replace("{user_id}", "{id}"))
         for path, operations in document["paths"].items()
         for method in operations
     }
     assert documented - CONTROL_PLANE_ROUTES <= set(ROUTES), documented - set(ROUTES)
 
 
-_TOKENS: dict[int, dict[str, str]] = {}
+_TOKENS: dict[tuple[int, bool], dict[str, str]] = {}
 
 
-async def _auth(http: httpx.AsyncClient, gw: Gateway) -> dict[str, str]:
-    key = id(gw)
+async def _auth(http: httpx.AsyncClient, gw: Gateway, admin: bool) -> dict[str, str]:
+    """A user's or an admin's token (admins get past UserService's gate)."""
+    key = (id(gw), admin)
     if key not in _TOKENS:
-        _TOKENS[key] = await rest_login(http, gw)
+        _TOKENS[key] = await rest_login(http, gw, is_admin=admin)
     return _TOKENS[key]

@@ -1,15 +1,18 @@
-"""One command per module, Nomad `command/` style; `register` wires them to the root."""
+"""One command per module, Nomad `command/` style (the admin groups `users`, `nodes` and
+`audit` keep each group's commands in one module); `register` wires them to the root."""
 
 from __future__ import annotations
 
 import click
 
 from cynork.commands import (
+    audit,
     auth_login,
     auth_logout,
     auth_refresh,
     auth_whoami,
     completion,
+    nodes,
     shell,
     status,
     task_artifacts,
@@ -20,6 +23,7 @@ from cynork.commands import (
     task_logs,
     task_result,
     task_watch,
+    users,
     version,
 )
 
@@ -34,6 +38,21 @@ def auth() -> None:
 @click.group(context_settings=CONTEXT_SETTINGS)
 def task() -> None:
     """Create, list, follow and cancel tasks."""
+
+
+@click.group("users", context_settings=CONTEXT_SETTINGS)
+def users_group() -> None:
+    """Manage users (administrators only)."""
+
+
+@click.group("nodes", context_settings=CONTEXT_SETTINGS)
+def nodes_group() -> None:
+    """Inspect nodes and take them out of service (administrators only)."""
+
+
+@click.group("audit", context_settings=CONTEXT_SETTINGS)
+def audit_group() -> None:
+    """Read the audit log (administrators only)."""
 
 
 def register(root: click.Group) -> None:
@@ -54,5 +73,13 @@ def register(root: click.Group) -> None:
     root.add_command(status.command)
     root.add_command(auth)
     root.add_command(task)
+    for group, commands in (
+        (users_group, users.COMMANDS),
+        (nodes_group, nodes.COMMANDS),
+        (audit_group, audit.COMMANDS),
+    ):
+        for command in commands:
+            group.add_command(command)
+        root.add_command(group)
     root.add_command(completion.command)
     root.add_command(shell.command)

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cynode.gateway.v1 import users_pb2 as cynode_dot_gateway_dot_v1_dot_users__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ynode/gateway/v1/auth.proto\x12\x11\x63ynode.gateway.v1\x1a\x1cgoogle/api/annotations.proto\"0\n\x0cLoginRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"d\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"f\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"w\n\x16GetCurrentUserResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\t\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\x42\x08\n\x06_email2\xcb\x03\n\x0b\x41uthService\x12\x65\n\x05Login\x12\x1f.cynode.gateway.v1.LoginRequest\x1a .cynode.gateway.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12m\n\x07Refresh\x12!.cynode.gateway.v1.RefreshRequest\x1a\".cynode.gateway.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12i\n\x06Logout\x12 .cynode.gateway.v1.LogoutRequest\x1a!.cynode.gateway.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12{\n\x0eGetCurrentUser\x12(.cynode.gateway.v1.GetCurrentUserRequest\x1a).cynode.gateway.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/meb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ynode/gateway/v1/auth.proto\x12\x11\x63ynode.gateway.v1\x1a\x1d\x63ynode/gateway/v1/users.proto\x1a\x1cgoogle/api/annotations.proto\"0\n\x0cLoginRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"d\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"f\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\xe3\x01\n\x16GetCurrentUserResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\t\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\x12\x0e\n\x06weight\x18\x06 \x01(\x01\x12-\n\x06limits\x18\x07 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserLimits\x12+\n\x05usage\x18\x08 \x01(\x0b\x32\x1c.cynode.gateway.v1.UserUsageB\x08\n\x06_email2\xcb\x03\n\x0b\x41uthService\x12\x65\n\x05Login\x12\x1f.cynode.gateway.v1.LoginRequest\x1a .cynode.gateway.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12m\n\x07Refresh\x12!.cynode.gateway.v1.RefreshRequest\x1a\".cynode.gateway.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12i\n\x06Logout\x12 .cynode.gateway.v1.LogoutRequest\x1a!.cynode.gateway.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12{\n\x0eGetCurrentUser\x12(.cynode.gateway.v1.GetCurrentUserRequest\x1a).cynode.gateway.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/meb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,22 +41,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/auth/logout:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/users/me'
-  _globals['_LOGINREQUEST']._serialized_start=81
-  _globals['_LOGINREQUEST']._serialized_end=129
-  _globals['_LOGINRESPONSE']._serialized_start=131
-  _globals['_LOGINRESPONSE']._serialized_end=231
-  _globals['_REFRESHREQUEST']._serialized_start=233
-  _globals['_REFRESHREQUEST']._serialized_end=272
-  _globals['_REFRESHRESPONSE']._serialized_start=274
-  _globals['_REFRESHRESPONSE']._serialized_end=376
-  _globals['_LOGOUTREQUEST']._serialized_start=378
-  _globals['_LOGOUTREQUEST']._serialized_end=416
-  _globals['_LOGOUTRESPONSE']._serialized_start=418
-  _globals['_LOGOUTRESPONSE']._serialized_end=434
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=436
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=459
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=461
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=580
-  _globals['_AUTHSERVICE']._serialized_start=583
-  _globals['_AUTHSERVICE']._serialized_end=1042
+  _globals['_LOGINREQUEST']._serialized_start=112
+  _globals['_LOGINREQUEST']._serialized_end=160
+  _globals['_LOGINRESPONSE']._serialized_start=162
+  _globals['_LOGINRESPONSE']._serialized_end=262
+  _globals['_REFRESHREQUEST']._serialized_start=264
+  _globals['_REFRESHREQUEST']._serialized_end=303
+  _globals['_REFRESHRESPONSE']._serialized_start=305
+  _globals['_REFRESHRESPONSE']._serialized_end=407
+  _globals['_LOGOUTREQUEST']._serialized_start=409
+  _globals['_LOGOUTREQUEST']._serialized_end=447
+  _globals['_LOGOUTRESPONSE']._serialized_start=449
+  _globals['_LOGOUTRESPONSE']._serialized_end=465
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=467
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=490
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=493
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=720
+  _globals['_AUTHSERVICE']._serialized_start=723
+  _globals['_AUTHSERVICE']._serialized_end=1182
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,9 @@
+from cynode.gateway.v1 import users_pb2 as _users_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -58,15 +60,21 @@ class GetCurrentUserRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCurrentUserResponse(_message.Message):
-    __slots__ = ("id", "handle", "email", "is_active", "is_admin")
+    __slots__ = ("id", "handle", "email", "is_active", "is_admin", "weight", "limits", "usage")
     ID_FIELD_NUMBER: _ClassVar[int]
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     IS_ADMIN_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     handle: str
     email: str
     is_active: bool
     is_admin: bool
-    def __init__(self, id: _Optional[str] = ..., handle: _Optional[str] = ..., email: _Optional[str] = ..., is_active: _Optional[bool] = ..., is_admin: _Optional[bool] = ...) -> None: ...
+    weight: float
+    limits: _users_pb2.UserLimits
+    usage: _users_pb2.UserUsage
+    def __init__(self, id: _Optional[str] = ..., handle: _Optional[str] = ..., email: _Optional[str] = ..., is_active: _Optional[bool] = ..., is_admin: _Optional[bool] = ..., weight: _Optional[float] = ..., limits: _Optional[_Union[_users_pb2.UserLimits, _Mapping]] = ..., usage: _Optional[_Union[_users_pb2.UserUsage, _Mapping]] = ...) -> None: ...

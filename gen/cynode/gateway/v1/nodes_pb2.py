@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/nodes.proto\x12\x11\x63ynode.gateway.v1\x1a\"cynode/controlplane/v1/nodes.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10ListNodesRequest\"\xb1\x02\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tnode_slug\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x35\n\x11last_heartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13inference_supported\x18\x05 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x12\x15\n\rconfig_status\x18\t \x01(\t\x12<\n\ncapability\x18\n \x01(\x0b\x32(.cynode.controlplane.v1.CapabilityReport\"B\n\x11ListNodesResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.cynode.gateway.v1.NodeSummary2}\n\x10NodeAdminService\x12i\n\tListNodes\x12#.cynode.gateway.v1.ListNodesRequest\x1a$.cynode.gateway.v1.ListNodesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/nodesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/nodes.proto\x12\x11\x63ynode.gateway.v1\x1a\"cynode/controlplane/v1/nodes.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10ListNodesRequest\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"#\n\x10\x44rainNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"5\n\x11\x44rainNodeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64rained\x18\x02 \x01(\x08\"%\n\x12\x44isableNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"J\n\x13\x44isableNodeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08\x12\x10\n\x08requeued\x18\x03 \x01(\x05\"$\n\x11\x45nableNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"6\n\x12\x45nableNodeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"+\n\x18RefreshNodeConfigRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"D\n\x19RefreshNodeConfigResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\x02 \x01(\t\"\xc6\x02\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tnode_slug\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x35\n\x11last_heartbeat_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13inference_supported\x18\x05 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x12\x15\n\rconfig_status\x18\t \x01(\t\x12<\n\ncapability\x18\n \x01(\x0b\x32(.cynode.controlplane.v1.CapabilityReport\x12\x13\n\x0b\x61\x64min_state\x18\x0b \x01(\t\"B\n\x11ListNodesResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.cynode.gateway.v1.NodeSummary2\x90\x06\n\x10NodeAdminService\x12i\n\tListNodes\x12#.cynode.gateway.v1.ListNodesRequest\x1a$.cynode.gateway.v1.ListNodesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/nodes\x12i\n\x07GetNode\x12!.cynode.gateway.v1.GetNodeRequest\x1a\x1e.cynode.gateway.v1.NodeSummary\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/nodes/{node_id}\x12|\n\tDrainNode\x12#.cynode.gateway.v1.DrainNodeRequest\x1a$.cynode.gateway.v1.DrainNodeResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/nodes/{node_id}/drain:\x01*\x12\x84\x01\n\x0b\x44isableNode\x12%.cynode.gateway.v1.DisableNodeRequest\x1a&.cynode.gateway.v1.DisableNodeResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/nodes/{node_id}/disable:\x01*\x12\x80\x01\n\nEnableNode\x12$.cynode.gateway.v1.EnableNodeRequest\x1a%.cynode.gateway.v1.EnableNodeResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/nodes/{node_id}/enable:\x01*\x12\x9d\x01\n\x11RefreshNodeConfig\x12+.cynode.gateway.v1.RefreshNodeConfigRequest\x1a,.cynode.gateway.v1.RefreshNodeConfigResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/nodes/{node_id}/refresh_config:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODEADMINSERVICE'].methods_by_name['ListNodes']._loaded_options = None
   _globals['_NODEADMINSERVICE'].methods_by_name['ListNodes']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/nodes'
+  _globals['_NODEADMINSERVICE'].methods_by_name['GetNode']._loaded_options = None
+  _globals['_NODEADMINSERVICE'].methods_by_name['GetNode']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/nodes/{node_id}'
+  _globals['_NODEADMINSERVICE'].methods_by_name['DrainNode']._loaded_options = None
+  _globals['_NODEADMINSERVICE'].methods_by_name['DrainNode']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/nodes/{node_id}/drain:\001*'
+  _globals['_NODEADMINSERVICE'].methods_by_name['DisableNode']._loaded_options = None
+  _globals['_NODEADMINSERVICE'].methods_by_name['DisableNode']._serialized_options = b'\202\323\344\223\002 \"\033/v1/nodes/{node_id}/disable:\001*'
+  _globals['_NODEADMINSERVICE'].methods_by_name['EnableNode']._loaded_options = None
+  _globals['_NODEADMINSERVICE'].methods_by_name['EnableNode']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/nodes/{node_id}/enable:\001*'
+  _globals['_NODEADMINSERVICE'].methods_by_name['RefreshNodeConfig']._loaded_options = None
+  _globals['_NODEADMINSERVICE'].methods_by_name['RefreshNodeConfig']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/nodes/{node_id}/refresh_config:\001*'
   _globals['_LISTNODESREQUEST']._serialized_start=151
   _globals['_LISTNODESREQUEST']._serialized_end=169
-  _globals['_NODESUMMARY']._serialized_start=172
-  _globals['_NODESUMMARY']._serialized_end=477
-  _globals['_LISTNODESRESPONSE']._serialized_start=479
-  _globals['_LISTNODESRESPONSE']._serialized_end=545
-  _globals['_NODEADMINSERVICE']._serialized_start=547
-  _globals['_NODEADMINSERVICE']._serialized_end=672
+  _globals['_GETNODEREQUEST']._serialized_start=171
+  _globals['_GETNODEREQUEST']._serialized_end=204
+  _globals['_DRAINNODEREQUEST']._serialized_start=206
+  _globals['_DRAINNODEREQUEST']._serialized_end=241
+  _globals['_DRAINNODERESPONSE']._serialized_start=243
+  _globals['_DRAINNODERESPONSE']._serialized_end=296
+  _globals['_DISABLENODEREQUEST']._serialized_start=298
+  _globals['_DISABLENODEREQUEST']._serialized_end=335
+  _globals['_DISABLENODERESPONSE']._serialized_start=337
+  _globals['_DISABLENODERESPONSE']._serialized_end=411
+  _globals['_ENABLENODEREQUEST']._serialized_start=413
+  _globals['_ENABLENODEREQUEST']._serialized_end=449
+  _globals['_ENABLENODERESPONSE']._serialized_start=451
+  _globals['_ENABLENODERESPONSE']._serialized_end=505
+  _globals['_REFRESHNODECONFIGREQUEST']._serialized_start=507
+  _globals['_REFRESHNODECONFIGREQUEST']._serialized_end=550
+  _globals['_REFRESHNODECONFIGRESPONSE']._serialized_start=552
+  _globals['_REFRESHNODECONFIGRESPONSE']._serialized_end=620
+  _globals['_NODESUMMARY']._serialized_start=623
+  _globals['_NODESUMMARY']._serialized_end=949
+  _globals['_LISTNODESRESPONSE']._serialized_start=951
+  _globals['_LISTNODESRESPONSE']._serialized_end=1017
+  _globals['_NODEADMINSERVICE']._serialized_start=1020
+  _globals['_NODEADMINSERVICE']._serialized_end=1804
 # @@protoc_insertion_point(module_scope)

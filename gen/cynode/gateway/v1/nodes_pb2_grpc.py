@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class NodeAdminServiceStub:
-    """Administrator views of the fleet.
+    """Administrator views of the fleet, and taking nodes out of service and back. Admins
+    only: everyone else gets PERMISSION_DENIED (403). `node_id` in a path is a node's id
+    or slug.
     """
 
     def __init__(self, channel):
@@ -40,14 +42,77 @@ class NodeAdminServiceStub:
                 request_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.GetNode = channel.unary_unary(
+                '/cynode.gateway.v1.NodeAdminService/GetNode',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.NodeSummary.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/cynode.gateway.v1.NodeAdminService/DrainNode',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
+        self.DisableNode = channel.unary_unary(
+                '/cynode.gateway.v1.NodeAdminService/DisableNode',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DisableNodeRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DisableNodeResponse.FromString,
+                _registered_method=True)
+        self.EnableNode = channel.unary_unary(
+                '/cynode.gateway.v1.NodeAdminService/EnableNode',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.EnableNodeRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.EnableNodeResponse.FromString,
+                _registered_method=True)
+        self.RefreshNodeConfig = channel.unary_unary(
+                '/cynode.gateway.v1.NodeAdminService/RefreshNodeConfig',
+                request_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.RefreshNodeConfigRequest.SerializeToString,
+                response_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.RefreshNodeConfigResponse.FromString,
+                _registered_method=True)
 
 
 class NodeAdminServiceServicer:
-    """Administrator views of the fleet.
+    """Administrator views of the fleet, and taking nodes out of service and back. Admins
+    only: everyone else gets PERMISSION_DENIED (403). `node_id` in a path is a node's id
+    or slug.
     """
 
     def ListNodes(self, request, context):
         """Every known node with its status and last heartbeat. Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNode(self, request, context):
+        """One node: the NodeSummary itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """No new work for the node; its running jobs finish. It stays connected and healthy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableNode(self, request, context):
+        """No new work for the node, and its running jobs are requeued (to run elsewhere).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableNode(self, request, context):
+        """The node takes work again (after drain or disable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshNodeConfig(self, request, context):
+        """Issues the node's configuration again (a new config_version) and tells the node
+        (ConfigChanged on its dispatch stream), which fetches and applies it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +126,31 @@ def add_NodeAdminServiceServicer_to_server(servicer, server):
                     request_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.ListNodesRequest.FromString,
                     response_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.ListNodesResponse.SerializeToString,
             ),
+            'GetNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNode,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.GetNodeRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.NodeSummary.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DrainNodeRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'DisableNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableNode,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DisableNodeRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.DisableNodeResponse.SerializeToString,
+            ),
+            'EnableNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableNode,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.EnableNodeRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.EnableNodeResponse.SerializeToString,
+            ),
+            'RefreshNodeConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshNodeConfig,
+                    request_deserializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.RefreshNodeConfigRequest.FromString,
+                    response_serializer=cynode_dot_gateway_dot_v1_dot_nodes__pb2.RefreshNodeConfigResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cynode.gateway.v1.NodeAdminService', rpc_method_handlers)
@@ -70,7 +160,9 @@ def add_NodeAdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NodeAdminService:
-    """Administrator views of the fleet.
+    """Administrator views of the fleet, and taking nodes out of service and back. Admins
+    only: everyone else gets PERMISSION_DENIED (403). `node_id` in a path is a node's id
+    or slug.
     """
 
     @staticmethod
@@ -90,6 +182,141 @@ class NodeAdminService:
             '/cynode.gateway.v1.NodeAdminService/ListNodes',
             cynode_dot_gateway_dot_v1_dot_nodes__pb2.ListNodesRequest.SerializeToString,
             cynode_dot_gateway_dot_v1_dot_nodes__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.NodeAdminService/GetNode',
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.GetNodeRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.NodeSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.NodeAdminService/DrainNode',
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.DrainNodeRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.NodeAdminService/DisableNode',
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.DisableNodeRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.DisableNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.NodeAdminService/EnableNode',
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.EnableNodeRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.EnableNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshNodeConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cynode.gateway.v1.NodeAdminService/RefreshNodeConfig',
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.RefreshNodeConfigRequest.SerializeToString,
+            cynode_dot_gateway_dot_v1_dot_nodes__pb2.RefreshNodeConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

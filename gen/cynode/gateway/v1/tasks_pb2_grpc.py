@@ -160,7 +160,7 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTaskArtifacts(self, request, context):
-        """The files the task's job left under /workspace/out/ (SPEC §2.9).
+        """The files the task's job left under /workspace/out/ (SPEC §2.11).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,14 +170,14 @@ class TaskServiceServicer:
         """One artifact's bytes, in chunks. No google.api.http annotation: REST serves the raw
         bytes (Content-Length, ETag, Range) from its own route,
         GET /v1/tasks/{task_id}/artifacts/{artifact_id}, which a transcoded stream of
-        messages cannot be (SPEC §2.9).
+        messages cannot be (SPEC §2.11).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTask(self, request, context):
-        """Removes an ended task with its jobs, their output and its artifacts (SPEC §2.10).
+        """Removes an ended task with its jobs, their output and its artifacts (SPEC §2.12).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,4 @@
-"""What the gateway says about a task's artifacts (SPEC §2.9): the listing of the job's
+"""What the gateway says about a task's artifacts (SPEC §2.11): the listing of the job's
 current attempt, and one artifact of the task for a download. Visibility is the
 task's: another user's task is answered like one that does not exist."""
 

@@ -1,4 +1,4 @@
-"""Artifact bytes on REST: GET /v1/tasks/{task_id}/artifacts/{artifact_id} (SPEC §2.9).
+"""Artifact bytes on REST: GET /v1/tasks/{task_id}/artifacts/{artifact_id} (SPEC §2.11).
 
 A route of its own beside the transcoded ones: the bytes go out as the body itself,
 streamed from the blob in chunks (never whole in memory), with Content-Length,

@@ -1,5 +1,5 @@
 """Artifact rows: written with the job's result, marked stored by the upload, read by
-the gateway (SPEC §2.9, §7.11). None of this is a status: a job's and a task's status
+the gateway (SPEC §2.11, §7.11). None of this is a status: a job's and a task's status
 stay the lifecycle package's alone."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Retention of artifacts (SPEC §2.10): blobs go when no artifact row names them any
+"""Retention of artifacts (SPEC §2.12): blobs go when no artifact row names them any
 more (a deleted task, an expired set), and a background sweep expires the artifacts of
 tasks that ended longer than the TTL ago, with uploads abandoned as long."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc
+from cynode.gateway.v1 import auth_pb2, auth_pb2_grpc, users_pb2
 from cynode.orchestrator.auth.authenticator import Authenticator
 from cynode.orchestrator.auth.sessions import AuthFailed, LoginThrottled, SessionManager
 from cynode.orchestrator.errors import (
@@ -14,6 +14,7 @@ from cynode.orchestrator.errors import (
     client_address,
     set_http_status,
 )
+from cynode.orchestrator.quotas import QuotaDefaults, limits_of, usage
 from cynode.orchestrator.store import User
 
 BAD_CREDENTIALS = "invalid handle or password"
@@ -21,9 +22,15 @@ BAD_REFRESH = "invalid or expired refresh token"
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
-    def __init__(self, sessions: SessionManager, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        authenticator: Authenticator,
+        quotas: QuotaDefaults | None = None,
+    ) -> None:
         self._sessions = sessions
         self._authenticator = authenticator
+        self._quotas = quotas or QuotaDefaults()
 
     async def Login(
         self, request: auth_pb2.LoginRequest, context: Context
@@ -83,12 +90,22 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
         principal = await self._authenticator.authenticate(context)
         async with self._sessions.factory() as session:
             user = await session.get(User, principal.user_id)
+            used = await usage(await session.connection(), principal.user_id)
         if user is None:  # deleted between the check and now
             await abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid access token")
+        limits = limits_of(
+            self._quotas,
+            user.max_queued_tasks,
+            user.max_running_jobs,
+            user.max_task_timeout_seconds,
+        )
         return auth_pb2.GetCurrentUserResponse(
             id=user.id,
             handle=user.handle,
             email=user.email,
             is_active=user.is_active,
             is_admin=user.is_admin,
+            weight=user.weight,
+            limits=users_pb2.UserLimits(**limits._asdict()),
+            usage=users_pb2.UserUsage(**used._asdict()),
         )

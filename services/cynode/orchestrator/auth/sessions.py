@@ -199,13 +199,18 @@ class SessionManager:
                 )
             ).first()
             if row is None:
+                await audit.record(
+                    self._factory, audit.LOGOUT, "failure", client=client, reason="unknown_token"
+                )
                 raise AuthFailed()
             await self._revoke_family(session, row.family_id)
+            user = await session.get(User, row.user_id)
             audit.add_audit(
                 session,
                 audit.LOGOUT,
                 "ok",
                 user_id=row.user_id,
+                handle=user.handle if user is not None else None,
                 client=client,
                 family=row.family_id,
             )

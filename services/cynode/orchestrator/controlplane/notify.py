@@ -1,7 +1,10 @@
 """Wake-ups across replicas: Postgres LISTEN/NOTIFY on one channel.
 
-Payloads are `<replica>|jobs` (queued work or a cancel: run the scheduler) and
-`<replica>|tasks|id,id,…` (tasks changed: wake WatchTask streams here). A replica
+Payloads are `<replica>|jobs` (queued work or a cancel: run the scheduler),
+`<replica>|tasks|id,id,…` (tasks changed: wake WatchTask streams here),
+`<replica>|nodes|id,id,…` (an administrator drained, disabled or enabled nodes) and
+`<replica>|config|<node id>,<config version>` (a node's config was issued again: tell
+the node if its stream is here). A replica
 ignores its own messages. NOTIFY is sent inside the writing transaction, so a woken
 replica always sees the rows. SQLite has one replica and needs none of this.
 """
@@ -39,6 +42,16 @@ class Notifier:
     async def jobs(self) -> None:
         return None
 
+    async def nodes_in_tx(self, conn: AsyncConnection, node_ids: Iterable[str]) -> None:
+        return None
+
+    async def config_in_tx(self, conn: AsyncConnection, node_id: str, version: str) -> None:
+        return None
+
+
+def _ignore(*_args: Any) -> None:
+    return None
+
 
 class PgNotifier(Notifier):
     def __init__(
@@ -48,12 +61,16 @@ class PgNotifier(Notifier):
         replica_id: str,
         on_jobs: Callable[[], None],
         on_tasks: Callable[[list[str]], None],
+        on_nodes: Callable[[list[str]], None] = _ignore,
+        on_config: Callable[[str, str], None] = _ignore,
     ) -> None:
         self._engine = engine
         self._channel = channel
         self._replica = replica_id
         self._on_jobs = on_jobs
         self._on_tasks = on_tasks
+        self._on_nodes = on_nodes
+        self._on_config = on_config
         self._conn: AsyncConnection | None = None
         self._driver: Any = None
 
@@ -83,6 +100,11 @@ class PgNotifier(Notifier):
             self._on_jobs()
         elif kind == "tasks" and ids:
             self._on_tasks(ids.split(","))
+        elif kind == "nodes" and ids:
+            self._on_nodes(ids.split(","))
+        elif kind == "config" and ids.count(",") == 1:
+            node_id, version = ids.split(",")
+            self._on_config(node_id, version)
 
     async def jobs_in_tx(self, conn: AsyncConnection) -> None:
         await self._send(conn, f"{self._replica}|jobs")
@@ -96,6 +118,15 @@ class PgNotifier(Notifier):
     async def jobs(self) -> None:
         async with self._engine.begin() as conn:
             await self.jobs_in_tx(conn)
+
+    async def nodes_in_tx(self, conn: AsyncConnection, node_ids: Iterable[str]) -> None:
+        ids = sorted(node_ids)
+        for start in range(0, len(ids), _IDS_PER_NOTIFY):
+            part = ",".join(ids[start : start + _IDS_PER_NOTIFY])
+            await self._send(conn, f"{self._replica}|nodes|{part}")
+
+    async def config_in_tx(self, conn: AsyncConnection, node_id: str, version: str) -> None:
+        await self._send(conn, f"{self._replica}|config|{node_id},{version}")
 
     async def _send(self, conn: AsyncConnection, payload: str) -> None:
         await conn.execute(

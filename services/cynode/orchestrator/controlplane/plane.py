@@ -16,13 +16,11 @@ from cynode.controlplane.v1 import artifacts_pb2_grpc, dispatch_pb2_grpc, nodes_
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
 from cynode.orchestrator.artifacts.retention import Sweeper
-from cynode.orchestrator.controlplane.admin import (
-    Authenticate,
-    NodeAdminServicer,
-    inference_path_available,
-)
+from cynode.orchestrator.auth.admins import Authenticate
+from cynode.orchestrator.controlplane.admin import NodeAdminServicer, inference_path_available
 from cynode.orchestrator.controlplane.dispatch import DispatchServicer, config_changed
 from cynode.orchestrator.controlplane.ingest import Ingest
+from cynode.orchestrator.controlplane.nodeadmin import NodeAdmin
 from cynode.orchestrator.controlplane.nodes import NodeServicer
 from cynode.orchestrator.controlplane.notify import Notifier, PgNotifier
 from cynode.orchestrator.controlplane.scheduler import Scheduler
@@ -66,6 +64,8 @@ class ControlPlane:
                 settings.replica_id,
                 on_jobs=lambda: self.scheduler.wake(cancels=True),
                 on_tasks=self._publish_tasks,
+                on_nodes=self._nodes_changed,
+                on_config=self.push_config_changed,
             )
             if engine.dialect.name == "postgresql"
             else Notifier()
@@ -94,8 +94,14 @@ class ControlPlane:
             if blobs is not None and settings.artifacts_ttl_seconds > 0
             else None
         )
+        self.node_admin = NodeAdmin(
+            engine, settings, self.scheduler, self.notifier, self.push_config_changed
+        )
         self.admin_servicer = NodeAdminServicer(
-            engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)
+            engine,
+            authenticate or _deny_all,
+            timedelta(seconds=settings.stale_after_seconds),
+            self.node_admin,
         )
 
     # -- what serve plugs in ----------------------------------------------------------
@@ -140,6 +146,7 @@ class ControlPlane:
         await self.notifier.start()
         self.ingest.start()
         await self.scheduler.hold_leases()
+        await self.scheduler.load_paused()
         self.scheduler.start()
         self._jobs_watch = asyncio.create_task(self._watch_jobs(), name="controlplane-jobs")
         if self.artifact_sweeper is not None:
@@ -181,6 +188,16 @@ class ControlPlane:
         session = self.registry.get(node_id)
         if session is not None:
             session.send(config_changed(version))
+
+    def _nodes_changed(self, _node_ids: list[str]) -> None:
+        """Another replica drained, disabled or enabled nodes: reread which are paused,
+        and sweep (a disabled node's lapsed jobs are requeued by whoever sweeps first)."""
+
+        async def reload() -> None:
+            await self.scheduler.load_paused()
+            self.scheduler.wake(sweep=True)
+
+        self.spawn(reload())
 
     async def _watch_jobs(self) -> None:
         async with self.bus.subscribe(JOBS) as queue:

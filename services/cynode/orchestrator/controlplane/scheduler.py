@@ -17,7 +17,7 @@ import heapq
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -27,14 +27,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2
 from cynode.orchestrator import lifecycle
+from cynode.orchestrator.controlplane.caps import Room, RunningCaps, not_blocked
 from cynode.orchestrator.controlplane.held import HeldConnection
 from cynode.orchestrator.controlplane.jobspec import TaskFields, build_spec
+from cynode.orchestrator.controlplane.nodestate import NodeState
 from cynode.orchestrator.controlplane.notify import Notifier
 from cynode.orchestrator.controlplane.sessions import NodeSession, Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.lifecycle import Reason, Status
 from cynode.orchestrator.store.models import utcnow
-from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS, any_id, chunked
+from cynode.orchestrator.store.tables import (
+    ATTACHMENTS,
+    JOBS,
+    NODES,
+    TASKS,
+    USERS,
+    any_id,
+    chunked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +67,38 @@ _LOAD_FILES = {
 }
 
 
-def _claim_stmt(inference: bool, pg: bool) -> Any:
+def _claim_stmt(inference: bool, pg: bool, capped: bool = False) -> Any:
     """Queued jobs with their tasks' spec columns, in one statement; on Postgres the job
-    rows (only) are locked, skipping rows another replica holds."""
+    rows (only) are locked, skipping rows another replica holds. `capped` (a running-jobs
+    limit is set somewhere): also each job's user and own limit, and none of the users
+    bound as `blocked`."""
+    columns: list[Any] = [
+        JOBS.c.id,
+        JOBS.c.task_id,
+        JOBS.c.attempt,
+        JOBS.c.needs_inference,
+        # TaskFields after its id (the job's task_id), in its order.
+        *(TASKS.c[name] for name in TaskFields._fields[1:]),
+        # Most tasks have no attachments: the round then skips their query.
+        sa.exists().where(ATTACHMENTS.c.task_id == TASKS.c.id).label("has_files"),
+    ]
+    joined = JOBS.join(TASKS, TASKS.c.id == JOBS.c.task_id)
+    where = [
+        JOBS.c.status == Status.QUEUED,
+        JOBS.c.node_id.is_(None),
+        JOBS.c.cancel_requested.is_(False),
+        JOBS.c.needs_inference.is_(inference),
+    ]
+    if capped:
+        columns += [TASKS.c.user_id, USERS.c.max_running_jobs]
+        joined = joined.join(USERS, USERS.c.id == TASKS.c.user_id)
+        where.append(not_blocked(pg))
     stmt = (
-        sa.select(
-            JOBS.c.id,
-            JOBS.c.task_id,
-            JOBS.c.attempt,
-            JOBS.c.needs_inference,
-            # TaskFields after its id (the job's task_id), in its order.
-            *(TASKS.c[name] for name in TaskFields._fields[1:]),
-            # Most tasks have no attachments: the round then skips their query.
-            sa.exists().where(ATTACHMENTS.c.task_id == TASKS.c.id).label("has_files"),
-        )
-        .join(TASKS, TASKS.c.id == JOBS.c.task_id)
-        .where(
-            JOBS.c.status == Status.QUEUED,
-            JOBS.c.node_id.is_(None),
-            JOBS.c.cancel_requested.is_(False),
-            JOBS.c.needs_inference.is_(inference),
-        )
-        .order_by(JOBS.c.id)
+        sa.select(*columns)
+        .select_from(joined)
+        .where(*where)
+        # Fair share (SPEC §3.9): lowest start tag first, round-robin across users.
+        .order_by(JOBS.c.fair_key, JOBS.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     if pg:
@@ -86,7 +106,15 @@ def _claim_stmt(inference: bool, pg: bool) -> Any:
     return stmt
 
 
-_CLAIM = {(inf, pg): _claim_stmt(inf, pg) for inf in (True, False) for pg in (True, False)}
+_CLAIM = {
+    (inf, pg, capped): _claim_stmt(inf, pg, capped)
+    for inf in (True, False)
+    for pg in (True, False)
+    for capped in (True, False)
+}
+
+
+_PAUSED = sa.select(NODES.c.id).where(NODES.c.admin_state != NodeState.ACTIVE)
 
 
 class Scheduler:
@@ -107,6 +135,10 @@ class Scheduler:
         self._notifier = notifier
         self._tasks_in_tx = tasks_changed_in_tx
         self._tasks_changed = tasks_changed
+        self._caps = RunningCaps(settings.max_running_jobs)
+        # Nodes an administrator drained or disabled (any replica's): no new work.
+        self.paused: set[str] = set()
+        self._pause_changes = 0
         self._event = asyncio.Event()
         self._cancels_due = True
         self._last_sweep = 0.0
@@ -141,6 +173,25 @@ class Scheduler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="controlplane-scheduler")
 
+    async def load_paused(self) -> None:
+        """Reads which nodes take no new work: at start, at every sweep (a backstop for a
+        missed NOTIFY) and when a replica says an administrator changed one."""
+        changes = self._pause_changes
+        async with self._engine.connect() as conn:
+            found = {r[0] for r in await conn.execute(_PAUSED)}
+        # A change made here while the query ran may be newer than what it read.
+        if changes == self._pause_changes:
+            self.paused = found
+
+    def pause(self, node_id: str, paused: bool) -> None:
+        """This replica's own change, applied before its caller answers."""
+        self._pause_changes += 1
+        if paused:
+            self.paused.add(node_id)
+        else:
+            self.paused.discard(node_id)
+            self._event.set()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -166,6 +217,7 @@ class Scheduler:
     async def round(self) -> None:
         if time.monotonic() - self._last_sweep >= self._settings.sweep_seconds:
             self._last_sweep = time.monotonic()
+            await self.load_paused()
             await self.expire_leases()
         if self._cancels_due:
             self._cancels_due = False
@@ -177,7 +229,12 @@ class Scheduler:
 
     async def assign(self) -> int:
         """One claim-and-send pass; returns how many jobs it dispatched."""
-        sessions = [s for s in self._registry if s.credits > 0 and not s.closed]
+        paused = self.paused
+        sessions = [
+            s
+            for s in self._registry
+            if s.credits > 0 and not s.closed and (not paused or s.node_id not in paused)
+        ]
         total = min(sum(s.credits for s in sessions), self._settings.claim_batch)
         if total <= 0:
             return 0
@@ -188,8 +245,9 @@ class Scheduler:
         plan: list[tuple[_Claimed, NodeSession]] = []
         try:
             async with self._held.begin() as conn:
-                claimed = await self._claim(conn, True, inf_credits) if inf_credits else []
-                claimed += await self._claim(conn, False, total - len(claimed))
+                room = await self._caps.room(conn)
+                claimed = await self._claim(conn, True, inf_credits, room) if inf_credits else []
+                claimed += await self._claim(conn, False, total - len(claimed), room)
                 if not claimed:
                     return 0
                 plan = _plan(claimed, sessions)
@@ -233,20 +291,40 @@ class Scheduler:
             sends.append((session, msg))
         await lifecycle.claim(conn, claims, now, lease)
 
-    async def _claim(self, conn: AsyncConnection, inference: bool, limit: int) -> list[_Claimed]:
+    async def _claim(
+        self, conn: AsyncConnection, inference: bool, limit: int, room: Room | None = None
+    ) -> list[_Claimed]:
         if limit <= 0:
             return []
-        rows = await conn.execute(_CLAIM[(inference, self._pg)], {"limit": limit})
+        if room is None:
+            rows = await conn.execute(_CLAIM[(inference, self._pg, False)], {"limit": limit})
+            return [
+                _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-1]), bool(r[-1]))
+                for r in rows
+            ]
+        # Over a user's running-jobs limit the job is left out: it stays queued (on
+        # Postgres its row lock ends with this transaction).
+        rows = await conn.execute(
+            _CLAIM[(inference, self._pg, True)], {"limit": limit, "blocked": room.blocked}
+        )
         return [
-            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-1]), bool(r[-1])) for r in rows
+            _Claimed(r[0], r[1], r[2], r[3], TaskFields(r[1], *r[4:-3]), bool(r[-3]))
+            for r in rows
+            if room.take(r[-2], r[-1])
         ]
 
     # -- leases -----------------------------------------------------------------------
 
-    async def expire_leases(self) -> int:
-        """Requeues (attempt + 1 at the next dispatch) or fails jobs whose lease ran out."""
+    async def expire_leases(
+        self, before: Callable[[AsyncConnection, datetime], Awaitable[None]] | None = None
+    ) -> int:
+        """Requeues (attempt + 1 at the next dispatch) or fails jobs whose lease ran out.
+        `before` runs first in the same transaction (a disabled node's leases made to run
+        out now: no heartbeat can renew them in between)."""
         now = utcnow()
         async with self._engine.begin() as conn:
+            if before is not None:
+                await before(conn, now)
             expired = await lifecycle.expire(conn, now, self._settings.max_attempts, lock=self._pg)
             if not expired.copies:
                 return 0

@@ -11,12 +11,13 @@ from cynode.orchestrator.artifacts import catalog
 from cynode.orchestrator.artifacts.blobs import NOT_STORED, FsBlobStore, read_blob
 from cynode.orchestrator.artifacts.retention import remove_unreferenced
 from cynode.orchestrator.auth import Authenticator, Principal
-from cynode.orchestrator.errors import Context, abort, set_http_status
+from cynode.orchestrator.errors import RETRY_AFTER_KEY, Context, abort, set_http_status
 from cynode.orchestrator.gateway.tasks import TaskBook, TaskLive, TaskNotFound, TaskTerminal
 from cynode.orchestrator.gateway.validation import Invalid, TooLarge, validate_create
 from cynode.orchestrator.gateway.views import decode_output, job_view, task_message, timestamp
 from cynode.orchestrator.gateway.watch import watch_task
 from cynode.orchestrator.lifecycle import TERMINAL
+from cynode.orchestrator.quotas import OverQuota
 
 NOT_FOUND = "no such task"
 
@@ -43,6 +44,15 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, TaskNotFound):
             await abort(context, grpc.StatusCode.NOT_FOUND, NOT_FOUND)
+        if isinstance(exc, OverQuota):
+            retry = exc.retry_after
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(exc),
+                http_status=429,
+                trailing=((RETRY_AFTER_KEY, str(retry)),) if retry is not None else (),
+            )
         if isinstance(exc, (TaskTerminal, TaskLive)):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), http_status=409)
 
@@ -55,7 +65,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         principal = await self._principal(context)
         try:
             task = await self._book.create(principal, validate_create(request))
-        except (Invalid, TooLarge) as exc:
+        except (Invalid, TooLarge, OverQuota) as exc:
             await self._fail(context, exc)
             raise
         set_http_status(context, 201)

@@ -22,6 +22,7 @@ from cynode.orchestrator.gateway.cursor import decode_cursor, encode_cursor
 from cynode.orchestrator.gateway.naming import pick_name
 from cynode.orchestrator.gateway.validation import Invalid, NewTask
 from cynode.orchestrator.gateway.views import assemble_chunks, decode_output
+from cynode.orchestrator.quotas import QuotaDefaults, admit
 from cynode.orchestrator.store import (
     Job,
     JobOutputChunk,
@@ -76,9 +77,15 @@ class TaskPage:
 
 
 class TaskBook:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], bus: EventBus) -> None:
+    def __init__(
+        self,
+        factory: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        quotas: QuotaDefaults | None = None,
+    ) -> None:
         self.factory = factory
         self.bus = bus
+        self.quotas = quotas or QuotaDefaults()
 
     async def create(self, principal: Principal, new: NewTask) -> Task:
         """Stores the task and its first job in one transaction and wakes the scheduler."""
@@ -97,6 +104,10 @@ class TaskBook:
 
     async def _insert(self, principal: Principal, new: NewTask) -> tuple[Task, Job]:
         async with transaction(self.factory) as session:
+            # First: the user's row is then locked (Postgres) for the rest of the create.
+            conn = await session.connection()
+            turn = await lifecycle.take_turns(conn, principal.user_id, 1)
+            timeout = await admit(conn, principal.user_id, turn, new.timeout_seconds, self.quotas)
             name = await pick_name(session, principal.user_id, new.name) if new.name else None
             now = utcnow()
             task = lifecycle.queued_task(
@@ -108,12 +119,12 @@ class TaskBook:
                 script=new.script,
                 commands=new.commands,
                 use_inference=new.use_inference,
-                timeout_seconds=new.timeout_seconds,
+                timeout_seconds=timeout,
                 image=new.image,
             )
             session.add(task)
             await session.flush()
-            job = lifecycle.first_job(task, new.needs_inference, now)
+            job = lifecycle.first_job(task, new.needs_inference, now, turn.first)
             session.add(job)
             for att_name, content in new.attachments:
                 session.add(TaskAttachment(task_id=task.id, name=att_name, content=content))
@@ -123,6 +134,9 @@ class TaskBook:
     async def find_in(self, session: AsyncSession, principal: Principal, ref: str) -> Task:
         if not ref:
             raise Invalid("task_id is required (a task id or a task name)")
+        if "\x00" in ref:
+            # No id or name holds one, and Postgres refuses it in a text parameter.
+            raise TaskNotFound(ref)
         task = await session.get(Task, ref) if len(ref) == 26 else None
         if task is None and len(ref) == 26:
             task = await session.get(Task, ref.upper())
@@ -188,7 +202,7 @@ class TaskBook:
         return task
 
     async def delete(self, principal: Principal, ref: str) -> tuple[Task, frozenset[str]]:
-        """Removes an ended task and everything of it (SPEC §2.10); the SHA-256s of its
+        """Removes an ended task and everything of it (SPEC §2.12); the SHA-256s of its
         artifacts, whose blobs the caller removes once nothing else names them."""
         async with transaction(self.factory) as session:
             task = await self.find_in(session, principal, ref)

@@ -2,7 +2,8 @@
 status or a lease, as named operations over batched statements. The rest of the
 orchestrator asks the lifecycle and never writes a status itself (a test enforces it):
 
-- create: `queued_task`, `first_job`, `enqueue_many`
+- create: `queued_task`, `first_job`, `enqueue_many`; each job's place in the
+  fair-share order: `take_turns` (SPEC §3.9)
 - claim: `claim` (a queued job to a node, a new attempt with a lease)
 - start and finish: `plan_started`, `plan_results` over `load_jobs` (what nodes report)
 - renew: `renew`, `extend`, `hold` (start-up), `lapse` (a node that lost its jobs)
@@ -17,6 +18,7 @@ from cynode.orchestrator.lifecycle.cancel import Canceled, cancel_task, take_can
 from cynode.orchestrator.lifecycle.claim import claim
 from cynode.orchestrator.lifecycle.create import enqueue_many, first_job, queued_task
 from cynode.orchestrator.lifecycle.delete import Deleted, delete_task
+from cynode.orchestrator.lifecycle.fair import NoSuchUser, Turn, take_turns
 from cynode.orchestrator.lifecycle.leases import (
     Expired,
     expire,
@@ -58,11 +60,13 @@ __all__ = [
     "Expired",
     "Finishes",
     "JobRow",
+    "NoSuchUser",
     "Reason",
     "ResultReport",
     "StartReport",
     "Starts",
     "Status",
+    "Turn",
     "cancel_task",
     "claim",
     "delete_task",
@@ -80,4 +84,5 @@ __all__ = [
     "renew",
     "result_status",
     "take_cancels",
+    "take_turns",
 ]

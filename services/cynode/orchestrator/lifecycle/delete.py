@@ -1,4 +1,4 @@
-"""Delete: the end of an ended task's life (SPEC §2.10). The task, its jobs, their
+"""Delete: the end of an ended task's life (SPEC §2.12). The task, its jobs, their
 attempts, output chunks and attachments, and its artifact rows go in one transaction;
 a task that is still live is refused (cancel it first), so no node is left running a
 job the store no longer knows. The artifacts' blobs are the caller's to remove, after

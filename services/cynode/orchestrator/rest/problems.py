@@ -65,7 +65,7 @@ METHOD_NOT_ALLOWED = ProblemKind(405, "method-not-allowed", "Method not allowed"
 PAYLOAD_TOO_LARGE = ProblemKind(413, "payload-too-large", "Payload too large")
 CONFLICT = ProblemKind(409, "conflict", "Conflict")
 # An artifact download's Range past the end of the file (RFC 9110 §15.5.17). Only the
-# download route answers it (SPEC §2.9), never a servicer through `x-http-status`.
+# download route answers it (SPEC §2.11), never a servicer through `x-http-status`.
 RANGE_NOT_SATISFIABLE = ProblemKind(416, "range-not-satisfiable", "Range not satisfiable")
 
 HTTP_PROBLEMS: Mapping[int, ProblemKind] = {

@@ -3,6 +3,7 @@ benchmarks that drive SimNodes against it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -12,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cynode.orchestrator import lifecycle
 from cynode.orchestrator.app import GRPC_MAX_MESSAGE_BYTES
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
+from cynode.orchestrator.auth.admins import Authenticate
 from cynode.orchestrator.controlplane import (
     ControlPlane,
     ControlPlaneSettings,
     build_control_plane,
 )
-from cynode.orchestrator.controlplane.admin import Authenticate
 from cynode.orchestrator.events import JOBS as JOBS_TOPIC
 from cynode.orchestrator.events import EventBus
 from cynode.orchestrator.grpc_server import server_options
@@ -97,7 +98,7 @@ async def make_user(engine: AsyncEngine, handle: str | None = None) -> str:
 
 async def enqueue_jobs(
     engine: AsyncEngine,
-    user_id: str,
+    user_id: str | Sequence[str],
     count: int,
     *,
     input_mode: str = "commands",
@@ -105,18 +106,20 @@ async def enqueue_jobs(
     bus: EventBus | None = None,
 ) -> list[tuple[str, str]]:
     """Creates `count` tasks, each with its first job queued, in one transaction the way
-    the gateway does; returns (task_id, job_id) pairs."""
+    the gateway does; returns (task_id, job_id) pairs. Given several users, the tasks
+    go to them in turn."""
+    owners = [user_id] if isinstance(user_id, str) else list(user_id)
     now = utcnow()
     tasks: list[dict[str, Any]] = []
     jobs: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
-    for _ in range(count):
+    for i in range(count):
         task_id, job_id = new_id(), new_id()
         pairs.append((task_id, job_id))
         tasks.append(
             {
                 "id": task_id,
-                "user_id": user_id,
+                "user_id": owners[i % len(owners)],
                 "name": None,
                 "input_mode": input_mode,
                 "prompt": "hello" if input_mode == "prompt" else None,

@@ -121,6 +121,18 @@ class User(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     is_active: bool = True
     is_admin: bool = False
+    # Fair share (SPEC §3.9): a user's share of free slots is proportional to `weight`;
+    # `fair_last` is the finish tag of their last queued job (lifecycle.fair).
+    weight: float = Field(
+        default=1.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="1")
+    )
+    fair_last: float = Field(
+        default=0.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="0")
+    )
+    # Quotas (SPEC §3.9): None takes the configured default.
+    max_queued_tasks: int | None = None
+    max_running_jobs: int | None = None
+    max_task_timeout_seconds: int | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -146,6 +158,8 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("user_id", "name", name="uq_tasks_user_name"),
         sa.Index("ix_tasks_user_created", "user_id", "id"),
+        # A user's queued tasks, counted at create for the quota (SPEC §3.9).
+        sa.Index("ix_tasks_user_status", "user_id", "status"),
     )
 
     id: str = _id_field()
@@ -178,12 +192,20 @@ class Job(SQLModel, table=True):
     node holding the current attempt is trusted to be alive."""
 
     __tablename__ = "jobs"
-    __table_args__ = (sa.Index("ix_jobs_status_id", "status", "id"),)
+    __table_args__ = (
+        sa.Index("ix_jobs_status_id", "status", "id"),
+        # The claim's order: fair tag, then age (SPEC §3.9).
+        sa.Index("ix_jobs_status_fair", "status", "fair_key", "id"),
+    )
 
     id: str = _id_field()
     task_id: str = Field(foreign_key="tasks.id", index=True, max_length=26)
     status: str = Field(default="queued", max_length=16)
     needs_inference: bool = False
+    # The job's start tag in fair-share order (lifecycle.fair); claims take the lowest.
+    fair_key: float = Field(
+        default=0.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="0")
+    )
     attempt: int = 0
     node_id: str | None = Field(default=None, max_length=26, index=True)
     lease_expires_at: datetime | None = _ts(default_now=False, index=True)
@@ -247,6 +269,11 @@ class Node(SQLModel, table=True):
     slug: str = Field(max_length=128, unique=True, index=True)
     name: str | None = Field(default=None, max_length=200)
     status: str = Field(default="offline", max_length=16)
+    # What an administrator set (SPEC §2.8): active, draining or disabled.
+    admin_state: str = Field(
+        default="active",
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="active"),
+    )
     capability: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))
     inference_supported: bool = False
     max_concurrency: int = 1
@@ -289,7 +316,7 @@ class AuditLog(SQLModel, table=True):
 
 
 class ArtifactSet(SQLModel, table=True):
-    """What a job attempt's result announced from /workspace/out/ (SPEC §2.9): its files
+    """What a job attempt's result announced from /workspace/out/ (SPEC §2.11): its files
     are `Artifact` rows; the set itself says whether a limit cut it short."""
 
     __tablename__ = "artifact_sets"

@@ -14,7 +14,7 @@ from alembic import op
 import cynode.orchestrator.store.models
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

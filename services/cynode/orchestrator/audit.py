@@ -17,6 +17,8 @@ LOGOUT = "logout"
 USER_CREATE = "user_create"
 USER_PASSWORD = "user_password"
 USER_DISABLE = "user_disable"
+# Secrets replaced in what a user sent a model (SPEC §10.5): kinds and counts only.
+SECRET_REDACTED = "secret_redacted"
 
 
 def audit_row(

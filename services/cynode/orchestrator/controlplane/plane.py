@@ -10,9 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import dispatch_pb2_grpc, nodes_pb2_grpc
+from cynode.controlplane.v1 import inference_pb2_grpc as link_pb2_grpc
+from cynode.gateway.v1 import inference_pb2_grpc as gateway_inference_pb2_grpc
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
 from cynode.orchestrator.controlplane.admin import (
     Authenticate,
@@ -27,12 +30,17 @@ from cynode.orchestrator.controlplane.scheduler import Scheduler
 from cynode.orchestrator.controlplane.sessions import Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.events import JOBS, EventBus, task_topic
+from cynode.orchestrator.inference import InferenceMetrics, LinkRegistry, Router
+from cynode.orchestrator.inference.link_servicer import InferenceLinkServicer
+from cynode.orchestrator.inference.servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
 
 NODE_SERVICE = "cynode.controlplane.v1.NodeService"
 DISPATCH_SERVICE = "cynode.controlplane.v1.DispatchService"
 NODE_ADMIN_SERVICE = "cynode.gateway.v1.NodeAdminService"
+INFERENCE_LINK_SERVICE = "cynode.controlplane.v1.InferenceLinkService"
+INFERENCE_SERVICE = "cynode.gateway.v1.InferenceService"
 
 
 async def _deny_all(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -46,6 +54,7 @@ class ControlPlane:
         bus: EventBus,
         settings: ControlPlaneSettings,
         authenticate: Authenticate | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -76,18 +85,39 @@ class ControlPlane:
         self.admin_servicer = NodeAdminServicer(
             engine, authenticate or _deny_all, timedelta(seconds=settings.stale_after_seconds)
         )
+        # The models on the nodes (SPEC §10): links nodes hold open, and the router.
+        self.links = LinkRegistry()
+        self.inference_metrics = InferenceMetrics(metrics_registry)
+        self.router = Router(
+            self.links,
+            user_limit=settings.inference_user_concurrency,
+            queue_seconds=settings.inference_queue_seconds,
+            allowed_models=settings.allowed_models,
+            on_wait=self.inference_metrics.queue_wait.observe,
+        )
+        self.link_servicer = InferenceLinkServicer(
+            self.links, settings.jwt_secret, settings.allowed_models
+        )
+        self.inference_servicer = InferenceServicer(self.router, authenticate or _deny_all)
 
     # -- what serve plugs in ----------------------------------------------------------
 
     @property
     def servicers(self) -> Mapping[str, object]:
         """Control-plane port (12082 REST via the shim, 12083 gRPC)."""
-        return {NODE_SERVICE: self.node_servicer, DISPATCH_SERVICE: self.dispatch_servicer}
+        return {
+            NODE_SERVICE: self.node_servicer,
+            DISPATCH_SERVICE: self.dispatch_servicer,
+            INFERENCE_LINK_SERVICE: self.link_servicer,
+        }
 
     @property
     def gateway_servicers(self) -> Mapping[str, object]:
         """User gateway port (12080 REST, 12081 gRPC): admin views of the fleet."""
-        return {NODE_ADMIN_SERVICE: self.admin_servicer}
+        return {
+            NODE_ADMIN_SERVICE: self.admin_servicer,
+            INFERENCE_SERVICE: self.inference_servicer,
+        }
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         nodes_pb2_grpc.add_NodeServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -96,10 +126,16 @@ class ControlPlane:
         dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.dispatch_servicer, server
         )
+        link_pb2_grpc.add_InferenceLinkServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.link_servicer, server
+        )
 
     def add_gateway_to_server(self, server: grpc.aio.Server) -> None:
         admin_pb2_grpc.add_NodeAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.admin_servicer, server
+        )
+        gateway_inference_pb2_grpc.add_InferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.inference_servicer, server
         )
 
     async def start(self) -> None:
@@ -120,6 +156,8 @@ class ControlPlane:
         self._started = False
         for session in self.registry:
             session.close()
+        for link in self.links:
+            link.close()
         if self._jobs_watch is not None:
             self._jobs_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -173,5 +211,6 @@ def build_control_plane(
     settings: ControlPlaneSettings,
     *,
     authenticate: Authenticate | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> ControlPlane:
-    return ControlPlane(engine, bus, settings, authenticate)
+    return ControlPlane(engine, bus, settings, authenticate, metrics_registry)

@@ -28,7 +28,7 @@ class AppliedConfig:
     inference_enabled: bool = False
     inference_upstream: str = ""
     default_model: str = ""
-    # The models the node may serve (SPEC §7.7); empty: all it has.
+    # The models the node may serve (SPEC §7.11); empty: all it has.
     allowed_models: tuple[str, ...] = ()
 
 

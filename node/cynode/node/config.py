@@ -245,7 +245,7 @@ class NodeConfig:
             "inference pods kept ready while idle, each used by one job; 0: none",
         ),
     )
-    # Chat and embeddings calls the inference link serves at once (SPEC §7.7); reported
+    # Chat and embeddings calls the inference link serves at once (SPEC §7.11); reported
     # in the capability report, and the orchestrator's placement never exceeds it.
     inference_max_concurrency: int = field(
         default=1,

@@ -208,7 +208,7 @@ class NodeDaemon:
                     await linker
 
     def _start_link(self) -> asyncio.Task[None] | None:
-        """The inference link (SPEC §7.7), when the node serves models."""
+        """The inference link (SPEC §7.11), when the node serves models."""
         if self.config.inference_mode == "none" or self.node_inference.relay is None:
             return None
         assert self.cp is not None

@@ -71,6 +71,12 @@ class Tap:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.done_at: list[float] = []
+        self.bodies: list[bytes] = []
+        # While clear, requests are held before they reach the model (a node that has
+        # taken a call and not answered yet).
+        self.open = asyncio.Event()
+        self.open.set()
+        self.held = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -86,11 +92,16 @@ class Tap:
         return self
 
     async def close(self) -> None:
+        self.open.set()  # held requests finish, or cleanup would wait for them
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.bodies.append(body)
+        if not self.open.is_set():
+            self.held += 1
+            await self.open.wait()
         async with (
             httpx.AsyncClient(base_url=self.upstream, timeout=120) as client,
             client.stream(request.method, request.path, content=body) as upstream,

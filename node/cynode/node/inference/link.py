@@ -1,4 +1,4 @@
-"""The node's end of InferenceLinkService.Serve (SPEC §7.7): a stream the node opens to
+"""The node's end of InferenceLinkService.Serve (SPEC §7.11): a stream the node opens to
 the control plane with its JWT, beside the dispatch stream, over which the gateway's
 chat and embeddings calls arrive. Each call goes through the node's inference relay (the
 proxy's policy: allowed paths, timeout, no credentials) to its Ollama, and the answer
@@ -102,6 +102,7 @@ class InferenceLink:
         self._outbox: asyncio.Queue[inference_pb2.ServeRequest] | None = None
         self._current: asyncio.Task[None] | None = None
         self._stopping = False
+        self._reopen = False
 
     # -- life -------------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class InferenceLink:
                 await self._current
                 detail = "closed by the server"
             except asyncio.CancelledError:
-                if self._stopping:
+                if self._stopping or not self._reopen:
                     raise
                 detail = "reopened (what the node serves changed)"
             except grpc.aio.AioRpcError as exc:
@@ -122,6 +123,7 @@ class InferenceLink:
                     self._auth.invalidate()
             except Exception as exc:
                 detail = f"{type(exc).__name__}: {exc}"
+            self._reopen = False
             self.connected.clear()
             if self._stopping:
                 break
@@ -132,6 +134,7 @@ class InferenceLink:
     def reconnect(self) -> None:
         """Reopens the stream, so the orchestrator hears a new hello."""
         if self._current is not None and not self._current.done():
+            self._reopen = True
             self._current.cancel()
 
     async def stop(self) -> None:

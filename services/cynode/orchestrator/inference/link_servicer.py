@@ -1,5 +1,5 @@
 """InferenceLinkService.Serve: the stream a node holds open to serve its models
-(SPEC §7.7). Beside the dispatch stream, never in it: job dispatch is untouched."""
+(SPEC §7.11). Beside the dispatch stream, never in it: job dispatch is untouched."""
 
 from __future__ import annotations
 

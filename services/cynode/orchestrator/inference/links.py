@@ -1,6 +1,6 @@
 """The inference links this replica holds: one per node that opened
 InferenceLinkService.Serve, with what it serves, how many calls it takes at once, and
-the calls under way on it (SPEC §7.7)."""
+the calls under way on it (SPEC §7.11)."""
 
 from __future__ import annotations
 

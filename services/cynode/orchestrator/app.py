@@ -192,6 +192,7 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
         cp.router,
         gw.authenticator,
         cp.inference_metrics,
+        usage=cp.usage,
         on_redacted=lambda who, found: record_redaction(gw.factory, who, found),
     )
     ports = ServicePorts(

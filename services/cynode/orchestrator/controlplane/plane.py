@@ -33,6 +33,8 @@ from cynode.orchestrator.events import JOBS, EventBus, task_topic
 from cynode.orchestrator.inference import InferenceMetrics, LinkRegistry, Router
 from cynode.orchestrator.inference.link_servicer import InferenceLinkServicer
 from cynode.orchestrator.inference.servicer import InferenceServicer
+from cynode.orchestrator.inference.usage import UsageBook
+from cynode.orchestrator.store import session_factory
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,14 @@ class ControlPlane:
         # The models on the nodes (SPEC §10): links nodes hold open, and the router.
         self.links = LinkRegistry()
         self.inference_metrics = InferenceMetrics(metrics_registry)
+        self.usage = UsageBook(session_factory(engine))
         self.router = Router(
             self.links,
             user_limit=settings.inference_user_concurrency,
             queue_seconds=settings.inference_queue_seconds,
             allowed_models=settings.allowed_models,
             on_wait=self.inference_metrics.queue_wait.observe,
+            on_outcome=self.usage.record,
         )
         self.link_servicer = InferenceLinkServicer(
             self.links, settings.jwt_secret, settings.allowed_models
@@ -158,6 +162,7 @@ class ControlPlane:
             session.close()
         for link in self.links:
             link.close()
+        await self.usage.flush()
         if self._jobs_watch is not None:
             self._jobs_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,7 @@ from cynode.orchestrator.inference.router import (
     InferenceError,
     Router,
 )
+from cynode.orchestrator.inference.usage import UsageBook
 from cynode.orchestrator.rest.body import (
     BadContentLengthError,
     BodyTooLargeError,
@@ -65,10 +66,12 @@ class OpenAIDoor:
         authenticator: Authenticator,
         metrics: InferenceMetrics,
         *,
+        usage: UsageBook | None = None,
         on_redacted: OnRedacted | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.router = router
+        self.usage = usage
         self.authenticator = authenticator
         self.metrics = metrics
         self._on_redacted = on_redacted
@@ -81,6 +84,7 @@ class OpenAIDoor:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/inference/usage", self.usage_report, methods=["GET"]),
         ]
 
     # -- shared steps -----------------------------------------------------------------
@@ -283,6 +287,46 @@ class OpenAIDoor:
                 "data": data,
                 "model": model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    # -- GET /v1/inference/usage -----------------------------------------------------
+
+    async def usage_report(self, request: Request) -> Response:
+        """The caller's tokens per model; an admin may name another user (`?user=`)."""
+        principal = await self._principal(request)
+        if principal is None:
+            return error_response(
+                401, "missing or invalid access token", "invalid_request_error", "invalid_api_key"
+            )
+        if self.usage is None:
+            return error_response(503, "usage is not recorded here", "api_error", None)
+        handle = request.query_params.get("user") or principal.handle
+        user_id = principal.user_id
+        if handle != principal.handle:
+            if not principal.is_admin:
+                return error_response(
+                    403, "only administrators read other users' usage", "permission_error", None
+                )
+            other = await self.usage.user_id(handle)
+            if other is None:
+                return error_response(404, f"no user {handle!r}", "invalid_request_error", None)
+            user_id = other
+        rows = await self.usage.by_model(user_id)
+        return JSONResponse(
+            {
+                "object": "list",
+                "user": handle,
+                "data": [
+                    {
+                        "model": r.model,
+                        "requests": r.requests,
+                        "prompt_tokens": r.prompt_tokens,
+                        "completion_tokens": r.completion_tokens,
+                        "total_tokens": r.prompt_tokens + r.completion_tokens,
+                    }
+                    for r in rows
+                ],
             }
         )
 

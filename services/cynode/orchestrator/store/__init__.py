@@ -12,6 +12,7 @@ from cynode.orchestrator.store.engine import (
 from cynode.orchestrator.store.migrate import current_revision, head_revision, is_current, upgrade
 from cynode.orchestrator.store.models import (
     AuditLog,
+    InferenceUsage,
     Job,
     JobAttempt,
     JobOutputChunk,
@@ -28,6 +29,7 @@ from cynode.orchestrator.store.models import (
 __all__ = [
     "AuditLog",
     "DatabaseUrlError",
+    "InferenceUsage",
     "Job",
     "JobAttempt",
     "JobOutputChunk",

@@ -286,3 +286,21 @@ class AuditLog(SQLModel, table=True):
     handle: str | None = Field(default=None, max_length=64)
     client: str | None = Field(default=None, max_length=128)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON))
+
+
+class InferenceUsage(SQLModel, table=True):
+    """One answered chat or embeddings request of the OpenAI door or InferenceService,
+    with the token counts the model reported (SPEC §10.6). Append-only: replicas only
+    insert, reads sum."""
+
+    __tablename__ = "inference_usage"
+
+    id: str = _id_field()
+    at: datetime = _ts(index=True)
+    user_id: str = Field(max_length=26, index=True)
+    model: str = Field(max_length=200)
+    node_id: str = Field(max_length=26)
+    # chat or embeddings.
+    kind: str = Field(max_length=16)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

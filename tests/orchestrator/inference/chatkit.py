@@ -185,14 +185,19 @@ class Door:
         await asyncio.wait_for(link.connected.wait(), 30)
         return node
 
-    async def token(self, *, is_admin: bool = False) -> str:
+    async def login(self, *, is_admin: bool = False) -> dict[str, Any]:
+        """A new user, logged in: the login answer (access_token, refresh_token) and
+        its `handle`."""
         gw = self.orchestrator.gateway
         handle = unique("chat")
         await create_user(gw.factory, gw.passwords, handle, PASSWORD, is_admin=is_admin)
         async with httpx.AsyncClient(base_url=self.url) as http:
             resp = await http.post("/v1/auth/login", json={"handle": handle, "password": PASSWORD})
         assert resp.status_code == 200, resp.text
-        return str(resp.json()["access_token"])
+        return {**resp.json(), "handle": handle}
+
+    async def token(self, *, is_admin: bool = False) -> str:
+        return str((await self.login(is_admin=is_admin))["access_token"])
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,9 @@ from cynork.commands import (
     auth_logout,
     auth_refresh,
     auth_whoami,
+    chat,
     completion,
+    models_list,
     shell,
     status,
     task_cancel,
@@ -28,6 +30,11 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.group(context_settings=CONTEXT_SETTINGS)
 def auth() -> None:
     """Log in, log out, and show who is logged in."""
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def models() -> None:
+    """The models of the connected nodes."""
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -52,5 +59,8 @@ def register(root: click.Group) -> None:
     root.add_command(status.command)
     root.add_command(auth)
     root.add_command(task)
+    models.add_command(models_list.command)
+    root.add_command(models)
+    root.add_command(chat.command)
     root.add_command(completion.command)
     root.add_command(shell.command)

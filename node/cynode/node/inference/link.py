@@ -103,6 +103,8 @@ class InferenceLink:
         self._current: asyncio.Task[None] | None = None
         self._stopping = False
         self._reopen = False
+        self._http: httpx.AsyncClient | None = None
+        self._http_socket: Path | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -143,6 +145,9 @@ class InferenceLink:
             self._current.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._current
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     # -- one stream -------------------------------------------------------------------
 
@@ -231,12 +236,19 @@ class InferenceLink:
         )
 
     def _client(self) -> httpx.AsyncClient:
+        """One client for the link's life: kept-alive connections to the relay, so a
+        call does not pay for a new connection before its first token."""
         socket = self._relay_socket()
         if socket is None and self._transport is None:
             raise _Failed("unavailable", "the node's inference relay is not running")
-        transport = self._transport or httpx.AsyncHTTPTransport(uds=str(socket))
-        timeout = httpx.Timeout(self._timeout_s, connect=5.0)
-        return httpx.AsyncClient(transport=transport, base_url="http://relay", timeout=timeout)
+        if self._http is None or self._http_socket != socket:
+            transport = self._transport or httpx.AsyncHTTPTransport(uds=str(socket))
+            timeout = httpx.Timeout(self._timeout_s, connect=5.0)
+            self._http = httpx.AsyncClient(
+                transport=transport, base_url="http://relay", timeout=timeout
+            )
+            self._http_socket = socket
+        return self._http
 
     def _check(self, model: str) -> None:
         if not allowed(model, self._allowed_models()):
@@ -244,10 +256,9 @@ class InferenceLink:
 
     async def _chat(self, call_id: str, chat: chat_pb2.ChatRequest) -> None:
         self._check(chat.model)
-        async with (
-            self._client() as client,
-            client.stream("POST", "/api/chat", json=ollama_chat_body(chat)) as response,
-        ):
+        async with self._client().stream(
+            "POST", "/api/chat", json=ollama_chat_body(chat)
+        ) as response:
             if response.status_code != 200:
                 raise _failure(
                     response.status_code, (await response.aread()).decode(errors="replace")
@@ -279,10 +290,9 @@ class InferenceLink:
 
     async def _embed(self, call_id: str, request: chat_pb2.EmbeddingsRequest) -> None:
         self._check(request.model)
-        async with self._client() as client:
-            response = await client.post(
-                "/api/embed", json={"model": request.model, "input": list(request.input)}
-            )
+        response = await self._client().post(
+            "/api/embed", json={"model": request.model, "input": list(request.input)}
+        )
         if response.status_code != 200:
             raise _failure(response.status_code, response.text)
         body = response.json()

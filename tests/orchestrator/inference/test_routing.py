@@ -88,7 +88,7 @@ async def test_one_users_twenty_streams_do_not_starve_anothers_one(
 
         async def one(who: str, ai: openai.AsyncOpenAI) -> None:
             stream = await ai.chat.completions.create(
-                model=MODEL, messages=ask("Name a color."), max_tokens=4, stream=True
+                model=MODEL, messages=ask("Name a color."), max_tokens=8, stream=True
             )
             async for _ in stream:
                 started.set()
@@ -96,14 +96,17 @@ async def test_one_users_twenty_streams_do_not_starve_anothers_one(
 
         a_tasks = [asyncio.create_task(one("A", a)) for _ in range(20)]
         await asyncio.wait_for(started.wait(), 60)
-        await asyncio.sleep(0.5)  # A's other 19 are queued by now
+        await asyncio.sleep(0.2)  # A's other 19 reach the gateway's queue
         b_sent = time.perf_counter()
+        a_left = 20 - len(done)
         await asyncio.wait_for(one("B", b), 120)
         b_done = done[-1][1]
         a_turns = [t for who, t in done if who == "A" and b_sent < t < b_done]
         assert len(a_turns) <= 1, f"B waited {len(a_turns)} of A's turns"
         await asyncio.wait_for(asyncio.gather(*a_tasks), 300)
-        assert len([1 for who, t in done if who == "A" and t > b_done]) >= 15
+        # It means something: A still had most of its streams waiting when B came.
+        assert a_left >= 10, a_left
+        assert len([1 for who, t in done if who == "A" and t > b_done]) >= a_left - 1
 
 
 async def test_over_the_per_user_limit_is_429(

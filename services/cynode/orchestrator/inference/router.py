@@ -220,7 +220,7 @@ class Router:
                         chat=inference_pb2.ChatCall(call_id=call_id, chat=request)
                     )
                 )
-                started = finished = False
+                started = finished = released = False
                 try:
                     while not finished:
                         event = await events.get()
@@ -235,6 +235,11 @@ class Router:
                         started = True
                         finished = bool(event.finish_reason)
                         if finished:
+                            # The node is done with it: its slot goes to the next
+                            # request now, not once this client has read the end.
+                            link.end_call(call_id, cancel=False)
+                            self.queue.release(link)
+                            released = True
                             self._on_outcome(
                                 Outcome(
                                     user_id,
@@ -249,8 +254,9 @@ class Router:
                     if finished:
                         return
                 finally:
-                    link.end_call(call_id, cancel=not finished)
-                    self.queue.release(link)
+                    if not released:
+                        link.end_call(call_id, cancel=not finished)
+                        self.queue.release(link)
                 if attempt == MAX_ATTEMPTS or not self.links.serves(request.model):
                     raise NoNode("the nodes serving this model went away before answering")
 

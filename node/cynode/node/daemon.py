@@ -333,7 +333,7 @@ class NodeDaemon:
         self.applied = applied
         if self.link is not None and applied.allowed_models != allowed_before:
             # The orchestrator must hear what the node serves now.
-            self.link.reconnect()
+            self.link.announce()
         # Pods made for settings that changed are discarded, new ones made.
         self.host.keep_warm(self._settings())
         await self.cp.ack_config(applied.config_version)

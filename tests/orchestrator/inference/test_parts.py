@@ -35,6 +35,7 @@ from cynode.orchestrator.inference.router import (
     UnknownModel,
 )
 from cynode.testing.launchers import DevModel
+from cynode.testing.waiting import until
 from tests.orchestrator.inference.chatkit import MODEL, Door, NodeAuth, dev_model, running_door
 
 __all__ = ["dev_model"]
@@ -286,5 +287,19 @@ async def test_the_link_servicer_refuses_bad_openings_and_narrows_models(door: D
             "/v1/models", headers={"authorization": f"Bearer {await door.token()}"}
         )
     assert [m["id"] for m in models.json()["data"]] == sorted([MODEL, "other:1"])
+    # A hello on the open stream says what the node serves now (allowed_models changed).
+    await second.write(hello("s1", "other:1"))
+    async with httpx.AsyncClient(base_url=door.url) as http:
+        token = await door.token()
+
+        async def served() -> list[str]:
+            got = await http.get("/v1/models", headers={"authorization": f"Bearer {token}"})
+            return [m["id"] for m in got.json()["data"]]
+
+        await until(lambda: _is(served, ["other:1"]), timeout=10)
     await ch1.close(None)
     await ch2.close(None)
+
+
+async def _is(get: Any, expected: list[str]) -> bool:
+    return bool(await get() == expected)

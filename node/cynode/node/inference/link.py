@@ -102,7 +102,6 @@ class InferenceLink:
         self._outbox: asyncio.Queue[inference_pb2.ServeRequest] | None = None
         self._current: asyncio.Task[None] | None = None
         self._stopping = False
-        self._reopen = False
         self._http: httpx.AsyncClient | None = None
         self._http_socket: Path | None = None
 
@@ -115,29 +114,23 @@ class InferenceLink:
             try:
                 await self._current
                 detail = "closed by the server"
-            except asyncio.CancelledError:
-                if self._stopping or not self._reopen:
-                    raise
-                detail = "reopened (what the node serves changed)"
             except grpc.aio.AioRpcError as exc:
                 detail = f"{exc.code().name}: {exc.details() or ''}"
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     self._auth.invalidate()
             except Exception as exc:
                 detail = f"{type(exc).__name__}: {exc}"
-            self._reopen = False
             self.connected.clear()
             if self._stopping:
                 break
-            delay = 0.0 if detail.startswith("reopened") else self.backoff.next_delay()
+            delay = self.backoff.next_delay()
             log.warning("inference link %s; reconnecting in %.1fs", detail, delay)
             await asyncio.sleep(delay)
 
-    def reconnect(self) -> None:
-        """Reopens the stream, so the orchestrator hears a new hello."""
-        if self._current is not None and not self._current.done():
-            self._reopen = True
-            self._current.cancel()
+    def announce(self) -> None:
+        """Says again what the node serves, on the open stream (calls under way go on);
+        without a stream the next one's hello says it."""
+        self._send(inference_pb2.ServeRequest(hello=self.hello()))
 
     async def stop(self) -> None:
         self._stopping = True

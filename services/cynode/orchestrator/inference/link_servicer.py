@@ -39,19 +39,15 @@ class InferenceLinkServicer(inference_pb2_grpc.InferenceLinkServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
         if first.hello.node_slug not in ("", claims.slug):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "node_slug is not this node's")
-        caps = first.hello.inference
-        models = frozenset(caps.models)
-        if self._allowed:
-            # The orchestrator's allowed_models narrow what any node may serve.
-            models &= self._allowed
-        link = NodeLink(claims.node_id, claims.slug, models, capacity=max(1, caps.max_concurrency))
+        link = NodeLink(claims.node_id, claims.slug, frozenset())
+        self._learn(link, first.hello)
         old = self._links.add(link)
         if old is not None:
             old.close()
         log.info(
             "inference link of %s open: %d model(s), %d at once",
             claims.slug,
-            len(models),
+            len(link.models),
             link.capacity,
         )
         reader = asyncio.create_task(self._read(link, request_iterator))
@@ -68,6 +64,15 @@ class InferenceLinkServicer(inference_pb2_grpc.InferenceLinkServiceServicer):
             self._links.remove(link)
             log.info("inference link of %s closed", claims.slug)
 
+    def _learn(self, link: NodeLink, hello: inference_pb2.LinkHello) -> None:
+        caps = hello.inference
+        models = frozenset(caps.models)
+        if self._allowed:
+            # The orchestrator's allowed_models narrow what any node may serve.
+            models &= self._allowed
+        link.models = models
+        link.capacity = max(1, caps.max_concurrency)
+
     async def _read(
         self, link: NodeLink, requests: AsyncIterator[inference_pb2.ServeRequest]
     ) -> None:
@@ -81,6 +86,10 @@ class InferenceLinkServicer(inference_pb2_grpc.InferenceLinkServiceServicer):
                 elif kind == "failed":
                     f = req.failed
                     link.deliver(f.call_id, CallFailed(f.kind, f.message))
+                elif kind == "hello":
+                    # What the node serves changed (its allowed_models); calls go on.
+                    self._learn(link, req.hello)
+                    self._links.changed()
                 else:
                     log.debug("node %s sent %s mid-stream; ignored", link.slug, kind)
         except asyncio.CancelledError:

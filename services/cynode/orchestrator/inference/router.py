@@ -18,6 +18,9 @@ from cynode.orchestrator.inference.links import CallFailed, LinkLost, LinkRegist
 
 # Nodes a request is tried on when each is lost before it answered anything.
 MAX_ATTEMPTS = 3
+# How long a retry waits for a node that serves the model when none does right now
+# (one reconnecting, say), rather than the whole queue wait.
+RETRY_GRACE_S = 10.0
 
 
 class InferenceError(Exception):
@@ -195,14 +198,15 @@ class Router:
             else:
                 del self._in_flight[user_id]
 
-    async def _slot(self, user_id: str, model: str) -> NodeLink:
+    async def _slot(self, user_id: str, model: str, retry: bool = False) -> NodeLink:
+        wait_s = self.queue_seconds
+        if retry and not self.links.serves(model):
+            wait_s = min(wait_s, RETRY_GRACE_S)
         started = time.perf_counter()
         try:
-            return await self.queue.acquire(user_id, model, self.queue_seconds)
+            return await self.queue.acquire(user_id, model, wait_s)
         except TimeoutError:
-            raise NoNode(
-                f"no node could take the request within {self.queue_seconds:g} s"
-            ) from None
+            raise NoNode(f"no node could take the request within {wait_s:g} s") from None
         finally:
             self._on_wait(time.perf_counter() - started)
 
@@ -213,7 +217,7 @@ class Router:
         self._admit(user_id, request.model)
         with self._counted(user_id):
             for attempt in range(1, MAX_ATTEMPTS + 1):
-                link = await self._slot(user_id, request.model)
+                link = await self._slot(user_id, request.model, retry=attempt > 1)
                 call_id, events = link.open_call()
                 link.send(
                     inference_pb2.ServeResponse(
@@ -257,7 +261,7 @@ class Router:
                     if not released:
                         link.end_call(call_id, cancel=not finished)
                         self.queue.release(link)
-                if attempt == MAX_ATTEMPTS or not self.links.serves(request.model):
+                if attempt == MAX_ATTEMPTS:
                     raise NoNode("the nodes serving this model went away before answering")
 
     async def embeddings(
@@ -265,8 +269,8 @@ class Router:
     ) -> chat_pb2.EmbeddingsResult:
         self._admit(user_id, request.model)
         with self._counted(user_id):
-            for _attempt in range(MAX_ATTEMPTS):
-                link = await self._slot(user_id, request.model)
+            for attempt in range(MAX_ATTEMPTS):
+                link = await self._slot(user_id, request.model, retry=attempt > 0)
                 call_id, events = link.open_call()
                 link.send(
                     inference_pb2.ServeResponse(

@@ -120,7 +120,7 @@ async def test_failures_are_reported_by_kind(status: int, body: str, kind: str) 
     link, outbox = make_link(httpx.MockTransport(lambda _r: httpx.Response(status, text=body)))
     await run_call(link, "c2", link._chat("c2", chat()))
     messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
-    failed = [m.failed for m in messages if m.WhichOneof("msg") == "failed"]
+    failed = [m.call_failed for m in messages if m.WhichOneof("msg") == "call_failed"]
     assert [(f.call_id, f.kind) for f in failed] == [("c2", kind)]
 
 
@@ -134,7 +134,7 @@ async def test_a_model_outside_allowed_models_is_refused_on_the_node() -> None:
     link, outbox = make_link(httpx.MockTransport(answer), allowed_models=("b:2",))
     await run_call(link, "c3", link._chat("c3", chat("a:1")))
     await run_call(link, "c4", link._embed("c4", chat_pb2.EmbeddingsRequest(model="a:1")))
-    kinds = [outbox.get_nowait().failed.kind for _ in range(outbox.qsize())]
+    kinds = [outbox.get_nowait().call_failed.kind for _ in range(outbox.qsize())]
     assert kinds == ["refused", "refused"] and calls == []
 
 
@@ -157,7 +157,7 @@ async def test_embeddings_and_an_unreachable_model_server() -> None:
 
     link, outbox = make_link(httpx.MockTransport(refuse))
     await run_call(link, "c6", link._embed("c6", request))
-    assert outbox.get_nowait().failed.kind == "unavailable"
+    assert outbox.get_nowait().call_failed.kind == "unavailable"
     await link.stop()
 
 

@@ -100,7 +100,7 @@ def test_chat_bodies_map_to_the_proto_and_unknown_fields_are_ignored() -> None:
 def test_malformed_chat_bodies_are_refused_with_400(body: dict[str, Any]) -> None:
     with pytest.raises(_Refused) as refused:
         _chat_request(body)
-    assert refused.value.status == 400 and str(refused.value)
+    assert refused.value.http_status == 400 and str(refused.value)
 
 
 def test_embeddings_bodies() -> None:

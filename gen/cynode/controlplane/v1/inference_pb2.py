@@ -26,7 +26,7 @@ from cynode.controlplane.v1 import nodes_pb2 as cynode_dot_controlplane_dot_v1_d
 from cynode.inference.v1 import chat_pb2 as cynode_dot_inference_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cynode/controlplane/v1/inference.proto\x12\x16\x63ynode.controlplane.v1\x1a\"cynode/controlplane/v1/nodes.proto\x1a\x1e\x63ynode/inference/v1/chat.proto\"^\n\tLinkHello\x12\x11\n\tnode_slug\x18\x01 \x01(\t\x12>\n\tinference\x18\x02 \x01(\x0b\x32+.cynode.controlplane.v1.InferenceCapability\"K\n\tCallChunk\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1e.cynode.inference.v1.ChatChunk\"X\n\x0e\x43\x61llEmbeddings\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x35\n\x06result\x18\x02 \x01(\x0b\x32%.cynode.inference.v1.EmbeddingsResult\"<\n\nCallFailed\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xf1\x01\n\x0cServeRequest\x12\x32\n\x05hello\x18\x01 \x01(\x0b\x32!.cynode.controlplane.v1.LinkHelloH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.cynode.controlplane.v1.CallChunkH\x00\x12<\n\nembeddings\x18\x03 \x01(\x0b\x32&.cynode.controlplane.v1.CallEmbeddingsH\x00\x12\x34\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\".cynode.controlplane.v1.CallFailedH\x00\x42\x05\n\x03msg\"\x1f\n\x0cLinkHelloAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"K\n\x08\x43hatCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12.\n\x04\x63hat\x18\x02 \x01(\x0b\x32 .cynode.inference.v1.ChatRequest\"]\n\x0e\x45mbeddingsCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12:\n\nembeddings\x18\x02 \x01(\x0b\x32&.cynode.inference.v1.EmbeddingsRequest\"\x1d\n\nCancelCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xf7\x01\n\rServeResponse\x12\x39\n\thello_ack\x18\x01 \x01(\x0b\x32$.cynode.controlplane.v1.LinkHelloAckH\x00\x12\x30\n\x04\x63hat\x18\x02 \x01(\x0b\x32 .cynode.controlplane.v1.ChatCallH\x00\x12<\n\nembeddings\x18\x03 \x01(\x0b\x32&.cynode.controlplane.v1.EmbeddingsCallH\x00\x12\x34\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\".cynode.controlplane.v1.CancelCallH\x00\x42\x05\n\x03msg2p\n\x14InferenceLinkService\x12X\n\x05Serve\x12$.cynode.controlplane.v1.ServeRequest\x1a%.cynode.controlplane.v1.ServeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cynode/controlplane/v1/inference.proto\x12\x16\x63ynode.controlplane.v1\x1a\"cynode/controlplane/v1/nodes.proto\x1a\x1e\x63ynode/inference/v1/chat.proto\"^\n\tLinkHello\x12\x11\n\tnode_slug\x18\x01 \x01(\t\x12>\n\tinference\x18\x02 \x01(\x0b\x32+.cynode.controlplane.v1.InferenceCapability\"K\n\tCallChunk\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1e.cynode.inference.v1.ChatChunk\"X\n\x0e\x43\x61llEmbeddings\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x35\n\x06result\x18\x02 \x01(\x0b\x32%.cynode.inference.v1.EmbeddingsResult\"<\n\nCallFailed\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xf6\x01\n\x0cServeRequest\x12\x32\n\x05hello\x18\x01 \x01(\x0b\x32!.cynode.controlplane.v1.LinkHelloH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.cynode.controlplane.v1.CallChunkH\x00\x12<\n\nembeddings\x18\x03 \x01(\x0b\x32&.cynode.controlplane.v1.CallEmbeddingsH\x00\x12\x39\n\x0b\x63\x61ll_failed\x18\x04 \x01(\x0b\x32\".cynode.controlplane.v1.CallFailedH\x00\x42\x05\n\x03msg\"\x1f\n\x0cLinkHelloAck\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"K\n\x08\x43hatCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12.\n\x04\x63hat\x18\x02 \x01(\x0b\x32 .cynode.inference.v1.ChatRequest\"]\n\x0e\x45mbeddingsCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12:\n\nembeddings\x18\x02 \x01(\x0b\x32&.cynode.inference.v1.EmbeddingsRequest\"\x1d\n\nCancelCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xf7\x01\n\rServeResponse\x12\x39\n\thello_ack\x18\x01 \x01(\x0b\x32$.cynode.controlplane.v1.LinkHelloAckH\x00\x12\x30\n\x04\x63hat\x18\x02 \x01(\x0b\x32 .cynode.controlplane.v1.ChatCallH\x00\x12<\n\nembeddings\x18\x03 \x01(\x0b\x32&.cynode.controlplane.v1.EmbeddingsCallH\x00\x12\x34\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\".cynode.controlplane.v1.CancelCallH\x00\x42\x05\n\x03msg2p\n\x14InferenceLinkService\x12X\n\x05Serve\x12$.cynode.controlplane.v1.ServeRequest\x1a%.cynode.controlplane.v1.ServeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,17 +42,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLFAILED']._serialized_start=397
   _globals['_CALLFAILED']._serialized_end=457
   _globals['_SERVEREQUEST']._serialized_start=460
-  _globals['_SERVEREQUEST']._serialized_end=701
-  _globals['_LINKHELLOACK']._serialized_start=703
-  _globals['_LINKHELLOACK']._serialized_end=734
-  _globals['_CHATCALL']._serialized_start=736
-  _globals['_CHATCALL']._serialized_end=811
-  _globals['_EMBEDDINGSCALL']._serialized_start=813
-  _globals['_EMBEDDINGSCALL']._serialized_end=906
-  _globals['_CANCELCALL']._serialized_start=908
-  _globals['_CANCELCALL']._serialized_end=937
-  _globals['_SERVERESPONSE']._serialized_start=940
-  _globals['_SERVERESPONSE']._serialized_end=1187
-  _globals['_INFERENCELINKSERVICE']._serialized_start=1189
-  _globals['_INFERENCELINKSERVICE']._serialized_end=1301
+  _globals['_SERVEREQUEST']._serialized_end=706
+  _globals['_LINKHELLOACK']._serialized_start=708
+  _globals['_LINKHELLOACK']._serialized_end=739
+  _globals['_CHATCALL']._serialized_start=741
+  _globals['_CHATCALL']._serialized_end=816
+  _globals['_EMBEDDINGSCALL']._serialized_start=818
+  _globals['_EMBEDDINGSCALL']._serialized_end=911
+  _globals['_CANCELCALL']._serialized_start=913
+  _globals['_CANCELCALL']._serialized_end=942
+  _globals['_SERVERESPONSE']._serialized_start=945
+  _globals['_SERVERESPONSE']._serialized_end=1192
+  _globals['_INFERENCELINKSERVICE']._serialized_start=1194
+  _globals['_INFERENCELINKSERVICE']._serialized_end=1306
 # @@protoc_insertion_point(module_scope)

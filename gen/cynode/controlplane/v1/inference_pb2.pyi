@@ -42,16 +42,16 @@ class CallFailed(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ServeRequest(_message.Message):
-    __slots__ = ("hello", "chunk", "embeddings", "failed")
+    __slots__ = ("hello", "chunk", "embeddings", "call_failed")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
-    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CALL_FAILED_FIELD_NUMBER: _ClassVar[int]
     hello: LinkHello
     chunk: CallChunk
     embeddings: CallEmbeddings
-    failed: CallFailed
-    def __init__(self, hello: _Optional[_Union[LinkHello, _Mapping]] = ..., chunk: _Optional[_Union[CallChunk, _Mapping]] = ..., embeddings: _Optional[_Union[CallEmbeddings, _Mapping]] = ..., failed: _Optional[_Union[CallFailed, _Mapping]] = ...) -> None: ...
+    call_failed: CallFailed
+    def __init__(self, hello: _Optional[_Union[LinkHello, _Mapping]] = ..., chunk: _Optional[_Union[CallChunk, _Mapping]] = ..., embeddings: _Optional[_Union[CallEmbeddings, _Mapping]] = ..., call_failed: _Optional[_Union[CallFailed, _Mapping]] = ...) -> None: ...
 
 class LinkHelloAck(_message.Message):
     __slots__ = ("node_id",)

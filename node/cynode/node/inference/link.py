@@ -224,7 +224,7 @@ class InferenceLink:
     def _fail(self, call_id: str, kind: str, message: str) -> None:
         self._send(
             inference_pb2.ServeRequest(
-                failed=inference_pb2.CallFailed(call_id=call_id, kind=kind, message=message)
+                call_failed=inference_pb2.CallFailed(call_id=call_id, kind=kind, message=message)
             )
         )
 

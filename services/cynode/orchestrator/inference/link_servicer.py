@@ -83,8 +83,8 @@ class InferenceLinkServicer(inference_pb2_grpc.InferenceLinkServiceServicer):
                     link.deliver(req.chunk.call_id, req.chunk.chunk)
                 elif kind == "embeddings":
                     link.deliver(req.embeddings.call_id, req.embeddings.result)
-                elif kind == "failed":
-                    f = req.failed
+                elif kind == "call_failed":
+                    f = req.call_failed
                     link.deliver(f.call_id, CallFailed(f.kind, f.message))
                 elif kind == "hello":
                     # What the node serves changed (its allowed_models); calls go on.

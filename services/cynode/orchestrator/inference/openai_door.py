@@ -359,12 +359,12 @@ class _Refused(Exception):
         code: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
         self.kind = kind
         self.code = code
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, str(self), self.kind, self.code)
+        return error_response(self.http_status, str(self), self.kind, self.code)
 
 
 async def _close(pieces: AsyncIterator[chat_pb2.ChatChunk]) -> None:

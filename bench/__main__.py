@@ -54,6 +54,15 @@ def _proxy(out: str) -> list[Row]:
     return rows + _ratio_lines(out)
 
 
+def _chat(out: str) -> list[Row]:
+    rows = []
+    for line in out.splitlines():
+        added = re.match(r"^\s*(added time to first token, p50 ms)\s+(-?[\d.]+)", line)
+        if added:
+            rows.append((added.group(1), added.group(2)))
+    return rows + _ratio_lines(out)
+
+
 @dataclass
 class Bench:
     name: str
@@ -68,6 +77,7 @@ BENCHES = [
     Bench("sandbox", ["--runs", "50"], _ratio_lines),
     Bench("proxy", ["--requests", "300", "--stream-mb", "16", "--runs", "3"], _proxy),
     Bench("artifacts", ["--mb", "128"], _ratio_lines),
+    Bench("chat", ["--requests", "10", "--tokens", "32", "--rounds", "1"], _chat),
 ]
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -190,12 +191,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for task_id in ids:
         body = json.loads(_cynork("task", "result", task_id, "-o", "json", env=env))
         completed += body["status"] == "completed"
+    chatted = True
+    if settings.inference:
+        chatted = _demo_chat(env)
     _print(
         f"\n{completed}/3 tasks completed. "
-        "Try: .venv/bin/cynork task list, or .venv/bin/cynork shell"
+        "Try: .venv/bin/cynork task list, .venv/bin/cynork chat, or .venv/bin/cynork shell"
     )
     _print("The stack is still up. Stop it with: make down   (logs: make logs)")
-    return 0 if completed == 3 else 1
+    return 0 if completed == 3 and chatted else 1
+
+
+def _demo_chat(env: Mapping[str, str]) -> bool:
+    """A chat answer through the gateway's OpenAI door (SPEC §10), with cynork."""
+    _print("\n== chat through the gateway (cynork chat -m ...)")
+    deadline = time.monotonic() + 60
+    while "model=" not in (listed := _cynork("models", "list", env=env)):
+        if time.monotonic() > deadline:
+            _print("no model reached the gateway within 60 s (cynork models list is empty)")
+            return False
+        time.sleep(0.5)
+    _print(listed.rstrip())
+    _print(
+        _cynork("chat", "--plain", "-m", "In one sentence: what is a lighthouse?", env=env).rstrip()
+    )
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

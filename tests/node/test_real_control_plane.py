@@ -14,9 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cynode.inference.v1 import chat_pb2
 from cynode.node.config import NodeConfig
 from cynode.node.cpclient import MAX_RECEIVE_BYTES
 from cynode.node.daemon import NodeDaemon
+from cynode.node.devinference import start_dev_inference
 from cynode.orchestrator.app import MAX_TASK_BYTES
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
@@ -26,6 +28,7 @@ from cynode.orchestrator.simnode.harness import (
 )
 from cynode.orchestrator.store import make_engine, new_id, upgrade
 from cynode.orchestrator.store.tables import ATTACHMENTS, JOBS, TASKS
+from cynode.testing.waiting import until
 from tests.node.daemonkit import running_daemon
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
@@ -123,3 +126,35 @@ async def test_an_assignment_over_grpcs_default_4_mib_reaches_the_sandbox(
             row = await finished_row(engine, job_id)
     assert row["status"] == "completed", row
     assert row["stdout"] == f"{2 * big}\n".encode()
+
+
+async def test_the_daemon_opens_its_inference_link_and_serves_a_chat(
+    engine: AsyncEngine, node_config: NodeConfig
+) -> None:
+    """SPEC §7.12: after its inference step the node opens the link beside dispatch;
+    a chat placed on it goes through the node's relay to the model and back."""
+    model = await start_dev_inference("127.0.0.1", 0, n_ctx=1024, default_num_predict=12)
+    try:
+        async with real_plane(engine) as plane:
+            config = replace(
+                node_config,
+                control_plane_grpc=plane.target,
+                worker_api_port=0,
+                inference_mode="existing",
+                inference_url=model.url,
+            )
+            async with running_daemon(config) as daemon:
+                assert daemon.readiness.ready, daemon.readiness.describe()
+                await until(lambda: len(plane.cp.links) == 1, timeout=30)
+                [link] = list(plane.cp.links)
+                assert link.models == {"smollm2:135m"} and link.capacity == 1
+                request = chat_pb2.ChatRequest(model="smollm2:135m")
+                request.messages.add(role="user", content="Hi")
+                request.options.max_tokens = 3
+                chunks = [c async for c in plane.cp.router.chat("someone", request)]
+                assert chunks[-1].finish_reason == "length"
+                assert chunks[-1].usage.completion_tokens == 3
+            # The node stopped: its link is gone with it.
+            await until(lambda: len(plane.cp.links) == 0, timeout=10)
+    finally:
+        await model.close()

@@ -38,6 +38,8 @@ TokenSaver = Callable[[str, str], None]
 JSONDict = dict[str, Any]
 
 _LOGIN_HINT = "run `cynork auth login`"
+# A chat may wait in the gateway's fair queue before the first token; allow for it.
+CHAT_S = 600.0
 
 
 def is_loopback_host(host: str) -> bool:
@@ -58,7 +60,10 @@ def _problem_text(resp: httpx.Response) -> tuple[str, str]:
     except (ValueError, UnicodeDecodeError):
         detail = resp.text.strip()[:200]
     else:
-        if isinstance(body, dict):
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            # An OpenAI error object, what the gateway's /v1/chat/... door answers.
+            detail = str(body["error"].get("message") or "")
+        elif isinstance(body, dict):
             title = str(body.get("title") or title)
             detail = str(body.get("detail") or "")
         else:
@@ -201,6 +206,7 @@ class GatewayClient:
         params: Mapping[str, str | int] | None = None,
         authed: bool = True,
         stream: bool = False,
+        timeout: float | None = None,
     ) -> httpx.Response:
         """Sends one call; with `authed`, refreshes once on a 401 and retries."""
         if not authed:
@@ -212,11 +218,15 @@ class GatewayClient:
                 raise AuthError(f"not logged in; {_LOGIN_HINT}")
             self.refresh()
         self._guard_credentials()
-        resp = self._send(self._authed_request(method, path, json_body, params), stream=stream)
+        resp = self._send(
+            self._authed_request(method, path, json_body, params, timeout), stream=stream
+        )
         if resp.status_code == 401 and self.refresh_token:
             resp.close()
             self.refresh()
-            resp = self._send(self._authed_request(method, path, json_body, params), stream=stream)
+            resp = self._send(
+                self._authed_request(method, path, json_body, params, timeout), stream=stream
+            )
         if resp.status_code == 401:
             resp.close()
             raise AuthError(f"your session has expired or was revoked; {_LOGIN_HINT}")
@@ -228,6 +238,7 @@ class GatewayClient:
         path: str,
         json_body: Mapping[str, Any] | None,
         params: Mapping[str, str | int] | None,
+        timeout: float | None = None,
     ) -> httpx.Request:
         return self._http.build_request(
             method,
@@ -235,6 +246,7 @@ class GatewayClient:
             json=json_body,
             params=params,
             headers={"Authorization": f"Bearer {self.token}"},
+            timeout=httpx.Timeout(timeout, connect=10.0) if timeout else httpx.USE_CLIENT_DEFAULT,
         )
 
     def _store_tokens(self, body: JSONDict) -> None:
@@ -508,3 +520,52 @@ class GatewayClient:
                         return
             except httpx.TransportError as exc:
                 raise GatewayError(self._describe_transport_error(exc)) from exc
+
+    # -- the models on the nodes (the gateway's OpenAI door, SPEC §10) ----------------
+
+    def list_models(self) -> JSONDict:
+        resp = self._request("GET", "/v1/models")
+        raise_for_status(resp)
+        return _json_body(resp)
+
+    def chat(self, body: Mapping[str, Any]) -> JSONDict:
+        """One chat completion, whole."""
+        resp = self._request(
+            "POST", "/v1/chat/completions", json_body={**body, "stream": False}, timeout=CHAT_S
+        )
+        raise_for_status(resp, f"model {body.get('model')!r}")
+        return _json_body(resp)
+
+    def chat_stream(self, body: Mapping[str, Any]) -> Iterator[JSONDict]:
+        """The completion's chunks as they arrive (server-sent events), usage last."""
+        resp = self._request(
+            "POST",
+            "/v1/chat/completions",
+            json_body={**body, "stream": True, "stream_options": {"include_usage": True}},
+            stream=True,
+            timeout=CHAT_S,
+        )
+        try:
+            if not resp.is_success:
+                resp.read()
+                raise_for_status(resp, f"model {body.get('model')!r}")
+            for line in resp.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[len("data: ") :]
+                if data.strip() == "[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError as exc:
+                    raise GatewayError(
+                        "the gateway's chat stream sent a line that is not JSON"
+                    ) from exc
+                if isinstance(event, dict) and isinstance(event.get("error"), dict):
+                    raise GatewayError(f"the answer stopped: {event['error'].get('message')}")
+                if isinstance(event, dict):
+                    yield event
+        except httpx.TransportError as exc:
+            raise GatewayError(self._describe_transport_error(exc)) from exc
+        finally:
+            resp.close()

@@ -250,3 +250,55 @@ def step_artifacts_get_all(context: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert (out / "sub" / "hi.txt").read_text() == "hello\n"
     assert (out / "data.bin").stat().st_size == 3_000_000
+
+
+# -- chat through the gateway (chat_through_the_gateway.feature) -------------------
+
+CHAT_MODEL = "smollm2:135m"
+
+
+@then("cynork models list shows the node's model")
+def step_models(context: Any) -> None:
+    # The link opens right after the node's dispatch stream; allow it a moment.
+    deadline = time.monotonic() + 60
+    while True:
+        done = cynork(context, "models", "list")
+        if done.returncode == 0 and f"model={CHAT_MODEL}" in done.stdout:
+            return
+        assert time.monotonic() < deadline, done.stdout + done.stderr
+        time.sleep(0.5)
+
+
+@when('I ask with cynork chat "{question}"')
+def step_ask(context: Any, question: str) -> None:
+    context.question = question
+    done = cynork(context, "chat", "--model", CHAT_MODEL, "--plain", "-m", question)
+    assert done.returncode == 0, done.stderr
+    context.answer = done.stdout
+
+
+@then("the answer is not empty")
+def step_answer(context: Any) -> None:
+    assert context.answer.strip(), repr(context.answer)
+
+
+@then("the answer as JSON is a chat completion with usage")
+def step_json(context: Any) -> None:
+    done = cynork(context, "chat", "--model", CHAT_MODEL, "-m", context.question, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    completion = json.loads(done.stdout)
+    assert completion["object"] == "chat.completion", completion
+    assert completion["choices"][0]["message"]["content"], completion
+    assert completion["usage"]["completion_tokens"] > 0, completion
+
+
+@then("my token usage for the model is recorded")
+def step_usage(context: Any) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        rows = api(context, "GET", "/v1/inference/usage").json()["data"]
+        if rows and rows[0]["requests"] >= 2:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    assert rows[0]["model"] == CHAT_MODEL and rows[0]["completion_tokens"] > 0, rows

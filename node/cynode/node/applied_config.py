@@ -28,6 +28,8 @@ class AppliedConfig:
     inference_enabled: bool = False
     inference_upstream: str = ""
     default_model: str = ""
+    # The models the node may serve (SPEC §7.12); empty: all it has.
+    allowed_models: tuple[str, ...] = ()
 
 
 def apply_node_config(
@@ -74,4 +76,5 @@ def apply_node_config(
         inference_enabled=response.inference.enabled,
         inference_upstream=response.inference.upstream,
         default_model=response.inference.default_model,
+        allowed_models=tuple(response.inference.allowed_models),
     )

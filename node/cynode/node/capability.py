@@ -122,6 +122,7 @@ def build_report(
             existing_service=mode == "existing",
             running=inference.running,
             models=inference.models,
+            max_concurrency=max(1, config.inference_max_concurrency),
         ),
         worker_api=nodes_pb2.WorkerApi(base_url=config.advertised_worker_api),
     )

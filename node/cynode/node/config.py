@@ -273,6 +273,16 @@ class NodeConfig:
             "inference pods kept ready while idle, each used by one job; 0: none",
         ),
     )
+    # Chat and embeddings calls the inference link serves at once (SPEC §7.12); reported
+    # in the capability report, and the orchestrator's placement never exceeds it.
+    inference_max_concurrency: int = field(
+        default=1,
+        metadata=setting(
+            "inference.max_concurrency",
+            "CYNODE_INFERENCE_MAX_CONCURRENCY",
+            "chat and embeddings calls from the gateway the node serves at once",
+        ),
+    )
     # Upstream offers a sandbox the socket alone; both is ours (SPEC §9).
     inference_sandbox_tcp: bool = field(
         default=True,

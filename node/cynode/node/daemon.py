@@ -29,6 +29,7 @@ from .cpclient import ControlPlaneClient, make_channel, tls_hint
 from .dispatch import DispatchClient
 from .host_binaries import podman_version
 from .inference import InferenceUnavailable, NodeInference
+from .inference.link import InferenceLink
 from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
@@ -99,6 +100,7 @@ class NodeDaemon:
         self.cp: ControlPlaneClient | None = None
         self.dispatch: DispatchClient | None = None
         self.uploader: ArtifactUploader | None = None
+        self.link: InferenceLink | None = None
         self.applied: AppliedConfig | None = None
         self.podman_version = ""
         self.inference = InferenceStatus()
@@ -214,9 +216,12 @@ class NodeDaemon:
         runner = asyncio.create_task(self.dispatch.run())
         uploads = asyncio.create_task(self.uploader.run(), name="artifact-uploads")
         stopper = asyncio.create_task(self._stop.wait())
+        linker = self._start_link()
         try:
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if self.link is not None:
+                await self.link.stop()
             await self.dispatch.stop()
             runner.cancel()
             uploads.cancel()
@@ -224,6 +229,28 @@ class NodeDaemon:
             for task in (runner, uploads):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if linker is not None:
+                linker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await linker
+
+    def _start_link(self) -> asyncio.Task[None] | None:
+        """The inference link (SPEC §7.12), when the node serves models."""
+        if self.config.inference_mode == "none" or self.node_inference.relay is None:
+            return None
+        assert self.cp is not None
+        relay = self.node_inference.relay
+        self.link = InferenceLink(
+            node_slug=self.config.node_slug,
+            channel=self.cp.channel,
+            auth=self.cp,
+            relay_socket=lambda: relay.socket_path if relay.running else None,
+            capability=lambda: self.capability().inference,
+            allowed_models=lambda: self.applied.allowed_models if self.applied else (),
+            backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),
+            timeout_s=self.config.inference_proxy_timeout_s,
+        )
+        return asyncio.create_task(self.link.run())
 
     async def _shutdown(self) -> None:
         if self.api is not None:
@@ -357,7 +384,11 @@ class NodeDaemon:
             log.warning("config %s rejected: %s", fetched.config_version, exc)
             await self.cp.ack_config(fetched.config_version, error=str(exc))
             return
+        allowed_before = self.applied.allowed_models if self.applied else ()
         self.applied = applied
+        if self.link is not None and applied.allowed_models != allowed_before:
+            # The orchestrator must hear what the node serves now.
+            self.link.announce()
         # Pods and sandboxes made for settings that changed are discarded, new ones made.
         self.host.keep_warm(self._settings())
         await self.cp.ack_config(applied.config_version)

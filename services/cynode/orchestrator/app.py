@@ -12,13 +12,14 @@ uses, and start/stop callables for its own listeners (12082/12083).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from cynode.orchestrator.artifacts import FsBlobStore
@@ -82,6 +83,8 @@ class Gateway:
     metrics: GatewayMetrics
     blobs: FsBlobStore
     extra_services: dict[str, object] = field(default_factory=dict)
+    # Handlers of their own on the REST port (the OpenAI door), matched before the shim.
+    extra_routes: list[BaseRoute] = field(default_factory=list)
 
     def services(self) -> dict[str, object]:
         return {
@@ -101,6 +104,7 @@ class Gateway:
                 *health_routes(self.readiness),
                 self.metrics.route(),
                 *artifact_routes(self.book, self.authenticator, self.blobs),
+                *self.extra_routes,
             ],
             max_body_bytes=REST_MAX_BODY_BYTES,
         )
@@ -154,6 +158,8 @@ class ControlPlaneParts:
     """What the control plane adds to a running orchestrator."""
 
     gateway_services: Mapping[str, object] = field(default_factory=dict)
+    # REST routes of the gateway's own (the OpenAI door).
+    gateway_routes: Sequence[BaseRoute] = ()
     inference_ready: InferenceReady | None = None
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
@@ -173,6 +179,7 @@ def control_plane_hook() -> ControlPlaneHook:
 async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
     # Imported here: the gateway stays usable (and testable) on its own.
     from cynode.orchestrator.controlplane import ControlPlaneSettings, build_control_plane
+    from cynode.orchestrator.inference.openai_door import OpenAIDoor, record_redaction
 
     settings = gw.settings
     if not settings.node_psk:
@@ -195,6 +202,14 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
         ),
         authenticate=gw.authenticator.authenticate,
         blobs=gw.blobs,
+        metrics_registry=gw.metrics.registry,
+    )
+    door = OpenAIDoor(
+        cp.router,
+        gw.authenticator,
+        cp.inference_metrics,
+        usage=cp.usage,
+        on_redacted=lambda who, found: record_redaction(gw.factory, who, found),
     )
     ports = ServicePorts(
         cp.servicers,
@@ -224,6 +239,7 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
 
     return ControlPlaneParts(
         gateway_services=cp.gateway_servicers,
+        gateway_routes=door.routes(),
         inference_ready=cp.inference_path_available,
         start=start,
         stop=stop,
@@ -253,6 +269,7 @@ class Orchestrator:
         if self._hook is not None:
             self._parts = await self._hook(self.gateway)
             self.gateway.extra_services.update(self._parts.gateway_services)
+            self.gateway.extra_routes.extend(self._parts.gateway_routes)
             if self._parts.inference_ready is not None:
                 self.gateway.readiness.inference_ready = self._parts.inference_ready
         services = self.gateway.services()

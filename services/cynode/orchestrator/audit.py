@@ -30,6 +30,8 @@ NODE_REFRESH_CONFIG = "node_refresh_config"
 NODE_LIST = "node_list"
 NODE_GET = "node_get"
 AUDIT_LIST = "audit_list"
+# Secrets replaced in what a user sent a model (SPEC §10.5): kinds and counts only.
+SECRET_REDACTED = "secret_redacted"
 
 
 def audit_row(

@@ -238,6 +238,26 @@ class ControlPlaneOptions:
             shown_default="(each node's models)",
         ),
     )
+    inference_user_concurrency: int = field(
+        default=32,
+        metadata=setting(
+            "inference.user_concurrency",
+            "CYNODE_INFERENCE_USER_CONCURRENCY",
+            "chat and embeddings requests one user may have in flight (running or queued) "
+            "through the gateway's OpenAI door; more are answered 429",
+            minimum=1,
+        ),
+    )
+    inference_queue_seconds: float = field(
+        default=300.0,
+        metadata=setting(
+            "inference.queue_seconds",
+            "CYNODE_INFERENCE_QUEUE_SECONDS",
+            "how long a chat request waits in the fair queue for a free node before "
+            "it is answered 503",
+            minimum=0.1,
+        ),
+    )
     default_model: str = field(
         default="",
         metadata=setting(

@@ -34,7 +34,8 @@ _ROUTES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^/v1/tasks/[^/]+$", "/v1/tasks/{task_id}"),
         (
             r"^(/healthz|/readyz|/metrics|/openapi\.json|/v1/tasks|/v1/auth/login|"
-            r"/v1/auth/refresh|/v1/auth/logout|/v1/users/me|/v1/nodes)$",
+            r"/v1/auth/refresh|/v1/auth/logout|/v1/users/me|/v1/nodes|/v1/models|"
+            r"/v1/chat/completions|/v1/embeddings|/v1/inference/usage)$",
             "\\1",
         ),
     )

@@ -11,7 +11,9 @@ from cynork.commands import (
     auth_logout,
     auth_refresh,
     auth_whoami,
+    chat,
     completion,
+    models_list,
     nodes,
     shell,
     status,
@@ -33,6 +35,11 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.group(context_settings=CONTEXT_SETTINGS)
 def auth() -> None:
     """Log in, log out, and show who is logged in."""
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def models() -> None:
+    """The models of the connected nodes."""
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -81,5 +88,8 @@ def register(root: click.Group) -> None:
         for command in commands:
             group.add_command(command)
         root.add_command(group)
+    models.add_command(models_list.command)
+    root.add_command(models)
+    root.add_command(chat.command)
     root.add_command(completion.command)
     root.add_command(shell.command)

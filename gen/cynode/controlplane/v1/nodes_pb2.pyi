@@ -81,18 +81,20 @@ class WarmSandboxClass(_message.Message):
     def __init__(self, sandbox_class: _Optional[str] = ..., image: _Optional[str] = ..., size: _Optional[int] = ..., ready: _Optional[int] = ...) -> None: ...
 
 class InferenceCapability(_message.Message):
-    __slots__ = ("supported", "mode", "existing_service", "running", "models")
+    __slots__ = ("supported", "mode", "existing_service", "running", "models", "max_concurrency")
     SUPPORTED_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EXISTING_SERVICE_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     supported: bool
     mode: str
     existing_service: bool
     running: bool
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, supported: _Optional[bool] = ..., mode: _Optional[str] = ..., existing_service: _Optional[bool] = ..., running: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_concurrency: int
+    def __init__(self, supported: _Optional[bool] = ..., mode: _Optional[str] = ..., existing_service: _Optional[bool] = ..., running: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class WorkerApi(_message.Message):
     __slots__ = ("base_url",)

@@ -10,9 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import artifacts_pb2_grpc, dispatch_pb2_grpc, nodes_pb2_grpc
+from cynode.controlplane.v1 import inference_pb2_grpc as link_pb2_grpc
+from cynode.gateway.v1 import inference_pb2_grpc as gateway_inference_pb2_grpc
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
 from cynode.orchestrator.artifacts.retention import Sweeper
@@ -28,6 +31,11 @@ from cynode.orchestrator.controlplane.sessions import Registry
 from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.controlplane.uploads import ArtifactUploadServicer
 from cynode.orchestrator.events import JOBS, EventBus, task_topic
+from cynode.orchestrator.inference import InferenceMetrics, LinkRegistry, Router
+from cynode.orchestrator.inference.link_servicer import InferenceLinkServicer
+from cynode.orchestrator.inference.servicer import InferenceServicer
+from cynode.orchestrator.inference.usage import UsageBook
+from cynode.orchestrator.store import session_factory
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,8 @@ NODE_SERVICE = "cynode.controlplane.v1.NodeService"
 DISPATCH_SERVICE = "cynode.controlplane.v1.DispatchService"
 NODE_ADMIN_SERVICE = "cynode.gateway.v1.NodeAdminService"
 ARTIFACT_UPLOAD_SERVICE = "cynode.controlplane.v1.ArtifactUploadService"
+INFERENCE_LINK_SERVICE = "cynode.controlplane.v1.InferenceLinkService"
+INFERENCE_SERVICE = "cynode.gateway.v1.InferenceService"
 
 
 async def _deny_all(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -49,6 +59,7 @@ class ControlPlane:
         settings: ControlPlaneSettings,
         authenticate: Authenticate | None = None,
         blobs: FsBlobStore | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -103,6 +114,22 @@ class ControlPlane:
             timedelta(seconds=settings.stale_after_seconds),
             self.node_admin,
         )
+        # The models on the nodes (SPEC §10): links nodes hold open, and the router.
+        self.links = LinkRegistry()
+        self.inference_metrics = InferenceMetrics(metrics_registry)
+        self.usage = UsageBook(session_factory(engine))
+        self.router = Router(
+            self.links,
+            user_limit=settings.inference_user_concurrency,
+            queue_seconds=settings.inference_queue_seconds,
+            allowed_models=settings.allowed_models,
+            on_wait=self.inference_metrics.queue_wait.observe,
+            on_outcome=self.usage.record,
+        )
+        self.link_servicer = InferenceLinkServicer(
+            self.links, settings.jwt_secret, settings.allowed_models
+        )
+        self.inference_servicer = InferenceServicer(self.router, authenticate or _deny_all)
 
     # -- what serve plugs in ----------------------------------------------------------
 
@@ -112,6 +139,7 @@ class ControlPlane:
         services: dict[str, object] = {
             NODE_SERVICE: self.node_servicer,
             DISPATCH_SERVICE: self.dispatch_servicer,
+            INFERENCE_LINK_SERVICE: self.link_servicer,
         }
         if self.upload_servicer is not None:
             services[ARTIFACT_UPLOAD_SERVICE] = self.upload_servicer
@@ -120,7 +148,10 @@ class ControlPlane:
     @property
     def gateway_servicers(self) -> Mapping[str, object]:
         """User gateway port (12080 REST, 12081 gRPC): admin views of the fleet."""
-        return {NODE_ADMIN_SERVICE: self.admin_servicer}
+        return {
+            NODE_ADMIN_SERVICE: self.admin_servicer,
+            INFERENCE_SERVICE: self.inference_servicer,
+        }
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         nodes_pb2_grpc.add_NodeServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -133,10 +164,16 @@ class ControlPlane:
             artifacts_pb2_grpc.add_ArtifactUploadServiceServicer_to_server(  # type: ignore[no-untyped-call]
                 self.upload_servicer, server
             )
+        link_pb2_grpc.add_InferenceLinkServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.link_servicer, server
+        )
 
     def add_gateway_to_server(self, server: grpc.aio.Server) -> None:
         admin_pb2_grpc.add_NodeAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.admin_servicer, server
+        )
+        gateway_inference_pb2_grpc.add_InferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.inference_servicer, server
         )
 
     async def start(self) -> None:
@@ -160,6 +197,9 @@ class ControlPlane:
         self._started = False
         for session in self.registry:
             session.close()
+        for link in self.links:
+            link.close()
+        await self.usage.flush()
         if self._jobs_watch is not None:
             self._jobs_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,5 +266,6 @@ def build_control_plane(
     *,
     authenticate: Authenticate | None = None,
     blobs: FsBlobStore | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> ControlPlane:
-    return ControlPlane(engine, bus, settings, authenticate, blobs)
+    return ControlPlane(engine, bus, settings, authenticate, blobs, metrics_registry)

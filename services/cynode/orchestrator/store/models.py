@@ -355,3 +355,21 @@ class Artifact(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     stored_at: datetime | None = _ts(default_now=False)
     created_at: datetime = _ts()
+
+
+class InferenceUsage(SQLModel, table=True):
+    """One answered chat or embeddings request of the OpenAI door or InferenceService,
+    with the token counts the model reported (SPEC §10.6). Append-only: replicas only
+    insert, reads sum."""
+
+    __tablename__ = "inference_usage"
+
+    id: str = _id_field()
+    at: datetime = _ts(index=True)
+    user_id: str = Field(max_length=26, index=True)
+    model: str = Field(max_length=200)
+    node_id: str = Field(max_length=26)
+    # chat or embeddings.
+    kind: str = Field(max_length=16)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

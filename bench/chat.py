@@ -1,0 +1,144 @@
+"""The OpenAI door's cost: time to first token and streamed tokens/s through the
+gateway against the same requests made straight at the node's model server, one run.
+
+    .venv/bin/python -m bench.chat [--requests 30] [--tokens 64] [--rounds 3]
+
+A whole local stack (cynode.testing.Stack on free ports: the development model, the
+orchestrator, a real node with its inference link and relay). The outside floor is the
+model server itself, reached directly: its OpenAI-compatible `/v1/chat/completions`
+(SSE), read by the same client code as the gateway's door. Requests alternate between
+the two paths so both see the same machine load.
+
+1. Time to first token: `--requests` sequential streams each way (one short prompt,
+   `max_tokens` 8); p50 of each and the added p50 (target: <= 3 ms).
+2. Streamed tokens/s at 1 and at 8 concurrent streams (`--tokens` each, fixed seed):
+   pieces received per second of wall time, in `--rounds` interleaved rounds; the share
+   is the median of the rounds' gateway/direct ratios (target: >= 95 % of direct).
+
+The development model answers one request at a time, and so does the node (its
+`inference.max_concurrency` is 1): at 8 streams both paths queue, the model at its own
+door, the gateway in its fair queue. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from cynode.testing import Stack, StackSettings, wait_until
+
+MODEL = "smollm2:135m"
+PROMPT = [{"role": "user", "content": "Tell me about the sea and the ships on it."}]
+
+
+async def stream_once(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], tokens: int
+) -> tuple[float, int, float]:
+    """(seconds to the first piece, pieces, seconds in all) of one streamed answer."""
+    body = {
+        "model": MODEL,
+        "messages": PROMPT,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "seed": 1,
+        "stream": True,
+    }
+    started = time.perf_counter()
+    first = 0.0
+    pieces = 0
+    async with http.stream("POST", url, json=body, headers=headers) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    pieces += 1
+                    if not first:
+                        first = time.perf_counter() - started
+    return first, pieces, time.perf_counter() - started
+
+
+async def tokens_per_s(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], streams: int, tokens: int
+) -> float:
+    started = time.perf_counter()
+    done = await asyncio.gather(*(stream_once(http, url, headers, tokens) for _ in range(streams)))
+    return sum(p for _, p, _ in done) / (time.perf_counter() - started)
+
+
+async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[str]:
+    direct = f"{stack.model_url}/v1/chat/completions"
+    door = f"{stack.gateway_url}/v1/chat/completions"
+    auth = {"authorization": f"Bearer {token}"}
+    lines: list[str] = []
+    async with httpx.AsyncClient(timeout=600) as http:
+        # Warm both paths (model caches, connections).
+        for url, headers in ((direct, {}), (door, auth)):
+            await stream_once(http, url, headers, 4)
+        ttft: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for _ in range(args.requests):
+            ttft["direct"].append((await stream_once(http, direct, {}, 8))[0])
+            ttft["gateway"].append((await stream_once(http, door, auth, 8))[0])
+        d50 = statistics.median(ttft["direct"]) * 1000
+        g50 = statistics.median(ttft["gateway"]) * 1000
+        lines.append(f"  time to first token, direct   p50 {d50:8.2f} ms")
+        lines.append(f"  time to first token, gateway  p50 {g50:8.2f} ms")
+        lines.append(f"  added time to first token, p50 ms  {g50 - d50:8.2f}   (target <= 3)")
+        for streams in (1, 8):
+            ratios = []
+            for _ in range(args.rounds):
+                d = await tokens_per_s(http, direct, {}, streams, args.tokens)
+                g = await tokens_per_s(http, door, auth, streams, args.tokens)
+                ratios.append(g / d)
+                lines.append(
+                    f"  {streams} stream(s): direct {d:7.1f} tokens/s, gateway {g:7.1f} tokens/s"
+                )
+            lines.append(
+                f"  tokens/s ratio gateway / direct, {streams} stream(s)  "
+                f"{statistics.median(ratios):8.3f}   (target >= 0.95)"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
+        stack = Stack(StackSettings.free(Path(tmp), node_slug="bench-chat"))
+        stack.start()
+        try:
+            client = httpx.Client(base_url=stack.gateway_url, timeout=30)
+            login = client.post(
+                "/v1/auth/login",
+                json={"handle": "admin", "password": stack.creds.admin_password},
+            )
+            login.raise_for_status()
+            token = login.json()["access_token"]
+            headers = {"authorization": f"Bearer {token}"}
+            wait_until(
+                lambda: bool(client.get("/v1/models", headers=headers).json().get("data")),
+                60,
+                "the node's inference link",
+            )
+            lines = asyncio.run(measure(stack, token, args))
+        finally:
+            stack.stop()
+    print("bench.chat: the OpenAI door vs the model server reached directly")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,300 @@
+"""The node's end of InferenceLinkService.Serve (SPEC §7.12): a stream the node opens to
+the control plane with its JWT, beside the dispatch stream, over which the gateway's
+chat and embeddings calls arrive. Each call goes through the node's inference relay (the
+proxy's policy: allowed paths, timeout, no credentials) to its Ollama, and the answer
+goes back up piece by piece as the model makes it. The node opens no port.
+
+Calls the node's `allowed_models` do not name are refused here too, not only left out
+of what the node announces. The stream is reopened with backoff, like dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from cynode.controlplane.v1 import inference_pb2, inference_pb2_grpc, nodes_pb2
+from cynode.inference.v1 import chat_pb2
+
+from ..backoff import Backoff
+from ..dispatch import Auth, StreamClosed
+
+log = logging.getLogger(__name__)
+
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+def allowed(model: str, allowed_models: tuple[str, ...]) -> bool:
+    return not allowed_models or model in allowed_models
+
+
+def ollama_chat_body(chat: chat_pb2.ChatRequest) -> dict[str, Any]:
+    """A ChatRequest as Ollama's /api/chat body (streamed)."""
+    options: dict[str, Any] = {}
+    o = chat.options
+    if o.max_tokens > 0:
+        options["num_predict"] = o.max_tokens
+    if o.HasField("temperature"):
+        options["temperature"] = o.temperature
+    if o.HasField("top_p"):
+        options["top_p"] = o.top_p
+    if o.stop:
+        options["stop"] = list(o.stop)
+    if o.HasField("seed"):
+        options["seed"] = o.seed
+    return {
+        "model": chat.model,
+        "messages": [{"role": m.role, "content": m.content} for m in chat.messages],
+        "stream": True,
+        "options": options,
+    }
+
+
+class _Failed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _failure(status: int, text: str) -> _Failed:
+    try:
+        message = str(json.loads(text).get("error") or text)
+    except (ValueError, AttributeError):
+        message = text
+    kind = {404: "not_found", 400: "bad_request", 403: "refused"}.get(status, "unavailable")
+    return _Failed(kind, f"model server answered {status}: {message[:300]}")
+
+
+class InferenceLink:
+    def __init__(
+        self,
+        *,
+        node_slug: str,
+        channel: grpc.aio.Channel,
+        auth: Auth,
+        relay_socket: Callable[[], Path | None],
+        capability: Callable[[], nodes_pb2.InferenceCapability],
+        allowed_models: Callable[[], tuple[str, ...]],
+        backoff: Backoff | None = None,
+        timeout_s: float = 150.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.node_slug = node_slug
+        self._stub = inference_pb2_grpc.InferenceLinkServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._auth = auth
+        self._relay_socket = relay_socket
+        self._capability = capability
+        self._allowed_models = allowed_models
+        self.backoff = backoff or Backoff()
+        self._timeout_s = timeout_s
+        self._transport = transport
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self._calls: dict[str, asyncio.Task[None]] = {}
+        self._outbox: asyncio.Queue[inference_pb2.ServeRequest] | None = None
+        self._current: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._http: httpx.AsyncClient | None = None
+        self._http_socket: Path | None = None
+
+    # -- life -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keeps the link open until `stop()`."""
+        while not self._stopping:
+            self._current = asyncio.create_task(self._connect_once())
+            try:
+                await self._current
+                detail = "closed by the server"
+            except grpc.aio.AioRpcError as exc:
+                detail = f"{exc.code().name}: {exc.details() or ''}"
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    self._auth.invalidate()
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+            self.connected.clear()
+            if self._stopping:
+                break
+            delay = self.backoff.next_delay()
+            log.warning("inference link %s; reconnecting in %.1fs", detail, delay)
+            await asyncio.sleep(delay)
+
+    def announce(self) -> None:
+        """Says again what the node serves, on the open stream (calls under way go on);
+        without a stream the next one's hello says it."""
+        self._send(inference_pb2.ServeRequest(hello=self.hello()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._current is not None:
+            self._current.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._current
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- one stream -------------------------------------------------------------------
+
+    def hello(self) -> inference_pb2.LinkHello:
+        caps = nodes_pb2.InferenceCapability()
+        caps.CopyFrom(self._capability())
+        permitted = self._allowed_models()
+        kept = [m for m in caps.models if allowed(m, permitted)]
+        del caps.models[:]
+        caps.models.extend(kept)
+        return inference_pb2.LinkHello(node_slug=self.node_slug, inference=caps)
+
+    async def _connect_once(self) -> None:
+        call = self._stub.Serve(metadata=await self._auth.metadata())
+        outbox: asyncio.Queue[inference_pb2.ServeRequest] = asyncio.Queue()
+        writer: asyncio.Task[None] | None = None
+        try:
+            await call.write(inference_pb2.ServeRequest(hello=self.hello()))
+            first = await call.read()
+            if not isinstance(first, inference_pb2.ServeResponse) or not first.HasField(
+                "hello_ack"
+            ):
+                raise StreamClosed("the server did not answer hello with an ack")
+            self._outbox = outbox
+            self.connections += 1
+            self.connected.set()
+            self.backoff.reset()
+            writer = asyncio.create_task(self._write(call, outbox))
+            while True:
+                msg = await call.read()
+                if msg is _EOF or msg is None:
+                    return
+                assert isinstance(msg, inference_pb2.ServeResponse)
+                self._handle(msg)
+        finally:
+            self._outbox = None
+            for task in self._calls.values():
+                task.cancel()
+            self._calls.clear()
+            if writer is not None:
+                writer.cancel()
+            call.cancel()
+
+    async def _write(self, call: Any, outbox: asyncio.Queue[inference_pb2.ServeRequest]) -> None:
+        while True:
+            await call.write(await outbox.get())
+
+    def _send(self, msg: inference_pb2.ServeRequest) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(msg)
+
+    def _handle(self, msg: inference_pb2.ServeResponse) -> None:
+        kind = msg.WhichOneof("msg")
+        if kind == "chat":
+            self._start(msg.chat.call_id, self._chat(msg.chat.call_id, msg.chat.chat))
+        elif kind == "embeddings":
+            call = msg.embeddings
+            self._start(call.call_id, self._embed(call.call_id, call.embeddings))
+        elif kind == "cancel":
+            task = self._calls.pop(msg.cancel.call_id, None)
+            if task is not None:
+                task.cancel()
+        else:
+            log.debug("inference link: %s ignored", kind)
+
+    def _start(self, call_id: str, work: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except _Failed as exc:
+                self._fail(call_id, exc.kind, str(exc))
+            except httpx.HTTPError as exc:
+                self._fail(
+                    call_id, "unavailable", f"model server unreachable: {type(exc).__name__}"
+                )
+            finally:
+                self._calls.pop(call_id, None)
+
+        self._calls[call_id] = asyncio.create_task(guarded())
+
+    def _fail(self, call_id: str, kind: str, message: str) -> None:
+        self._send(
+            inference_pb2.ServeRequest(
+                call_failed=inference_pb2.CallFailed(call_id=call_id, kind=kind, message=message)
+            )
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        """One client for the link's life: kept-alive connections to the relay, so a
+        call does not pay for a new connection before its first token."""
+        socket = self._relay_socket()
+        if socket is None and self._transport is None:
+            raise _Failed("unavailable", "the node's inference relay is not running")
+        if self._http is None or self._http_socket != socket:
+            transport = self._transport or httpx.AsyncHTTPTransport(uds=str(socket))
+            timeout = httpx.Timeout(self._timeout_s, connect=5.0)
+            self._http = httpx.AsyncClient(
+                transport=transport, base_url="http://relay", timeout=timeout
+            )
+            self._http_socket = socket
+        return self._http
+
+    def _check(self, model: str) -> None:
+        if not allowed(model, self._allowed_models()):
+            raise _Failed("refused", f"model {model!r} is not in this node's allowed_models")
+
+    async def _chat(self, call_id: str, chat: chat_pb2.ChatRequest) -> None:
+        self._check(chat.model)
+        async with self._client().stream(
+            "POST", "/api/chat", json=ollama_chat_body(chat)
+        ) as response:
+            if response.status_code != 200:
+                raise _failure(
+                    response.status_code, (await response.aread()).decode(errors="replace")
+                )
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                frame = json.loads(line)
+                if "error" in frame:
+                    raise _Failed("unavailable", f"model server: {str(frame['error'])[:300]}")
+                text = str((frame.get("message") or {}).get("content") or "")
+                chunk = chat_pb2.ChatChunk(content=text)
+                if frame.get("done"):
+                    chunk.finish_reason = (
+                        "length" if frame.get("done_reason") == "length" else "stop"
+                    )
+                    chunk.usage.prompt_tokens = int(frame.get("prompt_eval_count") or 0)
+                    chunk.usage.completion_tokens = int(frame.get("eval_count") or 0)
+                elif not text:
+                    continue
+                self._send(
+                    inference_pb2.ServeRequest(
+                        chunk=inference_pb2.CallChunk(call_id=call_id, chunk=chunk)
+                    )
+                )
+                if chunk.finish_reason:
+                    return
+        raise _Failed("unavailable", "the model server ended the answer without finishing it")
+
+    async def _embed(self, call_id: str, request: chat_pb2.EmbeddingsRequest) -> None:
+        self._check(request.model)
+        response = await self._client().post(
+            "/api/embed", json={"model": request.model, "input": list(request.input)}
+        )
+        if response.status_code != 200:
+            raise _failure(response.status_code, response.text)
+        body = response.json()
+        result = chat_pb2.EmbeddingsResult()
+        for vector in body.get("embeddings", []):
+            result.data.add(values=[float(v) for v in vector])
+        result.usage.prompt_tokens = int(body.get("prompt_eval_count") or 0)
+        self._send(
+            inference_pb2.ServeRequest(
+                embeddings=inference_pb2.CallEmbeddings(call_id=call_id, result=result)
+            )
+        )

@@ -1,0 +1,178 @@
+"""The node's inference link, call by call, against a scripted model server (an
+httpx.MockTransport: the relay-to-Ollama boundary, which tests/orchestrator/inference
+and tests/faults/test_chat_node_kill.py cross for real)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from cynode.controlplane.v1 import inference_pb2, nodes_pb2
+from cynode.inference.v1 import chat_pb2
+from cynode.node.inference.link import InferenceLink, allowed, ollama_chat_body
+
+
+class NoAuth:
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def invalidate(self) -> None:
+        pass
+
+
+def make_link(
+    handler: httpx.MockTransport | None = None, allowed_models: tuple[str, ...] = ()
+) -> tuple[InferenceLink, asyncio.Queue[inference_pb2.ServeRequest]]:
+    caps = nodes_pb2.InferenceCapability(models=["a:1", "b:2"], max_concurrency=2)
+    link = InferenceLink(
+        node_slug="n1",
+        # Never connected: these tests hand calls to the link without a stream.
+        channel=grpc.aio.insecure_channel("127.0.0.1:9"),
+        auth=NoAuth(),
+        relay_socket=lambda: Path("/nonexistent.sock"),
+        capability=lambda: caps,
+        allowed_models=lambda: allowed_models,
+        transport=handler,
+    )
+    outbox: asyncio.Queue[inference_pb2.ServeRequest] = asyncio.Queue()
+    link._outbox = outbox  # what a live stream's writer drains
+    return link, outbox
+
+
+def chat(model: str = "a:1") -> chat_pb2.ChatRequest:
+    request = chat_pb2.ChatRequest(model=model)
+    request.messages.add(role="user", content="hi")
+    return request
+
+
+async def run_call(link: InferenceLink, call_id: str, work: object) -> None:
+    link._start(call_id, work)
+    await asyncio.gather(*list(link._calls.values()))
+
+
+async def test_the_hello_announces_only_allowed_models() -> None:
+    link, _ = make_link(allowed_models=("b:2",))
+    hello = link.hello()
+    assert list(hello.inference.models) == ["b:2"] and hello.inference.max_concurrency == 2
+    assert list(make_link()[0].hello().inference.models) == ["a:1", "b:2"]
+    assert allowed("x", ()) and not allowed("x", ("y",))
+
+
+def test_sampling_options_map_to_ollamas() -> None:
+    request = chat()
+    assert ollama_chat_body(request)["options"] == {}
+    o = request.options
+    o.max_tokens, o.temperature, o.top_p, o.seed = 5, 0.0, 0.5, 7
+    o.stop.append("\n")
+    body = ollama_chat_body(request)
+    assert body["options"] == {
+        "num_predict": 5,
+        "temperature": 0.0,
+        "top_p": 0.5,
+        "seed": 7,
+        "stop": ["\n"],
+    }
+    assert body["stream"] is True and body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_a_streamed_answer_becomes_chunks_with_usage_last() -> None:
+    lines = [
+        {"message": {"content": "Hel"}, "done": False},
+        {"message": {"content": ""}, "done": False},
+        {"message": {"content": "lo"}, "done": False},
+        {"message": {"content": ""}, "done": True, "done_reason": "length",
+         "prompt_eval_count": 9, "eval_count": 2},
+    ]  # fmt: skip
+    seen: list[dict[str, object]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        assert request.url.path == "/api/chat"
+        return httpx.Response(200, content="\n".join(json.dumps(x) for x in lines) + "\n")
+
+    link, outbox = make_link(httpx.MockTransport(answer))
+    await run_call(link, "c1", link._chat("c1", chat()))
+    got = [outbox.get_nowait().chunk for _ in range(outbox.qsize())]
+    assert [c.chunk.content for c in got] == ["Hel", "lo", ""]
+    assert {c.call_id for c in got} == {"c1"}
+    last = got[-1].chunk
+    assert last.finish_reason == "length"
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (9, 2)
+    assert seen[0]["model"] == "a:1"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (404, '{"error": "model not found"}', "not_found"),
+        (400, "bad", "bad_request"),
+        (500, '{"error": "boom"}', "unavailable"),
+        (200, '{"error": "out of memory"}\n', "unavailable"),
+        (200, '{"message": {"content": "x"}, "done": false}\n', "unavailable"),
+    ],
+)
+async def test_failures_are_reported_by_kind(status: int, body: str, kind: str) -> None:
+    link, outbox = make_link(httpx.MockTransport(lambda _r: httpx.Response(status, text=body)))
+    await run_call(link, "c2", link._chat("c2", chat()))
+    messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    failed = [m.call_failed for m in messages if m.WhichOneof("msg") == "call_failed"]
+    assert [(f.call_id, f.kind) for f in failed] == [("c2", kind)]
+
+
+async def test_a_model_outside_allowed_models_is_refused_on_the_node() -> None:
+    calls: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200)
+
+    link, outbox = make_link(httpx.MockTransport(answer), allowed_models=("b:2",))
+    await run_call(link, "c3", link._chat("c3", chat("a:1")))
+    await run_call(link, "c4", link._embed("c4", chat_pb2.EmbeddingsRequest(model="a:1")))
+    kinds = [outbox.get_nowait().call_failed.kind for _ in range(outbox.qsize())]
+    assert kinds == ["refused", "refused"] and calls == []
+
+
+async def test_embeddings_and_an_unreachable_model_server() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content) == {"model": "a:1", "input": ["x", "y"]}
+        return httpx.Response(
+            200, json={"embeddings": [[0.5, 0.5], [1.0, 0.0]], "prompt_eval_count": 4}
+        )
+
+    link, outbox = make_link(httpx.MockTransport(answer))
+    request = chat_pb2.EmbeddingsRequest(model="a:1", input=["x", "y"])
+    await run_call(link, "c5", link._embed("c5", request))
+    result = outbox.get_nowait().embeddings.result
+    assert [list(e.values) for e in result.data] == [[0.5, 0.5], [1.0, 0.0]]
+    assert result.usage.prompt_tokens == 4
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    link, outbox = make_link(httpx.MockTransport(refuse))
+    await run_call(link, "c6", link._embed("c6", request))
+    assert outbox.get_nowait().call_failed.kind == "unavailable"
+    await link.stop()
+
+
+async def test_a_cancel_stops_the_call() -> None:
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    link, _ = make_link()
+    link._start("c7", hang())
+    await started.wait()
+    task = link._calls["c7"]
+    link._handle(inference_pb2.ServeResponse(cancel=inference_pb2.CancelCall(call_id="c7")))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "c7" not in link._calls

@@ -4,7 +4,6 @@ second user to prove another user's task stays hidden."""
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cynode.testing import Stack, StackSettings
+from cynode.testing import Stack, StackSettings, running_stack
 from tools.stack_client import GatewayClient
 
 BIN = Path(sys.executable).parent
@@ -25,18 +24,9 @@ def art_stack() -> Iterator[Stack]:
     if subprocess.run(["podman", "image", "exists", IMAGE], check=False).returncode != 0:
         pytest.fail(f"{IMAGE} is missing: run `make images`")
     state = Path(tempfile.mkdtemp(prefix="cynode-artifacts-"))
-    stack = Stack(StackSettings.free(state, inference=False, node_slug=f"art-{state.name[-8:]}"))
-    ok = False
-    try:
-        stack.start()
+    settings = StackSettings.free(state, inference=False, node_slug=f"art-{state.name[-8:]}")
+    with running_stack(settings) as stack:
         yield stack
-        ok = True
-    finally:
-        stack.stop()
-        if ok:
-            shutil.rmtree(state, ignore_errors=True)
-        else:
-            print(f"\nstack logs kept in {state}/logs")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ config, a real node applies them, and a job reads its own cgroup limits."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cynode.testing import Stack, StackSettings
+from cynode.testing import Stack, StackSettings, running_stack
 from tools.stack_client import GatewayClient
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -40,28 +39,17 @@ def stack() -> Iterator[Stack]:
     path = Path(tempfile.mkdtemp(prefix="cynode-limits-"))
     config = path / "orchestrator.yaml"
     config.write_text(f"sandbox:\n  pids: {PIDS}\n  cpus: {CPUS}\n")
-    stack = Stack(
-        StackSettings.free(
-            path,
-            inference=False,
-            node_slug=f"limits-{path.name[-8:]}",
-            orchestrator_env={
-                "CYNODE_SANDBOX_MEMORY_MB": str(MEMORY_MB),
-                "CYNODE_ORCHESTRATOR_CONFIG": str(config),
-            },
-        )
+    settings = StackSettings.free(
+        path,
+        inference=False,
+        node_slug=f"limits-{path.name[-8:]}",
+        orchestrator_env={
+            "CYNODE_SANDBOX_MEMORY_MB": str(MEMORY_MB),
+            "CYNODE_ORCHESTRATOR_CONFIG": str(config),
+        },
     )
-    ok = False
-    try:
-        stack.start()
+    with running_stack(settings) as stack:
         yield stack
-        ok = True
-    finally:
-        stack.stop()
-        if ok:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            print(f"\nstack logs kept in {path}/logs")
 
 
 def test_limits_from_env_and_config_file_reach_the_container(stack: Stack) -> None:

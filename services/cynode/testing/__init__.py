@@ -21,6 +21,7 @@ from cynode.testing.stack import (
     kill_strays,
     load_credentials,
     remove_containers,
+    running_stack,
     running_state,
 )
 from cynode.testing.waiting import NotReady, ProcessExited, http_ok, http_status, until, wait_until
@@ -54,6 +55,7 @@ __all__ = [
     "pid_alive",
     "port_free",
     "remove_containers",
+    "running_stack",
     "running_state",
     "until",
     "wait_until",

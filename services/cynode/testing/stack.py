@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
@@ -299,6 +300,24 @@ class Stack:
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "stack.json").write_text(json.dumps(body, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def running_stack(settings: StackSettings) -> Iterator[Stack]:
+    """A started stack for a block of tests, stopped after it. Its state dir is removed
+    when the block ended well and kept (its logs named on stdout) when it did not."""
+    stack = Stack(settings)
+    ok = False
+    try:
+        stack.start()
+        yield stack
+        ok = True
+    finally:
+        stack.stop()
+        if ok:
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
+        else:
+            print(f"\nstack logs kept in {settings.state_dir}/logs")
 
 
 def running_state(state_dir: Path) -> dict[str, object] | None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sourcescan import parse_source
+
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("tests", "features", "bench", "tools")
 # The harness's own tests check the command lines it builds.
@@ -102,7 +104,7 @@ def _pickers(tree: ast.AST) -> Iterator[str]:
 
 
 def problems(source: str) -> list[str]:
-    tree = ast.parse(source)
+    tree = parse_source(source)
     return sorted({*_launches(tree), *_pickers(tree)})
 
 

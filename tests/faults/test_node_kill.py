@@ -14,7 +14,7 @@ import pytest
 from cynode.testing import Stack
 from tools.stack_client import GatewayClient
 
-from .conftest import admin_client, fault_settings
+from .conftest import NODE_YAML, admin_client, fault_settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.podman, pytest.mark.timeout(300)]
 LEASE = 3
@@ -55,7 +55,10 @@ def _attempt(client: GatewayClient, task_id: str) -> tuple[str, int]:
 def test_kill9_node_requeues_within_one_lease_never_twice(
     make_stack: list[Stack], stack_dir: Path, fault_counts: list[str]
 ) -> None:
-    stack = Stack(fault_settings(stack_dir, lease_seconds=LEASE))
+    # Cold sandboxes only: the sampler finds the job's copies by their task label, which a
+    # warm sandbox (made before its job, SPEC §4.10) does not carry.
+    cold = NODE_YAML + "sandbox:\n  warm_containers: 0\n"
+    stack = Stack(fault_settings(stack_dir, lease_seconds=LEASE, node_yaml=cold))
     make_stack.append(stack)
     stack.start()
     client = admin_client(stack)

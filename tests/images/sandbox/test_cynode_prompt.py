@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pytest
 
 import cynode_prompt
+from tests.sourcescan import parse_source
 
 SOURCE = Path(cynode_prompt.__file__)
 # The image's python3 is Debian's, like this host's; the venv's is not what the sandbox has.
@@ -369,7 +370,7 @@ def test_usage_and_settings_errors_say_what_is_wrong(
 
 
 def test_imports_only_the_standard_library() -> None:
-    tree = ast.parse(SOURCE.read_text())
+    tree = parse_source(SOURCE.read_text())
     names = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

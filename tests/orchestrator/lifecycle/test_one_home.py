@@ -12,6 +12,7 @@ import pytest
 import cynode.orchestrator
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator.lifecycle import AttemptStatus, Status
+from tests.sourcescan import parse_source
 
 ROOT = Path(cynode.orchestrator.__file__).parent
 # The tables' own definitions and their migrations name the columns; they write nothing.
@@ -34,7 +35,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 def violations(source: str, name: str = "<src>") -> list[str]:
     """Status or lease writes, and bare status words, in `source`."""
-    tree = ast.parse(source)
+    tree = parse_source(source)
     docs = _docstrings(tree)
     found: list[str] = []
     for node in ast.walk(tree):

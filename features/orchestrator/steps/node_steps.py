@@ -7,7 +7,10 @@ from typing import Any
 
 import httpx
 from behave import given, then, when
+from google.protobuf import json_format
 from ulid import ULID
+
+from cynode.controlplane.v1 import nodes_pb2
 
 
 def _capability(slug: str) -> dict[str, Any]:
@@ -251,7 +254,13 @@ def report_both(context: Any) -> None:
 @then('GET /v1/nodes shows node "{slug}" with exactly the report it sent')
 def listing_shows_sent(context: Any, slug: str) -> None:
     shown = _node_listing(context, slug)
-    assert shown["capability"] == context.sent_report, (shown["capability"], context.sent_report)
+    # JSON prints every field, so fields the report left out come back at their default.
+    sent = json_format.MessageToDict(
+        json_format.ParseDict(context.sent_report, nodes_pb2.CapabilityReport()),
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    assert shown["capability"] == sent, (shown["capability"], sent)
     assert shown["max_concurrency"] == context.sent_report["sandbox"]["max_concurrency"]
 
 

@@ -124,7 +124,7 @@ def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
     url = f"/v1/tasks/{task_id}/artifacts/{artifact['artifact_id']}"
     with http.stream("GET", url, headers=auth) as resp, target.open("wb") as out:
         resp.raise_for_status()
-        for block in resp.iter_bytes(CHUNK):
+        for block in resp.iter_bytes():  # as the socket gives them, as cynork does
             digest.update(block)
             out.write(block)
         out.flush()

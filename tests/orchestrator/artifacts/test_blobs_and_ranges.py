@@ -112,3 +112,25 @@ def test_disposition_keeps_the_base_name_safe() -> None:
     )
     odd = disposition('rép"ort.txt')
     assert 'filename="r_p_ort.txt"' in odd and "filename*=UTF-8''r%C3%A9p%22ort.txt" in odd
+
+
+def test_an_upload_past_the_writeback_step_keeps_every_byte(tmp_path: Path) -> None:
+    """Writeback is started in the background every WRITEBACK_BYTES; the bytes and the
+    resumable size are exactly what was written, across several steps and a resume."""
+    from cynode.orchestrator.artifacts import blobs
+
+    assert blobs._sync_file_range is not None  # Linux: the writeback hint is really used
+    block = bytes(range(256)) * 4096  # 1 MiB
+    data = block * (2 * blobs.WRITEBACK_BYTES // len(block) + 3)
+    store = FsBlobStore(tmp_path)
+    upload = store.resume("BIG", 0)
+    half = len(data) // 2 + 7
+    for start in range(0, half, len(block)):
+        upload.write(data[start : min(start + len(block), half)])
+    upload.close()
+    assert store.partial_size("BIG") == half
+    upload = store.resume("BIG", half)
+    upload.write(data[half:])
+    upload.close()
+    store.seal("BIG", sha(data))
+    assert store.path(sha(data)).read_bytes() == data

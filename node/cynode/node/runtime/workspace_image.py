@@ -63,8 +63,13 @@ def image_path(workspace_mb: int, workspace_dir: str, volume_name: str) -> Path 
 
 
 def volume_options(path: Path) -> dict[str, str]:
-    """podman-py `volumes.create(driver_opts=...)` for a loop mount of the image."""
-    return {"type": "ext4", "device": str(path), "o": "loop,nodev,nosuid"}
+    """podman-py `volumes.create(driver_opts=...)` for a loop mount of the image.
+
+    `nobarrier`: the workspace never has to survive a crash (a node that starts removes
+    every image it finds), and with barriers the unmount after the job flushes each
+    byte the job wrote through the loop device to the disk (an fsync of the image)
+    before the node may collect out/: about 0.25 s of the 128 MiB artifact bench."""
+    return {"type": "ext4", "device": str(path), "o": "loop,nodev,nosuid,nobarrier"}
 
 
 def remove_images(directory: Path) -> int:

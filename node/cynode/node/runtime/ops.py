@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from podman import PodmanClient
-from podman.errors import NotFound
+from podman.errors import APIError, NotFound
+
+from cynode.node.runtime import userns
 
 _API_TIMEOUT_S = 60.0
 # For calls that last as long as the job (wait, attach): a connect timeout but no read
@@ -111,13 +113,60 @@ def put_archive(
         return
 
 
+def _stopped_shm(client: PodmanClient, container_id: str) -> tuple[str, bool]:
+    """The container's shm mount point (empty when gone) and whether it has stopped."""
+    response = client.api.get(f"/containers/{container_id}/json", timeout=_API_TIMEOUT_S)
+    if response.status_code != 200:
+        return "", False
+    info = response.json()
+    static_dir = str(info.get("StaticDir") or "")
+    stopped = str(info.get("State", {}).get("Status", "")) in _ENDED_STATES
+    return (f"{static_dir}/shm" if static_dir else ""), stopped
+
+
 def remove_container(client: PodmanClient, container_id: str) -> None:
-    """Force-remove (kills if running) with its anonymous volumes; quiet when gone."""
-    with contextlib.suppress(NotFound):
-        client.containers.remove(container_id, force=True, v=True)
+    """Force-remove (kills if running) with its anonymous volumes; quiet when gone.
+
+    A user-namespaced container's shm can still be mounted here after it stopped
+    (userns.py): released first when the container has stopped, and after a removal
+    that failed on it, then removed again.
+    """
+    shm, stopped = _stopped_shm(client, container_id)
+    if shm and stopped:
+        userns.release([shm])
+    try:
+        with contextlib.suppress(NotFound):
+            client.containers.remove(container_id, force=True, v=True)
+    except APIError:
+        if not (shm and userns.release([shm])):
+            raise
+        with contextlib.suppress(NotFound):
+            client.containers.remove(container_id, force=True, v=True)
+
+
+def volume_mountpoint(client: PodmanClient, name: str) -> str:
+    """Where Podman mounts the volume; empty when it is gone."""
+    try:
+        return str(client.volumes.get(name).attrs.get("Mountpoint") or "")
+    except NotFound:
+        return ""
+
+
+def mounted_volume(client: PodmanClient, name: str) -> str:
+    """The volume's mount point when it is mounted here (by a user-namespaced container
+    that stopped, see userns.py); empty otherwise."""
+    mountpoint = volume_mountpoint(client, name)
+    return mountpoint if mountpoint and mountpoint in userns.mount_points() else ""
+
+
+def release_volume(client: PodmanClient, name: str) -> list[str]:
+    """Unmounts the volume here if its container left it mounted (userns.py): call it
+    only once no container that uses it runs."""
+    return userns.release([volume_mountpoint(client, name)])
 
 
 def remove_volume(client: PodmanClient, name: str) -> None:
+    release_volume(client, name)
     with contextlib.suppress(NotFound):
         client.volumes.remove(name, force=True)
 

@@ -63,6 +63,7 @@ class SandboxClass:
     # The bounded workspace (SPEC §4.4): each warm sandbox's volume is an ext4 image too.
     workspace_mb: int = 0
     workspace_dir: str = ""
+    userns: str = "auto"
 
     @property
     def label(self) -> str:
@@ -81,6 +82,7 @@ def sandbox_class(settings: SandboxSettings) -> SandboxClass | None:
         settings.pids,
         settings.workspace_mb,
         settings.workspace_dir,
+        settings.userns,
     )
 
 
@@ -149,6 +151,7 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             node_id=key.node_id,
             workspace_mb=key.workspace_mb,
             workspace_dir=key.workspace_dir,
+            userns=key.userns,
         )
         client = self.client
         item.image = image_path(key.workspace_mb, key.workspace_dir, item.volume_name)

@@ -34,9 +34,9 @@ from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
-from .runtime.warm_pool import WarmStatus
 from .runtime.userns import FIX as USERNS_FIX
 from .runtime.userns import SUBID_USER, missing_ranges
+from .runtime.warm_pool import WarmStatus
 from .runtime.workspace_image import remove_images
 from .spool import ResultSpool
 from .state import StateDir

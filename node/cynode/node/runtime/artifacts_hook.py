@@ -18,10 +18,10 @@ from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.artifacts.spool import ArtifactSpool
+from cynode.node.runtime import ops
 from cynode.node.runtime.collect import Limits, collect_dir, collect_tar
 from cynode.node.runtime.context import JobContext, StopKind
 from cynode.node.runtime.hooks import Hook
-from cynode.node.runtime import ops
 from cynode.node.runtime.ops import JOB_LONG_TIMEOUT
 from cynode.node.runtime.sandbox import WORKSPACE
 from cynode.node.runtime.workspace_image import (

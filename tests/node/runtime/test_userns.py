@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from podman import PodmanClient
@@ -76,8 +77,8 @@ def mapped_range(stdout: str) -> tuple[int, int, int]:
     return inside, outside, count
 
 
-async def running_containers(client: PodmanClient, node_id: str) -> list[dict[str, object]]:
-    def listed() -> list[dict[str, object]]:
+async def running_containers(client: PodmanClient, node_id: str) -> list[dict[str, Any]]:
+    def listed() -> list[dict[str, Any]]:
         found = client.containers.list(filters={"label": f"{LABEL_NODE_ID}={node_id}"})
         return [c.attrs for c in found if c.attrs.get("State") == "running"]
 
@@ -91,7 +92,7 @@ async def host_view(client: PodmanClient, node_id: str, roles: set[str]) -> dict
 
     async def seen() -> bool:
         for attrs in await running_containers(client, node_id):
-            role = str((attrs.get("Labels") or {}).get("cynode.role", ""))  # type: ignore[union-attr]
+            role = str((attrs.get("Labels") or {}).get("cynode.role", ""))
             if role in roles and role not in views:
                 views[role] = await asyncio.to_thread(_uids, client, str(attrs["Id"]))
                 SEEN_IDS.append(str(attrs["Id"]))
@@ -115,7 +116,7 @@ async def release(client: PodmanClient, node_id: str) -> None:
         tar.addfile(tarfile.TarInfo("go"), io.BytesIO(b""))
     for attrs in await running_containers(client, node_id):
         labels = attrs.get("Labels") or {}
-        if labels.get("cynode.role") == "sandbox":  # type: ignore[union-attr]
+        if labels.get("cynode.role") == "sandbox":
             await asyncio.to_thread(
                 ops.put_archive, client, str(attrs["Id"]), "/workspace", buf.getvalue()
             )

@@ -54,9 +54,10 @@ def subid_count(path: Path, user: str = SUBID_USER) -> int:
     return total
 
 
-def missing_ranges(files: tuple[Path, ...] = SUBID_FILES) -> list[str]:
-    """The files that give the `containers` user fewer ids than one sandbox needs."""
-    return [str(path) for path in files if subid_count(path) < RANGE_SIZE]
+def missing_ranges(files: tuple[Path, ...] | None = None) -> list[str]:
+    """The files (default SUBID_FILES) that give the `containers` user fewer ids than
+    one sandbox needs."""
+    return [str(path) for path in files or SUBID_FILES if subid_count(path) < RANGE_SIZE]
 
 
 FIX = (

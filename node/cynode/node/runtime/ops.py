@@ -7,7 +7,9 @@ timeout of 1.5 x the stop timeout, shorter than a stop that has to escalate to S
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,14 +136,21 @@ def remove_container(client: PodmanClient, container_id: str) -> None:
     shm, stopped = _stopped_shm(client, container_id)
     if shm and stopped:
         userns.release([shm])
-    try:
-        with contextlib.suppress(NotFound):
-            client.containers.remove(container_id, force=True, v=True)
-    except APIError:
-        if not (shm and userns.release([shm])):
-            raise
-        with contextlib.suppress(NotFound):
-            client.containers.remove(container_id, force=True, v=True)
+    _retry_busy(lambda: client.containers.remove(container_id, force=True, v=True), [shm])
+
+
+def _retry_busy(remove: Callable[[], object], shms: list[str], attempts: int = 3) -> None:
+    """A removal that failed on a shm left mounted (userns.py): release, try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with contextlib.suppress(NotFound):
+                remove()
+            return
+        except APIError as exc:
+            if "resource busy" not in str(exc) or attempt == attempts:
+                raise
+            userns.release([s for s in shms if s])
+            time.sleep(0.1 * attempt)
 
 
 def volume_mountpoint(client: PodmanClient, name: str) -> str:
@@ -180,5 +189,11 @@ def remove_pod(client: PodmanClient, pod_id: str) -> None:
     """
     # Best effort: a pod with nothing running answers 409, a gone one 404.
     client.api.post(f"/pods/{pod_id}/kill", params={"signal": "SIGKILL"}, timeout=_API_TIMEOUT_S)
-    with contextlib.suppress(NotFound):
-        client.pods.remove(pod_id, force=True)
+    members = client.api.get(
+        "/containers/json",
+        params={"all": True, "filters": json.dumps({"pod": [pod_id]})},
+        timeout=_API_TIMEOUT_S,
+    )
+    ids = [str(c["Id"]) for c in members.json()] if members.status_code == 200 else []
+    shms = [_stopped_shm(client, cid)[0] for cid in ids]
+    _retry_busy(lambda: client.pods.remove(pod_id, force=True), shms)

@@ -88,9 +88,12 @@ def release(paths: list[str], mountinfo: Path = MOUNTINFO) -> list[str]:
     released = []
     for path in paths:
         if path and path in mounted:
-            done = subprocess.run(
-                ["umount", path], capture_output=True, text=True, check=False, timeout=30
-            )
-            if done.returncode == 0:
-                released.append(path)
+            # Lazily when busy: nothing of the stopped sandbox may use it any more.
+            for command in (["umount", path], ["umount", "-l", path]):
+                done = subprocess.run(
+                    command, capture_output=True, text=True, check=False, timeout=30
+                )
+                if done.returncode == 0:
+                    released.append(path)
+                    break
     return released

@@ -43,7 +43,13 @@ from cynode.node.runtime.labels import warm_labels
 from cynode.node.runtime.sandbox import sandbox_env, warm_create_kwargs
 from cynode.node.runtime.settings import SandboxSettings
 from cynode.node.runtime.warm_pool import WarmPool
-from cynode.node.runtime.workspace_image import image_path, make_image, volume_options
+from cynode.node.runtime.workspace_image import (
+    RELEASE_WAIT_S,
+    image_path,
+    make_image,
+    volume_options,
+    wait_unmounted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +215,7 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             await asyncio.to_thread(ops.remove_volume, self.client, item.volume_name)
             item.volume_created = False
         if item.image is not None:
+            await asyncio.to_thread(wait_unmounted, item.image, RELEASE_WAIT_S)
             await asyncio.to_thread(item.image.unlink, True)
 
     def name(self, item: WarmSandbox) -> str:

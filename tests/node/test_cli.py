@@ -56,13 +56,14 @@ async def test_doctor_passes_with_everything_in_place(
         "containers.conf",
         "state dir",
         "workspace bound",
+        "user namespace",
         "podman service",
         "images",
         "psk",
         "orchestrator",
         "inference",
     ]
-    assert out.splitlines()[-1] == "10/10 checks passed"
+    assert out.splitlines()[-1] == "11/11 checks passed"
     assert PSK not in out
 
 

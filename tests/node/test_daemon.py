@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import httpx
@@ -19,6 +20,7 @@ from cynode.node.config import NodeConfig
 from cynode.node.daemon import NodeDaemon
 from cynode.node.job_worker import OnOutput, OnStarted, RunnerFactory
 from cynode.node.readiness import STEPS, StepState
+from cynode.node.runtime import userns
 from cynode.node.runtime.settings import SandboxSettings
 from cynode.node.runtime.warm_pool import WarmStatus
 from cynode.testing import until
@@ -170,6 +172,27 @@ async def test_runtime_failure_blocks_readiness(
         await until(lambda: daemon.readiness.steps["runtime"].state is StepState.FAILED)
         assert "podman service did not answer" in daemon.readiness.describe()
         assert not daemon.readiness.ready
+
+
+async def test_no_subid_range_refuses_sandboxes_unless_userns_is_host(
+    cfg: NodeConfig,
+    control_plane: tuple[FakeControlPlane, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    empty = (tmp_path / "subuid", tmp_path / "subgid")
+    for path in empty:
+        path.write_text("someone:100000:65536\n")
+    monkeypatch.setattr(userns, "SUBID_FILES", empty)
+    host = FakeHost()
+    async with daemon_running(cfg, host) as daemon:
+        await until(lambda: daemon.readiness.steps["runtime"].state is StepState.FAILED)
+        assert "sandbox.userns: host" in daemon.readiness.describe()
+        assert "start" not in host.calls  # no sandbox can start: Podman is not even asked
+    host = FakeHost()
+    async with daemon_running(replace(cfg, sandbox_userns="host"), host) as daemon:
+        await until(lambda: daemon.readiness.ready)
+        assert all(s.userns == "host" for s in host.settings_seen)
 
 
 async def test_rejected_config_is_acked_failed(

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .runtime.userns import USERNS_MODES
+
 DEFAULT_REST_URL = "http://127.0.0.1:12082"
 DEFAULT_GRPC_PORT = 12083
 DEFAULT_WORKER_API_PORT = 12090
@@ -194,6 +196,16 @@ class NodeConfig:
             "CYNODE_SANDBOX_WORKSPACE_MB",
             "size of each job's /workspace, MiB (an ext4 image; past it the job gets "
             "ENOSPC); 0: unbounded, a plain volume",
+        ),
+    )
+    sandbox_userns: str = field(
+        default="auto",
+        metadata=setting(
+            "sandbox.userns",
+            "CYNODE_SANDBOX_USERNS",
+            "auto: every sandbox and inference pod in a user namespace of its own (host "
+            "ids from the `containers` range in /etc/subuid and /etc/subgid; the node "
+            "refuses to start without one); host: no user namespace",
         ),
     )
     max_concurrency: int = field(
@@ -526,6 +538,8 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("sandbox.workspace_mb must be 0 (unbounded) or more")
     if 0 < config.workspace_mb < 2:
         raise ConfigError("sandbox.workspace_mb must be at least 2 (ext4's smallest)")
+    if config.sandbox_userns not in USERNS_MODES:
+        raise ConfigError(f"sandbox.userns must be one of {', '.join(USERNS_MODES)}")
     if config.artifacts_max_file_mb < 0 or config.artifacts_max_job_mb < 0:
         raise ConfigError("artifacts.max_file_mb and artifacts.max_job_mb must be 0 or more")
     if urlsplit(config.orchestrator_url).scheme not in ("http", "https"):

@@ -34,6 +34,8 @@ from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
 from .runtime.settings import SandboxSettings
+from .runtime.userns import FIX as USERNS_FIX
+from .runtime.userns import SUBID_USER, missing_ranges
 from .runtime.warm_pool import WarmStatus
 from .runtime.workspace_image import remove_images
 from .spool import ResultSpool
@@ -270,6 +272,7 @@ class NodeDaemon:
             artifact_dir=str(self.state.artifact_dir),
             workspace_mb=self.config.workspace_mb,
             workspace_dir=str(self.state.workspace_dir),
+            userns=self.config.sandbox_userns,
             artifact_max_file_bytes=self.config.artifacts_max_file_mb * 1024 * 1024,
             artifact_max_job_bytes=self.config.artifacts_max_job_mb * 1024 * 1024,
         )
@@ -338,8 +341,16 @@ class NodeDaemon:
         return f"applied {self.applied.config_version}"
 
     async def _runtime(self) -> str:
+        if self.config.sandbox_userns == "auto":
+            missing = await asyncio.to_thread(missing_ranges)
+            if missing:
+                # Without a range Podman could not start a single sandbox.
+                raise StepFailed(
+                    f"sandbox.userns is auto but {' and '.join(missing)} give the "
+                    f"`{SUBID_USER}` user no range: {USERNS_FIX}"
+                )
         self.podman_version = await self.host.start()
-        return f"podman {self.podman_version}"
+        return f"podman {self.podman_version}, userns {self.config.sandbox_userns}"
 
     async def _images(self) -> str:
         image = self._settings().image

@@ -16,6 +16,8 @@ from .cpclient import TlsConfigError, make_channel
 from .host_binaries import command_output, podman_version
 from .inference import InferenceUnavailable, check_inference
 from .podman_host import PodmanHost
+from .runtime.userns import FIX as USERNS_FIX
+from .runtime.userns import RANGE_SIZE, SUBID_USER, missing_ranges
 from .runtime.workspace_image import tools_present
 
 MIN_PODMAN = (4, 0)
@@ -115,6 +117,20 @@ async def check_workspace_tools(config: NodeConfig) -> Check:
     return Check("workspace bound", True, f"{config.workspace_mb} MiB ext4 image per job")
 
 
+async def check_userns(config: NodeConfig) -> Check:
+    if config.sandbox_userns == "host":
+        return Check("user namespace", True, "off (sandbox.userns: host)")
+    missing = await asyncio.to_thread(missing_ranges)
+    if missing:
+        return Check(
+            "user namespace",
+            False,
+            f"no range of {RANGE_SIZE} ids for `{SUBID_USER}` in {', '.join(missing)}",
+            USERNS_FIX,
+        )
+    return Check("user namespace", True, f"auto ({SUBID_USER} range in /etc/subuid, /etc/subgid)")
+
+
 async def check_orchestrator(config: NodeConfig) -> Check:
     target = config.grpc_target
     try:
@@ -176,6 +192,7 @@ SIMPLE_CHECKS: list[Callable[[NodeConfig], Awaitable[Check]]] = [
     check_containers_conf,
     check_state_dir,
     check_workspace_tools,
+    check_userns,
     check_psk,
     check_orchestrator,
     check_inference_service,
@@ -184,7 +201,7 @@ SIMPLE_CHECKS: list[Callable[[NodeConfig], Awaitable[Check]]] = [
 
 async def run_doctor(config: NodeConfig) -> list[Check]:
     # The state dir is checked before the service check, which creates it as the node would.
-    checks = [await check(config) for check in SIMPLE_CHECKS[:5]]
+    checks = [await check(config) for check in SIMPLE_CHECKS[:6]]
     checks += await check_service_and_images(config)
-    checks += [await check(config) for check in SIMPLE_CHECKS[5:]]
+    checks += [await check(config) for check in SIMPLE_CHECKS[6:]]
     return checks

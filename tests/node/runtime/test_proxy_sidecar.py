@@ -133,4 +133,4 @@ def test_sandbox_in_a_pod_joins_its_network_and_mounts_the_shared_volume_read_on
 
 
 def test_shared_volume_belongs_to_the_sandbox_uid() -> None:
-    assert shared_volume_options() == {"o": "uid=10000,gid=10000"}
+    assert shared_volume_options("host") == {"o": "uid=10000,gid=10000"}

@@ -78,6 +78,7 @@ class NodeInference:
             proxy_timeout_s=self.config.inference_proxy_timeout_s,
             default_model=self.config.inference_default_model or default_model,
             sandbox_tcp=self.config.inference_sandbox_tcp,
+            userns=self.config.sandbox_userns,
         )
 
     async def close(self) -> None:

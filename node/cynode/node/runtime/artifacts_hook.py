@@ -18,6 +18,7 @@ from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.artifacts.spool import ArtifactSpool
+from cynode.node.runtime import ops
 from cynode.node.runtime.collect import Limits, collect_dir, collect_tar
 from cynode.node.runtime.context import JobContext, StopKind
 from cynode.node.runtime.hooks import Hook
@@ -77,6 +78,14 @@ def read_image_out(image: Path, into: Path, limits: Limits) -> job_pb2.ArtifactS
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def read_mounted_out(mountpoint: Path, into: Path, limits: Limits) -> job_pb2.ArtifactSet:
+    """The same from a bounded workspace a user-namespaced container left mounted on
+    the host (userns.py): the job has stopped, so its out/ is read in place; the image
+    cannot be read instead, since other namespaces may hold the mount (and unwritten
+    blocks) until the volume is removed."""
+    return collect_dir(mountpoint / OUT_DIR.removeprefix(f"{WORKSPACE}/"), into, limits, copy=True)
+
+
 class ArtifactsHook(Hook):
     name = "artifacts"
 
@@ -92,7 +101,12 @@ class ArtifactsHook(Hook):
         limits = Limits(settings.artifact_max_file_bytes, settings.artifact_max_job_bytes)
         image = image_path(settings.workspace_mb, settings.workspace_dir, ctx.volume_name)
         try:
-            if image is not None:
+            mounted = ""
+            if image is not None and settings.userns == "auto":
+                mounted = await asyncio.to_thread(ops.mounted_volume, ctx.client, ctx.volume_name)
+            if mounted:
+                found = await asyncio.to_thread(read_mounted_out, Path(mounted), partial, limits)
+            elif image is not None:
                 found = await asyncio.to_thread(read_image_out, image, partial, limits)
             else:
                 found = await asyncio.to_thread(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -132,12 +133,17 @@ def _hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def collect_dir(root: Path, into: Path, limits: Limits) -> job_pb2.ArtifactSet:
+def collect_dir(
+    root: Path, into: Path, limits: Limits, *, copy: bool = False
+) -> job_pb2.ArtifactSet:
     """The same from a directory holding a copy of out/ (what `debugfs rdump` made of a
-    bounded workspace): each kept regular file is moved to `into/<artifact_id>`.
+    bounded workspace): each kept regular file is moved to `into/<artifact_id>`, or
+    copied (`copy`: `root` is the stopped job's own out/, on another filesystem).
     Symlinks are never followed (the walk and each check use lstat); names sort so
     the set's order does not depend on the directory's."""
     collector = _Collector(limits)
+    if root.is_symlink() or not root.is_dir():
+        return collector.found
     for directory, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
         for file_name in sorted(files):
@@ -150,6 +156,9 @@ def collect_dir(root: Path, into: Path, limits: Limits) -> job_pb2.ArtifactSet:
                 continue
             artifact_id = str(ULID())
             target = into / artifact_id
-            path.rename(target)
+            if copy:
+                shutil.copyfile(path, target, follow_symlinks=False)
+            else:
+                path.rename(target)
             collector.add(name, info.st_size, _hash(target), artifact_id)
     return collector.found

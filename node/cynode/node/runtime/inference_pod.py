@@ -82,13 +82,15 @@ class InferencePod:
             volume = client.volumes.create(
                 self.volume_name,
                 labels=self._labels("inference-volume"),
-                driver_opts=shared_volume_options(),
+                driver_opts=shared_volume_options(self.settings.userns),
             )
             self.volume_created = True
             self.mountpoint = str(volume.attrs["Mountpoint"])
 
         def create_pod() -> None:
-            pod = client.pods.create(self.pod_name, **pod_create_kwargs(self._labels("pod")))
+            pod = client.pods.create(
+                self.pod_name, **pod_create_kwargs(self._labels("pod"), self.settings.userns)
+            )
             self.pod_id = str(pod.id)
 
         both = asyncio.gather(

@@ -7,12 +7,16 @@ timeout of 1.5 x the stop timeout, shorter than a stop that has to escalate to S
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from podman import PodmanClient
-from podman.errors import NotFound
+from podman.errors import APIError, NotFound
+
+from cynode.node.runtime import userns
 
 _API_TIMEOUT_S = 60.0
 # For calls that last as long as the job (wait, attach): a connect timeout but no read
@@ -111,13 +115,67 @@ def put_archive(
         return
 
 
+def _stopped_shm(client: PodmanClient, container_id: str) -> tuple[str, bool]:
+    """The container's shm mount point (empty when gone) and whether it has stopped."""
+    response = client.api.get(f"/containers/{container_id}/json", timeout=_API_TIMEOUT_S)
+    if response.status_code != 200:
+        return "", False
+    info = response.json()
+    static_dir = str(info.get("StaticDir") or "")
+    stopped = str(info.get("State", {}).get("Status", "")) in _ENDED_STATES
+    return (f"{static_dir}/shm" if static_dir else ""), stopped
+
+
 def remove_container(client: PodmanClient, container_id: str) -> None:
-    """Force-remove (kills if running) with its anonymous volumes; quiet when gone."""
-    with contextlib.suppress(NotFound):
-        client.containers.remove(container_id, force=True, v=True)
+    """Force-remove (kills if running) with its anonymous volumes; quiet when gone.
+
+    A user-namespaced container's shm can still be mounted here after it stopped
+    (userns.py): released first when the container has stopped, and after a removal
+    that failed on it, then removed again.
+    """
+    shm, stopped = _stopped_shm(client, container_id)
+    if shm and stopped:
+        userns.release([shm])
+    _retry_busy(lambda: client.containers.remove(container_id, force=True, v=True), [shm])
+
+
+def _retry_busy(remove: Callable[[], object], shms: list[str], attempts: int = 3) -> None:
+    """A removal that failed on a shm left mounted (userns.py): release, try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with contextlib.suppress(NotFound):
+                remove()
+            return
+        except APIError as exc:
+            if "resource busy" not in str(exc) or attempt == attempts:
+                raise
+            userns.release([s for s in shms if s])
+            time.sleep(0.1 * attempt)
+
+
+def volume_mountpoint(client: PodmanClient, name: str) -> str:
+    """Where Podman mounts the volume; empty when it is gone."""
+    try:
+        return str(client.volumes.get(name).attrs.get("Mountpoint") or "")
+    except NotFound:
+        return ""
+
+
+def mounted_volume(client: PodmanClient, name: str) -> str:
+    """The volume's mount point when it is mounted here (by a user-namespaced container
+    that stopped, see userns.py); empty otherwise."""
+    mountpoint = volume_mountpoint(client, name)
+    return mountpoint if mountpoint and mountpoint in userns.mount_points() else ""
+
+
+def release_volume(client: PodmanClient, name: str) -> list[str]:
+    """Unmounts the volume here if its container left it mounted (userns.py): call it
+    only once no container that uses it runs."""
+    return userns.release([volume_mountpoint(client, name)])
 
 
 def remove_volume(client: PodmanClient, name: str) -> None:
+    release_volume(client, name)
     with contextlib.suppress(NotFound):
         client.volumes.remove(name, force=True)
 
@@ -131,5 +189,11 @@ def remove_pod(client: PodmanClient, pod_id: str) -> None:
     """
     # Best effort: a pod with nothing running answers 409, a gone one 404.
     client.api.post(f"/pods/{pod_id}/kill", params={"signal": "SIGKILL"}, timeout=_API_TIMEOUT_S)
-    with contextlib.suppress(NotFound):
-        client.pods.remove(pod_id, force=True)
+    members = client.api.get(
+        "/containers/json",
+        params={"all": True, "filters": json.dumps({"pod": [pod_id]})},
+        timeout=_API_TIMEOUT_S,
+    )
+    ids = [str(c["Id"]) for c in members.json()] if members.status_code == 200 else []
+    shms = [_stopped_shm(client, cid)[0] for cid in ids]
+    _retry_busy(lambda: client.pods.remove(pod_id, force=True), shms)

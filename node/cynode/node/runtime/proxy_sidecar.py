@@ -15,6 +15,7 @@ from urllib.parse import quote
 from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime.sandbox import SANDBOX_UID, STOP_TIMEOUT_S
 from cynode.node.runtime.settings import InferencePodSettings
+from cynode.node.runtime.userns import userns_spec
 
 PROXY_PORT = 11434
 # Where the shared volume with the proxy's socket appears in both containers.
@@ -41,12 +42,14 @@ def job_model(spec: job_pb2.JobSpec, settings: InferencePodSettings) -> str:
     return spec.model or settings.default_model
 
 
-def pod_create_kwargs(labels: Mapping[str, str]) -> dict[str, Any]:
-    """For `client.pods.create(name, **kwargs)`: labelled, loopback-only network."""
+def pod_create_kwargs(labels: Mapping[str, str], userns: str = "auto") -> dict[str, Any]:
+    """For `client.pods.create(name, **kwargs)`: labelled, loopback-only network, and
+    (`userns` auto) a user namespace of its own its containers inherit (userns.py)."""
     return {
         "labels": dict(labels),
         "netns": {"nsmode": "none"},
         "hostname": POD_HOSTNAME,
+        **userns_spec(userns),
     }
 
 
@@ -114,7 +117,11 @@ def sidecar_create_kwargs(
     }
 
 
-def shared_volume_options() -> dict[str, str]:
+def shared_volume_options(userns: str = "auto") -> dict[str, str]:
     """The shared volume is owned by the sidecar's (and sandbox's) uid, so the proxy
-    can create its socket in it."""
+    can create its socket in it. In a user namespace that uid is known only once the
+    pod exists: then no owner is set, and Podman gives the new volume to the user of
+    the first container that mounts it (the sidecar's, mapped)."""
+    if userns == "auto":
+        return {}
     return {"o": f"uid={SANDBOX_UID},gid={SANDBOX_UID}"}

@@ -17,6 +17,7 @@ from typing import Any
 from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime.labels import job_labels
 from cynode.node.runtime.settings import SandboxSettings
+from cynode.node.runtime.userns import userns_spec
 
 SANDBOX_UID = 10000
 WORKSPACE = "/workspace"
@@ -103,9 +104,15 @@ def build_create_kwargs(
         "hostname": "sandbox",
     }
     if pod is not None:
-        # Podman refuses both for a container that shares the pod's namespaces.
+        # Podman refuses these for a container that shares the pod's namespaces; the
+        # pod's user namespace is its members' (proxy_sidecar.pod_create_kwargs).
         del kwargs["network_mode"], kwargs["hostname"]
         kwargs["pod"] = pod
+    else:
+        userns = userns_spec(settings.userns)
+        if userns:
+            kwargs["userns_mode"] = userns["userns"]
+            kwargs["idmappings"] = userns["idmappings"]
     return kwargs
 
 

@@ -27,6 +27,8 @@ class InferencePodSettings:
     # False: the sandbox is offered the proxy's socket alone (INFERENCE_PROXY_URL), and
     # the sidecar listens on no TCP port (upstream's form).
     sandbox_tcp: bool = True
+    # The pod's user namespace (userns.py): "auto", one of its own; "host": none.
+    userns: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class SandboxSettings:
     artifact_dir: str = ""
     artifact_max_file_bytes: int = 256 * 1024 * 1024
     artifact_max_job_bytes: int = 1024 * 1024 * 1024
+    # "auto": each sandbox in a user namespace of its own (userns.py); "host": none.
+    userns: str = "auto"
 
 
 def effective_timeout(

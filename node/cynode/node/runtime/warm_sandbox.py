@@ -43,7 +43,13 @@ from cynode.node.runtime.labels import warm_labels
 from cynode.node.runtime.sandbox import sandbox_env, warm_create_kwargs
 from cynode.node.runtime.settings import SandboxSettings
 from cynode.node.runtime.warm_pool import WarmPool
-from cynode.node.runtime.workspace_image import image_path, make_image, volume_options
+from cynode.node.runtime.workspace_image import (
+    RELEASE_WAIT_S,
+    image_path,
+    make_image,
+    volume_options,
+    wait_unmounted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,7 @@ class SandboxClass:
     # The bounded workspace (SPEC §4.4): each warm sandbox's volume is an ext4 image too.
     workspace_mb: int = 0
     workspace_dir: str = ""
+    userns: str = "auto"
 
     @property
     def label(self) -> str:
@@ -81,6 +88,7 @@ def sandbox_class(settings: SandboxSettings) -> SandboxClass | None:
         settings.pids,
         settings.workspace_mb,
         settings.workspace_dir,
+        settings.userns,
     )
 
 
@@ -149,6 +157,7 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             node_id=key.node_id,
             workspace_mb=key.workspace_mb,
             workspace_dir=key.workspace_dir,
+            userns=key.userns,
         )
         client = self.client
         item.image = image_path(key.workspace_mb, key.workspace_dir, item.volume_name)
@@ -206,6 +215,7 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             await asyncio.to_thread(ops.remove_volume, self.client, item.volume_name)
             item.volume_created = False
         if item.image is not None:
+            await asyncio.to_thread(wait_unmounted, item.image, RELEASE_WAIT_S)
             await asyncio.to_thread(item.image.unlink, True)
 
     def name(self, item: WarmSandbox) -> str:

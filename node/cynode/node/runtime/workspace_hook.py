@@ -16,7 +16,13 @@ from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.labels import job_labels
-from cynode.node.runtime.workspace_image import image_path, make_image, volume_options
+from cynode.node.runtime.workspace_image import (
+    RELEASE_WAIT_S,
+    image_path,
+    make_image,
+    volume_options,
+    wait_unmounted,
+)
 
 
 class WorkspaceHook(Hook):
@@ -48,4 +54,7 @@ class WorkspaceHook(Hook):
             ctx.volume_created = False
         image = self._image(ctx)
         if image is not None:
+            # The kernel lets the loop device go a moment after its last mount; the
+            # image goes once it has (so nothing of the job outlives the job).
+            await asyncio.to_thread(wait_unmounted, image, RELEASE_WAIT_S)
             await asyncio.to_thread(image.unlink, True)

@@ -18,6 +18,8 @@ from pathlib import Path
 from cynode.node.runtime.sandbox import SANDBOX_UID
 
 MKFS = "mkfs.ext4"
+# After its volume is removed, how long the node waits for a loop device to go.
+RELEASE_WAIT_S = 5.0
 DEBUGFS = "debugfs"
 
 

@@ -237,9 +237,6 @@ class WarmPool(Generic[K, T]):
                     raise
                 except Exception:
                     return None  # already logged and removed by the maker
-                finally:
-                    if task.done():
-                        self._claimed.discard(task)
         return None
 
     async def wait_filled(self) -> None:
@@ -291,15 +288,21 @@ class WarmPool(Generic[K, T]):
         task.add_done_callback(self._made)
 
     def _made(self, task: asyncio.Task[T]) -> None:
+        # The claim ends here and only here. A job may claim a task that has finished but
+        # whose callback (this) has not run yet: its await returns at once, and had it
+        # dropped the claim itself, this would then put the same item in _ready for a
+        # second job (seen once in CI: two jobs handed one sandbox).
         key = self._making.pop(task)
+        claimed = task in self._claimed
+        self._claimed.discard(task)
         if task.cancelled():
             return
         if task.exception() is not None:
             self.failed += 1
             return
         self.made += 1
-        if task in self._claimed:
-            return  # the claimer has it
+        if claimed:
+            return  # the claimer has it (one that gave up has _unclaim remove it)
         item = task.result()
         if self._closed or key != self._key:
             self._remove_later(item)

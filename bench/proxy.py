@@ -1,7 +1,8 @@
 """The inference proxy's cost, and the inference pod's cost, measured in one run.
 
     .venv/bin/python -m bench.proxy [--requests 2000] [--stream-mb 256] [--runs 10]
-                                    [--skip-pod]
+                                    [--skip-pod | --pod-only] [--proxy-image IMAGE]
+                                    [--log-steps]
 
 1. Added latency per request: the same client asks a scripted upstream's /api/version
    directly and through the proxy (`python -m cynode.proxy`, the sidecar's entrypoint,
@@ -50,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import statistics
 import subprocess
@@ -335,7 +337,7 @@ class PodFigures:
     warm_taken: int = 0
 
 
-async def pod_runs(runs: int) -> PodFigures:
+async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
     from ulid import ULID
 
     from cynode.jobs.v1 import job_pb2
@@ -367,7 +369,7 @@ async def pod_runs(runs: int) -> PodFigures:
             plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
             pod = dataclasses.replace(
                 plain,
-                inference=InferencePodSettings(relay_socket=relay_socket, proxy_image=PROXY_IMAGE),
+                inference=InferencePodSettings(relay_socket=relay_socket, proxy_image=proxy_image),
             )
             warm_jobs = warm_host.runner_factory(lambda: pod)
             cold_jobs = cold_host.runner_factory(lambda: pod)
@@ -425,9 +427,11 @@ async def pod_runs(runs: int) -> PodFigures:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    rows = await measure_proxy(args.requests, args.stream_mb)
+    rows: list[tuple[str, str]] = (
+        [] if args.pod_only else await measure_proxy(args.requests, args.stream_mb)
+    )
     if not args.skip_pod:
-        figures = await pod_runs(args.runs)
+        figures = await pod_runs(args.runs, args.proxy_image)
         raw = statistics.median(figures.raw)
 
         def ms(values: list[float]) -> str:
@@ -463,10 +467,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-mb", type=int, default=256)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--skip-pod", action="store_true", help="only the proxy measurements")
+    parser.add_argument("--pod-only", action="store_true", help="only the pod measurements")
+    parser.add_argument("--proxy-image", default=PROXY_IMAGE, help="the sidecar's image")
+    parser.add_argument(
+        "--log-steps",
+        action="store_true",
+        help="print the node's step timing of each cold pod (docs/fast-path.md §5)",
+    )
     parser.add_argument(
         "--serve-upstream", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    if args.log_steps:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("cynode.node.runtime.pod_hook").setLevel(logging.INFO)
     if args.serve_upstream:
         serve_upstream(int(args.serve_upstream[0]), int(args.serve_upstream[1]))
         return 0

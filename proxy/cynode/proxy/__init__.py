@@ -12,6 +12,8 @@ sidecar image can run it on Debian's python3-aiohttp.
     await proxy.close()
 """
 
+from typing import TYPE_CHECKING, Any
+
 from cynode.proxy._config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
@@ -23,7 +25,20 @@ from cynode.proxy._config import (
     parse_upstream,
 )
 from cynode.proxy._policy import ALLOWED_PATHS, FORBIDDEN_PATHS
-from cynode.proxy._server import RunningProxy, start_proxy
+
+if TYPE_CHECKING:
+    from cynode.proxy._server import RunningProxy, start_proxy
+
+
+def __getattr__(name: str) -> Any:
+    # aiohttp comes in with the server, on first use: `python3 -m cynode.proxy` imports
+    # this package first and binds its listeners before aiohttp is loaded (cli.py).
+    if name in ("RunningProxy", "start_proxy"):
+        from cynode.proxy import _server
+
+        return getattr(_server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALLOWED_PATHS",

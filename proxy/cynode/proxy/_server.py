@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from cynode.proxy._config import ListenAddress, ProxyConfig
 from cynode.proxy._handler import ProxyHandler
+from cynode.proxy._listen import bind_listeners, close_listeners
 from cynode.proxy._upstream import UpstreamPool
 
 log = logging.getLogger("cynode.proxy")
@@ -76,19 +78,11 @@ def _remove_sockets(paths: list[str]) -> None:
             Path(path).unlink()
 
 
-def _open_socket(path: str, mode: int) -> None:
-    # The sandbox user differs from the proxy's; the socket file is the door.
-    Path(path).chmod(mode)
-
-
-def _site(runner: web.BaseRunner, listen: ListenAddress, config: ProxyConfig) -> web.BaseSite:
+def _site(runner: web.BaseRunner, sock: socket.socket, config: ProxyConfig) -> web.BaseSite:
     extra: dict[str, Any] = {}
     if not _RUNNER_TAKES_SHUTDOWN_TIMEOUT:
         extra["shutdown_timeout"] = config.shutdown_timeout
-    if listen.unix_path is not None:
-        Path(listen.unix_path).parent.mkdir(parents=True, exist_ok=True)
-        return web.UnixSite(runner, listen.unix_path, **extra)
-    return web.TCPSite(runner, listen.host, listen.port, **extra)
+    return web.SockSite(runner, sock, **extra)
 
 
 def _bound(names: list[Any], listen: ListenAddress) -> str:
@@ -99,29 +93,36 @@ def _bound(names: list[Any], listen: ListenAddress) -> str:
     return str(ListenAddress(host=host, port=port))
 
 
-async def start_proxy(config: ProxyConfig) -> RunningProxy:
-    """Bind every listener and start forwarding to ``config.upstream``."""
+async def start_proxy(
+    config: ProxyConfig, sockets: list[list[socket.socket]] | None = None
+) -> RunningProxy:
+    """Serve every listener and start forwarding to ``config.upstream``. ``sockets`` are
+    the listeners already bound by `_listen.bind_listeners` (the command line binds them
+    before importing this module); without them they are bound here."""
+    if sockets is None:
+        sockets = bind_listeners(config)
     pool = UpstreamPool(config.upstream)
     server = web.Server(ProxyHandler(config, pool), access_log=None)
     runner_kwargs: dict[str, Any] = {}
     if _RUNNER_TAKES_SHUTDOWN_TIMEOUT:
         runner_kwargs["shutdown_timeout"] = config.shutdown_timeout
     runner = web.ServerRunner(server, **runner_kwargs)
-    await runner.setup()
     addresses: list[str] = []
-    unix_paths: list[str] = []
+    unix_paths = [listen.unix_path for listen in config.listen if listen.unix_path is not None]
+    served = 0
     try:
-        for listen in config.listen:
-            site = _site(runner, listen, config)
+        await runner.setup()
+        for listen, group in zip(config.listen, sockets, strict=True):
             before = len(runner.addresses)
-            await site.start()
-            if listen.unix_path is not None:
-                unix_paths.append(listen.unix_path)
-                _open_socket(listen.unix_path, config.unix_socket_mode)
+            for sock in group:
+                await _site(runner, sock, config).start()
+            served += 1
             addresses.append(_bound(runner.addresses[before:], listen))
     except BaseException:
         await runner.cleanup()
         pool.close()
+        close_listeners(sockets[served:])
+        _remove_sockets(unix_paths)
         raise
     log.info("proxy listening on %s, upstream %s", ", ".join(addresses), config.upstream)
     return RunningProxy(config, addresses, runner, pool, unix_paths)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -27,7 +28,7 @@ from cynode.proxy._config import (
     parse_listen,
     parse_upstream,
 )
-from cynode.proxy._server import start_proxy
+from cynode.proxy._listen import bind_listeners, close_listeners
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,9 +108,17 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyC
     )
 
 
-async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: ProxyConfig,
+    stop: asyncio.Event | None = None,
+    sockets: list[list[socket.socket]] | None = None,
+) -> None:
     """Run until ``stop`` is set or SIGTERM/SIGINT arrives (PID 1 in a container gets
-    no default signal handlers, so without this podman waits its full stop timeout)."""
+    no default signal handlers, so without this podman waits its full stop timeout).
+    ``sockets``: the listeners, bound already (`main`)."""
+    # aiohttp is imported only now: the listeners accept (into their backlog) meanwhile.
+    from cynode.proxy._server import start_proxy
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -117,13 +126,17 @@ async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
             installed.append(signum)
-    proxy = await start_proxy(config)
+    proxy = await start_proxy(config, sockets)
     try:
         await stop.wait()
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
         await proxy.close()
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,9 +151,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args, os.environ)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
+    # A stop asked for before serve() installs its handlers (the listeners exist from
+    # here on, so the node may already be stopping the pod) still exits cleanly.
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: the caller's business
+        previous = signal.signal(signal.SIGTERM, _exit_now)
     try:
-        asyncio.run(serve(config))
+        return _serve_bound(config)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_bound(config: ProxyConfig) -> int:
+    try:
+        # Bound before anything heavy is imported: clients may connect from here on.
+        sockets = bind_listeners(config)
     except OSError as exc:
         logging.getLogger("cynode.proxy").error("cannot start: %s", exc)
         return 1
+    try:
+        asyncio.run(serve(config, sockets=sockets))
+    except OSError as exc:
+        logging.getLogger("cynode.proxy").error("cannot start: %s", exc)
+        return 1
+    finally:
+        close_listeners(sockets)  # those the server never took over
     return 0

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from cynode.node.runtime.proxy_probe import ProxyNotReady, proxy_answers, wait_for_proxy
+from cynode.node.runtime.proxy_probe import (
+    ProxyNotReady,
+    proxy_answers,
+    proxy_listens,
+    wait_for_proxy,
+)
 from cynode.proxy import ProxyConfig, parse_listen, parse_upstream, start_proxy
 
 
@@ -51,11 +56,38 @@ async def test_a_socket_that_is_not_a_proxy_is_not_ready(tmp_path: Path) -> None
 
 
 async def test_gives_up_at_the_timeout_or_when_the_sidecar_died(tmp_path: Path) -> None:
-    with pytest.raises(ProxyNotReady, match=r"did not answer within 0\.2s"):
+    with pytest.raises(ProxyNotReady, match=r"not ready within 0\.2s"):
         await wait_for_proxy(
             str(tmp_path), "p.sock", timeout_s=0.2, still_running=lambda: always(True)
         )
-    with pytest.raises(ProxyNotReady, match="exited before it answered"):
+    with pytest.raises(ProxyNotReady, match="exited before it was ready"):
         await wait_for_proxy(
             str(tmp_path), "p.sock", timeout_s=5, still_running=lambda: always(False)
         )
+
+
+async def test_listening_is_a_socket_that_accepts_before_anything_answers(
+    tmp_path: Path,
+) -> None:
+    # What the sidecar does before importing aiohttp (cynode.proxy._listen): the socket
+    # accepts into its backlog, so the sandbox may start; GET /healthz waits meanwhile.
+    import socket
+
+    path = tmp_path / "p.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        # Bound but not listening yet: refused, so not ready.
+        assert not await proxy_listens(str(tmp_path), "p.sock")
+        sock.listen(8)
+        assert await proxy_listens(str(tmp_path), "p.sock")
+        await wait_for_proxy(
+            str(tmp_path),
+            "p.sock",
+            timeout_s=5,
+            still_running=lambda: always(True),
+            probe=proxy_listens,
+        )
+        assert not await proxy_answers(str(tmp_path), "p.sock")  # nobody serves it
+    finally:
+        sock.close()

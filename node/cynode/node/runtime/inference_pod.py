@@ -14,14 +14,19 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from podman import PodmanClient
 from podman.domain.containers import Container
 
 from cynode.node.runtime import ops
-from cynode.node.runtime.proxy_probe import ProxyNotReady, proxy_answers, wait_for_proxy
+from cynode.node.runtime.proxy_probe import (
+    ProxyNotReady,
+    proxy_answers,
+    proxy_listens,
+    wait_for_proxy,
+)
 from cynode.node.runtime.proxy_sidecar import (
     PROXY_SOCKET_NAME,
     pod_create_kwargs,
@@ -141,6 +146,16 @@ class InferencePod:
     async def wait_answering(self) -> None:
         """Until the sidecar's proxy answers GET /healthz (ProxyNotReady when it died or
         the ready timeout passed; the sidecar's log tail then goes to the node's log)."""
+        await self._wait(proxy_answers, "proxy answered")
+
+    async def wait_listening(self) -> None:
+        """Until the sidecar's proxy listens: its sockets accept, and what connects waits
+        in their backlog until the proxy, still importing its server, answers. The proxy
+        binds its TCP listener before its Unix socket, so the socket accepting means both
+        do (cynode.proxy._listen). ProxyNotReady as for wait_answering."""
+        await self._wait(proxy_listens, "proxy listening")
+
+    async def _wait(self, probe: Callable[[str, str], Awaitable[bool]], mark: str) -> None:
         start = self.sidecar_start
         assert start is not None, "start_sidecar() first"
         await asyncio.shield(start)
@@ -150,11 +165,12 @@ class InferencePod:
                 PROXY_SOCKET_NAME,
                 timeout_s=self.settings.ready_timeout_s,
                 still_running=self._sidecar_running,
+                probe=probe,
             )
         except ProxyNotReady:
             log.warning("%s: sidecar log: %s", self.pod_name, await self.log_tail())
             raise
-        self.marks["proxy answered"] = time.monotonic()
+        self.marks[mark] = time.monotonic()
 
     def timing(self) -> str:
         """Where the pod's making went, step by step: "pod 32 ms, sidecar created 41 ms,

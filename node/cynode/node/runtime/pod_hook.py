@@ -4,9 +4,10 @@ prestart takes a warm pod from the node's pool when there is one (its proxy answ
 just now), else makes the job's own (cold): the labelled volume for the proxy's socket,
 the loopback-only pod and the sidecar, which starts while the sandbox container is
 created and its inputs written; ProxyReadyHook, the last prestart, waits until the
-proxy answers. Either way it tells the container hook to put the sandbox into the pod
-with the inference env. poststart asks the pool for a replacement (the job's own start
-is done by then). poststop (after the sandbox container is gone) removes the pod, which
+proxy listens (its sockets accept; the first request waits in their backlog while the
+proxy imports its server, beside the sandbox's start). Either way it tells the
+container hook to put the sandbox into the pod with the inference env. poststart asks
+the pool for a replacement (the job's own start is done by then). poststop (after the sandbox container is gone) removes the pod, which
 takes the sidecar and the infra container with it, then the volume.
 """
 
@@ -20,6 +21,7 @@ from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.inference_pod import InferencePod, require_relay
 from cynode.node.runtime.labels import job_labels
+from cynode.node.runtime.proxy_probe import ProxyNotReady
 from cynode.node.runtime.proxy_sidecar import (
     inference_env,
     job_model,
@@ -39,6 +41,8 @@ class InferencePodHook(Hook):
         self.pool = pool
         self.pod: InferencePod | None = None
         self.ready: asyncio.Task[None] | None = None
+        # A cold pod's proxy answering, after the sandbox was let start (for the log).
+        self.answered: asyncio.Task[None] | None = None
         self.early_removal: asyncio.Task[None] | None = None
 
     async def prestart(self, ctx: JobContext) -> None:
@@ -70,19 +74,27 @@ class InferencePodHook(Hook):
         )
         self.pod = pod
         await pod.create()
-        # The sidecar is made and started, and the proxy comes up (a few hundred ms),
-        # while the sandbox container is created and filled; ProxyReadyHook waits for
-        # this just before the sandbox starts.
+        # The sidecar is made and started, and the proxy binds its sockets, while the
+        # sandbox container is created and filled; ProxyReadyHook waits for this just
+        # before the sandbox starts.
         ctx.pod_started = pod.start_sidecar()
-        self.ready = asyncio.create_task(pod.wait_answering(), name=f"proxy-ready-{spec.job_id}")
+        self.ready = asyncio.create_task(pod.wait_listening(), name=f"proxy-ready-{spec.job_id}")
 
     async def wait_ready(self, ctx: JobContext) -> None:
-        if self.ready is not None:
+        if self.ready is not None and self.pod is not None:
             await self.ready
-            if self.pod is not None:
-                # Where a cold pod's time goes (measured: the sidecar's start, with the
-                # pod's infra container, and the proxy's Python start dominate).
-                log.info("job %s: cold pod ready: %s", ctx.spec.job_id, self.pod.timing())
+            self.answered = asyncio.create_task(self._log_answered(ctx, self.pod))
+
+    async def _log_answered(self, ctx: JobContext, pod: InferencePod) -> None:
+        # Where a cold pod's time went (measured: the sidecar's start, with the pod's
+        # infra container, and the proxy's Python start dominate); the sandbox is
+        # starting meanwhile, its first request waiting in the proxy's backlog.
+        try:
+            await pod.wait_answering()
+        except ProxyNotReady as exc:  # the job's requests fail: its own result says so
+            log.warning("job %s: proxy never answered: %s", ctx.spec.job_id, exc)
+            return
+        log.info("job %s: cold pod ready: %s", ctx.spec.job_id, pod.timing())
 
     async def poststart(self, ctx: JobContext) -> None:
         if self.pool is not None:
@@ -95,6 +107,8 @@ class InferencePodHook(Hook):
         pod = self.pod
         if pod is None:
             return
+        if self.answered is not None:
+            self.answered.cancel()  # only for the log; the sidecar goes now
         if pod.pod_id is not None and ctx.output_closed.is_set():
             self.early_removal = asyncio.create_task(
                 asyncio.to_thread(ops.remove_pod, ctx.client, pod.pod_id)
@@ -111,12 +125,13 @@ class InferencePodHook(Hook):
             await asyncio.wait({removal})
             if removal.exception() is not None:  # the pod removal below is the fallback
                 log.warning("job %s: early removal: %s", ctx.spec.job_id, removal.exception())
-        ready, self.ready = self.ready, None
-        if ready is not None and not ready.done():
-            ready.cancel()
-            await asyncio.wait({ready})
-        if ready is not None and ready.done() and not ready.cancelled():
-            ready.exception()  # retrieved: a failure was reported through wait_ready
+        for task in (self.ready, self.answered):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            if task is not None and not task.cancelled():
+                task.exception()  # retrieved: a failure was reported through wait_ready
+        self.ready = self.answered = None
         pod = self.pod
         if pod is not None:
             await pod.remove()

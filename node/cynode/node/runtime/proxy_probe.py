@@ -1,8 +1,11 @@
-"""Waits until the sidecar's proxy answers, from the host, through the shared volume.
+"""Waits until the sidecar's proxy listens or answers, from the host, through the shared
+volume.
 
 The proxy's UDS lives in a named volume whose host directory (`Mountpoint`) the node can
 reach, so no `podman exec` and no network is needed: connect to the socket there and ask
-GET /healthz. Volume paths can be long, past the 108 bytes a socket address holds, so
+GET /healthz. The proxy binds its listeners before it imports its server (aiohttp),
+so a connection accepted by its socket ("listening") waits in the backlog until the
+proxy answers it: from then on the sandbox may start. Volume paths can be long, past the 108 bytes a socket address holds, so
 the connect goes through /proc/self/fd/<directory fd>/proxy.sock, which is always short.
 """
 
@@ -24,6 +27,16 @@ class ProxyNotReady(RuntimeError):
 
 async def proxy_answers(directory: str, socket_name: str) -> bool:
     """One probe: True when GET /healthz on the socket in `directory` answers 200."""
+    return await _probe(directory, socket_name, ask=True)
+
+
+async def proxy_listens(directory: str, socket_name: str) -> bool:
+    """One probe: True when the socket in `directory` accepts a connection (which the
+    proxy takes from its backlog later and finds closed; nothing is sent)."""
+    return await _probe(directory, socket_name, ask=False)
+
+
+async def _probe(directory: str, socket_name: str, *, ask: bool) -> bool:
     try:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
     except OSError:
@@ -33,6 +46,8 @@ async def proxy_answers(directory: str, socket_name: str) -> bool:
         async with asyncio.timeout(_ANSWER_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(path)
             try:
+                if not ask:
+                    return True
                 writer.write(b"GET /healthz HTTP/1.0\r\nHost: proxy\r\n\r\n")
                 await writer.drain()
                 status_line = await reader.readline()
@@ -53,8 +68,10 @@ async def wait_for_proxy(
     *,
     timeout_s: float,
     still_running: Callable[[], Awaitable[bool]],
+    probe: Callable[[str, str], Awaitable[bool]] = proxy_answers,
 ) -> None:
-    """Poll until the proxy answers; ProxyNotReady when the sidecar died or time ran out.
+    """Poll `probe` (the proxy answers, or only listens) until it holds; ProxyNotReady
+    when the sidecar died or time ran out.
 
     `still_running` is asked every ~0.5 s so a sidecar that exited fails the job at once
     rather than after the whole timeout.
@@ -62,13 +79,13 @@ async def wait_for_proxy(
     deadline = time.monotonic() + timeout_s
     next_check = time.monotonic() + 0.5
     while True:
-        if await proxy_answers(directory, socket_name):
+        if await probe(directory, socket_name):
             return
         now = time.monotonic()
         if now >= deadline:
-            raise ProxyNotReady(f"inference proxy did not answer within {timeout_s:g}s")
+            raise ProxyNotReady(f"inference proxy not ready within {timeout_s:g}s")
         if now >= next_check:
             next_check = now + 0.5
             if not await still_running():
-                raise ProxyNotReady("inference proxy exited before it answered")
+                raise ProxyNotReady("inference proxy exited before it was ready")
         await asyncio.sleep(_POLL_S)

@@ -10,7 +10,6 @@ sockets last, so a Unix socket that accepts means every listener does.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def _unix(path: str, mode: int) -> socket.socket:
     # A socket file left by an earlier run is replaced, as asyncio does; nothing else is.
     with contextlib.suppress(FileNotFoundError):
         if Path(path).is_socket():
-            os.unlink(path)
+            Path(path).unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -58,7 +57,7 @@ def _unix(path: str, mode: int) -> socket.socket:
         raise
     try:
         # The sandbox user differs from the proxy's; the socket file is the door.
-        os.chmod(path, mode)
+        Path(path).chmod(mode)
         sock.listen(BACKLOG)
     except BaseException:
         close_listeners([[sock]])
@@ -94,4 +93,4 @@ def close_listeners(sockets: list[list[socket.socket]]) -> None:
             sock.close()
             if isinstance(path, str) and path:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                    Path(path).unlink()

@@ -7,8 +7,9 @@ created and its inputs written; ProxyReadyHook, the last prestart, waits until t
 proxy listens (its sockets accept; the first request waits in their backlog while the
 proxy imports its server, beside the sandbox's start). Either way it tells the
 container hook to put the sandbox into the pod with the inference env. poststart asks
-the pool for a replacement (the job's own start is done by then). poststop (after the sandbox container is gone) removes the pod, which
-takes the sidecar and the infra container with it, then the volume.
+the pool for a replacement (the job's own start is done by then). poststop (after the
+sandbox container is gone) removes the pod, which takes the sidecar and the infra
+container with it, then the volume.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ The proxy's UDS lives in a named volume whose host directory (`Mountpoint`) the 
 reach, so no `podman exec` and no network is needed: connect to the socket there and ask
 GET /healthz. The proxy binds its listeners before it imports its server (aiohttp),
 so a connection accepted by its socket ("listening") waits in the backlog until the
-proxy answers it: from then on the sandbox may start. Volume paths can be long, past the 108 bytes a socket address holds, so
-the connect goes through /proc/self/fd/<directory fd>/proxy.sock, which is always short.
+proxy answers it: from then on the sandbox may start. Volume paths can be long, past
+the 108 bytes a socket address holds, so the connect goes through
+/proc/self/fd/<directory fd>/proxy.sock, which is always short.
 """
 
 from __future__ import annotations

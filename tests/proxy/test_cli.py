@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from cynode.proxy import ConfigError, ProxyConfig, cli
+from cynode.proxy._listen import bind_listeners, close_listeners
 from cynode.testing import free_port
 from tests.proxy.conftest import ScriptedUpstream
 
@@ -154,3 +155,47 @@ def test_a_bad_number_in_the_environment_names_the_variable() -> None:
     env = {"CYNODE_PROXY_UPSTREAM": "http://e:1", "CYNODE_PROXY_TIMEOUT": "soon"}
     with pytest.raises(ConfigError, match="CYNODE_PROXY_TIMEOUT must be a number"):
         _config([], env)
+
+
+async def test_a_stop_before_serving_ends_serve_at_once(
+    upstream: ScriptedUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sidecar binds first and imports aiohttp after; a SIGTERM in between is only
+    # noted (cli._note_stop), and serve() then stops as soon as it has started.
+    sock = tmp_path / "early.sock"
+    config = _config(["--listen", f"unix:{sock}", "--upstream", upstream.url], {})
+    sockets = bind_listeners(config)
+    assert sock.exists()
+    monkeypatch.setattr(cli, "_early_stop", [])
+    cli._note_stop(signal.SIGTERM, None)
+    await asyncio.wait_for(cli.serve(config, sockets=sockets), 10)
+    assert not sock.exists()
+
+
+def test_listeners_accept_before_the_server_runs(tmp_path: Path) -> None:
+    # What lets the node start the sandbox early: a bound listener queues connections.
+    sock = tmp_path / "q.sock"
+    tcp_port = free_port()
+    config = _config(
+        ["--listen", f"unix:{sock}", "--listen", f"127.0.0.1:{tcp_port}", "--upstream", "unix:/x"],
+        {},
+    )
+    sockets = bind_listeners(config)
+    try:
+        assert oct(sock.stat().st_mode & 0o777) == oct(config.unix_socket_mode)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(sock))
+        socket.create_connection(("127.0.0.1", tcp_port), timeout=2).close()
+        # An address already taken fails the whole bind and leaves nothing behind: not
+        # the TCP listener bound before it, nor a socket file (bound after TCP).
+        other = free_port()
+        argv = ["--listen", f"unix:{tmp_path}/other.sock", "--listen", f"127.0.0.1:{other}"]
+        argv += ["--listen", f"127.0.0.1:{tcp_port}", "--upstream", "unix:/x"]
+        with pytest.raises(OSError):
+            bind_listeners(_config(argv, {}))
+        assert not (tmp_path / "other.sock").exists()
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", other))
+    finally:
+        close_listeners(sockets)
+    assert not sock.exists()

@@ -9,7 +9,6 @@ CYNODE_PROXY_IDLE_TIMEOUT. Reference: docs/settings.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -29,6 +28,12 @@ from cynode.proxy._config import (
     parse_upstream,
 )
 from cynode.proxy._listen import bind_listeners, close_listeners
+
+# asyncio (~30 ms) and aiohttp (200-350 ms) are imported once the listeners are bound,
+# so the sidecar accepts connections as early as it can (cynode.proxy._listen).
+TYPE_CHECKING = False  # not typing's: importing typing costs the start ~14 ms
+if TYPE_CHECKING:
+    import asyncio
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +121,8 @@ async def serve(
     """Run until ``stop`` is set or SIGTERM/SIGINT arrives (PID 1 in a container gets
     no default signal handlers, so without this podman waits its full stop timeout).
     ``sockets``: the listeners, bound already (`main`)."""
-    # aiohttp is imported only now: the listeners accept (into their backlog) meanwhile.
+    import asyncio
+
     from cynode.proxy._server import start_proxy
 
     stop = stop or asyncio.Event()
@@ -126,6 +132,8 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
             installed.append(signum)
+    if _early_stop:
+        stop.set()
     proxy = await start_proxy(config, sockets)
     try:
         await stop.wait()
@@ -135,8 +143,14 @@ async def serve(
         await proxy.close()
 
 
-def _exit_now(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+# Set by a SIGTERM that came before serve() installed its handlers.
+_early_stop: list[int] = []
+
+
+def _note_stop(signum: int, frame: object) -> None:
+    # Noted, not raised: an exception here could land between a bind and the code that
+    # removes the socket file again; serve() stops at once instead.
+    _early_stop.append(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,8 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A stop asked for before serve() installs its handlers (the listeners exist from
     # here on, so the node may already be stopping the pod) still exits cleanly.
     previous = None
+    _early_stop.clear()
     with contextlib.suppress(ValueError):  # not the main thread: the caller's business
-        previous = signal.signal(signal.SIGTERM, _exit_now)
+        previous = signal.signal(signal.SIGTERM, _note_stop)
     try:
         return _serve_bound(config)
     finally:
@@ -171,6 +186,8 @@ def _serve_bound(config: ProxyConfig) -> int:
         logging.getLogger("cynode.proxy").error("cannot start: %s", exc)
         return 1
     try:
+        import asyncio
+
         asyncio.run(serve(config, sockets=sockets))
     except OSError as exc:
         logging.getLogger("cynode.proxy").error("cannot start: %s", exc)

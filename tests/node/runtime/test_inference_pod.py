@@ -291,7 +291,7 @@ async def test_a_cold_pod_logs_where_its_time_went(
         "pod",
         "sidecar created",
         "sidecar started",
-        "proxy answered",
+        "proxy listening",
     ]
     assert all(int(ms) >= 0 for _, ms in steps)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
@@ -84,18 +85,25 @@ class InferencePodHook(Hook):
     async def wait_ready(self, ctx: JobContext) -> None:
         if self.ready is not None and self.pod is not None:
             await self.ready
+            # Where a cold pod's time goes (measured: the sidecar's start, with the pod's
+            # infra container, dominates; then the proxy's Python start up to its bind).
+            log.info("job %s: cold pod ready: %s", ctx.spec.job_id, self.pod.timing())
             self.answered = asyncio.create_task(self._log_answered(ctx, self.pod))
 
     async def _log_answered(self, ctx: JobContext, pod: InferencePod) -> None:
-        # Where a cold pod's time went (measured: the sidecar's start, with the pod's
-        # infra container, and the proxy's Python start dominate); the sandbox is
-        # starting meanwhile, its first request waiting in the proxy's backlog.
+        # The rest of the proxy's start (importing aiohttp), beside the sandbox's; the
+        # job's first request waits in the proxy's backlog meanwhile. For the log only.
+        listening = time.monotonic()
         try:
             await pod.wait_answering()
         except ProxyNotReady as exc:  # the job's requests fail: its own result says so
             log.warning("job %s: proxy never answered: %s", ctx.spec.job_id, exc)
             return
-        log.info("job %s: cold pod ready: %s", ctx.spec.job_id, pod.timing())
+        log.info(
+            "job %s: proxy answered %.0f ms after it listened",
+            ctx.spec.job_id,
+            (time.monotonic() - listening) * 1000,
+        )
 
     async def poststart(self, ctx: JobContext) -> None:
         if self.pool is not None:

@@ -8,13 +8,14 @@ the window on purpose, not by timing luck.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,13 @@ SLOW_IMPORT = textwrap.dedent(
     sys.exit(main())
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    """`_entry.main` run in this process freezes pytest's objects too; thaw them."""
+    yield
+    gc.unfreeze()
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -211,3 +219,40 @@ def test_the_start_imports_neither_httpx_cli_nor_yaml(tmp_path: Path) -> None:
         [str(CYNORK), "--help"], env=_env(tmp_path), capture_output=True, timeout=WAIT, check=False
     )
     assert shown.returncode == 0 and b"Usage: cynork" in shown.stdout
+
+
+IMPORTED_FROZEN = textwrap.dedent(
+    """
+    import gc, sys
+    from cynork import _entry
+
+    _entry.skip_unused_imports()
+    collections = []
+    gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info))
+    run = _entry.import_commands()
+    import click, httpx
+
+    print(len(collections), gc.isenabled(), gc.get_freeze_count() > 20_000)
+    print(run.__module__, run.__name__)
+    """
+)
+
+
+def test_the_commands_import_with_the_collector_held_off_then_frozen(tmp_path: Path) -> None:
+    """No collection runs while the commands import (each would walk every object made
+    so far), and what they made is frozen, so later collections and the shutdown skip
+    it; the collector is back on for the command itself (docs/fast-path.md §7)."""
+    done = subprocess.run(
+        [str(PYTHON), "-c", IMPORTED_FROZEN], env=_env(tmp_path), capture_output=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["0 True True", "cynork.cli main"]
+
+
+def test_a_collector_the_caller_turned_off_stays_off(tmp_path: Path) -> None:
+    code = "import gc; gc.disable(); from cynork import _entry; _entry.import_commands(); "
+    code += "print(gc.isenabled())"
+    done = subprocess.run(
+        [str(PYTHON), "-c", code], env=_env(tmp_path), capture_output=True, timeout=WAIT
+    )
+    assert done.stdout == b"False\n", done.stderr

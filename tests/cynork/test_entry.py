@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 import cynork
@@ -256,3 +257,61 @@ def test_a_collector_the_caller_turned_off_stays_off(tmp_path: Path) -> None:
         [str(PYTHON), "-c", code], env=_env(tmp_path), capture_output=True, timeout=WAIT
     )
     assert done.stdout == b"False\n", done.stderr
+
+
+ONE_COMMAND = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    from cynork import _entry
+
+    _entry.skip_unused_imports()
+    run = _entry.import_commands()
+    loaded = lambda: sorted(m for m in sys.modules if m.startswith("cynork.commands."))
+    heavy = ("click.shell_completion", "prompt_toolkit", "cynork._shell", "cynork._chat")
+    print(loaded(), [m for m in heavy if m in sys.modules])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run(sys.argv[1:]) == 0
+    print(loaded(), [m for m in heavy if m in sys.modules])
+    """
+)
+
+
+def test_a_command_line_imports_only_the_command_it_names(tmp_path: Path) -> None:
+    """Start-up loads no command module; `task create` loads its own and no other (nor
+    click's shell completion, prompt-toolkit, the shell or the chat)."""
+    done = subprocess.run(
+        [str(PYTHON), "-c", ONE_COMMAND, "task", "create", "--help"],
+        env=_env(tmp_path),
+        capture_output=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["[] []", "['cynork.commands.task_create'] []"]
+
+
+def test_help_and_the_shell_see_every_command() -> None:
+    """Listing (help, the shell's completer) imports what it lists: the whole tree."""
+    from cynork.cli import cli
+    from cynork.commands import ROOT_LAZY, LazyGroup, subcommands
+
+    root = subcommands(cli)
+    assert {*ROOT_LAZY, "auth", "task", "models"} <= set(root)
+    for name in ("task", "auth", "models", "users", "nodes", "audit"):
+        group = root[name]
+        assert isinstance(group, click.Group) and subcommands(group), name
+    assert set(subcommands(root["task"])) >= {"create", "list", "artifacts"}
+    assert set(subcommands(root["users"])) >= {"list", "create", "reset-password"}
+    assert isinstance(cli, LazyGroup)
+    assert cli.list_commands(click.Context(cli)) == sorted(root)
+
+
+def test_a_lazy_name_that_is_not_its_command_fails_loudly() -> None:
+    from cynork.commands import LazyGroup
+
+    group = LazyGroup("g", lazy={"create": "task_list:command", "gone": "task_list:nope"})
+    ctx = click.Context(group)
+    with pytest.raises(RuntimeError, match="task_list:command is not the command 'create'"):
+        group.get_command(ctx, "create")
+    with pytest.raises(RuntimeError, match="task_list:nope is not the command 'gone'"):
+        group.get_command(ctx, "gone")
+    assert group.get_command(ctx, "other") is None

@@ -24,6 +24,7 @@ from prompt_toolkit.output import Output as PTOutput
 from cynork._app import App
 from cynork._config import ConfigFile, history_path
 from cynork._errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CynorkError, show_error
+from cynork.commands import subcommands
 
 BUILTINS = ("help", "exit", "quit")
 EXIT_WORDS = frozenset({"exit", "quit"})
@@ -108,8 +109,8 @@ class ShellCompleter(Completer):
                 if opt is not None and not opt.is_flag and "=" not in word:
                     pending = opt
                 continue
-            if isinstance(cmd, click.Group) and word in cmd.commands:
-                cmd = cmd.commands[word]
+            if isinstance(cmd, click.Group) and word in subcommands(cmd):
+                cmd = subcommands(cmd)[word]
                 continue
             positionals += 1
         return cmd, pending, positionals
@@ -124,7 +125,7 @@ class ShellCompleter(Completer):
         if current.startswith("-"):
             return _option_names(cmd)
         if isinstance(cmd, click.Group):
-            names = [n for n, c in cmd.commands.items() if not c.hidden]
+            names = [n for n, c in subcommands(cmd).items() if not c.hidden]
             return sorted(names) + (list(BUILTINS) if cmd is self.root else [])
         arguments = [p for p in cmd.params if isinstance(p, click.Argument)]
         if positionals < len(arguments):

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from cynork._api import LOG_STREAMS, TASK_STATUSES, TERMINAL_STATUSES, JSONDict
 from cynork._errors import (
     AuthError,
     ConflictError,
@@ -28,14 +29,12 @@ from cynork._errors import (
     ValidationError,
 )
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
-TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled")
-LOG_STREAMS = ("stdout", "stderr", "all")
 # The gateway's largest page (SPEC §2.5).
 MAX_PAGE = 200
 
 TokenSaver = Callable[[str, str], None]
-JSONDict = dict[str, Any]
+# Named here too (their home is cynork._api), for callers of the client alone.
+__all__ = ["LOG_STREAMS", "TASK_STATUSES", "TERMINAL_STATUSES", "GatewayClient", "JSONDict"]
 
 _LOGIN_HINT = "run `cynork auth login`"
 # A chat may wait in the gateway's fair queue before the first token; allow for it.

@@ -380,3 +380,20 @@ def test_a_load_off_the_main_thread_imports_without_the_handler(
     thread.join(WAIT)
     assert errors == [] and "colorsys" in sys.modules
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_load_on_the_main_thread_guards_then_restores_the_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    during: list[object] = []
+
+    class Spy:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "colorsys":
+                during.append(signal.getsignal(signal.SIGINT))
+
+    monkeypatch.setattr(sys, "meta_path", [Spy(), *sys.meta_path])
+    _entry.load("colorsys")
+    assert during == [_entry._interrupted_while_starting] and "colorsys" in sys.modules
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

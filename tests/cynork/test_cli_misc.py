@@ -12,6 +12,7 @@ import pytest
 from cynork import __version__
 from cynork._app import Seams
 from cynork.cli import cli, main
+from cynork.commands import subcommands
 from tests.cynork.conftest import Cy
 from tests.cynork.fake_gateway import FakeGateway, problem
 
@@ -352,7 +353,7 @@ def test_no_color_and_NO_COLOR_turn_the_spinner_into_plain_lines(cy: Cy) -> None
 def test_every_long_flag_with_an_upstream_short_alias_has_it(flag: str, long: str) -> None:
     def walk(cmd: click.Command) -> list[click.Command]:
         if isinstance(cmd, click.Group):
-            return [c for sub in cmd.commands.values() for c in walk(sub)]
+            return [c for sub in subcommands(cmd).values() for c in walk(sub)]
         return [cmd]
 
     found = 0

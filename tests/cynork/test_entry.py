@@ -8,15 +8,18 @@ the window on purpose, not by timing luck.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 import cynork
@@ -46,6 +49,13 @@ SLOW_IMPORT = textwrap.dedent(
     sys.exit(main())
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    """`_entry.main` run in this process freezes pytest's objects too; thaw them."""
+    yield
+    gc.unfreeze()
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -87,11 +97,13 @@ def test_sigint_while_the_commands_import_exits_130_quietly(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_sigint_to_a_freshly_started_cynork(tmp_path: Path, attempt: int) -> None:
-    """The installed console script, interrupted while httpx (under cynork.cli) loads.
-    `--version` would print and exit 0 had the signal come after the imports; before
-    this entry module the same signal ended in a KeyboardInterrupt traceback."""
+    """The installed console script, interrupted while httpx loads: no longer at start
+    but when `version` first asks the gateway, under the same handler. Had the signal
+    come after the imports, the refused connection would print and exit 0; before the
+    handler covered this load, a SIGINT while `_ssl` imported `_socket` sometimes came
+    out as an ImportError (exit 8)."""
     proc = subprocess.Popen(
-        [str(CYNORK), "--version"],
+        [str(CYNORK), "--gateway-url", "http://127.0.0.1:9", "version"],
         env=_env(tmp_path),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -211,3 +223,177 @@ def test_the_start_imports_neither_httpx_cli_nor_yaml(tmp_path: Path) -> None:
         [str(CYNORK), "--help"], env=_env(tmp_path), capture_output=True, timeout=WAIT, check=False
     )
     assert shown.returncode == 0 and b"Usage: cynork" in shown.stdout
+
+
+IMPORTED_FROZEN = textwrap.dedent(
+    """
+    import gc, sys
+    from cynork import _entry
+
+    collections = []
+    gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info))
+    run = _entry.import_commands()
+    frozen = gc.get_freeze_count()
+    print(len(collections), gc.isenabled(), frozen > 20_000, "httpx" in sys.modules)
+    _entry.load("cynork._client", "httpcore")
+    print(len(collections), gc.isenabled(), gc.get_freeze_count() > frozen + 10_000)
+    gc.unfreeze()
+    _entry.load("cynork._client", "httpcore")
+    print(gc.get_freeze_count(), run.__module__, run.__name__)
+    """
+)
+
+
+def test_the_loads_run_with_the_collector_held_off_then_frozen(tmp_path: Path) -> None:
+    """No collection runs while the commands import, nor while the HTTP client loads
+    (each would walk every object made so far), and what they made is frozen, so later
+    collections and the shutdown skip it; the collector is back on for the command
+    itself. A module already loaded is not frozen again (docs/fast-path.md §7)."""
+    done = subprocess.run(
+        [str(PYTHON), "-c", IMPORTED_FROZEN], env=_env(tmp_path), capture_output=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        "0 True True False",
+        "0 True True",
+        "0 cynork.cli main",
+    ]
+
+
+def test_a_collector_the_caller_turned_off_stays_off(tmp_path: Path) -> None:
+    code = "import gc; gc.disable(); from cynork import _entry; _entry.import_commands(); "
+    code += "print(gc.isenabled())"
+    done = subprocess.run(
+        [str(PYTHON), "-c", code], env=_env(tmp_path), capture_output=True, timeout=WAIT
+    )
+    assert done.stdout == b"False\n", done.stderr
+
+
+ONE_COMMAND = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    from cynork import _entry
+
+    _entry.skip_unused_imports()
+    run = _entry.import_commands()
+    loaded = lambda: sorted(m for m in sys.modules if m.startswith("cynork.commands."))
+    heavy = ("click.shell_completion", "prompt_toolkit", "cynork._shell", "cynork._chat", "httpx")
+    print(loaded(), [m for m in heavy if m in sys.modules])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run(sys.argv[1:]) == 0
+    print(loaded(), [m for m in heavy if m in sys.modules])
+    """
+)
+
+
+def test_a_command_line_imports_only_the_command_it_names(tmp_path: Path) -> None:
+    """Start-up loads no command module; `task create` loads its own and no other (nor
+    click's shell completion, prompt-toolkit, the shell or the chat), and its help no
+    httpx."""
+    done = subprocess.run(
+        [str(PYTHON), "-c", ONE_COMMAND, "task", "create", "--help"],
+        env=_env(tmp_path),
+        capture_output=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["[] []", "['cynork.commands.task_create'] []"]
+
+
+def test_help_and_the_shell_see_every_command() -> None:
+    """Listing (help, the shell's completer) imports what it lists: the whole tree."""
+    from cynork.cli import cli
+    from cynork.commands import ROOT_LAZY, LazyGroup, subcommands
+
+    root = subcommands(cli)
+    assert {*ROOT_LAZY, "auth", "task", "models"} <= set(root)
+    for name in ("task", "auth", "models", "users", "nodes", "audit"):
+        group = root[name]
+        assert isinstance(group, click.Group) and subcommands(group), name
+    task, users = root["task"], root["users"]
+    assert isinstance(task, click.Group) and isinstance(users, click.Group)
+    assert set(subcommands(task)) >= {"create", "list", "artifacts"}
+    assert set(subcommands(users)) >= {"list", "create", "reset-password"}
+    assert isinstance(cli, LazyGroup)
+    assert cli.list_commands(click.Context(cli)) == sorted(root)
+
+
+NO_GATEWAY = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    from cynork import _entry
+
+    _entry.skip_unused_imports()
+    run = _entry.import_commands()
+    codes = []
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for argv in (["--help"], ["task", "artifacts", "--help"], ["--version"], ["nope"]):
+            codes.append(run(argv))
+    print(codes, [m for m in ("httpx", "httpcore", "ssl", "yaml") if m in sys.modules])
+    run(["--gateway-url", "http://127.0.0.1:9", "version"])
+    print("httpx" in sys.modules)
+    """
+)
+
+
+def test_what_never_talks_to_the_gateway_loads_no_http_client(tmp_path: Path) -> None:
+    """Help (which imports every command module to list it), --version and a usage
+    error start without httpx, ~60 % of a start's imports; a command that talks to the
+    gateway loads it."""
+    done = subprocess.run(
+        [str(PYTHON), "-c", NO_GATEWAY], env=_env(tmp_path), capture_output=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "[0, 0, 0, 2] []"
+    assert lines[-1] == "True" and "gateway_version=unreachable" in lines[1]
+
+
+def test_a_lazy_name_that_is_not_its_command_fails_loudly() -> None:
+    from cynork.commands import LazyGroup
+
+    group = LazyGroup("g", lazy={"create": "task_list:command", "gone": "task_list:nope"})
+    ctx = click.Context(group)
+    with pytest.raises(RuntimeError, match="task_list:command is not the command 'create'"):
+        group.get_command(ctx, "create")
+    with pytest.raises(RuntimeError, match="task_list:nope is not the command 'gone'"):
+        group.get_command(ctx, "gone")
+    assert group.get_command(ctx, "other") is None
+
+
+def test_a_load_off_the_main_thread_imports_without_the_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the main thread may set a signal handler; elsewhere `load` still imports,
+    and leaves Python's handler alone."""
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _entry.load("colorsys")
+        except BaseException as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(WAIT)
+    assert errors == [] and "colorsys" in sys.modules
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_load_on_the_main_thread_guards_then_restores_the_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    during: list[object] = []
+
+    class Spy:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "colorsys":
+                during.append(signal.getsignal(signal.SIGINT))
+
+    monkeypatch.setattr(sys, "meta_path", [Spy(), *sys.meta_path])
+    _entry.load("colorsys")
+    assert during == [_entry._interrupted_while_starting] and "colorsys" in sys.modules
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

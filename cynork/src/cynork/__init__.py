@@ -18,7 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from cynork._client import TERMINAL_STATUSES, GatewayClient
+    from cynork._api import TERMINAL_STATUSES
+    from cynork._client import GatewayClient
     from cynork._errors import (
         AuthError,
         ConflictError,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "TERMINAL_STATUSES": "cynork._client",
+    "TERMINAL_STATUSES": "cynork._api",
     "GatewayClient": "cynork._client",
     "AuthError": "cynork._errors",
     "ConflictError": "cynork._errors",

@@ -13,14 +13,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
 
-from cynork._client import GatewayClient
 from cynork._config import ConfigFile, Settings, default_config_path, resolve_settings
+from cynork._entry import load
 from cynork._output import OUTPUT_MODES, Output, RecentTaskIds
+
+if TYPE_CHECKING:
+    import httpx
+
+    from cynork._client import GatewayClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,6 +113,12 @@ class App:
 
     def client(self) -> GatewayClient:
         if self._client is None:
+            # Loaded here, not at start: httpx is ~60 % of a start's imports, and
+            # help, --version, usage errors and completion never talk to the gateway.
+            # httpx imports httpcore when its first client is made: loaded alongside.
+            load("cynork._client", "httpcore")
+            from cynork._client import GatewayClient
+
             self._client = GatewayClient(
                 self.settings.gateway_url,
                 token=self.settings.token,

@@ -17,8 +17,8 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
+from cynork._api import JSONDict
 from cynork._app import App
-from cynork._client import JSONDict
 from cynork._errors import CynorkError, UsageError, show_error
 
 HELP = "Enter sends; Esc Enter: new line; /model NAME, /clear, /exit (or Ctrl-D)."

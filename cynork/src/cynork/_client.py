@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from cynork._api import LOG_STREAMS, TASK_STATUSES, TERMINAL_STATUSES, JSONDict
 from cynork._errors import (
     AuthError,
     ConflictError,
@@ -28,14 +29,12 @@ from cynork._errors import (
     ValidationError,
 )
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
-TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled")
-LOG_STREAMS = ("stdout", "stderr", "all")
 # The gateway's largest page (SPEC §2.5).
 MAX_PAGE = 200
 
 TokenSaver = Callable[[str, str], None]
-JSONDict = dict[str, Any]
+# Named here too (their home is cynork._api), for callers of the client alone.
+__all__ = ["LOG_STREAMS", "TASK_STATUSES", "TERMINAL_STATUSES", "GatewayClient", "JSONDict"]
 
 _LOGIN_HINT = "run `cynork auth login`"
 # A chat may wait in the gateway's fair queue before the first token; allow for it.
@@ -49,6 +48,17 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def no_ca_context() -> ssl.SSLContext:
+    """The TLS context for a plain-http gateway: verifying, with no CA at all.
+
+    httpx makes its transport's context up front, and its default loads the whole CA
+    bundle, ~40 ms of every cynork start, for a context a plain-http gateway never
+    uses (the client follows no redirects, and every request is a path on the base
+    URL). Should an https URL ever reach it, no certificate can verify: it fails
+    closed, never open."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _problem_text(resp: httpx.Response) -> tuple[str, str]:
@@ -149,6 +159,8 @@ class GatewayClient:
                 verify = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot use CA file {ca_file}: {exc}") from exc
+        elif urlsplit(self.base_url).scheme == "http":
+            verify = no_ca_context()
         self._http = httpx.Client(
             base_url=self.base_url,
             transport=transport,

@@ -23,7 +23,9 @@ from prompt_toolkit.output import Output as PTOutput
 
 from cynork._app import App
 from cynork._config import ConfigFile, history_path
+from cynork._entry import load
 from cynork._errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, CynorkError, show_error
+from cynork.commands import subcommands
 
 BUILTINS = ("help", "exit", "quit")
 EXIT_WORDS = frozenset({"exit", "quit"})
@@ -108,8 +110,8 @@ class ShellCompleter(Completer):
                 if opt is not None and not opt.is_flag and "=" not in word:
                     pending = opt
                 continue
-            if isinstance(cmd, click.Group) and word in cmd.commands:
-                cmd = cmd.commands[word]
+            if isinstance(cmd, click.Group) and word in subcommands(cmd):
+                cmd = subcommands(cmd)[word]
                 continue
             positionals += 1
         return cmd, pending, positionals
@@ -124,7 +126,7 @@ class ShellCompleter(Completer):
         if current.startswith("-"):
             return _option_names(cmd)
         if isinstance(cmd, click.Group):
-            names = [n for n, c in cmd.commands.items() if not c.hidden]
+            names = [n for n, c in subcommands(cmd).items() if not c.hidden]
             return sorted(names) + (list(BUILTINS) if cmd is self.root else [])
         arguments = [p for p in cmd.params if isinstance(p, click.Argument)]
         if positionals < len(arguments):
@@ -271,6 +273,9 @@ def run_line(app: App, root: click.Command, line: str) -> int:
     """`cynork shell -c LINE`: that one line, its exit code."""
     if not isinstance(root, click.Group):  # pragma: no cover - the root is always a group
         raise TypeError("the shell needs the cynork group")
+    # The HTTP client now, while the shell starts, not in its first command: a Ctrl-C
+    # during that load ends the process (cynork._entry.load), which a shell should not.
+    load("cynork._client", "httpcore")
     saved = (app.seams.in_shell, app.seams.base_args)
     try:
         runner = LineRunner(app, root)
@@ -284,4 +289,7 @@ def run_line(app: App, root: click.Command, line: str) -> int:
 def run_shell(app: App, root: click.Command) -> None:
     if not isinstance(root, click.Group):  # pragma: no cover - the root is always a group
         raise TypeError("the shell needs the cynork group")
+    # The HTTP client now, while the shell starts, not in its first command: a Ctrl-C
+    # during that load ends the process (cynork._entry.load), which a shell should not.
+    load("cynork._client", "httpcore")
     Shell(app, root, pt_input=app.seams.shell_input, pt_output=app.seams.shell_output).loop()

@@ -14,13 +14,16 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from cynork._api import TERMINAL_STATUSES, JSONDict
 from cynork._app import App
-from cynork._client import TERMINAL_STATUSES, GatewayClient, JSONDict
 from cynork._errors import Interrupted
+
+if TYPE_CHECKING:
+    from cynork._client import GatewayClient
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 TICK = 0.1

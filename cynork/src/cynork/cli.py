@@ -12,12 +12,14 @@ from cynork import __version__
 from cynork._app import App, Seams
 from cynork._errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, show_error
 from cynork._output import OUTPUT_MODES, TABLE
-from cynork.commands import register
+from cynork.commands import LazyGroup, register
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group("cynork", context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+@click.group(
+    "cynork", cls=LazyGroup, context_settings=CONTEXT_SETTINGS, invoke_without_command=True
+)
 @click.option(
     "-c",
     "--config",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cynork._app import get_app, output_option
+from cynork.commands import CONTEXT_SETTINGS
 
 LINE_KEYS = ("at", "action", "outcome", "handle", "user_id", "node_id", "client", "id")
 
@@ -53,3 +54,8 @@ def list_command(
 
 
 COMMANDS = (list_command,)
+
+
+@click.group("audit", context_settings=CONTEXT_SETTINGS, commands=COMMANDS)
+def group() -> None:
+    """Read the audit log (administrators only)."""

@@ -7,6 +7,7 @@ import click
 
 from cynork._app import get_app, output_option
 from cynork._confirm import confirmed, yes_option
+from cynork.commands import CONTEXT_SETTINGS
 
 LINE_KEYS = (
     "node_id",
@@ -93,3 +94,8 @@ COMMANDS = (
     enable_command,
     refresh_command,
 )
+
+
+@click.group("nodes", context_settings=CONTEXT_SETTINGS, commands=COMMANDS)
+def group() -> None:
+    """Inspect nodes and take them out of service (administrators only)."""

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from cynork._app import get_app, output_option, task_id_argument
-from cynork._download import check_target, local_name, save
 from cynork._errors import NotFoundError, UsageError
 
 HEADER = ("artifact_id", "name", "content_type", "size_bytes")
@@ -52,6 +51,10 @@ def list_command(task_id: str) -> None:
 @output_option
 def get_command(task_id: str, artifact_id: str | None, out: Path, all_: bool, force: bool) -> None:
     """Download ARTIFACT_ID to --out (or, with --all, the whole set into --out)."""
+    # Here, not at the top: the download code loads httpx, and listing this command
+    # (help, completion) should not (docs/fast-path.md §7).
+    from cynork._download import check_target, local_name, save
+
     if all_ == (artifact_id is not None):
         raise UsageError("give either ARTIFACT_ID or --all")
     app = get_app()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cynork._api import TASK_STATUSES, JSONDict
 from cynork._app import get_app, output_option
-from cynork._client import TASK_STATUSES, JSONDict
 
 LINE_KEYS = ("task_id", "task_name", "status", "input_mode", "created_at", "reason")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
+from cynork._api import LOG_STREAMS
 from cynork._app import get_app, output_option, task_id_argument
-from cynork._client import LOG_STREAMS
 from cynork._waiting import interrupted
 
 

@@ -6,8 +6,8 @@ import time
 
 import click
 
+from cynork._api import JSONDict
 from cynork._app import get_app, output_option, task_id_argument
-from cynork._client import JSONDict
 from cynork._output import format_kv
 from cynork._waiting import interrupted, is_terminal
 

@@ -8,6 +8,7 @@ import click
 from cynork._app import get_app, output_option
 from cynork._confirm import confirmed, yes_option
 from cynork._password import new_password, password_stdin_option
+from cynork.commands import CONTEXT_SETTINGS
 
 LINE_KEYS = ("id", "handle", "is_active", "is_admin", "weight", "email")
 USER_ARGUMENT = click.argument("user", metavar="USER")
@@ -134,3 +135,8 @@ COMMANDS = (
     reset_password_command,
     revoke_command,
 )
+
+
+@click.group("users", context_settings=CONTEXT_SETTINGS, commands=COMMANDS)
+def group() -> None:
+    """Manage users (administrators only)."""

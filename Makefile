@@ -19,12 +19,13 @@ system-deps: ## apt packages: podman, runc, debootstrap, tmux, iproute2, zsh, fi
 
 # --compile-bytecode: uv leaves .py files uncompiled, and where PYTHONDONTWRITEBYTECODE
 # is set (this machine) every process compiles every module it imports, every time:
-# half of a `cynork` start (docs/fast-path.md §7). The editable cynork sources are
-# outside site-packages, so they are compiled here too; an edited file is recompiled
+# half of a `cynork` start (docs/fast-path.md §7), and a share of every orchestrator,
+# node and proxy process the tests start. The editable sources (cynork, services, node,
+# proxy, gen) are outside site-packages, so they are compiled here too; an edited file is recompiled
 # in memory (its .pyc no longer matches), so a stale cache costs time, never behaviour.
 setup: $(UV) system-deps ## install system packages and the locked Python deps
 	$(UV) sync --frozen --compile-bytecode --extra inference-dev
-	$(PY) -m compileall -q cynork/src
+	$(PY) -m compileall -q cynork/src services node proxy gen
 	tools/buf_third_party.sh
 
 gen: ## regenerate gen/ from protos/

@@ -96,8 +96,9 @@ def _ended_at(result: dict[str, object]) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
-    """Seconds from the job's end to the file on disk, and the SHA-256 it printed."""
+def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str, dict[str, float]]:
+    """Seconds from the job's end to the file on disk, the SHA-256 it printed, and when
+    (seconds after the job's end) the client saw each phase end."""
     http = httpx.Client(base_url=stack.gateway_url, timeout=120)
     login = http.post(
         "/v1/auth/login", json={"handle": "admin", "password": stack.creds.admin_password}
@@ -114,11 +115,13 @@ def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
         time.sleep(0.02)
     assert result["status"] == "completed", result
     ended = _ended_at(result)
+    phases = {"result": time.time() - ended}
     printed = str(result["stdout"]).split()[0]
     while not (listed := http.get(f"/v1/tasks/{task_id}/artifacts", headers=auth).json())[
         "complete"
     ]:
         time.sleep(0.01)
+    phases["complete"] = time.time() - ended
     [artifact] = listed["artifacts"]
     digest = hashlib.sha256()
     url = f"/v1/tasks/{task_id}/artifacts/{artifact['artifact_id']}"
@@ -130,10 +133,11 @@ def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
         out.flush()
         os.fsync(out.fileno())
     elapsed = time.time() - ended
+    phases["download"] = elapsed
     http.close()
     if digest.hexdigest() != printed:
         raise SystemExit(f"the download's sha256 {digest.hexdigest()} is not the job's {printed}")
-    return elapsed, printed
+    return elapsed, printed, phases
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         idle = {name: rss_kib(pid) for name, pid in pids.items()}
         sampler = RssSampler(pids)
         sampler.start()
-        took, _ = cynode_copy(stack, size, work / "via-cynode.bin")
+        took, _, phases = cynode_copy(stack, size, work / "via-cynode.bin")
         sampler.done.set()
         sampler.join()
         raw = raw_copy(work / "via-cynode.bin", work / "via-socket.bin")
@@ -159,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"file: {args.mb} MiB of random bytes, load average {os.getloadavg()[0]:.2f}")
         print(f"CyNode: job end -> client disk, sha256 checked   {took:8.3f} s  {ours:8.1f} MB/s")
         print(f"raw loopback socket copy to disk, fsynced      {raw:8.3f} s  {base:8.1f} MB/s")
+        steps = [("job end -> result", 0.0, phases["result"])]
+        steps.append(("result -> complete (upload)", phases["result"], phases["complete"]))
+        steps.append(("complete -> on disk (download)", phases["complete"], phases["download"]))
+        for label, begin, end in steps:
+            print(f"  {label:<44} {end - begin:8.3f} s")
         print(
             f"artifact MB/s / raw socket copy ratio     {ours / base:.3f}  "
             f"(target >= {TARGET_SHARE})"
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
     finally:
         stack.stop()
-        if ok:
+        if ok and not os.environ.get('ARTKEEP'):  # ARTTMP
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"(stack logs in {work})", file=sys.stderr)

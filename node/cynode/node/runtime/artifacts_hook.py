@@ -104,6 +104,7 @@ class ArtifactsHook(Hook):
             mounted = ""
             if image is not None and settings.userns == "auto":
                 mounted = await asyncio.to_thread(ops.mounted_volume, ctx.client, ctx.volume_name)
+            log.warning("ARTTIME mounted_volume at +%.3f", (__import__("datetime").datetime.now(__import__("datetime").UTC) - ctx.ended_at).total_seconds())  # ARTTMP
             if mounted:
                 found = await asyncio.to_thread(read_mounted_out, Path(mounted), partial, limits)
             elif image is not None:
@@ -119,6 +120,7 @@ class ArtifactsHook(Hook):
                 truncated=True, truncated_reason=f"collection failed: {str(exc)[:200]}"
             )
             return
+        log.warning("ARTTIME read at +%.3f", (__import__("datetime").datetime.now(__import__("datetime").UTC) - ctx.ended_at).total_seconds())  # ARTTMP
         if not found.artifacts:
             await asyncio.to_thread(spool.abandon, partial)
         else:

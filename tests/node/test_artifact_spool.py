@@ -137,9 +137,7 @@ def test_a_stopped_jobs_out_is_copied_in_one_pass_and_nothing_is_followed(
         assert artifact.size_bytes == len(data)
         assert artifact.sha256 == hashlib.sha256(data).hexdigest()
     assert (out / "data" / "big.bin").read_bytes() == big  # copied, not moved
-    assert sorted(p.name for p in into.iterdir()) == sorted(
-        a.artifact_id for a in found.artifacts
-    )
+    assert sorted(p.name for p in into.iterdir()) == sorted(a.artifact_id for a in found.artifacts)
 
 
 def test_a_file_swapped_for_a_link_or_fifo_after_the_walk_is_not_read(tmp_path: Path) -> None:

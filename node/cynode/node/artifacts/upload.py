@@ -124,8 +124,6 @@ class ArtifactUploader:
             artifact_id=item.artifact.artifact_id,
             offset=offset,
         )
-        import time  # ARTTMP
-        t0 = time.time()  # ARTTMP
         source = await asyncio.to_thread(item.path.open, "rb")
         try:
             await asyncio.to_thread(source.seek, offset)
@@ -134,7 +132,6 @@ class ArtifactUploader:
             )
         finally:
             source.close()
-        log.warning("ARTTIME upload sent %s in %.3f s (ended %.3f)", item.artifact.artifact_id, time.time() - t0, time.time())  # ARTTMP
         return response
 
     async def _requests(
@@ -143,11 +140,6 @@ class ArtifactUploader:
         yield artifacts_pb2.UploadArtifactRequest(header=header)
         # The next chunk is read while this one goes out; the read in flight is awaited
         # before the caller closes the file.
-        import os  # ARTTMP
-        if os.environ.get("ART_OLD"):  # ARTTMP
-            while block := await asyncio.to_thread(source.read, self._chunk):  # ARTTMP
-                yield artifacts_pb2.UploadArtifactRequest(data=block)  # ARTTMP
-            return  # ARTTMP
         loop = asyncio.get_running_loop()
         ahead = loop.run_in_executor(None, source.read, self._chunk)
         try:

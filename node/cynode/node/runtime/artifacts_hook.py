@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from podman import PodmanClient
@@ -95,6 +96,7 @@ class ArtifactsHook(Hook):
             return
         if ctx.stop_kind is StopKind.CANCEL:
             return
+        began = time.monotonic()
         spool = ArtifactSpool(Path(settings.artifact_dir))
         job_id, attempt = ctx.spec.job_id, ctx.spec.attempt
         partial = await asyncio.to_thread(spool.start, job_id, attempt)
@@ -104,7 +106,6 @@ class ArtifactsHook(Hook):
             mounted = ""
             if image is not None and settings.userns == "auto":
                 mounted = await asyncio.to_thread(ops.mounted_volume, ctx.client, ctx.volume_name)
-            log.warning("ARTTIME mounted_volume at +%.3f", (__import__("datetime").datetime.now(__import__("datetime").UTC) - ctx.ended_at).total_seconds())  # ARTTMP
             if mounted:
                 found = await asyncio.to_thread(read_mounted_out, Path(mounted), partial, limits)
             elif image is not None:
@@ -120,17 +121,17 @@ class ArtifactsHook(Hook):
                 truncated=True, truncated_reason=f"collection failed: {str(exc)[:200]}"
             )
             return
-        log.warning("ARTTIME read at +%.3f", (__import__("datetime").datetime.now(__import__("datetime").UTC) - ctx.ended_at).total_seconds())  # ARTTMP
         if not found.artifacts:
             await asyncio.to_thread(spool.abandon, partial)
         else:
             await asyncio.to_thread(spool.finish, partial, job_id, attempt, found)
         ctx.artifacts = found
         log.info(
-            "job %s attempt %d: %d artifacts, %d bytes%s",
+            "job %s attempt %d: %d artifacts, %d bytes, collected in %.3f s%s",
             job_id,
             attempt,
             len(found.artifacts),
             sum(a.size_bytes for a in found.artifacts),
+            time.monotonic() - began,
             f" (truncated: {found.truncated_reason})" if found.truncated else "",
         )

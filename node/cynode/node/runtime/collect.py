@@ -232,12 +232,7 @@ def collect_dir(
                 continue
             artifact_id = str(ULID())
             target = into / artifact_id
-            if copy and os.environ.get("ART_OLD"):  # ARTTMP
-                import shutil  # ARTTMP
 
-                shutil.copyfile(path, target, follow_symlinks=False)  # ARTTMP
-                collector.add(name, info.st_size, _hash(target), artifact_id)  # ARTTMP
-                continue  # ARTTMP
             if copy:
                 copied = _copy_file(path, target)
                 if copied is None:

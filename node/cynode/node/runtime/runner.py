@@ -209,7 +209,6 @@ class JobRunner:
         ctx.oom_killed = state.oom_killed
         for hook in hooks:
             await hook.exited(ctx)
-            log.warning("ARTTIME hook %s exited done at +%.3f", hook.name, (datetime.now(UTC) - ctx.ended_at).total_seconds())  # ARTTMP
 
     async def _wait_exit(self, ctx: JobContext, container_id: str) -> ops.ExitState:
         """The container's exit state, as soon as Podman has recorded it.

@@ -39,7 +39,7 @@ NOT_ANNOUNCED = "no such artifact of this node's results"
 
 
 # Chunks received but not yet written that one upload may hold (1 MiB each).
-WRITE_AHEAD = 1 if __import__("os").environ.get("ART_OLD") else 4  # ARTTMP
+WRITE_AHEAD = 4
 
 
 class _Writer:
@@ -180,34 +180,28 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
         # From zero, the hash is taken as the bytes come; a resumed upload is read again.
         hasher = hashlib.sha256() if offset == 0 else None
-        # Hashing in the file thread too: hashlib lets go of the GIL for big buffers.
+        # Hashed and written in a thread while the next chunks arrive (hashlib lets go of
+        # the GIL for big buffers).
         writer = _Writer(upload, hasher)
         received = offset
-        import time  # ARTTMP
-
-        t0 = time.time()  # ARTTMP
         try:
-            try:
-                async for message in request_iterator:
-                    data = message.data
-                    received += len(data)
-                    if received > target.size_bytes:
-                        await writer.finish()
-                        await asyncio.to_thread(self._blobs.discard, key)
-                        await context.abort(
-                            grpc.StatusCode.DATA_LOSS,
-                            f"more bytes than the {target.size_bytes} announced",
-                        )
-                    await writer.put(data)
-            finally:
-                await writer.finish()
+            async for message in request_iterator:
+                data = message.data
+                received += len(data)
+                if received > target.size_bytes:
+                    await writer.finish()
+                    await asyncio.to_thread(self._blobs.discard, key)
+                    await context.abort(
+                        grpc.StatusCode.DATA_LOSS,
+                        f"more bytes than the {target.size_bytes} announced",
+                    )
+                await writer.put(data)
         finally:
-            # Whatever arrived is made durable: a cut stream resumes from here.
-            t1 = time.time()  # ARTTMP
-            await asyncio.to_thread(upload.close)
-            log.warning(
-                "ARTTIME receive %.3f close(fsync) %.3f", t1 - t0, time.time() - t1
-            )  # ARTTMP
+            # Whatever arrived is written and made durable: a cut stream resumes here.
+            try:
+                await writer.finish()
+            finally:
+                await asyncio.to_thread(upload.close)
         if upload.offset < target.size_bytes:
             return artifacts_pb2.UploadArtifactResponse(offset=upload.offset)
         digest = hasher.hexdigest() if hasher is not None else None
@@ -216,9 +210,5 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
         except Corrupt as exc:
             log.warning("artifact %s: %s", key, exc)
             await context.abort(grpc.StatusCode.DATA_LOSS, "content does not match its sha256")
-        t2 = time.time()  # ARTTMP
         await self._stored(target)
-        log.warning(
-            "ARTTIME seal+stored %.3f, stored %.3f", time.time() - t1, time.time() - t2
-        )  # ARTTMP
         return artifacts_pb2.UploadArtifactResponse(offset=target.size_bytes, stored=True)

@@ -17,6 +17,7 @@ from cynode.node.runtime.collect import (
     PARALLEL_BYTES,
     Limits,
     _copy_file,
+    _send_all,
     collect_dir,
     collect_tar,
     content_type,
@@ -152,3 +153,30 @@ def test_a_file_swapped_for_a_link_or_fifo_after_the_walk_is_not_read(tmp_path: 
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     with pytest.raises(FileNotFoundError):
         _copy_file(tmp_path / "gone", tmp_path / "c")
+
+
+def test_an_out_that_is_a_link_is_empty_and_unsafe_names_are_skipped(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "passwd").write_bytes(b"root:x:0:0")
+    (tmp_path / "out").symlink_to(elsewhere)
+    into = tmp_path / "spool"
+    into.mkdir()
+    assert not collect_dir(tmp_path / "out", into, Limits(100, 100), copy=True).artifacts
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "back\\slash").write_bytes(b"x")
+    (real / "ok").write_bytes(b"y")
+    found = collect_dir(real, into, Limits(100, 100), copy=True)
+    assert [a.name for a in found.artifacts] == ["ok"]
+
+
+def test_a_failed_kernel_copy_fails_the_file(tmp_path: Path) -> None:
+    """The copying thread's error reaches the collecting thread (then the collection
+    fails and the set is marked truncated by the hook), never a short copy."""
+    source = tmp_path / "source"
+    source.write_bytes(b"z" * 100)
+    errors: list[BaseException] = []
+    with source.open("rb") as data:
+        _send_all(data.fileno(), -1, errors)  # no such target
+    assert len(errors) == 1 and isinstance(errors[0], OSError)

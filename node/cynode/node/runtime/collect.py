@@ -27,6 +27,7 @@ from cynode.jobs.v1 import job_pb2
 
 # Large reads: fewer system calls and hash updates per byte; one buffer, reused.
 CHUNK = 4 << 20
+SMALL_BUFFER = 64 << 10
 MAX_NAME_CHARS = 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -62,12 +63,13 @@ def content_type(name: str) -> str:
     return guessed or DEFAULT_CONTENT_TYPE
 
 
-def _copy(source: ReadInto, target: Path, *, sync: bool = True) -> tuple[int, str]:
-    """Copies `source` into a new file `target`, hashing the bytes on the way: one pass,
-    large reads into one buffer (no second read of the copy to hash it)."""
+def _copy(source: ReadInto, target: Path, expected: int, *, sync: bool = True) -> tuple[int, str]:
+    """Copies `source` (of about `expected` bytes) into a new file `target`, hashing the
+    bytes on the way: one pass, large reads into one buffer (no second read of the copy
+    to hash it), no bigger than the file needs (a job's many small files)."""
     digest = hashlib.sha256()
     size = 0
-    buffer = bytearray(CHUNK)
+    buffer = bytearray(min(CHUNK, max(expected, SMALL_BUFFER)))
     view = memoryview(buffer)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -134,7 +136,7 @@ def collect_tar(stream: IO[bytes], into: Path, limits: Limits) -> job_pb2.Artifa
             if source is None:  # pragma: no cover - isreg() entries always have data
                 continue
             artifact_id = str(ULID())
-            size, sha = _copy(cast(ReadInto, source), into / artifact_id)
+            size, sha = _copy(cast(ReadInto, source), into / artifact_id, member.size)
             collector.add(name, size, sha, artifact_id)
     return collector.found
 
@@ -190,7 +192,7 @@ def _copy_file(path: Path, target: Path) -> tuple[int, str] | None:
         if not stat.S_ISREG(info.st_mode):
             return None
         if info.st_size < PARALLEL_BYTES:
-            return _copy(cast(ReadInto, source), target, sync=False)
+            return _copy(cast(ReadInto, source), target, info.st_size, sync=False)
         out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             errors: list[BaseException] = []

@@ -48,6 +48,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: unlike wall time, barely moved by
+    what else runs on a shared machine, so it shows what a phase costs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pids: dict[str, int], every: float = 0.02) -> None:
         super().__init__(daemon=True)
@@ -96,8 +106,16 @@ def _ended_at(result: dict[str, object]) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
-    """Seconds from the job's end to the file on disk, and the SHA-256 it printed."""
+def cynode_copy(
+    stack: Stack, size: int, target: Path, pids: dict[str, int]
+) -> tuple[float, str, dict[str, float], dict[str, dict[str, float]]]:
+    """Seconds from the job's end to the file on disk, the SHA-256 it printed, when
+    (seconds after the job's end) the client saw each phase end, and the CPU seconds of
+    each process in `pids` by then."""
+
+    def cpu() -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
     http = httpx.Client(base_url=stack.gateway_url, timeout=120)
     login = http.post(
         "/v1/auth/login", json={"handle": "admin", "password": stack.creds.admin_password}
@@ -114,11 +132,15 @@ def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
         time.sleep(0.02)
     assert result["status"] == "completed", result
     ended = _ended_at(result)
+    phases = {"result": time.time() - ended}
+    cpus = {"result": cpu()}
     printed = str(result["stdout"]).split()[0]
     while not (listed := http.get(f"/v1/tasks/{task_id}/artifacts", headers=auth).json())[
         "complete"
     ]:
         time.sleep(0.01)
+    phases["complete"] = time.time() - ended
+    cpus["complete"] = cpu()
     [artifact] = listed["artifacts"]
     digest = hashlib.sha256()
     url = f"/v1/tasks/{task_id}/artifacts/{artifact['artifact_id']}"
@@ -130,10 +152,12 @@ def cynode_copy(stack: Stack, size: int, target: Path) -> tuple[float, str]:
         out.flush()
         os.fsync(out.fileno())
     elapsed = time.time() - ended
+    phases["download"] = elapsed
+    cpus["download"] = cpu()
     http.close()
     if digest.hexdigest() != printed:
         raise SystemExit(f"the download's sha256 {digest.hexdigest()} is not the job's {printed}")
-    return elapsed, printed
+    return elapsed, printed, phases, cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         idle = {name: rss_kib(pid) for name, pid in pids.items()}
         sampler = RssSampler(pids)
         sampler.start()
-        took, _ = cynode_copy(stack, size, work / "via-cynode.bin")
+        took, _, phases, cpus = cynode_copy(stack, size, work / "via-cynode.bin", pids)
         sampler.done.set()
         sampler.join()
         raw = raw_copy(work / "via-cynode.bin", work / "via-socket.bin")
@@ -159,6 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"file: {args.mb} MiB of random bytes, load average {os.getloadavg()[0]:.2f}")
         print(f"CyNode: job end -> client disk, sha256 checked   {took:8.3f} s  {ours:8.1f} MB/s")
         print(f"raw loopback socket copy to disk, fsynced      {raw:8.3f} s  {base:8.1f} MB/s")
+        steps = [
+            ("job end -> result (collection)", "", "result"),
+            ("result -> complete (upload)", "result", "complete"),
+            ("complete -> on disk (download)", "complete", "download"),
+        ]
+        for label, begin, end in steps:
+            took_s = phases[end] - (phases[begin] if begin else 0.0)
+            used = (
+                ", ".join(f"{n} {cpus[end][n] - cpus[begin][n]:.2f}" for n in pids)
+                if begin
+                else "in the node's log"
+            )
+            print(f"  {label:<44} {took_s:8.3f} s   (CPU s: {used})")
         print(
             f"artifact MB/s / raw socket copy ratio     {ours / base:.3f}  "
             f"(target >= {TARGET_SHARE})"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -10,7 +12,17 @@ import pytest
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.artifacts import ArtifactSpool
-from cynode.node.runtime.collect import Limits, collect_tar, content_type, safe_name
+from cynode.node.runtime.collect import (
+    CHUNK,
+    PARALLEL_BYTES,
+    Limits,
+    _copy_file,
+    _send_all,
+    collect_dir,
+    collect_tar,
+    content_type,
+    safe_name,
+)
 
 
 def test_a_set_is_whole_or_absent(tmp_path: Path) -> None:
@@ -97,3 +109,74 @@ def test_hard_links_devices_and_unsafe_names_are_skipped(tmp_path: Path) -> None
     found = collect_tar(stream, tmp_path, Limits(100, 100))
     assert [a.name for a in found.artifacts] == ["a"]
     assert (tmp_path / found.artifacts[0].artifact_id).read_bytes() == b"aaa"
+
+
+def test_a_stopped_jobs_out_is_copied_in_one_pass_and_nothing_is_followed(
+    tmp_path: Path,
+) -> None:
+    """collect_dir(copy=True), the bounded workspace read in place: big files cross the
+    copy buffer more than once and keep their SHA-256; links, FIFOs and files outside
+    out/ stay where they are."""
+    out = tmp_path / "ws" / "out"
+    (out / "data").mkdir(parents=True)
+    # Past the size copied in a thread beside the hash, more than one buffer, not a
+    # multiple of it; the small files take the one-pass copy.
+    big = os.urandom(max(2 * CHUNK, PARALLEL_BYTES) + 12345)
+    (out / "data" / "big.bin").write_bytes(big)
+    (out / "small.txt").write_bytes(b"hello")
+    (out / "empty").write_bytes(b"")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    (out / "link").symlink_to(secret)
+    os.mkfifo(out / "fifo")
+    into = tmp_path / "spool"
+    into.mkdir()
+    found = collect_dir(out, into, Limits(1 << 30, 1 << 30), copy=True)
+    assert [a.name for a in found.artifacts] == ["empty", "small.txt", "data/big.bin"]
+    for artifact, data in zip(found.artifacts, (b"", b"hello", big), strict=True):
+        assert (into / artifact.artifact_id).read_bytes() == data
+        assert artifact.size_bytes == len(data)
+        assert artifact.sha256 == hashlib.sha256(data).hexdigest()
+    assert (out / "data" / "big.bin").read_bytes() == big  # copied, not moved
+    assert sorted(p.name for p in into.iterdir()) == sorted(a.artifact_id for a in found.artifacts)
+
+
+def test_a_file_swapped_for_a_link_or_fifo_after_the_walk_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _copy_file(link, tmp_path / "a") is None
+    assert _copy_file(fifo, tmp_path / "b") is None  # O_NONBLOCK: no hang either
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(FileNotFoundError):
+        _copy_file(tmp_path / "gone", tmp_path / "c")
+
+
+def test_an_out_that_is_a_link_is_empty_and_unsafe_names_are_skipped(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "passwd").write_bytes(b"root:x:0:0")
+    (tmp_path / "out").symlink_to(elsewhere)
+    into = tmp_path / "spool"
+    into.mkdir()
+    assert not collect_dir(tmp_path / "out", into, Limits(100, 100), copy=True).artifacts
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "back\\slash").write_bytes(b"x")
+    (real / "ok").write_bytes(b"y")
+    found = collect_dir(real, into, Limits(100, 100), copy=True)
+    assert [a.name for a in found.artifacts] == ["ok"]
+
+
+def test_a_failed_kernel_copy_fails_the_file(tmp_path: Path) -> None:
+    """The copying thread's error reaches the collecting thread (then the collection
+    fails and the set is marked truncated by the hook), never a short copy."""
+    source = tmp_path / "source"
+    source.write_bytes(b"z" * 100)
+    errors: list[BaseException] = []
+    with source.open("rb") as data:
+        _send_all(data.fileno(), -1, errors)  # no such target
+    assert len(errors) == 1 and isinstance(errors[0], OSError)

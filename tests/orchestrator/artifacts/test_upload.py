@@ -25,6 +25,7 @@ from cynode.node.backoff import Backoff
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
 from cynode.orchestrator.artifacts.records import record_sets
 from cynode.orchestrator.controlplane.tokens import issue_node_token
+from cynode.orchestrator.controlplane.uploads import WRITE_AHEAD, _Writer
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
     enqueue_jobs,
@@ -339,3 +340,25 @@ async def test_two_uploads_of_one_artifact_take_turns(world: World) -> None:
     assert world.blobs.path(artifact.sha256).read_bytes() == data
     assert world.server.cp.upload_servicer is not None
     assert world.server.cp.upload_servicer._locks == {}
+
+
+async def test_a_failed_write_stops_the_upload_with_no_bytes_past_the_gap(
+    tmp_path: Path,
+) -> None:
+    """The orchestrator writes chunks behind the stream (_Writer): once a write fails,
+    the chunks queued after it are not written (a `.part` with a hole would resume
+    from the wrong offset), and the failure reaches the call."""
+    blobs = FsBlobStore(tmp_path)
+    upload = blobs.resume("KEY", 0)
+    writer = _Writer(upload, hashlib.sha256())
+    await writer.put(b"a" * 1000)
+    await writer.finish()
+    assert blobs.partial_size("KEY") == 1000
+    writer = _Writer(upload, None)
+    upload.close()  # every write from here fails (a closed descriptor, like EIO/ENOSPC)
+    with pytest.raises(OSError):
+        for _ in range(WRITE_AHEAD + 1):
+            await writer.put(b"b" * 1000)
+    with pytest.raises(OSError):
+        await writer.finish()
+    assert blobs.partial_size("KEY") == 1000

@@ -138,8 +138,17 @@ class ArtifactUploader:
         self, header: artifacts_pb2.UploadArtifactHeader, source: BinaryIO
     ) -> AsyncIterator[artifacts_pb2.UploadArtifactRequest]:
         yield artifacts_pb2.UploadArtifactRequest(header=header)
-        while block := await asyncio.to_thread(source.read, self._chunk):
-            yield artifacts_pb2.UploadArtifactRequest(data=block)
+        # The next chunk is read while this one goes out; the read in flight is awaited
+        # before the caller closes the file.
+        loop = asyncio.get_running_loop()
+        ahead = loop.run_in_executor(None, source.read, self._chunk)
+        try:
+            while block := await ahead:
+                ahead = loop.run_in_executor(None, source.read, self._chunk)
+                yield artifacts_pb2.UploadArtifactRequest(data=block)
+        finally:
+            if not ahead.done():
+                await asyncio.wait([ahead])
 
     async def _failed(self, item: Pending, exc: grpc.aio.AioRpcError) -> bool:
         code = exc.code()

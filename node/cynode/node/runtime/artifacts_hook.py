@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from podman import PodmanClient
@@ -95,6 +96,7 @@ class ArtifactsHook(Hook):
             return
         if ctx.stop_kind is StopKind.CANCEL:
             return
+        began = time.monotonic()
         spool = ArtifactSpool(Path(settings.artifact_dir))
         job_id, attempt = ctx.spec.job_id, ctx.spec.attempt
         partial = await asyncio.to_thread(spool.start, job_id, attempt)
@@ -125,10 +127,11 @@ class ArtifactsHook(Hook):
             await asyncio.to_thread(spool.finish, partial, job_id, attempt, found)
         ctx.artifacts = found
         log.info(
-            "job %s attempt %d: %d artifacts, %d bytes%s",
+            "job %s attempt %d: %d artifacts, %d bytes, collected in %.3f s%s",
             job_id,
             attempt,
             len(found.artifacts),
             sum(a.size_bytes for a in found.artifacts),
+            time.monotonic() - began,
             f" (truncated: {found.truncated_reason})" if found.truncated else "",
         )

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -36,10 +38,53 @@ Context = grpc.aio.ServicerContext[Any, Any]
 NOT_ANNOUNCED = "no such artifact of this node's results"
 
 
-def _write(upload: Upload, hasher: Any, data: bytes) -> None:
-    if hasher is not None:
-        hasher.update(data)
-    upload.write(data)
+# Chunks received but not yet written that one upload may hold (1 MiB each).
+WRITE_AHEAD = 4
+
+
+class _Writer:
+    """Hashes and appends an upload's chunks in a thread of its own, in order, while the
+    event loop receives the next ones (the stream does not wait for each write); at
+    most WRITE_AHEAD chunks wait. After a failed write nothing more is written, so the
+    `.part` never holds bytes past a gap."""
+
+    def __init__(self, upload: Upload, hasher: Any) -> None:
+        self._upload = upload
+        self._hasher = hasher
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="artifact-upload")
+        self._pending: deque[asyncio.Future[None]] = deque()
+        self._error: BaseException | None = None
+
+    def _write(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            if self._hasher is not None:
+                self._hasher.update(data)
+            self._upload.write(data)
+        except BaseException as exc:  # raised in the event loop by put or finish
+            self._error = exc
+
+    async def put(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        loop = asyncio.get_running_loop()
+        self._pending.append(loop.run_in_executor(self._pool, self._write, data))
+        if len(self._pending) >= WRITE_AHEAD:
+            await self._pending.popleft()
+
+    async def finish(self) -> None:
+        """Every chunk handed over is written (or a write failed: raised here). Waits
+        for the thread itself, so nothing writes once this returns, even if cancelled."""
+        self._pending.clear()
+        done = asyncio.ensure_future(asyncio.to_thread(self._pool.shutdown, wait=True))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await done  # the caller fsyncs next: the thread must have stopped writing
+            raise
+        if self._error is not None:
+            raise self._error
 
 
 class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer):  # type: ignore[misc]
@@ -135,21 +180,28 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
         # From zero, the hash is taken as the bytes come; a resumed upload is read again.
         hasher = hashlib.sha256() if offset == 0 else None
+        # Hashed and written in a thread while the next chunks arrive (hashlib lets go of
+        # the GIL for big buffers).
+        writer = _Writer(upload, hasher)
+        received = offset
         try:
             async for message in request_iterator:
                 data = message.data
-                if upload.offset + len(data) > target.size_bytes:
+                received += len(data)
+                if received > target.size_bytes:
+                    await writer.finish()
                     await asyncio.to_thread(self._blobs.discard, key)
                     await context.abort(
                         grpc.StatusCode.DATA_LOSS,
                         f"more bytes than the {target.size_bytes} announced",
                     )
-                # Hashing in the file thread too: hashlib lets go of the GIL for big
-                # buffers, so the event loop keeps serving while a chunk is digested.
-                await asyncio.to_thread(_write, upload, hasher, data)
+                await writer.put(data)
         finally:
-            # Whatever arrived is made durable: a cut stream resumes from here.
-            await asyncio.to_thread(upload.close)
+            # Whatever arrived is written and made durable: a cut stream resumes here.
+            try:
+                await writer.finish()
+            finally:
+                await asyncio.to_thread(upload.close)
         if upload.offset < target.size_bytes:
             return artifacts_pb2.UploadArtifactResponse(offset=upload.offset)
         digest = hasher.hexdigest() if hasher is not None else None

@@ -16,7 +16,7 @@ from podman import PodmanClient
 from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime import ops
 from cynode.node.runtime.inputs import JobPlan
-from cynode.node.runtime.output import OutputCapture
+from cynode.node.runtime.output import OutputCapture, RunnerEnd
 from cynode.node.runtime.sandbox import STOP_TIMEOUT_S, object_name
 from cynode.node.runtime.settings import SandboxSettings
 
@@ -73,6 +73,12 @@ class JobContext:
     # send_stdin (blocking; call it on a thread) to write to the container's stdin.
     attach_stdin: bool = False
     send_stdin: Callable[[bytes], None] | None = None
+    # Also the warm sandbox hook's: the runner in the sandbox reports the job's end
+    # itself, in frames proved by this nonce (output.RunnerStream); the output hook
+    # records the end here and sets process_ended the moment it is read.
+    report_nonce: str = ""
+    reported_end: RunnerEnd | None = None
+    process_ended: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -82,6 +88,11 @@ class JobContext:
         suffix = secrets.token_hex(3)
         self.container_name = self.container_name or object_name("job", self.spec, suffix)
         self.volume_name = self.volume_name or object_name("ws", self.spec, suffix)
+
+    def report_end(self, end: RunnerEnd) -> None:
+        if self.reported_end is None:
+            self.reported_end = end
+            self.process_ended.set()
 
     @property
     def running(self) -> bool:

@@ -29,7 +29,14 @@ from podman import PodmanClient
 from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
-from cynode.node.runtime.output import FrameDecoder, OutputCapture
+from cynode.node.runtime.output import (
+    END,
+    STDOUT,
+    FrameDecoder,
+    OutputCapture,
+    RunnerEnd,
+    RunnerStream,
+)
 from cynode.node.runtime.threads import in_thread
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,8 @@ class OutputAttach:
         emit: Emit,
         *,
         stdin: bool = False,
+        runner: RunnerStream | None = None,
+        on_end: Callable[[RunnerEnd], None] | None = None,
     ) -> None:
         self._client = client
         self._container_id = container_id
@@ -78,6 +87,10 @@ class OutputAttach:
         self._socket: socket.socket | None = None
         self._reading = False
         self._stdin = stdin
+        # A warm sandbox's reporting runner: its stdout carries the job's streams framed
+        # and the job's end, handed to on_end as soon as it is read.
+        self._runner = runner
+        self._on_end = on_end
 
     def open(self) -> None:
         params: dict[str, Any] = {"stream": True, "stdout": True, "stderr": True, "logs": False}
@@ -121,11 +134,27 @@ class OutputAttach:
 
     def pump(self, chunks: Iterable[bytes]) -> None:
         decoder = FrameDecoder()
+        runner = self._runner
         for data in chunks:
             for stream, payload in decoder.feed(data):
-                kept = self._capture.add(stream, payload)
-                if kept is not None:
-                    self._emit(stream, kept.data, kept.offset)
+                if runner is not None and stream == STDOUT:
+                    self._take(runner.feed(payload))
+                else:
+                    self._take([(stream, payload)])
+        if runner is not None:
+            self._take(runner.flush())
+
+    def _take(self, items: list[tuple[str, bytes]]) -> None:
+        for stream, payload in items:
+            if stream == END:
+                assert self._runner is not None
+                end = RunnerEnd.parse(payload, self._runner.nonce)
+                if end is not None and self._on_end is not None:
+                    self._on_end(end)
+                continue
+            kept = self._capture.add(stream, payload)
+            if kept is not None:
+                self._emit(stream, kept.data, kept.offset)
 
     def close(self) -> None:
         """End the stream; safe from any thread, and it never blocks.
@@ -159,8 +188,21 @@ class OutputHook(Hook):
         def emit(stream: str, data: bytes, offset: int) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (stream, data, offset))
 
+        def on_end(end: RunnerEnd) -> None:
+            # After every output frame the runner sent: the forwarder ends once they
+            # are delivered, and the runner learns the end now, not at the stream's end.
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+            loop.call_soon_threadsafe(ctx.report_end, end)
+
+        runner = RunnerStream(ctx.report_nonce) if ctx.report_nonce else None
         attach = OutputAttach(
-            ctx.client, ctx.container_id, ctx.output, emit, stdin=ctx.attach_stdin
+            ctx.client,
+            ctx.container_id,
+            ctx.output,
+            emit,
+            stdin=ctx.attach_stdin,
+            runner=runner,
+            on_end=on_end,
         )
         self._attach = attach
         await asyncio.to_thread(attach.open)
@@ -192,6 +234,12 @@ class OutputHook(Hook):
 
     async def exited(self, ctx: JobContext) -> None:
         if self._reader is None or self._attach is None:
+            return
+        if ctx.reported_end is not None:
+            # The runner's end came after all the job's output: nothing more to wait for
+            # (the stream itself ends when the container does; poststop closes it).
+            if self._forwarder is not None:
+                await asyncio.wait({self._forwarder}, timeout=DRAIN_TIMEOUT_S)
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), DRAIN_TIMEOUT_S)

@@ -211,7 +211,8 @@ class JobRunner:
             await hook.exited(ctx)
 
     async def _wait_exit(self, ctx: JobContext, container_id: str) -> ops.ExitState:
-        """The container's exit state, as soon as Podman has recorded it.
+        """The job's exit state: the warm sandbox runner's report of it (SPEC §4.10), or
+        the container's, as soon as Podman has recorded it.
 
         Podman's wait answers up to 250 ms (often more) after the exit; the end of the
         output stream comes right after it, so when that comes first, the state is read
@@ -222,14 +223,23 @@ class JobRunner:
             lambda: ops.wait_container(client, container_id), name=f"wait-{container_id[:12]}"
         )
         closed = asyncio.ensure_future(ctx.output_closed.wait())
-        either: list[asyncio.Future[Any]] = [waiter, closed]
+        ended = asyncio.ensure_future(ctx.process_ended.wait())
+        either: list[asyncio.Future[Any]] = [waiter, closed, ended]
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
+            ended.cancel()
         # A stop (cancel, timeout) in progress finishes first: whoever asked for it sees
         # the container stopped, not already removed, when it returns.
         await ctx.stop_settled()
+        reported = ctx.reported_end
+        # A warm sandbox's runner saw the process exit: no need to wait for Podman to
+        # record the container's stop, unless a kill (137) may have been an OOM kill
+        # the runner could not tell (no readable OOM counter): Podman knows.
+        if reported is not None and (reported.oom is not None or reported.exit_code != 137):
+            waiter.add_done_callback(_retrieve)
+            return ops.ExitState(reported.exit_code, bool(reported.oom))
         if not waiter.done():
             state = await asyncio.to_thread(ops.ended_state, client, container_id)
             if state is not None:

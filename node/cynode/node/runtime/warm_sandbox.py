@@ -30,6 +30,7 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def manifest(ctx: JobContext) -> bytes:
         {"name": f.name, "mode": f.mode, "data": base64.b64encode(f.content).decode()}
         for f in ctx.plan.files
     ]
-    body = {"argv": ctx.plan.command, "env": env, "files": files}
+    body = {"argv": ctx.plan.command, "env": env, "files": files, "report": ctx.report_nonce}
     # ASCII only: no raw control byte reaches the attach stream's stdin.
     return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
 
@@ -254,6 +255,9 @@ class WarmSandboxHook(Hook):
         ctx.container_name = self.sandbox.name
         ctx.volume_name = self.sandbox.volume_name
         ctx.attach_stdin = True
+        # The runner frames the job's output and reports its end with this (the job
+        # never sees it): the node learns the end at the process's exit.
+        ctx.report_nonce = secrets.token_hex(16)
         ctx.handoff = lambda: self.handoff(ctx)
 
     async def handoff(self, ctx: JobContext) -> None:

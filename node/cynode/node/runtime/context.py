@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podman import PodmanClient
 
@@ -19,6 +19,9 @@ from cynode.node.runtime.inputs import JobPlan
 from cynode.node.runtime.output import OutputCapture, RunnerEnd
 from cynode.node.runtime.sandbox import STOP_TIMEOUT_S, object_name
 from cynode.node.runtime.settings import SandboxSettings
+
+if TYPE_CHECKING:
+    from cynode.node.runtime.output_hook import OutputAttach
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class JobContext:
     # itself, in frames proved by this nonce (output.RunnerStream); the output hook
     # records the end here and sets process_ended the moment it is read.
     report_nonce: str = ""
+    # And the attach stream the warm sandbox opened when it was made (stdin included).
+    attached: OutputAttach | None = None
     reported_end: RunnerEnd | None = None
     process_ended: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -71,8 +72,8 @@ class OutputAttach:
         self,
         client: PodmanClient,
         container_id: str,
-        capture: OutputCapture,
-        emit: Emit,
+        capture: OutputCapture | None = None,
+        emit: Emit | None = None,
         *,
         stdin: bool = False,
         runner: RunnerStream | None = None,
@@ -91,6 +92,31 @@ class OutputAttach:
         # and the job's end, handed to on_end as soon as it is read.
         self._runner = runner
         self._on_end = on_end
+
+    def bind(
+        self,
+        capture: OutputCapture,
+        emit: Emit,
+        runner: RunnerStream | None = None,
+        on_end: Callable[[RunnerEnd], None] | None = None,
+    ) -> None:
+        """Gives an attach opened ahead of its job (a warm sandbox's) that job's capture
+        and listeners; before run()."""
+        self._capture, self._emit = capture, emit
+        self._runner, self._on_end = runner, on_end
+
+    def quiet(self) -> bool:
+        """Whether the opened stream is still silent and open (blocking-free): a warm
+        sandbox's runner says nothing before its job, so data or the stream's end
+        means the container is no longer waiting."""
+        sock = self._socket
+        if sock is None or self._closed.is_set() or self._response is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def open(self) -> None:
         params: dict[str, Any] = {"stream": True, "stdout": True, "stderr": True, "logs": False}
@@ -145,6 +171,7 @@ class OutputAttach:
             self._take(runner.flush())
 
     def _take(self, items: list[tuple[str, bytes]]) -> None:
+        assert self._capture is not None and self._emit is not None, "bind() first"
         for stream, payload in items:
             if stream == END:
                 assert self._runner is not None
@@ -195,17 +222,22 @@ class OutputHook(Hook):
             loop.call_soon_threadsafe(ctx.report_end, end)
 
         runner = RunnerStream(ctx.report_nonce) if ctx.report_nonce else None
-        attach = OutputAttach(
-            ctx.client,
-            ctx.container_id,
-            ctx.output,
-            emit,
-            stdin=ctx.attach_stdin,
-            runner=runner,
-            on_end=on_end,
-        )
+        attach = ctx.attached
+        if attach is not None:
+            # A warm sandbox's, opened when it was made: no round trip to Podman now.
+            attach.bind(ctx.output, emit, runner, on_end)
+        else:
+            attach = OutputAttach(
+                ctx.client,
+                ctx.container_id,
+                ctx.output,
+                emit,
+                stdin=ctx.attach_stdin,
+                runner=runner,
+                on_end=on_end,
+            )
+            await asyncio.to_thread(attach.open)
         self._attach = attach
-        await asyncio.to_thread(attach.open)
         if ctx.attach_stdin:
             ctx.send_stdin = attach.send
 

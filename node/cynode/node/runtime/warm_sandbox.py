@@ -41,6 +41,7 @@ from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.labels import warm_labels
+from cynode.node.runtime.output_hook import OutputAttach
 from cynode.node.runtime.sandbox import sandbox_env, warm_create_kwargs
 from cynode.node.runtime.settings import SandboxSettings
 from cynode.node.runtime.warm_pool import WarmPool
@@ -114,6 +115,9 @@ class WarmSandbox:
     volume_created: bool = False
     # The bounded workspace's ext4 image, when workspaces are bounded.
     image: Path | None = None
+    # Attached (stdout, stderr and stdin) as soon as it runs: the job's handoff then
+    # costs no round trip to Podman, and a stream that has ended tells a dead one.
+    attach: OutputAttach | None = None
 
 
 class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
@@ -185,6 +189,9 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             )
             item.container_id = str(client.containers.create(**kwargs).id)
             ops.start_container(client, item.container_id)
+            attach = OutputAttach(client, item.container_id, stdin=True)
+            attach.open()
+            item.attach = attach
 
         making = asyncio.ensure_future(asyncio.to_thread(create_and_start))
         try:
@@ -202,6 +209,10 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
     async def usable(self, item: WarmSandbox) -> bool:
         if item.container_id is None:
             return False
+        if item.attach is not None:
+            # Its runner says nothing before a job: a stream still open and silent is a
+            # container still waiting (no inspect on the job's critical path).
+            return item.attach.quiet()
         try:
             state = await asyncio.to_thread(ops.container_state, self.client, item.container_id)
         except Exception:
@@ -209,6 +220,9 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
         return bool(state.get("Running"))
 
     async def remove(self, item: WarmSandbox) -> None:
+        if item.attach is not None:
+            item.attach.close()
+            item.attach = None
         if item.container_id is not None:
             await asyncio.to_thread(ops.remove_container, self.client, item.container_id)
             item.container_id = None
@@ -255,6 +269,7 @@ class WarmSandboxHook(Hook):
         ctx.container_name = self.sandbox.name
         ctx.volume_name = self.sandbox.volume_name
         ctx.attach_stdin = True
+        ctx.attached = self.sandbox.attach
         # The runner frames the job's output and reports its end with this (the job
         # never sees it): the node learns the end at the process's exit.
         ctx.report_nonce = secrets.token_hex(16)

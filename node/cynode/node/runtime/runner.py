@@ -6,10 +6,13 @@ never raises for a job's own failure or a runtime error; both become a JobResult
 The result is complete once the sandbox has exited and its output is in; removing the
 containers, pod and volumes (the hooks' poststop) can take longer than the job itself
 (an inference pod: ~140 ms). With `background_release`, `run` returns the result as
-soon as it is complete and the removal goes on in the background; `released()` returns
-once it is done. The caller then owns that wait: the node keeps the job's slot until it
-returns and awaits it before stopping (job_worker.py, dispatch.py). Without it (the default),
-`run` returns only once everything is removed, and `released()` at once.
+soon as it is complete, and the removal begins when the caller first awaits
+`released()`, which returns once it is done: the node first gets the result to the
+orchestrator, so Podman's work on the removal (and a warm sandbox's refill) does not
+compete with it for the CPU. The caller then owns that wait: the node keeps the job's
+slot until it returns and awaits it before stopping (job_worker.py, dispatch.py).
+Without it (the default), `run` returns only once everything is removed, and
+`released()` at once.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class JobRunner:
         self._ctx: JobContext | None = None
         self._early_cancel: str | None = None
         self._release: asyncio.Task[None] | None = None
+        # Opened by released(): a background release waits for it before removing.
+        self._release_gate = asyncio.Event()
 
     @property
     def container_id(self) -> str | None:
@@ -260,10 +265,13 @@ class JobRunner:
         """Returns once everything the job made is removed (or a removal failed and was
         logged; start-up cleanup removes what is left). A waiter that is cancelled
         leaves the removal running."""
+        self._release_gate.set()
         if self._release is not None:
             await asyncio.shield(self._release)
 
     async def _release_all(self, ctx: JobContext, hooks: list[Hook]) -> None:
+        if self._background_release:
+            await self._release_gate.wait()
         for hook in reversed(hooks):
             try:
                 await hook.poststop(ctx)

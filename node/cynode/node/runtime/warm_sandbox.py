@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # The waiting runner baked into the sandbox image (images/sandbox/cynode_warm.py).
 WARM_RUNNER = "/usr/local/bin/cynode-warm"
+# A job still running this long after its start gets its replacement made meanwhile.
+REFILL_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,7 @@ class WarmSandboxHook(Hook):
     def __init__(self, sandbox: WarmSandbox, pool: WarmSandboxPool) -> None:
         self.sandbox = sandbox
         self.pool = pool
+        self._refill: asyncio.TimerHandle | None = None
 
     async def prestart(self, ctx: JobContext) -> None:
         log.info("job %s: runs in warm sandbox %s", ctx.spec.job_id, self.sandbox.name)
@@ -282,10 +285,16 @@ class WarmSandboxHook(Hook):
         await asyncio.to_thread(send, manifest(ctx))
 
     async def poststart(self, ctx: JobContext) -> None:
-        self.pool.fill(ctx.settings)
+        # The replacement: made after a short job's result is out (poststop), so that
+        # Podman's work on it does not slow the job and its result down; a job that
+        # runs longer gets it made meanwhile.
+        loop = asyncio.get_running_loop()
+        self._refill = loop.call_later(REFILL_AFTER_S, self.pool.fill, ctx.settings)
 
     async def poststop(self, ctx: JobContext) -> None:
-        # Used once: removed, never returned to the pool.
-        await self.pool.remove(self.sandbox)
-        # A job that never started did not ask for a replacement yet.
+        if self._refill is not None:
+            self._refill.cancel()
+        # Asked for first (fill only starts the making), then this one goes: used
+        # once, removed, never returned to the pool.
         self.pool.fill(ctx.settings)
+        await self.pool.remove(self.sandbox)

@@ -293,9 +293,40 @@ def supervise(
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     oom_before = oom_kills()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, *FORWARDED)}
     # SIGCHLD wakes the select below through the wakeup pipe: no polling interval.
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
+    try:
+        return _relay(
+            argv,
+            env,
+            nonce,
+            relay,
+            (out_r, out_w, err_r, err_w, wake_r),
+            oom_before,
+            workspace,
+            kill_rest,
+        )
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _relay(
+    argv: list[str],
+    env: dict[str, str],
+    nonce: str,
+    relay: Relay,
+    fds: tuple[int, int, int, int, int],
+    oom_before: int | None,
+    workspace: str,
+    kill_rest: bool,
+) -> int:
+    out_r, out_w, err_r, err_w, wake_r = fds
     pid = spawn(argv, env, out_w, err_w)
     os.close(out_w)
     os.close(err_w)
@@ -325,6 +356,8 @@ def supervise(
             else:
                 del open_pipes[fd]
                 os.close(fd)
+    for fd in open_pipes:  # held open past the drain's bound by something stuck
+        os.close(fd)
     if status is None:  # the job closed its stdout and stderr before it exited
         _, status = os.waitpid(pid, 0)
         reaped(kill_rest)

@@ -4,6 +4,7 @@ writes, and (as a script on the system python3, as in the image) the job it beco
 from __future__ import annotations
 
 import base64
+import ctypes
 import io
 import json
 import os
@@ -323,10 +324,10 @@ def test_the_runner_is_made_not_dumpable(monkeypatch: pytest.MonkeyPatch) -> Non
             calls.append(args)
             return 0
 
-    monkeypatch.setattr(cynode_warm.ctypes, "CDLL", lambda *a, **k: Libc())
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
     assert cynode_warm.not_dumpable() is True
     assert calls == [(cynode_warm.PR_SET_DUMPABLE, 0, 0, 0, 0)]
-    monkeypatch.setattr(cynode_warm.ctypes, "CDLL", lambda *a, **k: object())
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())
     assert cynode_warm.not_dumpable() is False
 
 

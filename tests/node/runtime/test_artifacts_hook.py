@@ -87,7 +87,7 @@ async def test_background_writers_die_with_the_job_and_miss_the_set(
 ) -> None:
     # As when a cold sandbox's main process exits: what it left running is killed, so
     # a file written after the end is not collected (the warm runner kills it itself).
-    script = "mkdir -p out && echo x > out/x && (sleep 1; echo late > out/late) & exit 0"
+    script = "mkdir -p out; echo x > out/x; (sleep 1; echo late > out/late) & exit 0"
     result = await (await make_runner(with_spool)).run(make_spec(commands=[script]))
     assert result.status == job_pb2.JOB_STATUS_COMPLETED
     assert [a.name for a in result.artifacts.artifacts] == ["x"]

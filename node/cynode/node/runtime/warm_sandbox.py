@@ -285,9 +285,14 @@ class WarmSandboxHook(Hook):
         await asyncio.to_thread(send, manifest(ctx))
 
     async def poststart(self, ctx: JobContext) -> None:
-        # The replacement: made after a short job's result is out (poststop), so that
-        # Podman's work on it does not slow the job and its result down; a job that
-        # runs longer gets it made meanwhile.
+        # The replacement: with another one at hand for the next job, made after a short
+        # job's result is out (poststop), so that Podman's work on it does not slow the
+        # job and its result down; a job that runs longer gets it made meanwhile. With
+        # none left (jobs coming back to back), made now: the next job waits for it
+        # rather than going cold.
+        if self.pool.ready_count == 0:
+            self.pool.fill(ctx.settings)
+            return
         loop = asyncio.get_running_loop()
         self._refill = loop.call_later(REFILL_AFTER_S, self.pool.fill, ctx.settings)
 

@@ -37,6 +37,8 @@ class ScriptedRunner:
         if not hold_removal:
             self.removed.set()
         self.cancels: list[str] = []
+        # Set when the node first awaits released() (the removal would begin then).
+        self.release_asked = asyncio.Event()
         self.cancelled_by_task = False
         self.started = asyncio.Event()
         self.path = "cold"
@@ -74,4 +76,5 @@ class ScriptedRunner:
         self.release.set()
 
     async def released(self) -> None:
+        self.release_asked.set()
         await self.removed.wait()

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from cynode.controlplane.v1 import dispatch_pb2
 from cynode.jobs.v1 import job_pb2
+from cynode.node import dispatch
 from cynode.node.backoff import Backoff
 from cynode.node.capability import build_report
 from cynode.node.config import NodeConfig
@@ -250,6 +252,31 @@ async def test_a_finished_job_keeps_its_slot_until_what_it_made_is_removed(
         h.runners[0].removed.set()
         await asyncio.wait_for(stopping, 5)
         assert h.client.releasing == {}
+
+
+async def test_the_removal_waits_for_the_results_ack_within_a_bound(
+    control_plane: tuple[FakeControlPlane, str],
+    node_config: NodeConfig,
+    channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Podman's removal (and a warm sandbox's refill) would compete with the result's
+    # delivery: it begins once the orchestrator acknowledged the result.
+    plane, _ = control_plane
+    monkeypatch.setattr(dispatch, "RESULT_ACK_WAIT_S", 30.0)
+    async with running_client(node_config, channel) as h:
+        session = await plane.session(0)
+        session.send(**assign("JOBA"))
+        await session.wait_for(lambda: bool(results(session)))
+        await asyncio.sleep(0.1)
+        assert not h.runners[0].release_asked.is_set()
+        session.send(result_ack=dispatch_pb2.ResultAck(job_id="JOBA", attempt=1))
+        await asyncio.wait_for(h.runners[0].release_asked.wait(), 5)
+        # Without an ack (a stream down, say) it waits no longer than the bound.
+        monkeypatch.setattr(dispatch, "RESULT_ACK_WAIT_S", 0.1)
+        session.send(**assign("JOBB"))
+        await session.wait_for(lambda: len(results(session)) == 2)
+        await asyncio.wait_for(h.runners[1].release_asked.wait(), 5)
 
 
 async def test_the_slot_comes_back_once_the_removal_is_done(

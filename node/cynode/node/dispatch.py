@@ -38,6 +38,9 @@ from .spool import ResultSpool
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_S = 10.0
+# How long a finished job's removal waits for the result's acknowledgement (usually a
+# few ms); a stream that is down must not keep the job's slot much longer.
+RESULT_ACK_WAIT_S = 0.5
 # A batch stays well under the 4 MiB gRPC receive limit the orchestrator may keep; a
 # larger message (a result with long output) goes alone.
 BATCH_BYTES = 1 << 20
@@ -128,6 +131,8 @@ class DispatchClient:
         self.peer_batches = False
         self._outbox: asyncio.Queue[dispatch_pb2.ConnectRequest | None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Results sent and not yet acknowledged, for result_delivered (job_worker.py).
+        self._delivered: dict[tuple[str, int], asyncio.Event] = {}
         self._stopping = False
 
     # -- what the rest of the node sees ---------------------------------------------
@@ -302,7 +307,10 @@ class DispatchClient:
             else:
                 log.info("cancel for job %s which is not running here", message.cancel.job_id)
         elif kind == "result_ack":
-            self.spool.delete(message.result_ack.job_id, message.result_ack.attempt)
+            key = (message.result_ack.job_id, message.result_ack.attempt)
+            if (delivered := self._delivered.get(key)) is not None:
+                delivered.set()
+            self.spool.delete(*key)
             self._on_results_acked()
         elif kind == "config_changed" and self._on_config_changed is not None:
             self._spawn(self._on_config_changed(message.config_changed.config_version))
@@ -364,6 +372,7 @@ class DispatchClient:
         self.send(dispatch_pb2.ConnectRequest(output_chunk=chunk))
 
     async def job_finished(self, worker: JobWorker, result: job_pb2.JobResult) -> None:
+        self._delivered.setdefault(worker.key, asyncio.Event())
         # Disk first: once spooled, no stream loss can lose this result.
         await asyncio.to_thread(self.spool.put, result)
         if self.workers.pop(worker.key, None) is not None:
@@ -371,6 +380,15 @@ class DispatchClient:
         self.metrics.record_result(result)
         self.metrics.running.set(len(self.workers))
         self.send(dispatch_pb2.ConnectRequest(job_result=result))
+
+    async def result_delivered(self, worker: JobWorker) -> None:
+        delivered = self._delivered.get(worker.key)
+        try:
+            if delivered is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(delivered.wait(), RESULT_ACK_WAIT_S)
+        finally:
+            self._delivered.pop(worker.key, None)
 
     async def job_released(self, worker: JobWorker) -> None:
         # The job's slot is free only now: its containers, pod and volumes are gone.

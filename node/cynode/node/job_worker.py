@@ -52,6 +52,11 @@ class JobSink(Protocol):
 
     async def job_finished(self, worker: JobWorker, result: job_pb2.JobResult) -> None: ...
 
+    async def result_delivered(self, worker: JobWorker) -> None:
+        """After job_finished: returns once the orchestrator has acknowledged the result,
+        or after a short bound (a stream down must not hold the job's slot)."""
+        ...
+
     async def job_released(self, worker: JobWorker) -> None:
         """After job_finished, once the job's containers, pod and volumes are removed."""
         ...
@@ -123,6 +128,9 @@ class JobWorker:
         if self.node_id and not result.node_id:
             result.node_id = self.node_id
         await self._sink.job_finished(self, result)
+        # The removal (and a warm sandbox's refill) waits until the orchestrator has the
+        # result: on a busy machine Podman's work would otherwise slow its delivery.
+        await self._sink.result_delivered(self)
         if runner is not None:
             try:
                 await runner.released()

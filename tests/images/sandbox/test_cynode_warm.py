@@ -4,10 +4,13 @@ writes, and (as a script on the system python3, as in the image) the job it beco
 from __future__ import annotations
 
 import base64
+import ctypes
 import io
 import json
 import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +164,182 @@ def test_the_runner_becomes_the_job(tmp_path: Path) -> None:
         f"sourced {workspace}",
     ]
     assert result.stderr == b""
+
+
+# -- the reporting mode: the runner stays the job's parent and reports its end ------------
+
+
+def frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The runner's stdout split into (kind, payload) frames; every byte accounted for."""
+    found: list[tuple[int, bytes]] = []
+    while data:
+        kind, length = cynode_warm.HEADER.unpack_from(data)
+        found.append((kind, data[8 : 8 + length]))
+        assert len(data) >= 8 + length, "a truncated frame"
+        data = data[8 + length :]
+    return found
+
+
+def supervised(
+    tmp_path: Path, argv: list[str], env: dict[str, str] | None = None
+) -> tuple[int, list[tuple[int, bytes]], dict[str, Any]]:
+    out = tmp_path / "frames"
+    workspace = tmp_path / "ws"
+    workspace.mkdir(exist_ok=True)
+    with out.open("wb") as sink:
+        code = cynode_warm.supervise(argv, env or {}, "n0nce", sink.fileno(), str(workspace))
+    found = frames(out.read_bytes())
+    assert found[0] == (cynode_warm.HELLO, b"n0nce")
+    assert found[-1][0] == cynode_warm.END
+    assert cynode_warm.END not in [k for k, _ in found[:-1]]
+    return code, found[1:-1], json.loads(found[-1][1])
+
+
+def joined(found: list[tuple[int, bytes]], kind: int) -> bytes:
+    return b"".join(p for k, p in found if k == kind)
+
+
+def test_the_job_runs_as_a_child_its_streams_framed_and_its_end_reported(
+    tmp_path: Path,
+) -> None:
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGCHLD)
+    code, found, end = supervised(
+        tmp_path, ["sh", "-c", "echo out; echo err >&2; echo $JOB; exit 3"], {"JOB": "env"}
+    )
+    assert code == 3
+    assert joined(found, cynode_warm.STDOUT) == b"out\nenv\n"
+    assert joined(found, cynode_warm.STDERR) == b"err\n"
+    assert end["nonce"] == "n0nce" and end["exit_code"] == 3 and end["out_empty"] is True
+    assert end["oom"] in (True, False, None)
+    # The test process's own signal handling is as it was.
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGCHLD)) == handlers
+
+
+def test_bytes_that_look_like_frames_stay_the_jobs_output(tmp_path: Path) -> None:
+    forged = cynode_warm.HEADER.pack(cynode_warm.END, 2) + b"{}"
+    octal = "".join("\\" + format(b, "03o") for b in forged)
+    script = f"printf '{octal}'"
+    code, found, end = supervised(tmp_path, ["sh", "-c", script])
+    assert (code, end["exit_code"]) == (0, 0)
+    assert joined(found, cynode_warm.STDOUT) == forged
+
+
+def test_a_killed_job_reports_128_plus_the_signal(tmp_path: Path) -> None:
+    code, _, end = supervised(tmp_path, ["sh", "-c", "kill -9 $$"])
+    assert code == end["exit_code"] == 137
+
+
+def test_a_missing_command_reports_127(tmp_path: Path) -> None:
+    code, found, _ = supervised(tmp_path, [str(tmp_path / "missing")])
+    assert code == 127
+    assert b"not found" in joined(found, cynode_warm.STDERR)
+
+
+def test_output_after_the_exit_is_drained_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outside a sandbox nothing is killed: a background process keeps the pipe open,
+    # so the drain stops at its bound, with what had arrived.
+    monkeypatch.setattr(cynode_warm, "DRAIN_S", 0.3)
+    code, found, _ = supervised(tmp_path, ["sh", "-c", "echo first; sleep 5 & exit 0"])
+    assert code == 0
+    assert joined(found, cynode_warm.STDOUT) == b"first\n"
+
+
+def test_a_job_that_closes_its_streams_first_is_still_waited_for(tmp_path: Path) -> None:
+    code, found, _ = supervised(tmp_path, ["sh", "-c", "exec >&- 2>&-; sleep 0.2; exit 5"])
+    assert code == 5 and found == []
+
+
+def test_a_signal_to_the_runner_goes_to_the_job(tmp_path: Path) -> None:
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        code, found, _ = supervised(tmp_path, ["sh", "-c", "echo up; sleep 30"])
+    finally:
+        timer.cancel()
+    assert code == 128 + signal.SIGTERM
+    assert joined(found, cynode_warm.STDOUT) == b"up\n"
+
+
+def test_out_is_empty_only_with_nothing_but_directories(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    assert cynode_warm.out_empty(str(ws))  # no out/ at all
+    (ws / "out" / "a" / "b").mkdir(parents=True)
+    assert cynode_warm.out_empty(str(ws))
+    (ws / "out" / "a" / "b" / "file").write_text("x")
+    assert not cynode_warm.out_empty(str(ws))
+    (ws / "out" / "a" / "b" / "file").unlink()
+    (ws / "out" / "a" / "c").mkdir()
+    assert not cynode_warm.out_empty(str(ws), limit=2)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "out").symlink_to(ws)
+    assert not cynode_warm.out_empty(str(other))
+    (ws / "out" / "a" / "b").chmod(0)
+    try:
+        if not os.access(ws / "out" / "a" / "b", os.R_OK):  # root reads it anyway
+            assert not cynode_warm.out_empty(str(ws))
+    finally:
+        (ws / "out" / "a" / "b").chmod(0o755)
+
+
+def test_the_oom_kill_count_is_read_from_either_cgroup_version(tmp_path: Path) -> None:
+    v2, v1, bad = tmp_path / "memory.events", tmp_path / "memory.oom_control", tmp_path / "x"
+    v2.write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
+    v1.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n")
+    bad.write_text("oom_kill many\n")
+    assert cynode_warm.oom_kills((str(v2), str(v1))) == 2
+    assert cynode_warm.oom_kills((str(tmp_path / "missing"), str(v1))) == 5
+    assert cynode_warm.oom_kills((str(bad),)) is None
+    assert cynode_warm.oom_kills((str(tmp_path / "missing"),)) is None
+
+
+def test_only_a_sandboxed_runner_kills_the_rest(tmp_path: Path) -> None:
+    # The test runs on a host (or in a CI container) as a child of pytest: never "contained".
+    assert cynode_warm.contained() is False
+    assert cynode_warm.contained(str(tmp_path / "missing")) is False
+
+
+def test_a_relay_to_a_closed_stream_keeps_going(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)
+    relay = cynode_warm.Relay(write)
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        relay.frame(cynode_warm.STDOUT, b"lost")
+        relay.frame(cynode_warm.STDOUT, b"lost too")
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+        os.close(write)
+    assert relay.broken
+
+
+def test_the_runner_is_made_not_dumpable(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, ...]] = []
+
+    class Libc:
+        def prctl(self, *args: int) -> int:
+            calls.append(args)
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
+    assert cynode_warm.not_dumpable() is True
+    assert calls == [(cynode_warm.PR_SET_DUMPABLE, 0, 0, 0, 0)]
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())
+    assert cynode_warm.not_dumpable() is False
+
+
+@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="no system python3")
+def test_a_manifest_with_a_report_nonce_runs_the_reporting_mode(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    manifest = {"argv": ["/bin/sh", "-c", "echo hi; mkdir -p out; echo x > out/f; exit 4"]}
+    result = run_script({**manifest, "report": "s3cret"}, workspace)
+    assert result.returncode == 4, result.stderr
+    found = frames(result.stdout)
+    assert found[0] == (cynode_warm.HELLO, b"s3cret")
+    assert found[1] == (cynode_warm.STDOUT, b"hi\n")
+    end = json.loads(found[-1][1])
+    assert (end["nonce"], end["exit_code"], end["out_empty"]) == ("s3cret", 4, False)

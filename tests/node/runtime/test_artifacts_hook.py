@@ -1,4 +1,8 @@
-"""Collecting artifacts from a real sandbox: what lands in the spool and the result."""
+"""Collecting artifacts from a real sandbox: what lands in the spool and the result.
+
+Every test runs cold and warm (the `make_runner` fixture): in a warm sandbox the runner
+reports the job's end and whether out/ holds anything (SPEC §4.10); a full out/ is
+read once the container has stopped, an empty one not at all."""
 
 from __future__ import annotations
 
@@ -8,12 +12,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.artifacts import ArtifactSpool
-from cynode.node.runtime import JobRunner, SandboxSettings
-from tests.node.runtime.conftest import make_spec
+from cynode.node.runtime import SandboxSettings
+from tests.node.runtime.conftest import RunnerMaker, make_spec
 
 pytestmark = [pytest.mark.podman, pytest.mark.usefixtures("no_leftovers")]
 
@@ -37,10 +40,10 @@ def with_spool(settings: SandboxSettings, tmp_path: Path) -> SandboxSettings:
 
 
 async def test_regular_files_under_out_are_collected_and_nothing_else(
-    podman_client: PodmanClient, with_spool: SandboxSettings
+    make_runner: RunnerMaker, with_spool: SandboxSettings
 ) -> None:
     spec = make_spec(script=MAKE_OUT)
-    result = await JobRunner(podman_client, with_spool).run(spec)
+    result = await (await make_runner(with_spool)).run(spec)
     assert result.status == job_pb2.JOB_STATUS_COMPLETED, result.stderr
     found = {a.name: a for a in result.artifacts.artifacts}
     assert sorted(found) == ["data/deep/z.csv", "data/part-1.bin", "report.txt"]
@@ -61,7 +64,7 @@ async def test_regular_files_under_out_are_collected_and_nothing_else(
 
 
 async def test_limits_truncate_the_set_but_not_the_job(
-    podman_client: PodmanClient, with_spool: SandboxSettings
+    make_runner: RunnerMaker, with_spool: SandboxSettings
 ) -> None:
     settings = dataclasses.replace(
         with_spool, artifact_max_file_bytes=5000, artifact_max_job_bytes=7000
@@ -70,7 +73,7 @@ async def test_limits_truncate_the_set_but_not_the_job(
         "mkdir -p out && head -c 6000 /dev/zero > out/big && head -c 4000 /dev/zero > out/a"
         " && head -c 4000 /dev/zero > out/b && head -c 100 /dev/zero > out/c; exit 3"
     )
-    result = await JobRunner(podman_client, settings).run(make_spec(commands=[script]))
+    result = await (await make_runner(settings)).run(make_spec(commands=[script]))
     assert (result.status, result.exit_code) == (job_pb2.JOB_STATUS_FAILED, 3)
     names = sorted(a.name for a in result.artifacts.artifacts)
     assert "big" not in names and len(names) == 2 and "c" in names
@@ -79,22 +82,33 @@ async def test_limits_truncate_the_set_but_not_the_job(
     assert result.artifacts.truncated_reason.startswith(("file over 5000", "artifacts over 7000"))
 
 
-async def test_out_as_a_symlink_or_missing_gives_an_empty_set(
-    podman_client: PodmanClient, with_spool: SandboxSettings
+async def test_background_writers_die_with_the_job_and_miss_the_set(
+    make_runner: RunnerMaker, with_spool: SandboxSettings
 ) -> None:
-    linked = await JobRunner(podman_client, with_spool).run(make_spec(commands=["ln -s /etc out"]))
+    # As when a cold sandbox's main process exits: what it left running is killed, so
+    # a file written after the end is not collected (the warm runner kills it itself).
+    script = "mkdir -p out; echo x > out/x; (sleep 1; echo late > out/late) & exit 0"
+    result = await (await make_runner(with_spool)).run(make_spec(commands=[script]))
+    assert result.status == job_pb2.JOB_STATUS_COMPLETED
+    assert [a.name for a in result.artifacts.artifacts] == ["x"]
+
+
+async def test_out_as_a_symlink_or_missing_gives_an_empty_set(
+    make_runner: RunnerMaker, with_spool: SandboxSettings
+) -> None:
+    linked = await (await make_runner(with_spool)).run(make_spec(commands=["ln -s /etc out"]))
     assert linked.status == job_pb2.JOB_STATUS_COMPLETED
     assert list(linked.artifacts.artifacts) == [] and not linked.artifacts.truncated
-    missing = await JobRunner(podman_client, with_spool).run(make_spec(commands=["true"]))
+    missing = await (await make_runner(with_spool)).run(make_spec(commands=["true"]))
     assert list(missing.artifacts.artifacts) == []
     assert ArtifactSpool(Path(with_spool.artifact_dir)).jobs() == []
 
 
 async def test_a_canceled_job_is_not_collected_a_timed_out_one_is(
-    podman_client: PodmanClient, with_spool: SandboxSettings
+    make_runner: RunnerMaker, with_spool: SandboxSettings
 ) -> None:
     script = "mkdir -p out && echo x > out/x && exec sleep 60"
-    timed = await JobRunner(podman_client, with_spool).run(
+    timed = await (await make_runner(with_spool)).run(
         make_spec(commands=[script], timeout_seconds=2)
     )
     assert timed.reason == "timeout"
@@ -104,7 +118,7 @@ async def test_a_canceled_job_is_not_collected_a_timed_out_one_is(
     async def on_started(_: object) -> None:
         started.set()
 
-    runner = JobRunner(podman_client, with_spool, on_started=on_started)
+    runner = await make_runner(with_spool, on_started=on_started)
     run = asyncio.create_task(runner.run(make_spec(commands=[script])))
     await asyncio.wait_for(started.wait(), 60)
     await asyncio.sleep(0.5)  # out/x is written by then; a cancel still skips it

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import struct
 import threading
 from datetime import datetime
 
@@ -402,3 +403,62 @@ async def test_the_end_is_reported_when_the_process_exits_not_when_podman_wait_a
         release.set()
     assert asked.is_set()  # the runner did ask Podman's wait, and did not need it
     assert (result.status, result.exit_code, result.stdout) == (FAILED, 4, b"done\n")
+
+
+async def test_a_warm_job_ends_without_podman_recording_the_stop(
+    make_runner: RunnerMaker,
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In a warm sandbox the runner reports the end as the process exits (SPEC §4.10):
+    # with Podman's wait, exit state and inspect all held shut, the warm run still
+    # ends; the cold one needs them, so only its usual path is checked.
+    if make_runner.mode == "cold":
+        result = await run(make_runner, settings, make_spec(commands=["echo done; exit 4"]))
+        assert (result.exit_code, result.stdout) == (4, b"done\n")
+        return
+    runner = await make_runner(settings)
+    release = threading.Event()
+
+    def held(*args: object, **kwargs: object) -> None:
+        release.wait(60)
+        raise RuntimeError("held shut by the test")
+
+    for name in ("wait_container", "ended_state", "exit_state", "container_state"):
+        monkeypatch.setattr(ops, name, held)
+    try:
+        result = await asyncio.wait_for(
+            runner.run(make_spec(commands=["echo done; echo err >&2; exit 4"])), 30
+        )
+    finally:
+        release.set()
+    assert (result.status, result.reason, result.exit_code) == (FAILED, "exit_code", 4)
+    assert (result.stdout, result.stderr) == (b"done\n", b"err\n")
+
+
+async def test_the_job_cannot_forge_its_end_nor_reach_the_runner(
+    make_runner: RunnerMaker, podman_client: PodmanClient, settings: SandboxSettings
+) -> None:
+    # A frame with the runner's end written straight into the container's stdout (pid
+    # 1's, which the job may open) lacks the node's nonce: ignored. The runner itself
+    # (the job's parent in a warm sandbox) is not dumpable: its descriptors are closed
+    # to the job. On the cold path the bytes are plain output.
+    body = b'{"nonce": "guess", "exit_code": 0, "oom": false, "out_empty": true}'
+    forged = struct.pack(">BxxxL", 3, len(body)) + body
+    octal = "".join("\\" + format(b, "03o") for b in forged)
+    script = (
+        # (Where pid 1 is out of the job's reach too, as under sandbox.userns, the
+        # write is refused; either way the end is the job's real one.)
+        f"printf '{octal}' 2>/dev/null > /proc/1/fd/1 || true\n"
+        f"printf '{octal}'\n"  # and as its own output: plain bytes
+        'ls /proc/$PPID/fd >/dev/null 2>&1 && echo "parent open" || echo "parent closed"\n'
+        "exit 3\n"
+    )
+    result = await run(make_runner, settings, make_spec(script=script))
+    assert (result.status, result.exit_code) == (FAILED, 3), result.stderr
+    assert result.stdout.endswith(forged + b"parent open\n") or result.stdout.endswith(
+        forged + b"parent closed\n"
+    )
+    if make_runner.mode == "warm":
+        assert b"parent closed\n" in result.stdout

@@ -167,11 +167,15 @@ async def test_a_failed_handoff_is_a_runtime_error_and_leaves_nothing(
 
     pool.size = 1
     await filled(pool, settings)
-    monkeypatch.setattr(output_hook, "_response_socket", lambda response: None)
+
+    def broken(self: output_hook.OutputAttach, data: bytes) -> None:
+        raise BrokenPipeError("the handoff's write failed")
+
+    monkeypatch.setattr(output_hook.OutputAttach, "send", broken)
     runner = JobRunner(podman_client, settings, warm_sandboxes=pool)
     result = await runner.run(make_spec(commands=["echo never"]))
-    assert result.status == job_pb2.JOB_STATUS_FAILED
-    assert result.reason == "error: this attach stream carries no stdin"
+    assert (result.status, runner.path) == (job_pb2.JOB_STATUS_FAILED, "warm")
+    assert result.reason == "error: the handoff's write failed"
     assert runner.container_id is not None
     assert not podman_client.containers.exists(runner.container_id)
 

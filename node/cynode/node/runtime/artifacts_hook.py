@@ -87,6 +87,12 @@ def read_mounted_out(mountpoint: Path, into: Path, limits: Limits) -> job_pb2.Ar
     return collect_dir(mountpoint / OUT_DIR.removeprefix(f"{WORKSPACE}/"), into, limits, copy=True)
 
 
+def stopped(client: PodmanClient, container_id: str) -> None:
+    """Returns once Podman has recorded the container's stop (blocking)."""
+    if ops.ended_state(client, container_id) is None:
+        ops.wait_container(client, container_id)
+
+
 class ArtifactsHook(Hook):
     name = "artifacts"
 
@@ -97,6 +103,14 @@ class ArtifactsHook(Hook):
         if ctx.stop_kind is StopKind.CANCEL:
             return
         began = time.monotonic()
+        if ctx.reported_end is not None:
+            # A warm sandbox's runner reported the end (SPEC §4.10) as the process
+            # exited, with the rest of the job killed: an empty out/ is known without
+            # a look, and a full one is read once the container has stopped.
+            if ctx.reported_end.out_empty:
+                ctx.artifacts = job_pb2.ArtifactSet()
+                return
+            await asyncio.to_thread(stopped, ctx.client, ctx.container_id)
         spool = ArtifactSpool(Path(settings.artifact_dir))
         job_id, attempt = ctx.spec.job_id, ctx.spec.attempt
         partial = await asyncio.to_thread(spool.start, job_id, attempt)

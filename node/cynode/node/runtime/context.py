@@ -9,16 +9,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime import ops
 from cynode.node.runtime.inputs import JobPlan
-from cynode.node.runtime.output import OutputCapture
+from cynode.node.runtime.output import OutputCapture, RunnerEnd
 from cynode.node.runtime.sandbox import STOP_TIMEOUT_S, object_name
 from cynode.node.runtime.settings import SandboxSettings
+
+if TYPE_CHECKING:
+    from cynode.node.runtime.output_hook import OutputAttach
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,14 @@ class JobContext:
     # send_stdin (blocking; call it on a thread) to write to the container's stdin.
     attach_stdin: bool = False
     send_stdin: Callable[[bytes], None] | None = None
+    # Also the warm sandbox hook's: the runner in the sandbox reports the job's end
+    # itself, in frames proved by this nonce (output.RunnerStream); the output hook
+    # records the end here and sets process_ended the moment it is read.
+    report_nonce: str = ""
+    # And the attach stream the warm sandbox opened when it was made (stdin included).
+    attached: OutputAttach | None = None
+    reported_end: RunnerEnd | None = None
+    process_ended: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stop_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -82,6 +93,11 @@ class JobContext:
         suffix = secrets.token_hex(3)
         self.container_name = self.container_name or object_name("job", self.spec, suffix)
         self.volume_name = self.volume_name or object_name("ws", self.spec, suffix)
+
+    def report_end(self, end: RunnerEnd) -> None:
+        if self.reported_end is None:
+            self.reported_end = end
+            self.process_ended.set()
 
     @property
     def running(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -29,7 +30,14 @@ from podman import PodmanClient
 from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
-from cynode.node.runtime.output import FrameDecoder, OutputCapture
+from cynode.node.runtime.output import (
+    END,
+    STDOUT,
+    FrameDecoder,
+    OutputCapture,
+    RunnerEnd,
+    RunnerStream,
+)
 from cynode.node.runtime.threads import in_thread
 
 log = logging.getLogger(__name__)
@@ -64,10 +72,12 @@ class OutputAttach:
         self,
         client: PodmanClient,
         container_id: str,
-        capture: OutputCapture,
-        emit: Emit,
+        capture: OutputCapture | None = None,
+        emit: Emit | None = None,
         *,
         stdin: bool = False,
+        runner: RunnerStream | None = None,
+        on_end: Callable[[RunnerEnd], None] | None = None,
     ) -> None:
         self._client = client
         self._container_id = container_id
@@ -78,6 +88,35 @@ class OutputAttach:
         self._socket: socket.socket | None = None
         self._reading = False
         self._stdin = stdin
+        # A warm sandbox's reporting runner: its stdout carries the job's streams framed
+        # and the job's end, handed to on_end as soon as it is read.
+        self._runner = runner
+        self._on_end = on_end
+
+    def bind(
+        self,
+        capture: OutputCapture,
+        emit: Emit,
+        runner: RunnerStream | None = None,
+        on_end: Callable[[RunnerEnd], None] | None = None,
+    ) -> None:
+        """Gives an attach opened ahead of its job (a warm sandbox's) that job's capture
+        and listeners; before run()."""
+        self._capture, self._emit = capture, emit
+        self._runner, self._on_end = runner, on_end
+
+    def quiet(self) -> bool:
+        """Whether the opened stream is still silent and open (blocking-free): a warm
+        sandbox's runner says nothing before its job, so data or the stream's end
+        means the container is no longer waiting."""
+        sock = self._socket
+        if sock is None or self._closed.is_set() or self._response is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def open(self) -> None:
         params: dict[str, Any] = {"stream": True, "stdout": True, "stderr": True, "logs": False}
@@ -121,11 +160,28 @@ class OutputAttach:
 
     def pump(self, chunks: Iterable[bytes]) -> None:
         decoder = FrameDecoder()
+        runner = self._runner
         for data in chunks:
             for stream, payload in decoder.feed(data):
-                kept = self._capture.add(stream, payload)
-                if kept is not None:
-                    self._emit(stream, kept.data, kept.offset)
+                if runner is not None and stream == STDOUT:
+                    self._take(runner.feed(payload))
+                else:
+                    self._take([(stream, payload)])
+        if runner is not None:
+            self._take(runner.flush())
+
+    def _take(self, items: list[tuple[str, bytes]]) -> None:
+        assert self._capture is not None and self._emit is not None, "bind() first"
+        for stream, payload in items:
+            if stream == END:
+                assert self._runner is not None
+                end = RunnerEnd.parse(payload, self._runner.nonce)
+                if end is not None and self._on_end is not None:
+                    self._on_end(end)
+                continue
+            kept = self._capture.add(stream, payload)
+            if kept is not None:
+                self._emit(stream, kept.data, kept.offset)
 
     def close(self) -> None:
         """End the stream; safe from any thread, and it never blocks.
@@ -159,11 +215,29 @@ class OutputHook(Hook):
         def emit(stream: str, data: bytes, offset: int) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (stream, data, offset))
 
-        attach = OutputAttach(
-            ctx.client, ctx.container_id, ctx.output, emit, stdin=ctx.attach_stdin
-        )
+        def on_end(end: RunnerEnd) -> None:
+            # After every output frame the runner sent: the forwarder ends once they
+            # are delivered, and the runner learns the end now, not at the stream's end.
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+            loop.call_soon_threadsafe(ctx.report_end, end)
+
+        runner = RunnerStream(ctx.report_nonce) if ctx.report_nonce else None
+        attach = ctx.attached
+        if attach is not None:
+            # A warm sandbox's, opened when it was made: no round trip to Podman now.
+            attach.bind(ctx.output, emit, runner, on_end)
+        else:
+            attach = OutputAttach(
+                ctx.client,
+                ctx.container_id,
+                ctx.output,
+                emit,
+                stdin=ctx.attach_stdin,
+                runner=runner,
+                on_end=on_end,
+            )
+            await asyncio.to_thread(attach.open)
         self._attach = attach
-        await asyncio.to_thread(attach.open)
         if ctx.attach_stdin:
             ctx.send_stdin = attach.send
 
@@ -192,6 +266,12 @@ class OutputHook(Hook):
 
     async def exited(self, ctx: JobContext) -> None:
         if self._reader is None or self._attach is None:
+            return
+        if ctx.reported_end is not None:
+            # The runner's end came after all the job's output: nothing more to wait for
+            # (the stream itself ends when the container does; poststop closes it).
+            if self._forwarder is not None:
+                await asyncio.wait({self._forwarder}, timeout=DRAIN_TIMEOUT_S)
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), DRAIN_TIMEOUT_S)

@@ -6,10 +6,13 @@ never raises for a job's own failure or a runtime error; both become a JobResult
 The result is complete once the sandbox has exited and its output is in; removing the
 containers, pod and volumes (the hooks' poststop) can take longer than the job itself
 (an inference pod: ~140 ms). With `background_release`, `run` returns the result as
-soon as it is complete and the removal goes on in the background; `released()` returns
-once it is done. The caller then owns that wait: the node keeps the job's slot until it
-returns and awaits it before stopping (job_worker.py, dispatch.py). Without it (the default),
-`run` returns only once everything is removed, and `released()` at once.
+soon as it is complete, and the removal begins when the caller first awaits
+`released()`, which returns once it is done: the node first gets the result to the
+orchestrator, so Podman's work on the removal (and a warm sandbox's refill) does not
+compete with it for the CPU. The caller then owns that wait: the node keeps the job's
+slot until it returns and awaits it before stopping (job_worker.py, dispatch.py).
+Without it (the default), `run` returns only once everything is removed, and
+`released()` at once.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class JobRunner:
         self._ctx: JobContext | None = None
         self._early_cancel: str | None = None
         self._release: asyncio.Task[None] | None = None
+        # Opened by released(): a background release waits for it before removing.
+        self._release_gate = asyncio.Event()
 
     @property
     def container_id(self) -> str | None:
@@ -211,7 +216,8 @@ class JobRunner:
             await hook.exited(ctx)
 
     async def _wait_exit(self, ctx: JobContext, container_id: str) -> ops.ExitState:
-        """The container's exit state, as soon as Podman has recorded it.
+        """The job's exit state: the warm sandbox runner's report of it (SPEC §4.10), or
+        the container's, as soon as Podman has recorded it.
 
         Podman's wait answers up to 250 ms (often more) after the exit; the end of the
         output stream comes right after it, so when that comes first, the state is read
@@ -222,14 +228,23 @@ class JobRunner:
             lambda: ops.wait_container(client, container_id), name=f"wait-{container_id[:12]}"
         )
         closed = asyncio.ensure_future(ctx.output_closed.wait())
-        either: list[asyncio.Future[Any]] = [waiter, closed]
+        ended = asyncio.ensure_future(ctx.process_ended.wait())
+        either: list[asyncio.Future[Any]] = [waiter, closed, ended]
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
+            ended.cancel()
         # A stop (cancel, timeout) in progress finishes first: whoever asked for it sees
         # the container stopped, not already removed, when it returns.
         await ctx.stop_settled()
+        reported = ctx.reported_end
+        # A warm sandbox's runner saw the process exit: no need to wait for Podman to
+        # record the container's stop, unless a kill (137) may have been an OOM kill
+        # the runner could not tell (no readable OOM counter): Podman knows.
+        if reported is not None and (reported.oom is not None or reported.exit_code != 137):
+            waiter.add_done_callback(_retrieve)
+            return ops.ExitState(reported.exit_code, bool(reported.oom))
         if not waiter.done():
             state = await asyncio.to_thread(ops.ended_state, client, container_id)
             if state is not None:
@@ -250,10 +265,13 @@ class JobRunner:
         """Returns once everything the job made is removed (or a removal failed and was
         logged; start-up cleanup removes what is left). A waiter that is cancelled
         leaves the removal running."""
+        self._release_gate.set()
         if self._release is not None:
             await asyncio.shield(self._release)
 
     async def _release_all(self, ctx: JobContext, hooks: list[Hook]) -> None:
+        if self._background_release:
+            await self._release_gate.wait()
         for hook in reversed(hooks):
             try:
                 await hook.poststop(ctx)

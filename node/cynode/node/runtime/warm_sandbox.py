@@ -30,6 +30,7 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from cynode.node.runtime import ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.hooks import Hook
 from cynode.node.runtime.labels import warm_labels
+from cynode.node.runtime.output_hook import OutputAttach
 from cynode.node.runtime.sandbox import sandbox_env, warm_create_kwargs
 from cynode.node.runtime.settings import SandboxSettings
 from cynode.node.runtime.warm_pool import WarmPool
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # The waiting runner baked into the sandbox image (images/sandbox/cynode_warm.py).
 WARM_RUNNER = "/usr/local/bin/cynode-warm"
+# A job still running this long after its start gets its replacement made meanwhile.
+REFILL_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class WarmSandbox:
     volume_created: bool = False
     # The bounded workspace's ext4 image, when workspaces are bounded.
     image: Path | None = None
+    # Attached (stdout, stderr and stdin) as soon as it runs: the job's handoff then
+    # costs no round trip to Podman, and a stream that has ended tells a dead one.
+    attach: OutputAttach | None = None
 
 
 class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
@@ -184,6 +191,9 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
             )
             item.container_id = str(client.containers.create(**kwargs).id)
             ops.start_container(client, item.container_id)
+            attach = OutputAttach(client, item.container_id, stdin=True)
+            attach.open()
+            item.attach = attach
 
         making = asyncio.ensure_future(asyncio.to_thread(create_and_start))
         try:
@@ -201,6 +211,10 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
     async def usable(self, item: WarmSandbox) -> bool:
         if item.container_id is None:
             return False
+        if item.attach is not None:
+            # Its runner says nothing before a job: a stream still open and silent is a
+            # container still waiting (no inspect on the job's critical path).
+            return item.attach.quiet()
         try:
             state = await asyncio.to_thread(ops.container_state, self.client, item.container_id)
         except Exception:
@@ -208,6 +222,9 @@ class WarmSandboxPool(WarmPool[SandboxClass, WarmSandbox]):
         return bool(state.get("Running"))
 
     async def remove(self, item: WarmSandbox) -> None:
+        if item.attach is not None:
+            item.attach.close()
+            item.attach = None
         if item.container_id is not None:
             await asyncio.to_thread(ops.remove_container, self.client, item.container_id)
             item.container_id = None
@@ -234,7 +251,7 @@ def manifest(ctx: JobContext) -> bytes:
         {"name": f.name, "mode": f.mode, "data": base64.b64encode(f.content).decode()}
         for f in ctx.plan.files
     ]
-    body = {"argv": ctx.plan.command, "env": env, "files": files}
+    body = {"argv": ctx.plan.command, "env": env, "files": files, "report": ctx.report_nonce}
     # ASCII only: no raw control byte reaches the attach stream's stdin.
     return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
 
@@ -247,6 +264,7 @@ class WarmSandboxHook(Hook):
     def __init__(self, sandbox: WarmSandbox, pool: WarmSandboxPool) -> None:
         self.sandbox = sandbox
         self.pool = pool
+        self._refill: asyncio.TimerHandle | None = None
 
     async def prestart(self, ctx: JobContext) -> None:
         log.info("job %s: runs in warm sandbox %s", ctx.spec.job_id, self.sandbox.name)
@@ -254,6 +272,10 @@ class WarmSandboxHook(Hook):
         ctx.container_name = self.sandbox.name
         ctx.volume_name = self.sandbox.volume_name
         ctx.attach_stdin = True
+        ctx.attached = self.sandbox.attach
+        # The runner frames the job's output and reports its end with this (the job
+        # never sees it): the node learns the end at the process's exit.
+        ctx.report_nonce = secrets.token_hex(16)
         ctx.handoff = lambda: self.handoff(ctx)
 
     async def handoff(self, ctx: JobContext) -> None:
@@ -263,10 +285,21 @@ class WarmSandboxHook(Hook):
         await asyncio.to_thread(send, manifest(ctx))
 
     async def poststart(self, ctx: JobContext) -> None:
-        self.pool.fill(ctx.settings)
+        # The replacement: with another one at hand for the next job, made after a short
+        # job's result is out (poststop), so that Podman's work on it does not slow the
+        # job and its result down; a job that runs longer gets it made meanwhile. With
+        # none left (jobs coming back to back), made now: the next job waits for it
+        # rather than going cold.
+        if self.pool.ready_count == 0:
+            self.pool.fill(ctx.settings)
+            return
+        loop = asyncio.get_running_loop()
+        self._refill = loop.call_later(REFILL_AFTER_S, self.pool.fill, ctx.settings)
 
     async def poststop(self, ctx: JobContext) -> None:
-        # Used once: removed, never returned to the pool.
-        await self.pool.remove(self.sandbox)
-        # A job that never started did not ask for a replacement yet.
+        if self._refill is not None:
+            self._refill.cancel()
+        # Asked for first (fill only starts the making), then this one goes: used
+        # once, removed, never returned to the pool.
         self.pool.fill(ctx.settings)
+        await self.pool.remove(self.sandbox)

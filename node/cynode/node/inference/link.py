@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from ..dispatch import Auth, StreamClosed
 log = logging.getLogger(__name__)
 
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+# How long a finished answer's body may take to end before its connection is dropped.
+DRAIN_S = 2.0
 
 
 def allowed(model: str, allowed_models: tuple[str, ...]) -> bool:
@@ -71,6 +73,17 @@ def _failure(status: int, text: str) -> _Failed:
         message = text
     kind = {404: "not_found", 400: "bad_request", 403: "refused"}.get(status, "unavailable")
     return _Failed(kind, f"model server answered {status}: {message[:300]}")
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read an answer past its done line to the end of the body (the model server ends
+    it right after), so the connection to the relay goes back to the pool: left
+    unread, it was closed, and the next call paid for a new one to the relay, and the
+    relay for a new one to the model server, before its first token."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in lines:
+                pass
 
 
 class InferenceLink:
@@ -256,7 +269,8 @@ class InferenceLink:
                 raise _failure(
                     response.status_code, (await response.aread()).decode(errors="replace")
                 )
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.strip():
                     continue
                 frame = json.loads(line)
@@ -278,6 +292,7 @@ class InferenceLink:
                     )
                 )
                 if chunk.finish_reason:
+                    await _drain(lines)
                     return
         raise _Failed("unavailable", "the model server ended the answer without finishing it")
 

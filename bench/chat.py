@@ -15,6 +15,11 @@ the two paths so both see the same machine load.
    pieces received per second of wall time, in `--rounds` interleaved rounds; the share
    is the median of the rounds' gateway/direct ratios (target: >= 95 % of direct).
 
+3. CPU per streamed token of the gateway's hops (the orchestrator's process and the
+   node's, relay included) beside the model server's, from /proc, in the same rounds:
+   on a small machine what the hops take is taken from the model's cores, so this share
+   bounds the tokens/s share under load, whatever the load average.
+
 The development model answers one request at a time, and so does the node (its
 `inference.max_concurrency` is 1): at 8 streams both paths queue, the model at its own
 door, the gateway in its fair queue. Prints a table; asserts nothing.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -67,15 +73,46 @@ async def stream_once(
     return first, pieces, time.perf_counter() - started
 
 
-async def tokens_per_s(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], streams: int, tokens: int
-) -> float:
-    started = time.perf_counter()
-    done = await asyncio.gather(*(stream_once(http, url, headers, tokens) for _ in range(streams)))
-    return sum(p for _, p, _ in done) / (time.perf_counter() - started)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by the stack's processes over the rounds of one path."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.spent = dict.fromkeys(pids, 0.0)
+        self.tokens = 0
+
+    async def run(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        streams: int,
+        tokens: int,
+    ) -> float:
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        started = time.perf_counter()
+        done = await asyncio.gather(
+            *(stream_once(http, url, headers, tokens) for _ in range(streams))
+        )
+        wall = time.perf_counter() - started
+        for name, pid in self.pids.items():
+            self.spent[name] += cpu_seconds(pid) - before[name]
+        pieces = sum(p for _, p, _ in done)
+        self.tokens += pieces
+        return pieces / wall
+
+    def per_token_ms(self, name: str) -> float:
+        return self.spent.get(name, 0.0) * 1000 / max(self.tokens, 1)
 
 
 async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[str]:
+    pids = {name: proc.pid for name, proc in stack.procs.items()}
     direct = f"{stack.model_url}/v1/chat/completions"
     door = f"{stack.gateway_url}/v1/chat/completions"
     auth = {"authorization": f"Bearer {token}"}
@@ -95,9 +132,10 @@ async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[st
         lines.append(f"  added time to first token, p50 ms  {g50 - d50:8.2f}   (target <= 3)")
         for streams in (1, 8):
             ratios = []
+            cpu = {"direct": CpuMeter(pids), "gateway": CpuMeter(pids)}
             for _ in range(args.rounds):
-                d = await tokens_per_s(http, direct, {}, streams, args.tokens)
-                g = await tokens_per_s(http, door, auth, streams, args.tokens)
+                d = await cpu["direct"].run(http, direct, {}, streams, args.tokens)
+                g = await cpu["gateway"].run(http, door, auth, streams, args.tokens)
                 ratios.append(g / d)
                 lines.append(
                     f"  {streams} stream(s): direct {d:7.1f} tokens/s, gateway {g:7.1f} tokens/s"
@@ -105,6 +143,14 @@ async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[st
             lines.append(
                 f"  tokens/s ratio gateway / direct, {streams} stream(s)  "
                 f"{statistics.median(ratios):8.3f}   (target >= 0.95)"
+            )
+            gw = cpu["gateway"]
+            hops = gw.per_token_ms("orchestrator") + gw.per_token_ms("node")
+            lines.append(
+                f"  CPU per token, {streams} stream(s): model {gw.per_token_ms('model'):.2f} ms, "
+                f"orchestrator {gw.per_token_ms('orchestrator'):.2f} ms, "
+                f"node {gw.per_token_ms('node'):.2f} ms: hops = "
+                f"{100 * hops / max(gw.per_token_ms('model'), 1e-9):.1f} % of the model's"
             )
     return lines
 

@@ -292,7 +292,9 @@ class NodeConfig:
         metadata=setting(
             "inference.max_concurrency",
             "CYNODE_INFERENCE_MAX_CONCURRENCY",
-            "chat and embeddings calls from the gateway the node serves at once",
+            "chat and embeddings calls from the gateway the node serves at once: the "
+            "generations its Ollama runs at once (OLLAMA_NUM_PARALLEL); a call placed "
+            "beyond them waits in Ollama's queue, outside the gateway's fair queue",
         ),
     )
     # Upstream offers a sandbox the socket alone; both is ours (SPEC §9).

@@ -1,16 +1,19 @@
-"""The node's inference link, call by call, against a scripted model server (an
-httpx.MockTransport: the relay-to-Ollama boundary, which tests/orchestrator/inference
-and tests/faults/test_chat_node_kill.py cross for real)."""
+"""The node's inference link, call by call, against a scripted model server on the
+relay's Unix socket (the relay itself is crossed in test_link_relay.py,
+tests/orchestrator/inference and tests/faults/test_chat_node_kill.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
+from aiohttp import web
 
 from cynode.controlplane.v1 import inference_pb2, nodes_pb2
 from cynode.inference.v1 import chat_pb2
@@ -25,8 +28,34 @@ class NoAuth:
         pass
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def model_server(handler: Handler) -> AsyncIterator[Path]:
+    """`handler` answering every path on a Unix socket, where the relay would be."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with tempfile.TemporaryDirectory(prefix="cyn-ms-", dir="/tmp") as tmp:
+        path = Path(tmp) / "relay.sock"
+        await web.UnixSite(runner, str(path)).start()
+        try:
+            yield path
+        finally:
+            await runner.cleanup()
+
+
+def answer_with(status: int, body: str | bytes) -> Handler:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body)
+
+    return handler
+
+
 def make_link(
-    handler: httpx.MockTransport | None = None, allowed_models: tuple[str, ...] = ()
+    socket: Path | None = None, allowed_models: tuple[str, ...] = ()
 ) -> tuple[InferenceLink, asyncio.Queue[inference_pb2.ServeRequest]]:
     caps = nodes_pb2.InferenceCapability(models=["a:1", "b:2"], max_concurrency=2)
     link = InferenceLink(
@@ -34,10 +63,9 @@ def make_link(
         # Never connected: these tests hand calls to the link without a stream.
         channel=grpc.aio.insecure_channel("127.0.0.1:9"),
         auth=NoAuth(),
-        relay_socket=lambda: Path("/nonexistent.sock"),
+        relay_socket=lambda: socket or Path("/nonexistent.sock"),
         capability=lambda: caps,
         allowed_models=lambda: allowed_models,
-        transport=handler,
     )
     outbox: asyncio.Queue[inference_pb2.ServeRequest] = asyncio.Queue()
     link._outbox = outbox  # what a live stream's writer drains
@@ -88,22 +116,28 @@ async def test_a_streamed_answer_becomes_chunks_with_usage_last() -> None:
         {"message": {"content": ""}, "done": True, "done_reason": "length",
          "prompt_eval_count": 9, "eval_count": 2},
     ]  # fmt: skip
-    seen: list[dict[str, object]] = []
+    seen: list[tuple[str, dict[str, object]]] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        assert request.url.path == "/api/chat"
-        return httpx.Response(200, content="\n".join(json.dumps(x) for x in lines) + "\n")
+    async def answer(request: web.Request) -> web.StreamResponse:
+        seen.append((request.path, await request.json()))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for line in lines:  # a write per line, as Ollama streams
+            await response.write(json.dumps(line).encode() + b"\n")
+        await response.write_eof()
+        return response
 
-    link, outbox = make_link(httpx.MockTransport(answer))
-    await run_call(link, "c1", link._chat("c1", chat()))
+    async with model_server(answer) as socket:
+        link, outbox = make_link(socket)
+        await run_call(link, "c1", link._chat("c1", chat()))
+        await link.stop()
     got = [outbox.get_nowait().chunk for _ in range(outbox.qsize())]
     assert [c.chunk.content for c in got] == ["Hel", "lo", ""]
     assert {c.call_id for c in got} == {"c1"}
     last = got[-1].chunk
     assert last.finish_reason == "length"
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (9, 2)
-    assert seen[0]["model"] == "a:1"
+    assert seen[0][0] == "/api/chat" and seen[0][1]["model"] == "a:1"
 
 
 @pytest.mark.parametrize(
@@ -117,45 +151,51 @@ async def test_a_streamed_answer_becomes_chunks_with_usage_last() -> None:
     ],
 )
 async def test_failures_are_reported_by_kind(status: int, body: str, kind: str) -> None:
-    link, outbox = make_link(httpx.MockTransport(lambda _r: httpx.Response(status, text=body)))
-    await run_call(link, "c2", link._chat("c2", chat()))
+    async with model_server(answer_with(status, body)) as socket:
+        link, outbox = make_link(socket)
+        await run_call(link, "c2", link._chat("c2", chat()))
+        await link.stop()
     messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
     failed = [m.call_failed for m in messages if m.WhichOneof("msg") == "call_failed"]
     assert [(f.call_id, f.kind) for f in failed] == [("c2", kind)]
 
 
 async def test_a_model_outside_allowed_models_is_refused_on_the_node() -> None:
-    calls: list[httpx.Request] = []
+    calls: list[str] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        return httpx.Response(200)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        calls.append(request.path)
+        return web.Response()
 
-    link, outbox = make_link(httpx.MockTransport(answer), allowed_models=("b:2",))
-    await run_call(link, "c3", link._chat("c3", chat("a:1")))
-    await run_call(link, "c4", link._embed("c4", chat_pb2.EmbeddingsRequest(model="a:1")))
+    async with model_server(answer) as socket:
+        link, outbox = make_link(socket, allowed_models=("b:2",))
+        await run_call(link, "c3", link._chat("c3", chat("a:1")))
+        await run_call(link, "c4", link._embed("c4", chat_pb2.EmbeddingsRequest(model="a:1")))
+        await link.stop()
     kinds = [outbox.get_nowait().call_failed.kind for _ in range(outbox.qsize())]
     assert kinds == ["refused", "refused"] and calls == []
 
 
 async def test_embeddings_and_an_unreachable_model_server() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        assert json.loads(request.content) == {"model": "a:1", "input": ["x", "y"]}
-        return httpx.Response(
-            200, json={"embeddings": [[0.5, 0.5], [1.0, 0.0]], "prompt_eval_count": 4}
-        )
+    async def answer(request: web.Request) -> web.StreamResponse:
+        assert request.path == "/api/embed"
+        assert await request.json() == {"model": "a:1", "input": ["x", "y"]}
+        return web.json_response({"embeddings": [[0.5, 0.5], [1.0, 0.0]], "prompt_eval_count": 4})
 
-    link, outbox = make_link(httpx.MockTransport(answer))
     request = chat_pb2.EmbeddingsRequest(model="a:1", input=["x", "y"])
-    await run_call(link, "c5", link._embed("c5", request))
+    async with model_server(answer) as socket:
+        link, outbox = make_link(socket)
+        await run_call(link, "c5", link._embed("c5", request))
+        await run_call(link, "c5b", link._embed("c5b", request))  # the kept-alive connection
+        await link.stop()
+    assert outbox.qsize() == 2
     result = outbox.get_nowait().embeddings.result
     assert [list(e.values) for e in result.data] == [[0.5, 0.5], [1.0, 0.0]]
     assert result.usage.prompt_tokens == 4
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    link, outbox = make_link(httpx.MockTransport(refuse))
+    async with model_server(answer_with(500, "")) as socket:
+        pass  # gone: nothing listens on its socket any more
+    link, outbox = make_link(socket)
     await run_call(link, "c6", link._embed("c6", request))
     assert outbox.get_nowait().call_failed.kind == "unavailable"
     await link.stop()

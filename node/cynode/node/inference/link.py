@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 
 from cynode.controlplane.v1 import inference_pb2, inference_pb2_grpc, nodes_pb2
 from cynode.inference.v1 import chat_pb2
@@ -30,6 +30,9 @@ from ..dispatch import Auth, StreamClosed
 log = logging.getLogger(__name__)
 
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+# How long a finished answer's body may take to end before its connection is dropped.
+DRAIN_S = 2.0
+READ_BUFSIZE = 1024 * 1024
 
 
 def allowed(model: str, allowed_models: tuple[str, ...]) -> bool:
@@ -73,6 +76,16 @@ def _failure(status: int, text: str) -> _Failed:
     return _Failed(kind, f"model server answered {status}: {message[:300]}")
 
 
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read an answer past its done line to the end of the body (the model server ends
+    it right after), so the connection to the relay goes back to the pool: left
+    unread, it was closed, and the next call paid for a new one to the relay, and the
+    relay for a new one to the model server, before its first token."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            await response.content.read()
+
+
 class InferenceLink:
     def __init__(
         self,
@@ -85,7 +98,6 @@ class InferenceLink:
         allowed_models: Callable[[], tuple[str, ...]],
         backoff: Backoff | None = None,
         timeout_s: float = 150.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.node_slug = node_slug
         self._stub = inference_pb2_grpc.InferenceLinkServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -95,14 +107,13 @@ class InferenceLink:
         self._allowed_models = allowed_models
         self.backoff = backoff or Backoff()
         self._timeout_s = timeout_s
-        self._transport = transport
         self.connected = asyncio.Event()
         self.connections = 0
         self._calls: dict[str, asyncio.Task[None]] = {}
         self._outbox: asyncio.Queue[inference_pb2.ServeRequest] | None = None
         self._current: asyncio.Task[None] | None = None
         self._stopping = False
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._http_socket: Path | None = None
 
     # -- life -------------------------------------------------------------------------
@@ -139,7 +150,7 @@ class InferenceLink:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._current
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
     # -- one stream -------------------------------------------------------------------
@@ -212,7 +223,7 @@ class InferenceLink:
                 await work
             except _Failed as exc:
                 self._fail(call_id, exc.kind, str(exc))
-            except httpx.HTTPError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 self._fail(
                     call_id, "unavailable", f"model server unreachable: {type(exc).__name__}"
                 )
@@ -228,17 +239,27 @@ class InferenceLink:
             )
         )
 
-    def _client(self) -> httpx.AsyncClient:
-        """One client for the link's life: kept-alive connections to the relay, so a
-        call does not pay for a new connection before its first token."""
+    async def _client(self) -> aiohttp.ClientSession:
+        """One session for the link's life: kept-alive connections to the relay, so a
+        call does not pay for a new connection before its first token. aiohttp, not
+        httpx: its C parser reads a streamed answer for about half the CPU per line
+        (bench/chat.py's tokens/s share is bounded by what the node takes from the
+        model's core on a small machine)."""
         socket = self._relay_socket()
-        if socket is None and self._transport is None:
+        if socket is None:
             raise _Failed("unavailable", "the node's inference relay is not running")
         if self._http is None or self._http_socket != socket:
-            transport = self._transport or httpx.AsyncHTTPTransport(uds=str(socket))
-            timeout = httpx.Timeout(self._timeout_s, connect=5.0)
-            self._http = httpx.AsyncClient(
-                transport=transport, base_url="http://relay", timeout=timeout
+            if self._http is not None:
+                await self._http.close()
+            self._http = aiohttp.ClientSession(
+                "http://relay",
+                connector=aiohttp.UnixConnector(path=str(socket)),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=5.0, sock_read=self._timeout_s
+                ),
+                # A line longer than this would be refused; Ollama's are a token each.
+                read_bufsize=READ_BUFSIZE,
+                auto_decompress=False,
             )
             self._http_socket = socket
         return self._http
@@ -249,15 +270,13 @@ class InferenceLink:
 
     async def _chat(self, call_id: str, chat: chat_pb2.ChatRequest) -> None:
         self._check(chat.model)
-        async with self._client().stream(
-            "POST", "/api/chat", json=ollama_chat_body(chat)
-        ) as response:
-            if response.status_code != 200:
-                raise _failure(
-                    response.status_code, (await response.aread()).decode(errors="replace")
-                )
-            async for line in response.aiter_lines():
-                if not line.strip():
+        http = await self._client()
+        async with http.post("/api/chat", json=ollama_chat_body(chat)) as response:
+            if response.status != 200:
+                raise _failure(response.status, (await response.read()).decode(errors="replace"))
+            async for raw in response.content:
+                line = raw.strip()
+                if not line:
                     continue
                 frame = json.loads(line)
                 if "error" in frame:
@@ -278,17 +297,20 @@ class InferenceLink:
                     )
                 )
                 if chunk.finish_reason:
+                    await _drain(response)
                     return
         raise _Failed("unavailable", "the model server ended the answer without finishing it")
 
     async def _embed(self, call_id: str, request: chat_pb2.EmbeddingsRequest) -> None:
         self._check(request.model)
-        response = await self._client().post(
+        http = await self._client()
+        async with http.post(
             "/api/embed", json={"model": request.model, "input": list(request.input)}
-        )
-        if response.status_code != 200:
-            raise _failure(response.status_code, response.text)
-        body = response.json()
+        ) as response:
+            text = (await response.read()).decode(errors="replace")
+        if response.status != 200:
+            raise _failure(response.status, text)
+        body = json.loads(text)
         result = chat_pb2.EmbeddingsResult()
         for vector in body.get("embeddings", []):
             result.data.add(values=[float(v) for v in vector])

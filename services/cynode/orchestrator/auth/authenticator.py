@@ -3,6 +3,8 @@ its session family (revoked on logout or reuse) and the user (still active)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cynode.orchestrator.auth.tokens import InvalidToken, TokenIssuer
 from cynode.orchestrator.errors import Context, abort, metadata_value
 from cynode.orchestrator.store import RefreshSession, User
+
+log = logging.getLogger(__name__)
 
 UNAUTHENTICATED_DETAIL = "missing or invalid access token"
 
@@ -35,6 +39,12 @@ class Authenticator:
     a revocation made by this process takes effect at once, one made by another
     replica within `cache_ttl` (1 s: a disabled user's tokens stop working within
     about a second everywhere).
+
+    An answer that is used past half its life is looked up again in the background
+    (refresh-ahead), so a caller that keeps calling never waits for the database: a
+    miss cost a chat request through the OpenAI door a few milliseconds before its
+    first token, on every other request of a client calling about twice a second.
+    No answer older than `cache_ttl` is ever used, so the guarantee above holds.
     """
 
     def __init__(
@@ -52,6 +62,8 @@ class Authenticator:
         self._cache_size = cache_size
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[float, Principal | None]] = OrderedDict()
+        # Background lookups under way, one per key (a reference keeps each task alive).
+        self._refreshing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def family_revoked(self, family_id: str) -> None:
         for key in [k for k in self._cache if k[1] == family_id]:
@@ -95,13 +107,37 @@ class Authenticator:
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self._cache_ttl:
             self._cache.move_to_end(key)
+            if hit[1] is not None and now - hit[0] >= self._cache_ttl / 2:
+                self._refresh_ahead(key, hit)
             return hit[1]
         principal = await self._lookup(*key)
-        self._cache[key] = (now, principal)
+        self._store(key, now, principal)
+        return principal
+
+    def _store(self, key: tuple[str, str], at: float, principal: Principal | None) -> None:
+        self._cache[key] = (at, principal)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return principal
+
+    def _refresh_ahead(self, key: tuple[str, str], hit: tuple[float, Principal | None]) -> None:
+        if key in self._refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh(key, hit))
+        self._refreshing[key] = task
+        task.add_done_callback(lambda _t: self._refreshing.pop(key, None))
+
+    async def _refresh(self, key: tuple[str, str], hit: tuple[float, Principal | None]) -> None:
+        started = self._clock()
+        try:
+            principal = await self._lookup(*key)
+        except Exception as exc:  # the entry expires; the next call looks it up itself
+            log.warning("background session check failed: %s", type(exc).__name__)
+            return
+        # A revocation or forget() made here while the lookup ran wins: store only over
+        # the very entry the refresh was started for.
+        if self._cache.get(key) is hit:
+            self._store(key, started, principal)
 
     async def authenticate(self, context: Context) -> Principal:
         header = metadata_value(context, "authorization") or ""

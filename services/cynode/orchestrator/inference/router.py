@@ -92,6 +92,9 @@ class FairQueue:
         waiter = _Waiter(user_id, model)
         self._waiting.setdefault(user_id, deque()).append(waiter)
         self.dispatch()
+        if waiter.future.done():
+            # Placed at once: no timer and no turns of the loop before the call goes out.
+            return waiter.future.result()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
         except BaseException:

@@ -160,6 +160,32 @@ async def test_failures_are_reported_by_kind(status: int, body: str, kind: str) 
     assert [(f.call_id, f.kind) for f in failed] == [("c2", kind)]
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("chat", "not json\n"),
+        ("chat", "[1, 2]\n"),
+        ("embed", "not json"),
+        ("embed", "[1, 2]"),
+        ("embed", '{"embeddings": [["x"]]}'),
+    ],
+)
+async def test_an_unreadable_answer_fails_the_call(path: str, body: str) -> None:
+    async with model_server(answer_with(200, body)) as socket:
+        link, outbox = make_link(socket)
+        work = (
+            link._chat("c9", chat())
+            if path == "chat"
+            else link._embed("c9", chat_pb2.EmbeddingsRequest(model="a:1", input=["x"]))
+        )
+        await run_call(link, "c9", work)
+        await link.stop()
+    messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    assert [(m.call_failed.call_id, m.call_failed.kind) for m in messages] == [
+        ("c9", "unavailable")
+    ]
+
+
 async def test_a_model_outside_allowed_models_is_refused_on_the_node() -> None:
     calls: list[str] = []
 

@@ -227,6 +227,15 @@ class InferenceLink:
                 self._fail(
                     call_id, "unavailable", f"model server unreachable: {type(exc).__name__}"
                 )
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                # An answer that is not Ollama's JSON: the call must still end (the door
+                # waits for a chunk or a failure), never vanish with its task.
+                log.warning("inference call %s: unreadable model answer: %r", call_id, exc)
+                self._fail(
+                    call_id,
+                    "unavailable",
+                    f"model server answered unreadably: {type(exc).__name__}",
+                )
             finally:
                 self._calls.pop(call_id, None)
 

@@ -179,7 +179,7 @@ async def test_a_blob_the_sweep_removes_is_never_left_under_a_row_marked_stored(
                     )
                 ).scalar_one()
             token, _ = issue_node_token(settings.jwt_secret, "N", "slug", 3600)
-            stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(channel)
+            stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(channel)  # type: ignore[no-untyped-call]
             answer = await stub.GetUploadOffset(
                 artifacts_pb2.GetUploadOffsetRequest(
                     job_id=job_id, attempt=2, artifact_id=artifact_id

@@ -20,6 +20,7 @@ from cynork.commands import (
     task_artifacts,
     task_cancel,
     task_create,
+    task_delete,
     task_get,
     task_list,
     task_logs,
@@ -44,7 +45,7 @@ def models() -> None:
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 def task() -> None:
-    """Create, list, follow and cancel tasks."""
+    """Create, list, follow, cancel and delete tasks."""
 
 
 @click.group("users", context_settings=CONTEXT_SETTINGS)
@@ -73,6 +74,7 @@ def register(root: click.Group) -> None:
         task_watch,
         task_logs,
         task_cancel,
+        task_delete,
     ):
         task.add_command(module.command)
     task.add_command(task_artifacts.group)

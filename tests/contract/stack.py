@@ -28,20 +28,35 @@ from cynode.testing import (
     wait_until,
 )
 
-__all__ = ["BIN", "ROOT", "Stack", "start_envoy", "start_node", "start_orchestrator"]
+__all__ = [
+    "BIN",
+    "ROOT",
+    "Envoy",
+    "Stack",
+    "launch_envoy",
+    "start_envoy",
+    "start_node",
+    "start_orchestrator",
+]
 
 START_TIMEOUT = 60.0
 ENVOY_CONFIG = ROOT / "deploy" / "envoy.yaml"
 
 
 def envoy_config(
-    user_rest: int, control_rest: int, user_grpc: int, control_grpc: int, admin: int
+    user_rest: int,
+    control_rest: int,
+    user_grpc: int,
+    control_grpc: int,
+    admin: int,
+    user_http: int,
 ) -> dict[str, Any]:
-    """deploy/envoy.yaml with its ports and descriptor path moved; nothing else changes."""
+    """deploy/envoy.yaml with its ports and descriptor path moved; nothing else changes.
+    `user_http` is the gateway's REST port (the door and downloads pass to it)."""
     config: dict[str, Any] = yaml.safe_load(ENVOY_CONFIG.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = admin
     listen = {"user_rest": user_rest, "controlplane_rest": control_rest}
-    upstream = {"user_grpc": user_grpc, "controlplane_grpc": control_grpc}
+    upstream = {"user_grpc": user_grpc, "controlplane_grpc": control_grpc, "user_http": user_http}
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["port_value"] = listen[listener["name"]]
         manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
@@ -140,19 +155,31 @@ def _envoy_clusters_healthy(admin_url: str) -> bool:
         for line in httpx.get(f"{admin_url}/clusters", timeout=2.0).text.splitlines()
         if "::health_flags::" in line
     ]
-    return len(flags) == 2 and all(line.endswith("::healthy") for line in flags)
+    # One host per cluster: the two gRPC ones health-checked, the REST one not (healthy).
+    return len(flags) == 3 and all(line.endswith("::healthy") for line in flags)
 
 
-def start_envoy(stack: Stack) -> None:
+@dataclass
+class Envoy:
+    proc: Proc
+    url: str
+    control_url: str
+    admin_url: str
+
+
+def launch_envoy(tmp: Path, user_grpc: str, control_grpc: str, user_http: str) -> Envoy:
+    """A real Envoy running deploy/envoy.yaml in front of those upstreams (host:port),
+    once its clusters are healthy. Blocks: from async code, call it in a thread."""
     user, control, admin = free_port(), free_port(), free_port()
     config = envoy_config(
         user,
         control,
-        int(stack.grpc_target.rsplit(":", 1)[1]),
-        int(stack.control_grpc_target.rsplit(":", 1)[1]),
+        int(user_grpc.rsplit(":", 1)[1]),
+        int(control_grpc.rsplit(":", 1)[1]),
         admin,
+        int(user_http.rsplit(":", 1)[1]),
     )
-    path = stack.tmp / "envoy.json"
+    path = tmp / "envoy.json"
     path.write_text(json.dumps(config))
     argv = [
         str(BIN / "envoy"),
@@ -164,9 +191,24 @@ def start_envoy(stack: Stack) -> None:
         "--base-id",
         str(admin),
     ]
-    proc = launch("envoy", argv, os.environ, stack.tmp / "envoy.log")
-    stack.procs.append(proc)
-    stack.envoy_url = f"http://127.0.0.1:{user}"
-    stack.envoy_control_url = f"http://127.0.0.1:{control}"
-    stack.envoy_admin_url = f"http://127.0.0.1:{admin}"
-    wait_until(lambda: _envoy_healthy(stack.envoy_admin_url), START_TIMEOUT, "envoy", procs=[proc])
+    proc = launch("envoy", argv, os.environ, tmp / "envoy.log")
+    envoy = Envoy(
+        proc,
+        f"http://127.0.0.1:{user}",
+        f"http://127.0.0.1:{control}",
+        f"http://127.0.0.1:{admin}",
+    )
+    try:
+        wait_until(lambda: _envoy_healthy(envoy.admin_url), START_TIMEOUT, "envoy", procs=[proc])
+    except BaseException:
+        proc.stop()
+        raise
+    return envoy
+
+
+def start_envoy(stack: Stack) -> None:
+    envoy = launch_envoy(stack.tmp, stack.grpc_target, stack.control_grpc_target, stack.shim_url)
+    stack.procs.append(envoy.proc)
+    stack.envoy_url = envoy.url
+    stack.envoy_control_url = envoy.control_url
+    stack.envoy_admin_url = envoy.admin_url

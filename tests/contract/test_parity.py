@@ -229,7 +229,8 @@ ROWS: list[Row] = [
         _user("GET", "/v1/tasks/nope/artifacts"),
     ),
     Row("delete-missing", TASKS + "DeleteTask", 404, _user("DELETE", "/v1/tasks/nope")),
-    Row("delete-live", TASKS + "DeleteTask", 409, _delete_live),
+    # The detail names the status (queued or running): whichever the node made it by then.
+    Row("delete-live", TASKS + "DeleteTask", 409, _delete_live, volatile=frozenset({"detail"})),
     Row(
         "nodes",
         ADMIN + "ListNodes",
@@ -502,6 +503,23 @@ ROWS: list[Row] = [
         _user("POST", "/v1/tasks", {"prompt": "a"}, auth="none"),
     ),
     Row("cancel", TASKS + "CancelTask", 200, _cancel_fresh, volatile=frozenset({"task_id"})),
+    # Plain routes (no RPC): Envoy passes them to the gateway's REST port as they are.
+    Row("door-models", "", 200, _user("GET", "/v1/models")),
+    Row("door-models-no-token", "", 401, _user("GET", "/v1/models", auth="none")),
+    Row("door-usage", "", 200, _user("GET", "/v1/inference/usage")),
+    Row("door-chat-bad-json", "", 400, _raw("POST", "/v1/chat/completions", b"{nope")),
+    Row(
+        "artifact-download-missing",
+        "",
+        404,
+        _user("GET", "/v1/tasks/{done}/artifacts/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+    ),
+    Row(
+        "artifact-download-no-token",
+        "",
+        401,
+        _user("GET", "/v1/tasks/{done}/artifacts/01ARZ3NDEKTSV4RRFFQ69G5FAV", auth="none"),
+    ),
 ]
 
 

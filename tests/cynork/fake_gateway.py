@@ -222,6 +222,11 @@ class FakeGateway:
         if action == "result":
             self._advance(task)
             return _json(200, self._result(task))
+        if action == "" and method == "DELETE":
+            if task["status"] not in TERMINAL:
+                return problem(409, "Conflict", "task is running; cancel it before deleting it")
+            del self.tasks[task["task_id"]]
+            return _json(200, {"task_id": task["task_id"], "deleted": True})
         if action == "cancel" and method == "POST":
             if task["status"] in TERMINAL:
                 return problem(409, "Conflict", "task is terminal")

@@ -336,6 +336,44 @@ def test_cancel_missing_task_exits_4(logged_in: Cy) -> None:
     assert logged_in("task", "cancel", "-y", "nope").exit_code == 4
 
 
+def test_delete_with_yes_by_name(logged_in: Cy) -> None:
+    task_id = logged_in.gw.add_task(status="completed", name="old-run")
+    result = logged_in("task", "delete", "-y", "old-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"task_id={task_id} deleted=true\n"
+    assert task_id not in logged_in.gw.tasks
+    assert ("DELETE", "/v1/tasks/old-run") in logged_in.gw.requests
+
+
+def test_delete_asks_and_prints_json(logged_in: Cy) -> None:
+    task_id = logged_in.gw.add_task(status="failed")
+    result = logged_in("task", "delete", "-o", "json", task_id, input="y\n")
+    assert result.exit_code == 0, result.stderr
+    assert f"Delete task {task_id} with its output and artifacts?" in result.stderr
+    assert json.loads(result.stdout) == {"task_id": task_id, "deleted": True}
+    assert task_id not in logged_in.gw.tasks
+
+
+def test_delete_declined_or_unanswered_sends_nothing(logged_in: Cy) -> None:
+    task_id = logged_in.gw.add_task(status="completed")
+    declined = logged_in("task", "delete", task_id, input="n\n")
+    assert declined.exit_code == 0 and declined.stdout == ""
+    assert f"task {task_id} kept" in declined.stderr
+    unanswered = logged_in("task", "delete", task_id, input="")
+    assert unanswered.exit_code == 2 and "pass -y" in unanswered.stderr
+    assert logged_in.gw.requests == []
+    assert task_id in logged_in.gw.tasks
+
+
+def test_delete_running_task_conflict_and_missing_task(logged_in: Cy) -> None:
+    task_id = logged_in.gw.add_task(status="running")
+    result = logged_in("task", "delete", "-y", task_id)
+    assert result.exit_code == 5
+    assert "cancel it before deleting it" in result.stderr
+    assert task_id in logged_in.gw.tasks
+    assert logged_in("task", "delete", "-y", "nope").exit_code == 4
+
+
 def test_commands_need_login(cy: Cy) -> None:
     for args in (("task", "list"), ("task", "get", "x"), ("task", "create", "-p", "x")):
         result = cy(*args)

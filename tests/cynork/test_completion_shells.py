@@ -60,6 +60,7 @@ def test_bash_completes_commands_flags_and_choices(env: dict[str, str]) -> None:
     assert "-F _cynork_completion cynork" in registered
     assert _bash_complete(env, ["cynork", "ta"]) == ["task"]
     assert _bash_complete(env, ["cynork", "task", "ca"]) == ["cancel"]
+    assert _bash_complete(env, ["cynork", "task", "de"]) == ["delete"]
     assert "--status" in _bash_complete(env, ["cynork", "task", "list", "--st"])
     assert _bash_complete(env, ["cynork", "task", "list", "--status", "q"]) == ["queued"]
     assert _bash_complete(env, ["cynork", "completion", ""]) == ["bash", "zsh", "fish"]

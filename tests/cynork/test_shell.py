@@ -65,7 +65,8 @@ def test_complete_commands(completer: ShellCompleter) -> None:
     assert _complete(completer, "ta") == ["task"]
     assert _complete(completer, "help ta") == ["task"]
     assert _complete(completer, "task ") == [
-        "artifacts", "cancel", "create", "get", "list", "logs", "result", "watch",
+        "artifacts", "cancel", "create", "delete", "get", "list", "logs", "result",
+        "watch",
     ]  # fmt: skip
     assert _complete(completer, "auth w") == ["whoami"]
 
@@ -95,6 +96,7 @@ def test_complete_task_ids_recent_then_listed(cy: Cy, completer: ShellCompleter)
     ids = _complete(completer, "task get ")
     assert ids == ["01HRECENT", listed, "listed"]
     assert _complete(completer, "task cancel -y 01HR") == ["01HRECENT"]
+    assert _complete(completer, "task delete -y 01HR") == ["01HRECENT"]
     # The list is fetched once per shell, not per Tab.
     _complete(completer, "task get ")
     assert cy.gw.paths().count("/v1/tasks") == 1

@@ -77,13 +77,18 @@ def _cluster_port(name: str) -> int:
     return int(endpoint["address"]["socket_address"]["port_value"])
 
 
+def _passes_through(route: dict[str, Any]) -> bool:
+    """A plain route to the gateway's REST port, with the transcoder off."""
+    per_filter = route.get("typed_per_filter_config", {})
+    off = per_filter.get(TRANSCODER, {}).get("disabled") is True
+    assert off == (route["route"]["cluster"] == "user_http"), route
+    return off
+
+
 def _route_for(name: str, path: str) -> dict[str, Any]:
     routes = _manager(name)["route_config"]["virtual_hosts"][0]["routes"]
     for route in routes:
-        match = route["match"]
-        if "prefix" in match and path.startswith(match["prefix"]):
-            return dict(route["route"])
-        if "safe_regex" in match and re.fullmatch(match["safe_regex"]["regex"], path):
+        if _matches(route["match"], path):
             return dict(route["route"])
     raise AssertionError(f"no route for {path}")
 
@@ -100,7 +105,8 @@ def test_listener_transcodes_every_annotated_service(listener: str) -> None:
     address = _listener(listener)["address"]["socket_address"]
     assert (address["address"], address["port_value"]) == ("127.0.0.1", rest_port)
     routes = _manager(listener)["route_config"]["virtual_hosts"][0]["routes"]
-    assert {r["route"]["cluster"] for r in routes} == {listener.replace("_rest", "_grpc")}
+    transcoded = {r["route"]["cluster"] for r in routes if not _passes_through(r)}
+    assert transcoded == {listener.replace("_rest", "_grpc")}
     assert _cluster_port(listener.replace("_rest", "_grpc")) == grpc_port
 
 
@@ -133,6 +139,8 @@ def test_streaming_routes_have_no_deadline(listener: str) -> None:
             _, source = rule_verb_and_path(rule)
             example = re.sub(r"{[^}]+}", "x", parse_template(source).openapi_path)
             route = _route_for(listener, example)
+            # Every annotated path reaches the transcoder, none the plain routes.
+            assert route["cluster"] == listener.replace("_rest", "_grpc"), example
             if method.server_streaming:
                 assert route["timeout"] == "0s", example
                 assert route["idle_timeout"] == "0s", example
@@ -155,7 +163,11 @@ def _lua_source() -> str:
 def test_problem_filter_runs_before_the_transcoder(listener: str) -> None:
     names = [f["name"] for f in _manager(listener)["http_filters"]]
     # Responses pass filters in reverse: Lua sees what the transcoder made of them.
-    assert names == ["envoy.filters.http.lua", TRANSCODER, "envoy.filters.http.router"]
+    # The buffer filter (user_rest) is off but where a door route sets its cap.
+    buffer = ["envoy.filters.http.buffer"] if listener == "user_rest" else []
+    assert names == ["envoy.filters.http.lua", TRANSCODER, *buffer, "envoy.filters.http.router"]
+    for item in _manager(listener)["http_filters"]:
+        assert item.get("disabled", False) == (item["name"] == "envoy.filters.http.buffer")
     assert _transcoder(listener)["match_incoming_request_route"] is True
 
 
@@ -180,7 +192,7 @@ def test_streaming_route_is_marked_ndjson() -> None:
     route = next(
         r
         for r in _manager("user_rest")["route_config"]["virtual_hosts"][0]["routes"]
-        if "safe_regex" in r["match"]
+        if "watch" in r["match"].get("safe_regex", {}).get("regex", "")
     )
     assert route["metadata"]["filter_metadata"]["envoy.filters.http.lua"] == {"ndjson": True}
 
@@ -190,3 +202,70 @@ def test_upstreams_are_health_checked_over_grpc(cluster: str) -> None:
     found = next(c for c in CONFIG["static_resources"]["clusters"] if c["name"] == cluster)
     (check,) = found["health_checks"]
     assert check["grpc_health_check"] == {"service_name": ""}
+
+
+# Plain routes to the gateway's REST port: path -> (streams with no deadline, body cap).
+PLAIN_ROUTES = {
+    "/v1/chat/completions": (True, True),
+    "/v1/embeddings": (True, True),
+    "/v1/models": (False, False),
+    "/v1/inference/usage": (False, False),
+    "/v1/tasks/x/artifacts/y": (True, False),
+    "/v1/tasks/x/artifacts.tar": (True, False),
+}
+
+
+@pytest.mark.parametrize("path", sorted(PLAIN_ROUTES))
+def test_the_door_and_downloads_pass_to_the_gateways_rest_port(path: str) -> None:
+    from cynode.orchestrator.inference.openai_door import MAX_BODY_BYTES
+
+    unbounded, capped = PLAIN_ROUTES[path]
+    routes = _manager("user_rest")["route_config"]["virtual_hosts"][0]["routes"]
+    route = next(r for r in routes if _matches(r["match"], path))
+    assert route["route"]["cluster"] == "user_http"
+    assert (route["route"]["timeout"] == "0s") == unbounded
+    per_filter = route["typed_per_filter_config"]
+    # Neither the transcoder nor the problem filter: the door's errors are OpenAI's.
+    assert per_filter[TRANSCODER]["disabled"] is True
+    assert per_filter["envoy.filters.http.lua"]["disabled"] is True
+    buffer = per_filter.get("envoy.filters.http.buffer")
+    assert (buffer is not None) == capped
+    if buffer is not None:
+        assert buffer["buffer"]["max_request_bytes"] == MAX_BODY_BYTES
+    assert _cluster_http_port("user_http") == 12080
+
+
+def test_the_door_cap_answers_in_the_doors_own_shape() -> None:
+    from cynode.orchestrator.inference.openai_door import MAX_BODY_BYTES
+
+    (mapper,) = _manager("user_rest")["local_reply_config"]["mappers"]
+    body = mapper["body_format_override"]["json_format"]
+    assert body["error"]["message"] == f"request body is over {MAX_BODY_BYTES} bytes"
+    assert body["error"]["type"] == "invalid_request_error"
+    (status, path) = mapper["filter"]["and_filter"]["filters"]
+    assert status["status_code_filter"]["comparison"]["value"]["default_value"] == 413
+    regex = path["header_filter"]["header"]["string_match"]["safe_regex"]["regex"]
+    for door in ("/v1/chat/completions", "/v1/embeddings?x=1"):
+        assert re.fullmatch(regex, door)
+    assert not re.fullmatch(regex, "/v1/tasks")
+
+
+def test_the_annotated_artifact_listing_is_still_transcoded() -> None:
+    assert _route_for("user_rest", "/v1/tasks/x/artifacts")["cluster"] == "user_grpc"
+
+
+def _matches(match: dict[str, Any], path: str) -> bool:
+    if "path" in match:
+        return bool(match["path"] == path)
+    if "safe_regex" in match:
+        return re.fullmatch(match["safe_regex"]["regex"], path) is not None
+    return path.startswith(match["prefix"])
+
+
+def _cluster_http_port(name: str) -> int:
+    clusters = CONFIG["static_resources"]["clusters"]
+    cluster = next(c for c in clusters if c["name"] == name)
+    # Plain HTTP/1.1 to uvicorn: no HTTP/2 options on this one.
+    assert "typed_extension_protocol_options" not in cluster
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    return int(endpoint["address"]["socket_address"]["port_value"])

@@ -413,6 +413,11 @@ class GatewayClient:
         raise_for_status(resp, f"task {task_id}")
         return _json_body(resp)
 
+    def delete_task(self, task_id: str) -> JSONDict:
+        resp = self._request("DELETE", _task_path(task_id))
+        raise_for_status(resp, f"task {task_id}")
+        return _json_body(resp)
+
     def task_logs(self, task_id: str, stream: str = "all") -> JSONDict:
         resp = self._request("GET", _task_path(task_id, "/logs"), params={"stream": stream})
         raise_for_status(resp, f"task {task_id}")

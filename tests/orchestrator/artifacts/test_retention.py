@@ -5,19 +5,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cynode.controlplane.v1 import artifacts_pb2, artifacts_pb2_grpc
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
 from cynode.orchestrator.artifacts.records import record_sets
 from cynode.orchestrator.artifacts.retention import Sweeper, expire, remove_blobs
-from cynode.orchestrator.simnode.harness import enqueue_jobs, make_user
+from cynode.orchestrator.controlplane.tokens import issue_node_token
+from cynode.orchestrator.simnode.harness import (
+    ControlPlaneServer,
+    enqueue_jobs,
+    make_user,
+    settings_for_tests,
+)
 from cynode.orchestrator.store.models import new_id, utcnow
 from cynode.orchestrator.store.tables import ARTIFACT_SETS, ARTIFACTS
 
@@ -113,3 +122,87 @@ async def test_the_sweeper_runs_in_the_background(
     finally:
         await sweeper.stop()
     await sweeper.stop()  # twice is harmless
+
+
+class GatedBlobs(FsBlobStore):
+    """Holds the deletion of one blob until released: the sweep's window between
+    judging the blob unreferenced and deleting it, held open."""
+
+    def __init__(self, root: Path, gated: str) -> None:
+        super().__init__(root)
+        self.gated = gated
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def delete(self, sha256: str) -> None:
+        if sha256 == self.gated:
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the deletion"
+        super().delete(sha256)
+
+
+async def test_a_blob_the_sweep_removes_is_never_left_under_a_row_marked_stored(
+    db_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The race of SPEC §2.12: the sweep finds no row naming a blob; meanwhile another
+    job's result names the same content and its node asks where to upload; the sweep
+    then deletes the blob. The upload must not have been told "stored" on a blob that
+    goes: the look at the blob and the deletion are judged under one lock."""
+    data = os.urandom(4096)
+    sha = hashlib.sha256(data).hexdigest()
+    blobs = GatedBlobs(tmp_path, sha)
+    settings = settings_for_tests(artifacts_ttl_seconds=0)
+    server = await ControlPlaneServer(db_engine, settings, blobs=blobs).start()
+    channel = grpc.aio.insecure_channel(server.target)
+    try:
+        user = await make_user(db_engine)
+        [(task_id, job_id)] = await enqueue_jobs(db_engine, user, 1)
+        await _announce(db_engine, task_id, job_id, 1, data)
+        assert _store(blobs, data) == sha
+        async with db_engine.begin() as conn:
+            await conn.execute(
+                ARTIFACT_SETS.update()
+                .where(ARTIFACT_SETS.c.job_id == job_id)
+                .values(created_at=utcnow() - timedelta(days=2))
+            )
+        sweep = asyncio.create_task(expire(db_engine, blobs, timedelta(days=1)))
+        assert await asyncio.to_thread(blobs.entered.wait, 30), "the sweep never got there"
+
+        async def upload_of_the_same_content() -> tuple[str, bool]:
+            await _announce(db_engine, task_id, job_id, 2, data)
+            async with db_engine.connect() as conn:
+                artifact_id = (
+                    await conn.execute(
+                        sa.select(ARTIFACTS.c.id).where(
+                            ARTIFACTS.c.job_id == job_id, ARTIFACTS.c.attempt == 2
+                        )
+                    )
+                ).scalar_one()
+            token, _ = issue_node_token(settings.jwt_secret, "N", "slug", 3600)
+            stub = artifacts_pb2_grpc.ArtifactUploadServiceStub(channel)  # type: ignore[no-untyped-call]
+            answer = await stub.GetUploadOffset(
+                artifacts_pb2.GetUploadOffsetRequest(
+                    job_id=job_id, attempt=2, artifact_id=artifact_id
+                ),
+                metadata=(("authorization", f"Bearer {token}"),),
+            )
+            return artifact_id, answer.stored
+
+        racer = asyncio.create_task(upload_of_the_same_content())
+        # Old code: the upload is told "stored" here, before the deletion goes on.
+        await asyncio.wait({racer}, timeout=1.0)
+        blobs.release.set()
+        await sweep
+        artifact_id, told_stored = await racer
+        async with db_engine.connect() as conn:
+            stored_at = (
+                await conn.execute(
+                    sa.select(ARTIFACTS.c.stored_at).where(ARTIFACTS.c.id == artifact_id)
+                )
+            ).scalar_one()
+        assert not blobs.has(sha)
+        assert stored_at is None and not told_stored, "listed as stored without its blob"
+    finally:
+        blobs.release.set()
+        await channel.close(None)
+        await server.stop()

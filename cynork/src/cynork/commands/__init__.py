@@ -87,11 +87,12 @@ def models() -> None:
         "watch": "task_watch:command",
         "logs": "task_logs:command",
         "cancel": "task_cancel:command",
+        "delete": "task_delete:command",
         "artifacts": "task_artifacts:group",
     },
 )
 def task() -> None:
-    """Create, list, follow and cancel tasks."""
+    """Create, list, follow, cancel and delete tasks."""
 
 
 # The root's own commands besides the groups above.

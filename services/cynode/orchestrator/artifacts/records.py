@@ -134,6 +134,23 @@ async def mark_stored_by_sha(conn: AsyncConnection, sha256: str, now: datetime) 
     return tasks
 
 
+async def lock_content(conn: AsyncConnection, sha256: str) -> None:
+    """Holds, until `conn`'s transaction ends, the one lock under which a blob is judged
+    (present, so its rows are marked stored; or named by no row, so it is deleted).
+    Without it a sweep could find no row, an upload then find the blob and mark a new
+    row stored, and the sweep delete the blob under it (a stored artifact without bytes).
+    Postgres: a transaction-scoped advisory lock keyed by the hash's first 63 bits, so
+    every replica takes the same one. SQLite: a write (that changes nothing) takes the
+    database's one write lock; SQLite is served by one process."""
+    if conn.dialect.name == "postgresql":
+        key = int(sha256[:16], 16) >> 1
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    else:
+        await conn.execute(
+            ARTIFACTS.update().where(ARTIFACTS.c.sha256 == sha256).values(sha256=sha256)
+        )
+
+
 async def unreferenced(conn: AsyncConnection, sha256s: frozenset[str] | set[str]) -> set[str]:
     """Those of `sha256s` no artifact row names any more: their blobs may go."""
     if not sha256s:

@@ -11,37 +11,48 @@ import time
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
-from cynode.orchestrator.artifacts.records import unreferenced
+from cynode.orchestrator.artifacts.records import lock_content, unreferenced
 from cynode.orchestrator.store.models import utcnow
 from cynode.orchestrator.store.tables import ARTIFACT_SETS, ARTIFACTS
 
 log = logging.getLogger(__name__)
 
 
+async def _remove_if_unreferenced(conn: AsyncConnection, blobs: FsBlobStore, sha: str) -> bool:
+    """Deletes the blob `sha` if no row names it, judged and done under its lock (so an
+    upload cannot mark a row stored on it in between): whether it went."""
+    await lock_content(conn, sha)
+    if not await unreferenced(conn, {sha}):
+        return False
+    await asyncio.to_thread(blobs.delete, sha)
+    return True
+
+
 async def remove_blobs(
     engine: AsyncEngine, blobs: FsBlobStore, sha256s: frozenset[str] | set[str]
 ) -> int:
-    """Deletes the blobs of `sha256s` that no row names; how many went."""
-    async with engine.connect() as conn:
-        gone = await unreferenced(conn, sha256s)
-    for sha in gone:
-        await asyncio.to_thread(blobs.delete, sha)
-    return len(gone)
+    """Deletes the blobs of `sha256s` that no row names; how many went. One short
+    transaction per blob, in a fixed order: the lock is held only while one is judged."""
+    gone = 0
+    for sha in sorted(sha256s):
+        async with engine.begin() as conn:
+            gone += await _remove_if_unreferenced(conn, blobs, sha)
+    return gone
 
 
 async def remove_unreferenced(
     factory: async_sessionmaker[AsyncSession], blobs: FsBlobStore, sha256s: frozenset[str]
 ) -> int:
     """`remove_blobs` through the gateway's sessions (DeleteTask)."""
-    async with factory() as session:
-        gone = await unreferenced(await session.connection(), sha256s)
-    for sha in gone:
-        await asyncio.to_thread(blobs.delete, sha)
-    return len(gone)
+    gone = 0
+    for sha in sorted(sha256s):
+        async with factory() as session, session.begin():
+            gone += await _remove_if_unreferenced(await session.connection(), blobs, sha)
+    return gone
 
 
 async def expire(

@@ -27,6 +27,7 @@ from cynode.orchestrator.artifacts.blobs import BlobError, Corrupt, FsBlobStore,
 from cynode.orchestrator.artifacts.records import (
     UploadTarget,
     find_upload,
+    lock_content,
     mark_stored_by_sha,
 )
 from cynode.orchestrator.controlplane.tokens import require_node
@@ -114,16 +115,27 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
         return target
 
     async def _already_stored(self, target: UploadTarget) -> bool:
-        """True when the blob exists (this artifact's or the same content's)."""
+        """True when the blob exists (this artifact's or the same content's). Looked at
+        and recorded under the content's lock: the retention sweep judges a blob under
+        it too, so it cannot delete the blob between the look and the record."""
         if target.stored:
             return True
-        if await asyncio.to_thread(self._blobs.has, target.sha256):
-            await self._stored(target)
-            return True
-        return False
-
-    async def _stored(self, target: UploadTarget) -> None:
         async with self._engine.begin() as conn:
+            await lock_content(conn, target.sha256)
+            if not await asyncio.to_thread(self._blobs.has, target.sha256):
+                return False
+            tasks = await mark_stored_by_sha(conn, target.sha256, utcnow())
+        self._on_stored(tasks)
+        return True
+
+    async def _seal(self, target: UploadTarget, digest: str | None) -> None:
+        """The upload becomes the blob and its rows are marked stored, under the
+        content's lock (as in `_already_stored`). Raises Corrupt."""
+        async with self._engine.begin() as conn:
+            await lock_content(conn, target.sha256)
+            await asyncio.to_thread(
+                self._blobs.seal, target.artifact_id, target.sha256, digest=digest
+            )
             tasks = await mark_stored_by_sha(conn, target.sha256, utcnow())
         self._on_stored(tasks)
 
@@ -206,9 +218,8 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
             return artifacts_pb2.UploadArtifactResponse(offset=upload.offset)
         digest = hasher.hexdigest() if hasher is not None else None
         try:
-            await asyncio.to_thread(self._blobs.seal, key, target.sha256, digest=digest)
+            await self._seal(target, digest)
         except Corrupt as exc:
             log.warning("artifact %s: %s", key, exc)
             await context.abort(grpc.StatusCode.DATA_LOSS, "content does not match its sha256")
-        await self._stored(target)
         return artifacts_pb2.UploadArtifactResponse(offset=target.size_bytes, stored=True)

@@ -5,7 +5,8 @@ replica's rows are ignored and then deleted; a failed holder is skipped a while.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
@@ -36,9 +37,15 @@ class Clock:
         return self.now
 
 
-def replica(engine: AsyncEngine, name: str, **kw: float) -> tuple[LinkRegistry, LinkDirectory]:
+def replica(
+    engine: AsyncEngine,
+    name: str,
+    *,
+    expire_s: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[LinkRegistry, LinkDirectory]:
     links = LinkRegistry()
-    directory = LinkDirectory(engine, links, name, refresh_s=kw.pop("refresh_s", 0.2), **kw)  # type: ignore[arg-type]
+    directory = LinkDirectory(engine, links, name, refresh_s=0.2, expire_s=expire_s, clock=clock)
     links.on_change = directory.changed
     directory.address = f"{name}.example:12081"
     return links, directory
@@ -173,16 +180,12 @@ async def test_nothing_is_announced_before_the_address_is_known(pg: AsyncEngine)
         links_a.add(NodeLink("N" * 26, "gpu-1", frozenset({"m1"})))
         await a.refresh()
         async with pg.connect() as conn:
-            assert (
-                await conn.execute(sa.select(sa.func.count()).select_from(LINKS))
-            ).scalar() == 0
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(LINKS))).scalar() == 0
         a.address = "a:1"
         a.changed()
         await a.refresh()
         async with pg.connect() as conn:
-            assert (
-                await conn.execute(sa.select(sa.func.count()).select_from(LINKS))
-            ).scalar() == 1
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(LINKS))).scalar() == 1
     finally:
         await a.stop()
     await a.stop()  # twice is harmless

@@ -225,3 +225,25 @@ async def _equal(value: Awaitable[object], expected: object) -> bool:
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def test_a_node_lost_mid_answer_on_a_ends_bs_stream_with_an_error(
+    dev_model: DevModel, tmp_path: Path, pg: AsyncEngine
+) -> None:
+    async with two_replicas(dev_model, tmp_path, pg) as (a, b):
+        node = await a.add_node()
+        key = await b.token()
+        await until(lambda: _has(b, key), timeout=15, what="B lists A's model")
+        stream = await client(b, key).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a long story about the sea."}],
+            max_tokens=2000,
+            stream=True,
+        )
+        pieces = stream.__aiter__()
+        assert (await asyncio.wait_for(anext(pieces), 60)).choices
+        await node.kill()
+        with pytest.raises(openai.APIError, match="went away"):
+            async with asyncio.timeout(10):
+                async for _chunk in pieces:
+                    pass

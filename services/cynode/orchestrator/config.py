@@ -244,7 +244,8 @@ class ControlPlaneOptions:
             "inference.user_concurrency",
             "CYNODE_INFERENCE_USER_CONCURRENCY",
             "chat and embeddings requests one user may have in flight (running or queued) "
-            "through the gateway's OpenAI door; more are answered 429",
+            "through the gateway's OpenAI door, unless the user's own "
+            "`max_inference_requests` quota says otherwise; more are answered 429",
             minimum=1,
         ),
     )

@@ -178,15 +178,6 @@ async def _empty(door: Door, key: str) -> bool:
     return await listed(door, key) == []
 
 
-async def _count(door: Door, key: str, n: int) -> bool:
-    async with grpc.aio.insecure_channel(door.grpc_target) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-        listing = await stub.ListModels(
-            inference_pb2.ListModelsRequest(), metadata=(("authorization", f"Bearer {key}"),)
-        )
-    return [(m.id, m.nodes) for m in listing.models] == [(MODEL, n)]
-
-
 async def _equal(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
 

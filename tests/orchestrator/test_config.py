@@ -195,7 +195,7 @@ def test_bad_control_plane_settings_name_the_setting(
 
 def test_every_setting_has_its_own_key_env_and_field() -> None:
     items = [item for _, item in settables(Settings())]
-    assert len(items) == 46  # 23 orchestrator + 23 control plane
+    assert len(items) == 47  # 24 orchestrator + 23 control plane
     for attribute in ("key", "env"):
         names = [getattr(item.setting, attribute) for item in items]
         assert len(names) == len(set(names)), attribute

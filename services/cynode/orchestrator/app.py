@@ -12,6 +12,7 @@ uses, and start/stop callables for its own listeners (12082/12083).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -165,6 +166,8 @@ class ControlPlaneParts:
     stop: Callable[[], Awaitable[None]] | None = None
     # The control plane's own listeners (their bound ports once started).
     ports: ServicePorts | None = None
+    # Told the gateway's bound gRPC port (other replicas forward inference calls there).
+    gateway_bound: Callable[[int], None] | None = None
 
 
 ControlPlaneHook = Callable[[Gateway], Awaitable[ControlPlaneParts]]
@@ -179,6 +182,7 @@ def control_plane_hook() -> ControlPlaneHook:
 async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
     # Imported here: the gateway stays usable (and testable) on its own.
     from cynode.orchestrator.controlplane import ControlPlaneSettings, build_control_plane
+    from cynode.orchestrator.inference.forward import root_certificates
     from cynode.orchestrator.inference.openai_door import OpenAIDoor, record_redaction
 
     settings = gw.settings
@@ -199,13 +203,15 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
             # Sweep well inside one lease: an expired lease is requeued within it.
             sweep_seconds=min(5.0, settings.control_plane.lease_seconds / 4),
             artifacts_ttl_seconds=settings.artifacts_ttl_seconds,
+            forward_tls=settings.tls_enabled,
+            forward_root_ca=root_certificates(settings.tls_cert),
         ),
         authenticate=gw.authenticator.authenticate,
         blobs=gw.blobs,
         metrics_registry=gw.metrics.registry,
     )
     door = OpenAIDoor(
-        cp.router,
+        cp.replica_router,
         gw.authenticator,
         cp.inference_metrics,
         usage=cp.usage,
@@ -244,7 +250,18 @@ async def serve_control_plane(gw: Gateway) -> ControlPlaneParts:
         start=start,
         stop=stop,
         ports=ports,
+        gateway_bound=lambda port: cp.gateway_bound(grpc_address(advertised_host(settings), port)),
     )
+
+
+def advertised_host(settings: Settings) -> str:
+    """The host other replicas reach this one at: `advertise_host`, else the listen
+    host, or this machine's name when that is every address."""
+    if settings.advertise_host:
+        return settings.advertise_host
+    if settings.host in ("0.0.0.0", "::", ""):
+        return socket.getfqdn()
+    return settings.host
 
 
 def _tls(settings: Settings, client_ca: Path | None = None) -> Tls | None:
@@ -286,6 +303,8 @@ class Orchestrator:
         await self._ports.start()
         self.rest_port = self._ports.rest_port
         self.grpc_port = self._ports.grpc_port
+        if self._parts.gateway_bound is not None:
+            self._parts.gateway_bound(self.grpc_port)
         if self._parts.start is not None:
             await self._parts.start()
         log.info(

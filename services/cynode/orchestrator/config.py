@@ -244,7 +244,8 @@ class ControlPlaneOptions:
             "inference.user_concurrency",
             "CYNODE_INFERENCE_USER_CONCURRENCY",
             "chat and embeddings requests one user may have in flight (running or queued) "
-            "through the gateway's OpenAI door; more are answered 429",
+            "through the gateway's OpenAI door, unless the user's own "
+            "`max_inference_requests` quota says otherwise; more are answered 429",
             minimum=1,
         ),
     )
@@ -305,6 +306,17 @@ class Settings:
     host: str = field(
         default="127.0.0.1",
         metadata=setting("host", "CYNODE_LISTEN_HOST", "address every listener binds"),
+    )
+    advertise_host: str = field(
+        default="",
+        metadata=setting(
+            "advertise_host",
+            "CYNODE_ADVERTISE_HOST",
+            "name or address other replicas reach this one's gateway gRPC port at, to "
+            "forward OpenAI door calls to the links it holds (SPEC §10.3); with TLS, a "
+            "name in its certificate",
+            shown_default="(host; this machine's name when host is 0.0.0.0 or ::)",
+        ),
     )
     gateway_rest_port: int = field(
         default=12080,

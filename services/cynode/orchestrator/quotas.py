@@ -24,6 +24,8 @@ class QuotaDefaults:
     max_queued_tasks: int = 0
     max_running_jobs: int = 0
     max_task_timeout_seconds: int = 0
+    # Chat and embeddings requests in flight (SPEC §10.4), checked by the inference router.
+    max_inference_requests: int = 0
     # What a task that names no timeout gets (not a quota; a limit below it wins).
     default_timeout_seconds: int = 0
 
@@ -33,6 +35,7 @@ class QuotaDefaults:
             max_queued_tasks=options.max_queued_tasks,
             max_running_jobs=options.max_running_jobs,
             max_task_timeout_seconds=options.max_timeout_seconds,
+            max_inference_requests=options.inference_user_concurrency,
             default_timeout_seconds=options.default_timeout_seconds,
         )
 
@@ -43,6 +46,7 @@ class Limits(NamedTuple):
     max_queued_tasks: int
     max_running_jobs: int
     max_task_timeout_seconds: int
+    max_inference_requests: int
 
 
 class Usage(NamedTuple):
@@ -59,11 +63,13 @@ def limits_of(
     max_queued_tasks: int | None,
     max_running_jobs: int | None,
     max_task_timeout_seconds: int | None,
+    max_inference_requests: int | None = None,
 ) -> Limits:
     return Limits(
         _pick(max_queued_tasks, defaults.max_queued_tasks),
         _pick(max_running_jobs, defaults.max_running_jobs),
         _pick(max_task_timeout_seconds, defaults.max_task_timeout_seconds),
+        _pick(max_inference_requests, defaults.max_inference_requests),
     )
 
 

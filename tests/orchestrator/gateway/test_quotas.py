@@ -114,12 +114,14 @@ async def test_users_me_shows_defaults_weight_and_use(
 ) -> None:
     auth = await rest_login(http, gateway)
     me = await _me(http, auth)
-    # Defaults: 10000 queued, no running limit, the sandbox's longest timeout.
+    # Defaults: 10000 queued, no running limit, the sandbox's longest timeout, and
+    # inference.user_concurrency requests in flight.
     assert me["weight"] == 1
     assert me["limits"] == {
         "max_queued_tasks": 10000,
         "max_running_jobs": 0,
         "max_task_timeout_seconds": 10800,
+        "max_inference_requests": 32,
     }
     assert me["usage"] == {"queued_tasks": 0, "running_jobs": 0}
     created = await http.post("/v1/tasks", json=_create(), headers=auth)

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/users.proto\x12\x11\x63ynode.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\t\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\x12\x0e\n\x06weight\x18\x06 \x01(\x01\x12-\n\x06quotas\x18\x07 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserQuotas\x12-\n\x06limits\x18\x08 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserLimits\x12+\n\x05usage\x18\t \x01(\x0b\x32\x1c.cynode.gateway.v1.UserUsage\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_email\"\xb8\x01\n\nUserQuotas\x12\x1d\n\x10max_queued_tasks\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10max_running_jobs\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12%\n\x18max_task_timeout_seconds\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x13\n\x11_max_queued_tasksB\x13\n\x11_max_running_jobsB\x1b\n\x19_max_task_timeout_seconds\"e\n\x11\x43reateUserRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08is_admin\x18\x04 \x01(\x08\x42\x08\n\x06_email\"1\n\x10ListUsersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"P\n\x11ListUsersResponse\x12&\n\x05users\x18\x01 \x03(\x0b\x32\x17.cynode.gateway.v1.User\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"!\n\x0eGetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"s\n\x11UpdateUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12-\n\x06quotas\x18\x03 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserQuotasB\t\n\x07_weight\"%\n\x12\x44isableUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"8\n\x13\x44isableUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08\"$\n\x11\x45nableUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"6\n\x12\x45nableUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"9\n\x14ResetPasswordRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"@\n\x15ResetPasswordResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0epassword_reset\x18\x02 \x01(\x08\"(\n\x15RevokeSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\":\n\x16RevokeSessionsResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07revoked\x18\x02 \x01(\x05\"b\n\nUserLimits\x12\x18\n\x10max_queued_tasks\x18\x01 \x01(\x05\x12\x18\n\x10max_running_jobs\x18\x02 \x01(\x05\x12 \n\x18max_task_timeout_seconds\x18\x03 \x01(\x05\"7\n\tUserUsage\x12\x14\n\x0cqueued_tasks\x18\x01 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x02 \x01(\x05\x32\xe2\x07\n\x0bUserService\x12\x61\n\nCreateUser\x12$.cynode.gateway.v1.CreateUserRequest\x1a\x17.cynode.gateway.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12i\n\tListUsers\x12#.cynode.gateway.v1.ListUsersRequest\x1a$.cynode.gateway.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12\x62\n\x07GetUser\x12!.cynode.gateway.v1.GetUserRequest\x1a\x17.cynode.gateway.v1.User\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12k\n\nUpdateUser\x12$.cynode.gateway.v1.UpdateUserRequest\x1a\x17.cynode.gateway.v1.User\"\x1e\x82\xd3\xe4\x93\x02\x18\x32\x13/v1/users/{user_id}:\x01*\x12\x84\x01\n\x0b\x44isableUser\x12%.cynode.gateway.v1.DisableUserRequest\x1a&.cynode.gateway.v1.DisableUserResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/users/{user_id}/disable:\x01*\x12\x80\x01\n\nEnableUser\x12$.cynode.gateway.v1.EnableUserRequest\x1a%.cynode.gateway.v1.EnableUserResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/users/{user_id}/enable:\x01*\x12\x91\x01\n\rResetPassword\x12\'.cynode.gateway.v1.ResetPasswordRequest\x1a(.cynode.gateway.v1.ResetPasswordResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/users/{user_id}/reset_password:\x01*\x12\x95\x01\n\x0eRevokeSessions\x12(.cynode.gateway.v1.RevokeSessionsRequest\x1a).cynode.gateway.v1.RevokeSessionsResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/users/{user_id}/revoke_sessions:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ynode/gateway/v1/users.proto\x12\x11\x63ynode.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\t\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\x12\x0e\n\x06weight\x18\x06 \x01(\x01\x12-\n\x06quotas\x18\x07 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserQuotas\x12-\n\x06limits\x18\x08 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserLimits\x12+\n\x05usage\x18\t \x01(\x0b\x32\x1c.cynode.gateway.v1.UserUsage\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_email\"\xf8\x01\n\nUserQuotas\x12\x1d\n\x10max_queued_tasks\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10max_running_jobs\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12%\n\x18max_task_timeout_seconds\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12#\n\x16max_inference_requests\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x13\n\x11_max_queued_tasksB\x13\n\x11_max_running_jobsB\x1b\n\x19_max_task_timeout_secondsB\x19\n\x17_max_inference_requests\"e\n\x11\x43reateUserRequest\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08is_admin\x18\x04 \x01(\x08\x42\x08\n\x06_email\"1\n\x10ListUsersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"P\n\x11ListUsersResponse\x12&\n\x05users\x18\x01 \x03(\x0b\x32\x17.cynode.gateway.v1.User\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"!\n\x0eGetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"s\n\x11UpdateUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12-\n\x06quotas\x18\x03 \x01(\x0b\x32\x1d.cynode.gateway.v1.UserQuotasB\t\n\x07_weight\"%\n\x12\x44isableUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"8\n\x13\x44isableUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08\"$\n\x11\x45nableUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"6\n\x12\x45nableUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"9\n\x14ResetPasswordRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"@\n\x15ResetPasswordResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0epassword_reset\x18\x02 \x01(\x08\"(\n\x15RevokeSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\":\n\x16RevokeSessionsResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07revoked\x18\x02 \x01(\x05\"\x82\x01\n\nUserLimits\x12\x18\n\x10max_queued_tasks\x18\x01 \x01(\x05\x12\x18\n\x10max_running_jobs\x18\x02 \x01(\x05\x12 \n\x18max_task_timeout_seconds\x18\x03 \x01(\x05\x12\x1e\n\x16max_inference_requests\x18\x04 \x01(\x05\"7\n\tUserUsage\x12\x14\n\x0cqueued_tasks\x18\x01 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x02 \x01(\x05\x32\xe2\x07\n\x0bUserService\x12\x61\n\nCreateUser\x12$.cynode.gateway.v1.CreateUserRequest\x1a\x17.cynode.gateway.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12i\n\tListUsers\x12#.cynode.gateway.v1.ListUsersRequest\x1a$.cynode.gateway.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12\x62\n\x07GetUser\x12!.cynode.gateway.v1.GetUserRequest\x1a\x17.cynode.gateway.v1.User\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12k\n\nUpdateUser\x12$.cynode.gateway.v1.UpdateUserRequest\x1a\x17.cynode.gateway.v1.User\"\x1e\x82\xd3\xe4\x93\x02\x18\x32\x13/v1/users/{user_id}:\x01*\x12\x84\x01\n\x0b\x44isableUser\x12%.cynode.gateway.v1.DisableUserRequest\x1a&.cynode.gateway.v1.DisableUserResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/users/{user_id}/disable:\x01*\x12\x80\x01\n\nEnableUser\x12$.cynode.gateway.v1.EnableUserRequest\x1a%.cynode.gateway.v1.EnableUserResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/users/{user_id}/enable:\x01*\x12\x91\x01\n\rResetPassword\x12\'.cynode.gateway.v1.ResetPasswordRequest\x1a(.cynode.gateway.v1.ResetPasswordResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/users/{user_id}/reset_password:\x01*\x12\x95\x01\n\x0eRevokeSessions\x12(.cynode.gateway.v1.RevokeSessionsRequest\x1a).cynode.gateway.v1.RevokeSessionsResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/users/{user_id}/revoke_sessions:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,37 +52,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER']._serialized_start=116
   _globals['_USER']._serialized_end=420
   _globals['_USERQUOTAS']._serialized_start=423
-  _globals['_USERQUOTAS']._serialized_end=607
-  _globals['_CREATEUSERREQUEST']._serialized_start=609
-  _globals['_CREATEUSERREQUEST']._serialized_end=710
-  _globals['_LISTUSERSREQUEST']._serialized_start=712
-  _globals['_LISTUSERSREQUEST']._serialized_end=761
-  _globals['_LISTUSERSRESPONSE']._serialized_start=763
-  _globals['_LISTUSERSRESPONSE']._serialized_end=843
-  _globals['_GETUSERREQUEST']._serialized_start=845
-  _globals['_GETUSERREQUEST']._serialized_end=878
-  _globals['_UPDATEUSERREQUEST']._serialized_start=880
-  _globals['_UPDATEUSERREQUEST']._serialized_end=995
-  _globals['_DISABLEUSERREQUEST']._serialized_start=997
-  _globals['_DISABLEUSERREQUEST']._serialized_end=1034
-  _globals['_DISABLEUSERRESPONSE']._serialized_start=1036
-  _globals['_DISABLEUSERRESPONSE']._serialized_end=1092
-  _globals['_ENABLEUSERREQUEST']._serialized_start=1094
-  _globals['_ENABLEUSERREQUEST']._serialized_end=1130
-  _globals['_ENABLEUSERRESPONSE']._serialized_start=1132
-  _globals['_ENABLEUSERRESPONSE']._serialized_end=1186
-  _globals['_RESETPASSWORDREQUEST']._serialized_start=1188
-  _globals['_RESETPASSWORDREQUEST']._serialized_end=1245
-  _globals['_RESETPASSWORDRESPONSE']._serialized_start=1247
-  _globals['_RESETPASSWORDRESPONSE']._serialized_end=1311
-  _globals['_REVOKESESSIONSREQUEST']._serialized_start=1313
-  _globals['_REVOKESESSIONSREQUEST']._serialized_end=1353
-  _globals['_REVOKESESSIONSRESPONSE']._serialized_start=1355
-  _globals['_REVOKESESSIONSRESPONSE']._serialized_end=1413
-  _globals['_USERLIMITS']._serialized_start=1415
-  _globals['_USERLIMITS']._serialized_end=1513
-  _globals['_USERUSAGE']._serialized_start=1515
-  _globals['_USERUSAGE']._serialized_end=1570
-  _globals['_USERSERVICE']._serialized_start=1573
-  _globals['_USERSERVICE']._serialized_end=2567
+  _globals['_USERQUOTAS']._serialized_end=671
+  _globals['_CREATEUSERREQUEST']._serialized_start=673
+  _globals['_CREATEUSERREQUEST']._serialized_end=774
+  _globals['_LISTUSERSREQUEST']._serialized_start=776
+  _globals['_LISTUSERSREQUEST']._serialized_end=825
+  _globals['_LISTUSERSRESPONSE']._serialized_start=827
+  _globals['_LISTUSERSRESPONSE']._serialized_end=907
+  _globals['_GETUSERREQUEST']._serialized_start=909
+  _globals['_GETUSERREQUEST']._serialized_end=942
+  _globals['_UPDATEUSERREQUEST']._serialized_start=944
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1059
+  _globals['_DISABLEUSERREQUEST']._serialized_start=1061
+  _globals['_DISABLEUSERREQUEST']._serialized_end=1098
+  _globals['_DISABLEUSERRESPONSE']._serialized_start=1100
+  _globals['_DISABLEUSERRESPONSE']._serialized_end=1156
+  _globals['_ENABLEUSERREQUEST']._serialized_start=1158
+  _globals['_ENABLEUSERREQUEST']._serialized_end=1194
+  _globals['_ENABLEUSERRESPONSE']._serialized_start=1196
+  _globals['_ENABLEUSERRESPONSE']._serialized_end=1250
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=1252
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=1309
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=1311
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=1375
+  _globals['_REVOKESESSIONSREQUEST']._serialized_start=1377
+  _globals['_REVOKESESSIONSREQUEST']._serialized_end=1417
+  _globals['_REVOKESESSIONSRESPONSE']._serialized_start=1419
+  _globals['_REVOKESESSIONSRESPONSE']._serialized_end=1477
+  _globals['_USERLIMITS']._serialized_start=1480
+  _globals['_USERLIMITS']._serialized_end=1610
+  _globals['_USERUSAGE']._serialized_start=1612
+  _globals['_USERUSAGE']._serialized_end=1667
+  _globals['_USERSERVICE']._serialized_start=1670
+  _globals['_USERSERVICE']._serialized_end=2664
 # @@protoc_insertion_point(module_scope)

@@ -35,14 +35,16 @@ class User(_message.Message):
     def __init__(self, id: _Optional[str] = ..., handle: _Optional[str] = ..., email: _Optional[str] = ..., is_active: _Optional[bool] = ..., is_admin: _Optional[bool] = ..., weight: _Optional[float] = ..., quotas: _Optional[_Union[UserQuotas, _Mapping]] = ..., limits: _Optional[_Union[UserLimits, _Mapping]] = ..., usage: _Optional[_Union[UserUsage, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UserQuotas(_message.Message):
-    __slots__ = ("max_queued_tasks", "max_running_jobs", "max_task_timeout_seconds")
+    __slots__ = ("max_queued_tasks", "max_running_jobs", "max_task_timeout_seconds", "max_inference_requests")
     MAX_QUEUED_TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_TASK_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFERENCE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     max_queued_tasks: int
     max_running_jobs: int
     max_task_timeout_seconds: int
-    def __init__(self, max_queued_tasks: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_task_timeout_seconds: _Optional[int] = ...) -> None: ...
+    max_inference_requests: int
+    def __init__(self, max_queued_tasks: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_task_timeout_seconds: _Optional[int] = ..., max_inference_requests: _Optional[int] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("handle", "password", "email", "is_admin")
@@ -147,14 +149,16 @@ class RevokeSessionsResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., revoked: _Optional[int] = ...) -> None: ...
 
 class UserLimits(_message.Message):
-    __slots__ = ("max_queued_tasks", "max_running_jobs", "max_task_timeout_seconds")
+    __slots__ = ("max_queued_tasks", "max_running_jobs", "max_task_timeout_seconds", "max_inference_requests")
     MAX_QUEUED_TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     MAX_TASK_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFERENCE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     max_queued_tasks: int
     max_running_jobs: int
     max_task_timeout_seconds: int
-    def __init__(self, max_queued_tasks: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_task_timeout_seconds: _Optional[int] = ...) -> None: ...
+    max_inference_requests: int
+    def __init__(self, max_queued_tasks: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., max_task_timeout_seconds: _Optional[int] = ..., max_inference_requests: _Optional[int] = ...) -> None: ...
 
 class UserUsage(_message.Message):
     __slots__ = ("queued_tasks", "running_jobs")

@@ -30,6 +30,8 @@ class Principal:
     user_id: str
     handle: str
     is_admin: bool
+    # The user's own limit on inference requests in flight (SPEC §10.4); None: default.
+    max_inference_requests: int | None = None
 
 
 class Authenticator:
@@ -95,7 +97,12 @@ class Authenticator:
             ).one()
         if total == 0 or revoked:
             return None
-        return Principal(user_id=user.id, handle=user.handle, is_admin=user.is_admin)
+        return Principal(
+            user_id=user.id,
+            handle=user.handle,
+            is_admin=user.is_admin,
+            max_inference_requests=user.max_inference_requests,
+        )
 
     async def principal_for_token(self, token: str) -> Principal | None:
         try:

@@ -98,6 +98,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
             user.max_queued_tasks,
             user.max_running_jobs,
             user.max_task_timeout_seconds,
+            user.max_inference_requests,
         )
         return auth_pb2.GetCurrentUserResponse(
             id=user.id,

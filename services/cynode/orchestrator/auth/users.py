@@ -211,7 +211,12 @@ async def revoke_sessions(
 
 
 MAX_WEIGHT = 1000.0
-QUOTA_FIELDS = ("max_queued_tasks", "max_running_jobs", "max_task_timeout_seconds")
+QUOTA_FIELDS = (
+    "max_queued_tasks",
+    "max_running_jobs",
+    "max_task_timeout_seconds",
+    "max_inference_requests",
+)
 
 
 async def update_user(

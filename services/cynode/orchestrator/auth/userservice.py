@@ -114,6 +114,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):  # type: ignore[misc]
                     user.max_queued_tasks,
                     user.max_running_jobs,
                     user.max_task_timeout_seconds,
+                    user.max_inference_requests,
                 )._asdict()
             ),
             usage=users_pb2.UserUsage(**used._asdict()),

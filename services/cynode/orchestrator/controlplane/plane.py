@@ -32,7 +32,10 @@ from cynode.orchestrator.controlplane.settings import ControlPlaneSettings
 from cynode.orchestrator.controlplane.uploads import ArtifactUploadServicer
 from cynode.orchestrator.events import JOBS, EventBus, task_topic
 from cynode.orchestrator.inference import InferenceMetrics, LinkRegistry, Router
+from cynode.orchestrator.inference.directory import LinkDirectory
+from cynode.orchestrator.inference.forward import Forwarder
 from cynode.orchestrator.inference.link_servicer import InferenceLinkServicer
+from cynode.orchestrator.inference.replicas import ReplicaRouter
 from cynode.orchestrator.inference.servicer import InferenceServicer
 from cynode.orchestrator.inference.usage import UsageBook
 from cynode.orchestrator.store import session_factory
@@ -129,7 +132,24 @@ class ControlPlane:
         self.link_servicer = InferenceLinkServicer(
             self.links, settings.jwt_secret, settings.allowed_models
         )
-        self.inference_servicer = InferenceServicer(self.router, authenticate or _deny_all)
+        # Several replicas (Postgres): each announces its links and forwards calls for
+        # models only the others' links serve (SPEC §10.3). SQLite is single-replica.
+        self.directory: LinkDirectory | None = None
+        self.forwarder: Forwarder | None = None
+        if engine.dialect.name == "postgresql":
+            self.directory = LinkDirectory(engine, self.links, settings.replica_id)
+            self.forwarder = Forwarder(
+                settings.replica_id, tls=settings.forward_tls, root_ca=settings.forward_root_ca
+            )
+            dispatch, directory = self.links.on_change, self.directory
+
+            def links_changed() -> None:
+                dispatch()
+                directory.changed()
+
+            self.links.on_change = links_changed
+        self.replica_router = ReplicaRouter(self.router, self.directory, self.forwarder)
+        self.inference_servicer = InferenceServicer(self.replica_router, authenticate or _deny_all)
 
     # -- what serve plugs in ----------------------------------------------------------
 
@@ -188,6 +208,15 @@ class ControlPlane:
         self._jobs_watch = asyncio.create_task(self._watch_jobs(), name="controlplane-jobs")
         if self.artifact_sweeper is not None:
             self.artifact_sweeper.start()
+        if self.directory is not None:
+            self.directory.start()
+
+    def gateway_bound(self, address: str) -> None:
+        """Where other replicas reach this one's gateway gRPC port: its links are
+        announced from now on."""
+        if self.directory is not None:
+            self.directory.address = address
+            self.directory.changed()
 
     async def stop(self) -> None:
         """Ends the streams (nodes reconnect elsewhere or later), writes what nodes sent,
@@ -199,6 +228,10 @@ class ControlPlane:
             session.close()
         for link in self.links:
             link.close()
+        if self.directory is not None:
+            await self.directory.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         await self.usage.flush()
         if self._jobs_watch is not None:
             self._jobs_watch.cancel()

@@ -23,6 +23,10 @@ class ControlPlaneSettings(ControlPlaneOptions):
     replica_id: str = field(default_factory=new_id)
     # Artifacts of sets recorded longer ago than this are removed (0: kept for ever).
     artifacts_ttl_seconds: int = 0
+    # Calls forwarded to another replica's gateway gRPC port (SPEC §10.3) use TLS when
+    # this replica's listeners do, checked against `forward_root_ca` (None: system roots).
+    forward_tls: bool = False
+    forward_root_ca: bytes | None = None
 
     @property
     def stale_after_seconds(self) -> float:

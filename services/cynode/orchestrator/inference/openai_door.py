@@ -25,10 +25,10 @@ from cynode.orchestrator import audit
 from cynode.orchestrator.auth import Authenticator, Principal
 from cynode.orchestrator.inference.metrics import InferenceMetrics
 from cynode.orchestrator.inference.redact import redact
+from cynode.orchestrator.inference.replicas import Caller, ReplicaRouter
 from cynode.orchestrator.inference.router import (
     BadInferenceRequest,
     InferenceError,
-    Router,
 )
 from cynode.orchestrator.inference.usage import UsageBook
 from cynode.orchestrator.rest.body import (
@@ -62,7 +62,7 @@ def _from_error(exc: InferenceError) -> JSONResponse:
 class OpenAIDoor:
     def __init__(
         self,
-        router: Router,
+        router: ReplicaRouter,
         authenticator: Authenticator,
         metrics: InferenceMetrics,
         *,
@@ -90,10 +90,14 @@ class OpenAIDoor:
     # -- shared steps -----------------------------------------------------------------
 
     async def _principal(self, request: Request) -> Principal | None:
-        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer(request)
+        if not token:
             return None
-        return await self.authenticator.principal_for_token(token.strip())
+        return await self.authenticator.principal_for_token(token)
+
+    def _caller(self, request: Request, principal: Principal) -> Caller:
+        # The token goes along when the call is forwarded to another replica (§10.3).
+        return Caller(principal.user_id, principal.max_inference_requests, _bearer(request))
 
     async def _body(self, request: Request) -> dict[str, Any]:
         try:
@@ -154,7 +158,7 @@ class OpenAIDoor:
         except ClientGoneError:
             return Response(status_code=400)
         model = chat.model
-        pieces = self.router.chat(principal.user_id, chat)
+        pieces = self.router.chat(self._caller(request, principal), chat)
         try:
             first = await anext(pieces)
         except InferenceError as exc:
@@ -271,7 +275,7 @@ class OpenAIDoor:
             return Response(status_code=400)
         model = embeddings.model
         try:
-            result = await self.router.embeddings(principal.user_id, embeddings)
+            result = await self.router.embeddings(self._caller(request, principal), embeddings)
         except InferenceError as exc:
             self.metrics.requests.labels("embeddings", model, exc.code).inc()
             return _from_error(exc)
@@ -348,6 +352,11 @@ class OpenAIDoor:
         )
         if self._on_redacted is not None:
             await self._on_redacted(principal, found)
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class _Refused(Exception):

@@ -177,17 +177,17 @@ class Router:
     def in_flight(self, user_id: str) -> int:
         return self._in_flight.get(user_id, 0)
 
-    def _admit(self, user_id: str, model: str) -> None:
+    def _admit(self, user_id: str, model: str, limit: int | None = None) -> None:
+        # `limit`: the user's own (SPEC §10.4), 0 none; None: inference.user_concurrency.
+        limit = self.user_limit if limit is None else limit
         if not model:
             raise BadInferenceRequest("model is required")
         if not len(self.links):
             raise NoNode("no node that serves models is connected")
         if not self.links.serves(model):
             raise UnknownModel(f"The model `{model}` does not exist or no node serves it")
-        if self._in_flight.get(user_id, 0) >= self.user_limit:
-            raise OverLimit(
-                f"too many requests in flight for this user (at most {self.user_limit})"
-            )
+        if limit and self._in_flight.get(user_id, 0) >= limit:
+            raise OverLimit(f"too many requests in flight for this user (at most {limit})")
 
     @contextlib.contextmanager
     def _counted(self, user_id: str) -> Iterator[None]:
@@ -214,10 +214,10 @@ class Router:
             self._on_wait(time.perf_counter() - started)
 
     async def chat(
-        self, user_id: str, request: chat_pb2.ChatRequest
+        self, user_id: str, request: chat_pb2.ChatRequest, limit: int | None = None
     ) -> AsyncIterator[chat_pb2.ChatChunk]:
         """The answer's pieces in order; the last has finish_reason and usage."""
-        self._admit(user_id, request.model)
+        self._admit(user_id, request.model, limit)
         with self._counted(user_id):
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 link = await self._slot(user_id, request.model, retry=attempt > 1)
@@ -268,9 +268,9 @@ class Router:
                     raise NoNode("the nodes serving this model went away before answering")
 
     async def embeddings(
-        self, user_id: str, request: chat_pb2.EmbeddingsRequest
+        self, user_id: str, request: chat_pb2.EmbeddingsRequest, limit: int | None = None
     ) -> chat_pb2.EmbeddingsResult:
-        self._admit(user_id, request.model)
+        self._admit(user_id, request.model, limit)
         with self._counted(user_id):
             for attempt in range(MAX_ATTEMPTS):
                 link = await self._slot(user_id, request.model, retry=attempt > 0)

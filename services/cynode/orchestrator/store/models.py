@@ -133,6 +133,8 @@ class User(SQLModel, table=True):
     max_queued_tasks: int | None = None
     max_running_jobs: int | None = None
     max_task_timeout_seconds: int | None = None
+    # Chat and embeddings requests in flight (SPEC §10.4); None: inference.user_concurrency.
+    max_inference_requests: int | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -373,3 +375,20 @@ class InferenceUsage(SQLModel, table=True):
     kind: str = Field(max_length=16)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+class InferenceLinkRecord(SQLModel, table=True):
+    """A node's inference link as the replica holding it announces it to the others
+    (SPEC §10.3): what it serves, and the address where that replica takes forwarded
+    calls. The holder writes it when the link opens or changes, refreshes `seen_at`
+    while it holds it and deletes it when it ends; a row not refreshed for a while is
+    a dead replica's and is ignored, then deleted, by the others."""
+
+    __tablename__ = "inference_links"
+
+    node_id: str = Field(primary_key=True, max_length=26)
+    replica_id: str = Field(max_length=26, index=True)
+    address: str = Field(max_length=255)
+    models: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    capacity: int = 1
+    seen_at: datetime = _ts(index=True)

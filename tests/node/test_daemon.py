@@ -300,6 +300,7 @@ async def test_metrics_and_oversized_requests(
             assert declared.status_code == 413
             assert declared.headers["content-type"] == "application/problem+json"
             assert declared.json()["status"] == 413
+            assert declared.json()["type"] == "urn:cynode:problem:payload-too-large"
 
             async def chunks() -> AsyncIterator[bytes]:
                 for _ in range(11):

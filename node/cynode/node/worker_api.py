@@ -33,8 +33,10 @@ _PROBLEM = "application/problem+json"
 
 def _problem_413(limit: int) -> Response:
     body = {
-        "type": "https://cynode.dev/problems/payload-too-large",
-        "title": "Payload Too Large",
+        # The same type and title as the orchestrator's (SPEC §2.1), so a client
+        # tells a 413 apart by one table whichever process answered.
+        "type": "urn:cynode:problem:payload-too-large",
+        "title": "Payload too large",
         "status": 413,
         "detail": f"request body is over {limit} bytes",
     }

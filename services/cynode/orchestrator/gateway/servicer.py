@@ -64,14 +64,19 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> tasks_pb2.CreateTaskResponse:
         principal = await self._principal(context)
         try:
-            task = await self._book.create(principal, validate_create(request))
+            new = validate_create(request)
+            task = await self._book.create(principal, new)
         except (Invalid, TooLarge, OverQuota) as exc:
             await self._fail(context, exc)
             raise
         set_http_status(context, 201)
-        names = await self._book.attachment_names([task.id])
+        # Stored as given, in this order (what attachment_names reads back), so the
+        # answer needs no second read of the store.
         return tasks_pb2.CreateTaskResponse(
-            task_id=task.id, task_name=task.name, status=task.status, attachments=names[task.id]
+            task_id=task.id,
+            task_name=task.name,
+            status=task.status,
+            attachments=[name for name, _ in new.attachments],
         )
 
     async def _find(self, task_id: str, context: Context) -> tasks_pb2.Task:
@@ -117,10 +122,14 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> tasks_pb2.GetTaskResultResponse:
         principal = await self._principal(context)
         try:
-            task, jobs = await self._book.result(principal, request.task_id)
+            return await self._result(principal, request.task_id)
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise
+
+    async def _result(self, principal: Principal, ref: str) -> tasks_pb2.GetTaskResultResponse:
+        """GetTaskResult's answer; also the terminal watch event's, when asked for."""
+        task, jobs = await self._book.result(principal, ref)
         response = tasks_pb2.GetTaskResultResponse(
             task_id=task.id,
             task_name=task.name,
@@ -230,7 +239,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         principal = await self._principal(context)
         try:
             async for event in watch_task(self._book, principal, request.task_id, self._poll):
-                yield tasks_pb2.WatchTaskResponse(
+                response = tasks_pb2.WatchTaskResponse(
                     task_id=event.task_id,
                     status=event.status,
                     stream=event.stream,
@@ -238,6 +247,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
                     terminal=event.terminal,
                     at=timestamp(event.at),
                 )
+                if event.terminal and request.include_result:
+                    # Read after the terminal status: the same answer GetTaskResult gives.
+                    response.task_result.CopyFrom(await self._result(principal, event.task_id))
+                yield response
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise

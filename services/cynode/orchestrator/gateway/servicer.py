@@ -18,6 +18,7 @@ from cynode.orchestrator.gateway.views import decode_output, job_view, task_mess
 from cynode.orchestrator.gateway.watch import watch_task
 from cynode.orchestrator.lifecycle import TERMINAL
 from cynode.orchestrator.quotas import OverQuota
+from cynode.orchestrator.store import Job, Task
 
 NOT_FOUND = "no such task"
 
@@ -122,14 +123,14 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> tasks_pb2.GetTaskResultResponse:
         principal = await self._principal(context)
         try:
-            return await self._result(principal, request.task_id)
+            task, jobs = await self._book.result(principal, request.task_id)
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise
+        return await self._result_of(task, jobs)
 
-    async def _result(self, principal: Principal, ref: str) -> tasks_pb2.GetTaskResultResponse:
-        """GetTaskResult's answer; also the terminal watch event's, when asked for."""
-        task, jobs = await self._book.result(principal, ref)
+    async def _result_of(self, task: Task, jobs: list[Job]) -> tasks_pb2.GetTaskResultResponse:
+        """GetTaskResult's answer for a task read; also the terminal watch event's."""
         response = tasks_pb2.GetTaskResultResponse(
             task_id=task.id,
             task_name=task.name,
@@ -247,9 +248,11 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
                     terminal=event.terminal,
                     at=timestamp(event.at),
                 )
-                if event.terminal and request.include_result:
-                    # Read after the terminal status: the same answer GetTaskResult gives.
-                    response.task_result.CopyFrom(await self._result(principal, event.task_id))
+                if event.terminal and request.include_result and event.task is not None:
+                    # Built from the read that saw the terminal status: the answer
+                    # GetTaskResult gives from then on.
+                    result = await self._result_of(event.task, list(event.jobs))
+                    response.task_result.CopyFrom(result)
                 yield response
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)

@@ -212,6 +212,13 @@ ROWS: list[Row] = [
     Row(
         "watch-done", TASKS + "WatchTask", 200, _user("GET", "/v1/tasks/{done}/watch"), stream=True
     ),
+    Row(
+        "watch-done-with-result",
+        TASKS + "WatchTask",
+        200,
+        _user("GET", "/v1/tasks/{done}/watch?include_result=true"),
+        stream=True,
+    ),
     Row("watch-missing", TASKS + "WatchTask", 404, _user("GET", "/v1/tasks/nope/watch")),
     Row(
         "watch-no-token",

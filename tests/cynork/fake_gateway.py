@@ -53,6 +53,9 @@ class FakeGateway:
     # The watch stream ends after the current status, without the terminal event (as a
     # cut stream does), and leaves the task as it is; else it runs the task to the end.
     watch_holds: bool = False
+    # The terminal watch event carries the result when asked (`?include_result=true`),
+    # as the real gateway does; False plays an older gateway that ignores the ask.
+    watch_sends_result: bool = True
     stdout: str = "hello from the sandbox\n"
     stderr: str = ""
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -266,6 +269,8 @@ class FakeGateway:
                 {"task_id": task["task_id"], "status": "completed", "terminal": True},
             ]
             task["status"] = "completed"
+            if self.watch_sends_result and query.get("include_result") == "true":
+                events[-1]["task_result"] = self._result(task)
             data = "".join(json.dumps(e) + "\n" for e in events).encode()
             return 200, {"content-type": "application/x-ndjson"}, data
         return problem(404, "Not Found", "no such task call")

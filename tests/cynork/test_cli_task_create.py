@@ -292,8 +292,21 @@ def test_result_waits_and_prints_output(logged_in: Cy) -> None:
     ]
     assert "a warning" in result.stderr
     assert f"task {task_id}: running" in result.stderr
-    # Woken by the watch stream, then one read of the result: no polling, no sleeping.
+    # Woken by the watch stream, whose terminal event carries the result: no polling,
+    # no sleeping, no second call.
     assert logged_in.sleeps == []
+    assert logged_in.gw.requests[1:] == [("GET", f"/v1/tasks/{task_id}/watch")]
+
+
+def test_result_from_an_older_gateway_is_read_after_the_watch(logged_in: Cy) -> None:
+    logged_in.gw.watch_sends_result = False  # the terminal event comes without it
+    result = logged_in("task", "create", "-p", "hi", "--result")
+    assert result.exit_code == 0, result.output
+    task_id = next(iter(logged_in.gw.tasks))
+    assert lines(result.stdout)[1:] == [
+        f"task_id={task_id} status=completed",
+        "hello from the sandbox",
+    ]
     assert logged_in.gw.requests[1:] == [
         ("GET", f"/v1/tasks/{task_id}/watch"),
         ("GET", f"/v1/tasks/{task_id}/result"),

@@ -498,8 +498,10 @@ class GatewayClient:
         return page
 
     @contextmanager
-    def _streaming(self, path: str, what: str) -> Iterator[httpx.Response]:
-        resp = self._request("GET", path, stream=True)
+    def _streaming(
+        self, path: str, what: str, params: Mapping[str, str | int] | None = None
+    ) -> Iterator[httpx.Response]:
+        resp = self._request("GET", path, params=params, stream=True)
         try:
             if not resp.is_success:
                 resp.read()
@@ -508,9 +510,11 @@ class GatewayClient:
         finally:
             resp.close()
 
-    def watch_task(self, task_id: str) -> Iterator[JSONDict]:
-        """Events of GET /v1/tasks/{id}/watch (NDJSON) until the terminal one."""
-        with self._streaming(_task_path(task_id, "/watch"), f"task {task_id}") as resp:
+    def watch_task(self, task_id: str, *, include_result: bool = False) -> Iterator[JSONDict]:
+        """Events of GET /v1/tasks/{id}/watch (NDJSON) until the terminal one; with
+        `include_result`, the terminal one carries the task's result (`task_result`)."""
+        params = {"include_result": "true"} if include_result else None
+        with self._streaming(_task_path(task_id, "/watch"), f"task {task_id}", params) as resp:
             try:
                 for line in resp.iter_lines():
                     if not line.strip():

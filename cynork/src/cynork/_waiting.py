@@ -1,8 +1,9 @@
 """Waiting for a task: a live status line on a terminal, plain lines otherwise.
 
 The wait follows the gateway's watch stream (GET /v1/tasks/{id}/watch), which the
-gateway wakes the moment the task changes, and reads the result once, after the
-terminal event: no polling, so a task that ends in 50 ms is printed in about 50 ms.
+gateway wakes the moment the task changes, and asks for the result on the terminal
+event (`include_result`): no polling and no second call, so a task that ends in 50 ms
+is printed in about 50 ms. A gateway too old to send it is asked with GET …/result.
 
 The line lives on stderr so stdout carries only results. Ctrl-C ends the wait (not the
 task) with exit 130 and says how to pick the result up later.
@@ -101,7 +102,7 @@ def _events_ticking(client: GatewayClient, task_id: str, progress: Progress) -> 
 
     def read() -> None:
         try:
-            for event in client.watch_task(task_id):
+            for event in client.watch_task(task_id, include_result=True):
                 events.put(event)
             events.put(None)
         except BaseException as exc:  # handed to the waiting thread, raised there
@@ -121,16 +122,18 @@ def _events_ticking(client: GatewayClient, task_id: str, progress: Progress) -> 
         yield item
 
 
-def _follow(client: GatewayClient, task_id: str, progress: Progress) -> bool:
-    """Follows one watch stream; True once it delivered the terminal event."""
+def _follow(client: GatewayClient, task_id: str, progress: Progress) -> JSONDict | None:
+    """Follows one watch stream; its terminal event, or None if it ended without one."""
     events = (
-        _events_ticking(client, task_id, progress) if progress.live else client.watch_task(task_id)
+        _events_ticking(client, task_id, progress)
+        if progress.live
+        else client.watch_task(task_id, include_result=True)
     )
     for event in events:
         progress.update(str(event.get("status") or "queued"))
         if event.get("terminal"):
-            return True
-    return False
+            return event
+    return None
 
 
 def wait_for_result(app: App, task_id: str) -> JSONDict:
@@ -139,8 +142,11 @@ def wait_for_result(app: App, task_id: str) -> JSONDict:
     live = app.stderr_is_tty() and app.output.color and not app.output.quiet
     progress = Progress(task_id, live=live, quiet=app.output.quiet)
     try:
-        while not _follow(client, task_id, progress):
+        while (terminal := _follow(client, task_id, progress)) is None:
             sleep_ticking(app, REOPEN_SECONDS, progress)
+        result = terminal.get("task_result")
+        if isinstance(result, dict) and result.get("task_id"):
+            return result
         return client.task_result(task_id)
     except KeyboardInterrupt:
         raise interrupted(task_id) from None

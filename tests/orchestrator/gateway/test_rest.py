@@ -116,6 +116,12 @@ async def test_task_lifecycle_over_rest(http: httpx.AsyncClient, gateway: Gatewa
             if line.strip():
                 lines.append(json.loads(line))
     assert lines[-1]["terminal"] is True and lines[-1]["status"] == "completed"
+    assert "task_result" not in lines[-1]  # `task watch -o json` sees what it always did
+    async with http.stream(
+        "GET", f"/v1/tasks/{tid}/watch", params={"include_result": "true"}, headers=auth
+    ) as resp:
+        final = [json.loads(line) async for line in resp.aiter_lines() if line.strip()][-1]
+    assert final["terminal"] is True and final["task_result"] == result
 
     resp = await http.post(f"/v1/tasks/{created[0]['task_id']}/cancel", json={}, headers=auth)
     assert resp.status_code == 200 and resp.json() == {

@@ -527,6 +527,20 @@ async def test_watch_streams_status_and_output_until_terminal(served: Served) ->
         )
     ]
     assert len(again) == 1 and again[0].terminal and again[0].status == "completed"
+    assert not again[0].HasField("task_result")  # only when asked for
+    # Asked for, the terminal event carries what GetTaskResult answers.
+    with_result = [
+        e
+        async for e in served.tasks.WatchTask(
+            tasks_pb2.WatchTaskRequest(task_id=t.task_id, include_result=True), metadata=md
+        )
+    ]
+    result = await served.tasks.GetTaskResult(
+        tasks_pb2.GetTaskResultRequest(task_id=t.task_id), metadata=md
+    )
+    assert len(with_result) == 1 and with_result[0].terminal
+    assert with_result[0].task_result == result
+    assert result.stdout == "a€ tail" and result.stderr == "oops"
     err = stream = served.tasks.WatchTask(tasks_pb2.WatchTaskRequest(task_id="nope"), metadata=md)
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         async for _ in err:

@@ -206,26 +206,30 @@ class GetTaskLogsResponse(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., stream: _Optional[str] = ..., lines: _Optional[_Iterable[str]] = ..., task_name: _Optional[str] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "include_result")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    include_result: bool
+    def __init__(self, task_id: _Optional[str] = ..., include_result: _Optional[bool] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
-    __slots__ = ("task_id", "status", "stream", "chunk", "terminal", "at")
+    __slots__ = ("task_id", "status", "stream", "chunk", "terminal", "at", "task_result")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    TASK_RESULT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: str
     stream: str
     chunk: str
     terminal: bool
     at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., stream: _Optional[str] = ..., chunk: _Optional[str] = ..., terminal: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    task_result: GetTaskResultResponse
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., stream: _Optional[str] = ..., chunk: _Optional[str] = ..., terminal: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_result: _Optional[_Union[GetTaskResultResponse, _Mapping]] = ...) -> None: ...
 
 class ListTaskArtifactsRequest(_message.Message):
     __slots__ = ("task_id",)

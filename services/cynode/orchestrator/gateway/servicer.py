@@ -18,6 +18,7 @@ from cynode.orchestrator.gateway.views import decode_output, job_view, task_mess
 from cynode.orchestrator.gateway.watch import watch_task
 from cynode.orchestrator.lifecycle import TERMINAL
 from cynode.orchestrator.quotas import OverQuota
+from cynode.orchestrator.store import Job, Task
 
 NOT_FOUND = "no such task"
 
@@ -64,14 +65,19 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> tasks_pb2.CreateTaskResponse:
         principal = await self._principal(context)
         try:
-            task = await self._book.create(principal, validate_create(request))
+            new = validate_create(request)
+            task = await self._book.create(principal, new)
         except (Invalid, TooLarge, OverQuota) as exc:
             await self._fail(context, exc)
             raise
         set_http_status(context, 201)
-        names = await self._book.attachment_names([task.id])
+        # Stored as given, in this order (what attachment_names reads back), so the
+        # answer needs no second read of the store.
         return tasks_pb2.CreateTaskResponse(
-            task_id=task.id, task_name=task.name, status=task.status, attachments=names[task.id]
+            task_id=task.id,
+            task_name=task.name,
+            status=task.status,
+            attachments=[name for name, _ in new.attachments],
         )
 
     async def _find(self, task_id: str, context: Context) -> tasks_pb2.Task:
@@ -121,6 +127,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise
+        return await self._result_of(task, jobs)
+
+    async def _result_of(self, task: Task, jobs: list[Job]) -> tasks_pb2.GetTaskResultResponse:
+        """GetTaskResult's answer for a task read; also the terminal watch event's."""
         response = tasks_pb2.GetTaskResultResponse(
             task_id=task.id,
             task_name=task.name,
@@ -230,7 +240,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         principal = await self._principal(context)
         try:
             async for event in watch_task(self._book, principal, request.task_id, self._poll):
-                yield tasks_pb2.WatchTaskResponse(
+                response = tasks_pb2.WatchTaskResponse(
                     task_id=event.task_id,
                     status=event.status,
                     stream=event.stream,
@@ -238,6 +248,12 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
                     terminal=event.terminal,
                     at=timestamp(event.at),
                 )
+                if event.terminal and request.include_result and event.task is not None:
+                    # Built from the read that saw the terminal status: the answer
+                    # GetTaskResult gives from then on.
+                    result = await self._result_of(event.task, list(event.jobs))
+                    response.task_result.CopyFrom(result)
+                yield response
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise

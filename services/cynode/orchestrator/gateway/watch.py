@@ -11,7 +11,7 @@ import asyncio
 import codecs
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlmodel import col, select
@@ -33,6 +33,10 @@ class WatchEvent:
     stream: str = ""
     chunk: str = ""
     terminal: bool = False
+    # On the terminal event: the task and its jobs as that last read found them (what
+    # a result built for the watcher is made of, without reading them again).
+    task: Task | None = None
+    jobs: tuple[Job, ...] = ()
 
 
 @dataclass
@@ -55,7 +59,7 @@ class _Cursor:
 
 async def _snapshot(
     book: TaskBook, task_id: str, cursor: _Cursor
-) -> tuple[Task, Job | None, list[JobOutputChunk]]:
+) -> tuple[Task, list[Job], list[JobOutputChunk]]:
     async with book.factory() as session:
         task = await session.get(Task, task_id, populate_existing=True)
         assert task is not None  # tasks are never deleted
@@ -78,7 +82,7 @@ async def _snapshot(
                     .order_by(col(JobOutputChunk.id))
                 )
             )
-    return task, job, chunks
+    return task, jobs, chunks
 
 
 def _output_events(task: Task, cursor: _Cursor, chunks: list[JobOutputChunk]) -> list[WatchEvent]:
@@ -124,14 +128,15 @@ async def watch_task(
         cursor = _Cursor()
         last_status: str | None = None
         while True:
-            task, job, chunks = await _snapshot(book, task.id, cursor)
+            task, jobs, chunks = await _snapshot(book, task.id, cursor)
             if task.status in TERMINAL:
                 if last_status is not None:
                     for event in _output_events(task, cursor, chunks):
                         yield event
-                    for event in _tail_events(task, job, cursor):
+                    for event in _tail_events(task, jobs[-1] if jobs else None, cursor):
                         yield event
-                yield WatchEvent(task.id, task.status, task.updated_at, terminal=True)
+                end = WatchEvent(task.id, task.status, task.updated_at, terminal=True)
+                yield replace(end, task=task, jobs=tuple(jobs))
                 return
             if task.status != last_status:
                 last_status = task.status

@@ -98,9 +98,17 @@ async def test_interactive_chat_in_a_terminal(home: Path) -> None:
             term.wait_for, lambda s: s.count("you>") >= 2, "the answer, then a new prompt"
         )
         # Ctrl-C while an answer streams stops it; the chat goes on.
-        term.type("Write a very long poem about the sea, at least forty lines.")
+        poem = "Write a very long poem about the sea, at least forty lines."
+        term.type(poem)
         term.send("Enter")
-        await asyncio.sleep(1.0)
+
+        def answering(screen: str) -> bool:
+            after = screen.split(poem, 1)[-1].strip()
+            return bool(after) and not after.endswith("you>")
+
+        # At once when the first words show: a fixed wait let a quick answer end first
+        # on a quiet machine, and the Ctrl-C then met an empty prompt.
+        await asyncio.to_thread(term.wait_for, answering, "the answer to start")
         term.send("C-c")
         await wait_text("[stopped]")
         await asyncio.to_thread(

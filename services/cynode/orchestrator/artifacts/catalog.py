@@ -76,14 +76,6 @@ async def listing(book: TaskBook, principal: Principal, ref: str) -> Listing:
         return await listing_in(session, task, await book.jobs_of(session, task.id))
 
 
-async def listing_of(book: TaskBook, task: Task, jobs: list[Job]) -> Listing:
-    """The same for a task already found (the terminal watch event's result)."""
-    if not jobs or jobs[-1].status not in lifecycle.TERMINAL:
-        return Listing(task, None, [])
-    async with book.factory() as session:
-        return await listing_in(session, task, jobs)
-
-
 async def find(
     book: TaskBook, principal: Principal, ref: str, artifact_id: str
 ) -> tuple[Task, Artifact]:
@@ -104,5 +96,4 @@ __all__ = [
     "find",
     "listing",
     "listing_in",
-    "listing_of",
 ]

@@ -133,10 +133,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
             jobs = await self._book.jobs_of(session, task.id)
             return self._result_message(task, jobs, await catalog.listing_in(session, task, jobs))
 
-    async def _result_of(self, task: Task, jobs: list[Job]) -> tasks_pb2.GetTaskResultResponse:
-        """The terminal watch event's result, for the task and jobs that read found."""
-        return self._result_message(task, jobs, await catalog.listing_of(self._book, task, jobs))
-
     @staticmethod
     def _result_message(
         task: Task, jobs: list[Job], found: catalog.Listing
@@ -248,7 +244,9 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
         principal = await self._principal(context)
         try:
-            async for event in watch_task(self._book, principal, request.task_id, self._poll):
+            async for event in watch_task(
+                self._book, principal, request.task_id, self._poll, request.include_result
+            ):
                 response = tasks_pb2.WatchTaskResponse(
                     task_id=event.task_id,
                     status=event.status,
@@ -257,10 +255,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
                     terminal=event.terminal,
                     at=timestamp(event.at),
                 )
-                if event.terminal and request.include_result and event.task is not None:
-                    # Built from the read that saw the terminal status: the answer
-                    # GetTaskResult gives from then on.
-                    result = await self._result_of(event.task, list(event.jobs))
+                if event.terminal and event.task is not None and event.listing is not None:
+                    # Built from the read that saw the terminal status (its listing
+                    # too): the answer GetTaskResult gives from then on.
+                    result = self._result_message(event.task, list(event.jobs), event.listing)
                     response.task_result.CopyFrom(result)
                 yield response
         except (Invalid, TaskNotFound) as exc:

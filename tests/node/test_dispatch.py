@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,8 @@ async def test_job_runs_streams_output_and_result_is_spooled_until_acked(
         result = results(session)[0]
         assert result.status == job_pb2.JOB_STATUS_COMPLETED
         assert result.node_id == "NODE01"
-        # The result was on disk before it was sent, and stays until acknowledged.
-        assert h.client.spool.has("JOB1", 1)
+        # The result is written to the spool as it is sent, and stays until acknowledged.
+        await session.wait_for(lambda: h.client.spool.has("JOB1", 1))
         await session.wait_for(lambda: len(session.of_kind("ready")) >= 2)
         # Credits add up on the server: a finished job grants one more.
         assert session.of_kind("ready")[-1].free_slots == 1
@@ -171,6 +172,81 @@ async def test_result_finished_while_disconnected_is_resent_after_reconnect(
         await third.wait_for(lambda: not h.client.spool.has("JOBR", 2))
 
 
+def gate_spool_writes(client: DispatchClient, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Holds every spool write until the returned event is set (the write runs in a
+    thread, so it blocks only that thread)."""
+    gate = threading.Event()
+    put = client.spool.put
+
+    def held_put(result: job_pb2.JobResult) -> Path:
+        assert gate.wait(10)
+        return put(result)
+
+    monkeypatch.setattr(client.spool, "put", held_put)
+    return gate
+
+
+async def test_the_result_goes_up_before_its_spool_write_ends_and_an_early_ack_deletes_it(
+    control_plane: tuple[FakeControlPlane, str],
+    node_config: NodeConfig,
+    channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel) as h:
+        gate = gate_spool_writes(h.client, monkeypatch)
+        session = await plane.session(0)
+        session.send(**assign("JOBE"))
+        # Sent while the write is held: the fsyncs no longer come first.
+        await session.wait_for(lambda: bool(results(session)))
+        assert not h.client.spool.has("JOBE", 1)
+        # Until the write is done the job holds its slot as a running one.
+        assert ("JOBE", 1) in h.client.workers
+        # An assignment of it again meanwhile gets the result again, not a second run.
+        session.send(**assign("JOBE"))
+        await session.wait_for(lambda: len(results(session)) == 2)
+        assert len(h.runners) == 1
+        session.send(result_ack=dispatch_pb2.ResultAck(job_id="JOBE", attempt=1))
+        await asyncio.sleep(0.1)
+        gate.set()
+        await session.wait_for(lambda: ("JOBE", 1) not in h.client.workers)
+        # The ack came before the file: the file written after it is removed at once.
+        assert not h.client.spool.has("JOBE", 1)
+        assert len(results(session)) == 2
+
+
+async def test_a_stream_opened_during_the_spool_write_gets_the_result(
+    control_plane: tuple[FakeControlPlane, str],
+    node_config: NodeConfig,
+    channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plane, _ = control_plane
+    async with running_client(node_config, channel, hold=True) as h:
+        gate = gate_spool_writes(h.client, monkeypatch)
+        first = await plane.session(0)
+        first.send(**assign("JOBW"))
+        await first.wait_for(lambda: bool(first.of_kind("job_started")))
+        plane.refuse_streams = True
+        first.drop()
+        await first.ended.wait()
+        # The job ends with no stream: the send goes nowhere, the write is held.
+        h.runners[0].release.set()
+        await asyncio.sleep(0.1)
+        plane.refuse_streams = False
+        second = await plane.session(1)
+        assert second.hello is not None
+        # The Hello saw no file yet: the job is still a running one.
+        assert [(j.job_id, j.has_result) for j in second.hello.held_jobs] == [("JOBW", False)]
+        await second.wait_for(lambda: bool(second.of_kind("ready")))
+        assert results(second) == []
+        gate.set()
+        # Once written, the result goes up on the stream that opened meanwhile.
+        await second.wait_for(lambda: bool(results(second)))
+        assert results(second)[0].job_id == "JOBW"
+        assert h.client.spool.has("JOBW", 1)
+
+
 async def test_spooled_result_survives_a_restart_of_the_node(
     control_plane: tuple[FakeControlPlane, str], node_config: NodeConfig, channel: grpc.aio.Channel
 ) -> None:
@@ -179,7 +255,7 @@ async def test_spooled_result_survives_a_restart_of_the_node(
         session = await plane.session(0)
         session.send(**assign("JOBS"))
         await session.wait_for(lambda: bool(results(session)))
-        assert h.client.spool.has("JOBS", 1)
+        await session.wait_for(lambda: h.client.spool.has("JOBS", 1))
     # A new client over the same state dir is the restarted node.
     async with running_client(node_config, channel):
         session = await plane.session(1)
@@ -417,8 +493,8 @@ async def test_batches_from_the_orchestrator_are_handled_in_order(
         )
         session.send(**assign("JOBS2"))
         await session.wait_for(lambda: len(h.runners) == 2)
-        await session.wait_for(lambda: not h.client.spool.has("JOBB", 1))
-        assert set(h.client.workers) == {("JOBS2", 1)}
+        await session.wait_for(lambda: set(h.client.workers) == {("JOBS2", 1)})
+        assert not h.client.spool.has("JOBB", 1)
 
 
 async def test_queued_messages_go_up_as_one_batch_in_order(

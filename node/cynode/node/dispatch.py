@@ -4,8 +4,9 @@ Per connection: Hello (held jobs: running ones and spooled results) → HelloAck
 spooled result resent → Ready(free slots), a credit grant, then Ready(1) after each
 result → heartbeats at the server's interval while
 reading assignments, cancels, result acks and config changes. Jobs outlive connections:
-each is a `JobWorker` task owned by this client, and its result is in the spool before
-it is sent, so a dropped stream costs only live output chunks, never a result.
+each is a `JobWorker` task owned by this client, and its result is sent while it is
+written to the spool (then resent from there until acknowledged), so a dropped stream
+costs only live output chunks, never a result.
 The stream is reopened with jittered exponential backoff; UNAUTHENTICATED drops the
 JWT so the next attempt registers again.
 
@@ -133,6 +134,8 @@ class DispatchClient:
         self._background: set[asyncio.Task[None]] = set()
         # Results sent and not yet acknowledged, for result_delivered (job_worker.py).
         self._delivered: dict[tuple[str, int], asyncio.Event] = {}
+        # Results sent whose spool write is still under way (job_finished).
+        self._writing: dict[JobKey, job_pb2.JobResult] = {}
         self._stopping = False
 
     # -- what the rest of the node sees ---------------------------------------------
@@ -339,9 +342,12 @@ class DispatchClient:
 
     def _accept(self, spec: job_pb2.JobSpec) -> None:
         key = (spec.job_id, spec.attempt)
-        if key in self.workers:
-            return
-        spooled = self.spool.get(*key)
+        # A result sent while its spool write is under way counts as spooled.
+        spooled = self._writing.get(key)
+        if spooled is None:
+            if key in self.workers:
+                return
+            spooled = self.spool.get(*key)
         if spooled is not None:
             # Already ran: the orchestrator missed the result, so send it again.
             self.send(dispatch_pb2.ConnectRequest(job_result=spooled))
@@ -372,14 +378,30 @@ class DispatchClient:
         self.send(dispatch_pb2.ConnectRequest(output_chunk=chunk))
 
     async def job_finished(self, worker: JobWorker, result: job_pb2.JobResult) -> None:
-        self._delivered.setdefault(worker.key, asyncio.Event())
-        # Disk first: once spooled, no stream loss can lose this result.
-        await asyncio.to_thread(self.spool.put, result)
+        delivered = self._delivered.setdefault(worker.key, asyncio.Event())
+        message = dispatch_pb2.ConnectRequest(job_result=result)
+        # Sent while it is written to the spool (SPEC §4.9), not after: the fsyncs no
+        # longer delay the result. Until the write is done the job stays in `workers`,
+        # so a Hello in between lists it as running; a crash before both the delivery
+        # and the write is a crash during the job (the lease runs out, it is requeued).
+        outbox = self._outbox
+        self.send(message)
+        self._writing[worker.key] = result
+        try:
+            await asyncio.to_thread(self.spool.put, result)
+        finally:
+            self._writing.pop(worker.key, None)
+        if delivered.is_set():
+            # Acknowledged during the write: the ack's delete found no file yet.
+            self.spool.delete(*worker.key)
+        elif self._outbox is not None and self._outbox is not outbox:
+            # A stream opened during the write: its resend of the spool ran
+            # before this file was there (and an old stream may have lost the result).
+            self.send(message)
         if self.workers.pop(worker.key, None) is not None:
             self.releasing[worker.key] = worker
         self.metrics.record_result(result)
         self.metrics.running.set(len(self.workers))
-        self.send(dispatch_pb2.ConnectRequest(job_result=result))
 
     async def result_delivered(self, worker: JobWorker) -> None:
         delivered = self._delivered.get(worker.key)

@@ -1,4 +1,4 @@
-"""The result spool: a job's result is on disk before it goes up the stream.
+"""The result spool: a job's result is written here as it goes up the stream (SPEC §4.9).
 
 One file per (job, attempt), written atomically; it is deleted only when the
 orchestrator acknowledges the result, and every spooled result is resent after each

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from typing import Any
 
@@ -86,6 +87,12 @@ async def test_list_download_ranges_and_headers(http: httpx.AsyncClient, gateway
     assert listed["truncated"] is False
     result = (await http.get(f"/v1/tasks/{task_id}/result", headers=auth)).json()
     assert (result["artifacts_complete"], result["artifact_count"]) == (True, 2)
+    # The terminal watch event's result reads the listing in its own snapshot: the same.
+    async with http.stream(
+        "GET", f"/v1/tasks/{task_id}/watch", params={"include_result": "true"}, headers=auth
+    ) as resp:
+        final = [json.loads(line) async for line in resp.aiter_lines() if line.strip()][-1]
+    assert final["terminal"] is True and final["task_result"] == result
     csv = arts["data/part-1.csv"]
     url = f"/v1/tasks/{task_id}/artifacts/{csv.artifact_id.lower()}"
     whole = await http.get(url, headers=auth)

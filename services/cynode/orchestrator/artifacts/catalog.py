@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator import lifecycle
@@ -46,38 +47,33 @@ def artifact_message(row: Artifact) -> job_pb2.Artifact:
     )
 
 
-async def _current(book: TaskBook, task: Task, jobs: list[Job]) -> Listing:
+async def listing_in(session: AsyncSession, task: Task, jobs: list[Job]) -> Listing:
+    """The listing of a task already found, read in the caller's session (GetTaskResult
+    reads the task, its jobs and this in one)."""
     if not jobs or jobs[-1].status not in lifecycle.TERMINAL:
         return Listing(task, None, [])
     job = jobs[-1]
-    async with book.factory() as session:
-        found = (
-            await session.exec(
-                select(ArtifactSet).where(
-                    ArtifactSet.job_id == job.id, ArtifactSet.attempt == job.attempt
-                )
+    found = (
+        await session.exec(
+            select(ArtifactSet).where(
+                ArtifactSet.job_id == job.id, ArtifactSet.attempt == job.attempt
             )
-        ).first()
-        rows = await session.exec(
-            select(Artifact)
-            .where(Artifact.job_id == job.id, Artifact.attempt == job.attempt)
-            .order_by(col(Artifact.name))
         )
-        settled = found is None and (
-            job.node_id is None or job.reason == lifecycle.Reason.NODE_LOST
-        )
-        return Listing(task, found, list(rows), settled_empty=settled)
+    ).first()
+    rows = await session.exec(
+        select(Artifact)
+        .where(Artifact.job_id == job.id, Artifact.attempt == job.attempt)
+        .order_by(col(Artifact.name))
+    )
+    settled = found is None and (job.node_id is None or job.reason == lifecycle.Reason.NODE_LOST)
+    return Listing(task, found, list(rows), settled_empty=settled)
 
 
 async def listing(book: TaskBook, principal: Principal, ref: str) -> Listing:
     """The task's artifacts: those of its last job's current attempt, by name."""
-    task, jobs = await book.result(principal, ref)
-    return await _current(book, task, jobs)
-
-
-async def listing_of(book: TaskBook, task: Task, jobs: list[Job]) -> Listing:
-    """The same for a task already found (GetTaskResult)."""
-    return await _current(book, task, jobs)
+    async with book.factory() as session:
+        task = await book.find_in(session, principal, ref)
+        return await listing_in(session, task, await book.jobs_of(session, task.id))
 
 
 async def find(
@@ -99,5 +95,5 @@ __all__ = [
     "artifact_message",
     "find",
     "listing",
-    "listing_of",
+    "listing_in",
 ]

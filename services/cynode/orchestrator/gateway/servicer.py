@@ -122,15 +122,21 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         self, request: tasks_pb2.GetTaskResultRequest, context: Context
     ) -> tasks_pb2.GetTaskResultResponse:
         principal = await self._principal(context)
-        try:
-            task, jobs = await self._book.result(principal, request.task_id)
-        except (Invalid, TaskNotFound) as exc:
-            await self._fail(context, exc)
-            raise
-        return await self._result_of(task, jobs)
+        # One session for the task, its jobs and the artifact listing: this is read right
+        # after the watch's terminal event on the usual path, so it is kept to one.
+        async with self._book.factory() as session:
+            try:
+                task = await self._book.find_in(session, principal, request.task_id)
+            except (Invalid, TaskNotFound) as exc:
+                await self._fail(context, exc)
+                raise
+            jobs = await self._book.jobs_of(session, task.id)
+            return self._result_message(task, jobs, await catalog.listing_in(session, task, jobs))
 
-    async def _result_of(self, task: Task, jobs: list[Job]) -> tasks_pb2.GetTaskResultResponse:
-        """GetTaskResult's answer for a task read; also the terminal watch event's."""
+    @staticmethod
+    def _result_message(
+        task: Task, jobs: list[Job], found: catalog.Listing
+    ) -> tasks_pb2.GetTaskResultResponse:
         response = tasks_pb2.GetTaskResultResponse(
             task_id=task.id,
             task_name=task.name,
@@ -141,7 +147,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
         if jobs and task.status in TERMINAL:
             response.stdout = decode_output(jobs[-1].stdout)
             response.stderr = decode_output(jobs[-1].stderr)
-        found = await catalog.listing_of(self._book, task, jobs)
         response.artifacts_complete = found.complete
         response.artifact_count = len(found.artifacts)
         return response
@@ -239,7 +244,9 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
         principal = await self._principal(context)
         try:
-            async for event in watch_task(self._book, principal, request.task_id, self._poll):
+            async for event in watch_task(
+                self._book, principal, request.task_id, self._poll, request.include_result
+            ):
                 response = tasks_pb2.WatchTaskResponse(
                     task_id=event.task_id,
                     status=event.status,
@@ -248,10 +255,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
                     terminal=event.terminal,
                     at=timestamp(event.at),
                 )
-                if event.terminal and request.include_result and event.task is not None:
-                    # Built from the read that saw the terminal status: the answer
-                    # GetTaskResult gives from then on.
-                    result = await self._result_of(event.task, list(event.jobs))
+                if event.terminal and event.task is not None and event.listing is not None:
+                    # Built from the read that saw the terminal status (its listing
+                    # too): the answer GetTaskResult gives from then on.
+                    result = self._result_message(event.task, list(event.jobs), event.listing)
                     response.task_result.CopyFrom(result)
                 yield response
         except (Invalid, TaskNotFound) as exc:

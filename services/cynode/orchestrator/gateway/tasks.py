@@ -181,11 +181,6 @@ class TaskBook:
         )
         return list(rows)
 
-    async def result(self, principal: Principal, ref: str) -> tuple[Task, list[Job]]:
-        async with self.factory() as session:
-            task = await self.find_in(session, principal, ref)
-            return task, await self.jobs_of(session, task.id)
-
     async def cancel(self, principal: Principal, ref: str) -> Task:
         """Queued jobs are canceled outright; jobs a node holds are marked canceled with
         `cancel_requested` so the control plane tells the node to stop the container."""

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlmodel import col, select
 
+from cynode.orchestrator.artifacts import catalog
 from cynode.orchestrator.auth import Principal
 from cynode.orchestrator.events import task_topic
 from cynode.orchestrator.gateway.tasks import TaskBook
@@ -37,6 +38,8 @@ class WatchEvent:
     # a result built for the watcher is made of, without reading them again).
     task: Task | None = None
     jobs: tuple[Job, ...] = ()
+    # With `with_listing`: the artifact listing, read in that same session.
+    listing: catalog.Listing | None = None
 
 
 @dataclass
@@ -58,8 +61,9 @@ class _Cursor:
 
 
 async def _snapshot(
-    book: TaskBook, task_id: str, cursor: _Cursor
-) -> tuple[Task, list[Job], list[JobOutputChunk]]:
+    book: TaskBook, task_id: str, cursor: _Cursor, with_listing: bool = False
+) -> tuple[Task, list[Job], list[JobOutputChunk], catalog.Listing | None]:
+    listing = None
     async with book.factory() as session:
         task = await session.get(Task, task_id, populate_existing=True)
         assert task is not None  # tasks are never deleted
@@ -82,7 +86,10 @@ async def _snapshot(
                     .order_by(col(JobOutputChunk.id))
                 )
             )
-    return task, jobs, chunks
+        if with_listing and task.status in TERMINAL:
+            # The terminal event's result needs it: no second session for it.
+            listing = await catalog.listing_in(session, task, jobs)
+    return task, jobs, chunks, listing
 
 
 def _output_events(task: Task, cursor: _Cursor, chunks: list[JobOutputChunk]) -> list[WatchEvent]:
@@ -121,14 +128,18 @@ def _tail_events(task: Task, job: Job | None, cursor: _Cursor) -> list[WatchEven
 
 
 async def watch_task(
-    book: TaskBook, principal: Principal, ref: str, poll_interval: float = 1.0
+    book: TaskBook,
+    principal: Principal,
+    ref: str,
+    poll_interval: float = 1.0,
+    with_listing: bool = False,
 ) -> AsyncIterator[WatchEvent]:
     task = await book.find(principal, ref)
     async with book.bus.subscribe(task_topic(task.id)) as wake:
         cursor = _Cursor()
         last_status: str | None = None
         while True:
-            task, jobs, chunks = await _snapshot(book, task.id, cursor)
+            task, jobs, chunks, listing = await _snapshot(book, task.id, cursor, with_listing)
             if task.status in TERMINAL:
                 if last_status is not None:
                     for event in _output_events(task, cursor, chunks):
@@ -136,7 +147,7 @@ async def watch_task(
                     for event in _tail_events(task, jobs[-1] if jobs else None, cursor):
                         yield event
                 end = WatchEvent(task.id, task.status, task.updated_at, terminal=True)
-                yield replace(end, task=task, jobs=tuple(jobs))
+                yield replace(end, task=task, jobs=tuple(jobs), listing=listing)
                 return
             if task.status != last_status:
                 last_status = task.status

@@ -206,12 +206,20 @@ async def test_the_result_goes_up_before_its_spool_write_ends_and_an_early_ack_d
         session.send(**assign("JOBE"))
         await session.wait_for(lambda: len(results(session)) == 2)
         assert len(h.runners) == 1
+        # The artifact uploader's wake-ups, and whether the result file was there then.
+        wakes: list[bool] = []
+        monkeypatch.setattr(
+            h.client, "_on_results_acked", lambda: wakes.append(h.client.spool.has("JOBE", 1))
+        )
         session.send(result_ack=dispatch_pb2.ResultAck(job_id="JOBE", attempt=1))
         await asyncio.sleep(0.1)
+        woken_before_the_write = len(wakes)
         gate.set()
         await session.wait_for(lambda: ("JOBE", 1) not in h.client.workers)
-        # The ack came before the file: the file written after it is removed at once.
+        # The ack came before the file: the file written after it is removed at once,
+        # and the uploader is woken again after that (it skips jobs with a result file).
         assert not h.client.spool.has("JOBE", 1)
+        assert len(wakes) > woken_before_the_write and wakes[-1] is False
         assert len(results(session)) == 2
 
 

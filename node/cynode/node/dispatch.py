@@ -392,8 +392,11 @@ class DispatchClient:
         finally:
             self._writing.pop(worker.key, None)
         if delivered.is_set():
-            # Acknowledged during the write: the ack's delete found no file yet.
+            # Acknowledged during the write: the ack's delete found no file yet, and the
+            # artifact uploader it woke skipped the job (its result file was there or
+            # about to be); wake it again now that the file is gone.
             self.spool.delete(*worker.key)
+            self._on_results_acked()
         elif self._outbox is not None and self._outbox is not outbox:
             # A stream opened during the write: its resend of the spool ran
             # before this file was there (and an old stream may have lost the result).

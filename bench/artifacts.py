@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procstat import cpu_seconds
 from cynode.testing import Stack, StackSettings
 
 TARGET_SHARE = 0.30
@@ -46,16 +47,6 @@ def rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far: unlike wall time, barely moved by
-    what else runs on a shared machine, so it shows what a phase costs."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler(threading.Thread):

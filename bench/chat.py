@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procstat import cpu_seconds
 from cynode.testing import Stack, StackSettings, wait_until
 
 MODEL = "smollm2:135m"
@@ -71,12 +71,6 @@ async def stream_once(
                     if not first:
                         first = time.perf_counter() - started
     return first, pieces, time.perf_counter() - started
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ulid import ULID
 
+from bench.procstat import cpu_seconds
 from cynode.orchestrator.simnode import SimNode
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
@@ -167,12 +168,6 @@ async def _wait_completed(engine: AsyncEngine, n: int) -> None:
         await asyncio.sleep(0.02)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU time so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _spawn_nodes(target: str, count: int, mode: str) -> asyncio.subprocess.Process:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -210,13 +205,13 @@ async def dispatch_run(
     child = await _spawn_nodes(srv.target, nodes, "busy")
     owners = [await make_user(engine) for _ in range(users)]
     # Throughput: a burst of `jobs`.
-    start, cpu0, nodes_cpu0 = time.perf_counter(), time.process_time(), _cpu_seconds(child.pid)
+    start, cpu0, nodes_cpu0 = time.perf_counter(), time.process_time(), cpu_seconds(child.pid)
     await _enqueue(engine, owners, jobs, srv)
     enqueued = time.perf_counter() - start
     await asyncio.wait_for(_wait_completed(engine, jobs), 600)
     burst = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    nodes_cpu = _cpu_seconds(child.pid) - nodes_cpu0
+    nodes_cpu = cpu_seconds(child.pid) - nodes_cpu0
     # Latency: an open-loop load at half the burst rate, for about three seconds.
     rate = max(50.0, 0.5 * jobs / burst)
     batches = 60

@@ -64,6 +64,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench.procstat import cpu_seconds
 from bench.sandbox import podman_env, raw_run
 from cynode.testing import free_port, listening, wait_until
 
@@ -150,16 +151,6 @@ async def latencies(session: aiohttp.ClientSession, url: str, n: int) -> list[fl
             await response.read()
         times.append(time.perf_counter() - start)
     return times
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time a process has had, all threads, from the scheduler's nanosecond count
-    (``/proc/PID/stat`` counts in 10 ms ticks, too coarse for a 50 ms stream)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 @dataclasses.dataclass

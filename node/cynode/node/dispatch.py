@@ -313,12 +313,18 @@ class DispatchClient:
             key = (message.result_ack.job_id, message.result_ack.attempt)
             if (delivered := self._delivered.get(key)) is not None:
                 delivered.set()
-            self.spool.delete(*key)
-            self._on_results_acked()
+            self._drop_acked(key)
         elif kind == "config_changed" and self._on_config_changed is not None:
             self._spawn(self._on_config_changed(message.config_changed.config_version))
         elif kind == "hello_ack":
             log.debug("extra HelloAck ignored")
+
+    def _drop_acked(self, key: JobKey) -> None:
+        """An acknowledged result leaves the spool, then the artifact uploader is woken:
+        it skips a job while its result file is there, so a wake before the delete (an
+        ack that came during the spool write) would leave the job's artifacts unsent."""
+        self.spool.delete(*key)
+        self._on_results_acked()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def wrapper() -> None:
@@ -392,11 +398,8 @@ class DispatchClient:
         finally:
             self._writing.pop(worker.key, None)
         if delivered.is_set():
-            # Acknowledged during the write: the ack's delete found no file yet, and the
-            # artifact uploader it woke skipped the job (its result file was there or
-            # about to be); wake it again now that the file is gone.
-            self.spool.delete(*worker.key)
-            self._on_results_acked()
+            # Acknowledged during the write: the ack's delete found no file yet.
+            self._drop_acked(worker.key)
         elif self._outbox is not None and self._outbox is not outbox:
             # A stream opened during the write: its resend of the spool ran
             # before this file was there (and an old stream may have lost the result).

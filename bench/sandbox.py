@@ -111,14 +111,9 @@ def idle(worker_url: str, warm: int, within: float = 30.0) -> None:
     raise RuntimeError(f"the node at {worker_url} did not settle with {warm} warm sandboxes")
 
 
-def task_runs(
-    gateway_url: str,
-    password: str,
-    runs: int,
-    settle: Callable[[], None] | None = None,
-    include_result: bool = False,
-) -> list[float]:
-    return paired_task_runs(gateway_url, password, runs, settle, (include_result,))[0]
+def task_runs(gateway_url: str, password: str, runs: int) -> list[float]:
+    """REST create → result `runs` times, the result read by GET after the watch."""
+    return paired_task_runs(gateway_url, password, runs, None, (False,))[0]
 
 
 def paired_task_runs(

@@ -63,7 +63,7 @@ async def finished(
     result = job_pb2.JobResult(
         job_id=job.id, attempt=job.attempt, status=job_pb2.JOB_STATUS_COMPLETED, artifacts=found
     )
-    ingest = Ingest(gateway.engine, 30, _noop, lambda ids: None)
+    ingest = Ingest(gateway.engine, 30, _noop, lambda ids, ended: None)
     await ingest.apply([Result("NODE", result, lambda: None)])
     await ingest.stop()
     if store:

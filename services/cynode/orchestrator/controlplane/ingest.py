@@ -2,7 +2,9 @@
 
 Streams hand events to one Ingest; its writer drains whatever has queued up and applies
 it in one transaction, in arrival order (job started before output before result), then
-sends the ResultAcks and wakes task watchers. Many streams' results thus share a commit.
+sends the ResultAcks and wakes task watchers, handing each watcher of a task that ended
+what the commit left it at (`lifecycle.Ended`), so the terminal event needs no read.
+Many streams' results thus share a commit.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,14 +86,15 @@ class Ingest:
         engine: AsyncEngine,
         lease_seconds: int,
         on_tasks_changed: Callable[[AsyncConnection, set[str]], Any],
-        after_commit: Callable[[set[str]], None],
+        after_commit: Callable[[set[str], Mapping[str, lifecycle.Ended]], None],
         max_batch: int = 2000,
     ) -> None:
         self._engine = engine
         self._held = HeldConnection(engine)
         self._pg = engine.dialect.name == "postgresql"
         self._lease = timedelta(seconds=lease_seconds)
-        # Runs inside the transaction (e.g. pg_notify), then after it (bus publish).
+        # Runs inside the transaction (e.g. pg_notify), then after it (bus publish, with
+        # the tasks that ended in it).
         self._in_tx = on_tasks_changed
         self._after_commit = after_commit
         self._max_batch = max_batch
@@ -167,7 +170,7 @@ class Ingest:
         for event in results:
             event.on_stored()
         if touched:
-            self._after_commit(touched)
+            self._after_commit(touched, finished.ended)
 
     async def _apply_chunks(
         self,

@@ -17,6 +17,7 @@ from cynode.controlplane.v1 import artifacts_pb2_grpc, dispatch_pb2_grpc, nodes_
 from cynode.controlplane.v1 import inference_pb2_grpc as link_pb2_grpc
 from cynode.gateway.v1 import inference_pb2_grpc as gateway_inference_pb2_grpc
 from cynode.gateway.v1 import nodes_pb2_grpc as admin_pb2_grpc
+from cynode.orchestrator import lifecycle
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
 from cynode.orchestrator.artifacts.retention import Sweeper
 from cynode.orchestrator.auth.admins import Authenticate
@@ -287,9 +288,13 @@ class ControlPlane:
     async def _tasks_in_tx(self, conn: AsyncConnection, task_ids: set[str]) -> None:
         await self.notifier.tasks_in_tx(conn, task_ids)
 
-    def _publish_tasks(self, task_ids: set[str] | list[str]) -> None:
+    def _publish_tasks(
+        self, task_ids: set[str] | list[str], ended: Mapping[str, lifecycle.Ended] | None = None
+    ) -> None:
+        # A task that ended in this process's commit wakes its watchers with what the
+        # commit wrote (they need not read it back); anything else wakes them to read.
         for task_id in task_ids:
-            self.bus.publish(task_topic(task_id))
+            self.bus.publish(task_topic(task_id), ended.get(task_id) if ended else None)
 
 
 def build_control_plane(

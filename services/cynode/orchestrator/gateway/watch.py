@@ -2,7 +2,10 @@
 ending with one event marked terminal.
 
 Woken by the EventBus topic `task:<id>` (this process) and by a poll of the store every
-`poll_interval` seconds (changes written by another replica).
+`poll_interval` seconds (changes written by another replica). A wake from this process's
+ingest that carries the task's end (`lifecycle.Ended`) is applied to the last read
+instead of reading again: it holds every column of the task and the job that the
+commit changed, with the values written.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from cynode.orchestrator.artifacts import catalog
 from cynode.orchestrator.auth import Principal
 from cynode.orchestrator.events import task_topic
 from cynode.orchestrator.gateway.tasks import TaskBook
-from cynode.orchestrator.lifecycle import TERMINAL
-from cynode.orchestrator.store import Job, JobOutputChunk, Task, utcnow
+from cynode.orchestrator.lifecycle import TERMINAL, Ended
+from cynode.orchestrator.store import ArtifactSet, Job, JobOutputChunk, Task, utcnow
 
 STREAMS = ("stdout", "stderr")
 
@@ -92,6 +95,38 @@ async def _snapshot(
     return task, jobs, chunks, listing
 
 
+async def _ended(
+    book: TaskBook,
+    task: Task,
+    jobs: list[Job],
+    cursor: _Cursor,
+    end: Ended,
+    with_listing: bool,
+) -> tuple[Task, list[Job], list[JobOutputChunk], catalog.Listing | None] | None:
+    """What `_snapshot` would read right after the commit that ended the task, made
+    from the last read and the end; None when the end is not about the job that read
+    found last (then the caller reads)."""
+    if not jobs or jobs[-1].id != end.job_id or task.id != end.task_id:
+        return None
+    # Detached objects of this watcher's own last read: nothing else holds them.
+    job = jobs[-1]
+    end.onto(task, job)
+    key = (job.id, job.attempt)
+    if cursor.job_key != key:
+        cursor.reset(key)
+        cursor.last_chunk_id = 0
+    # Chunks not read yet need no read: the final output (the tail) carries them.
+    listing = None
+    if with_listing and end.artifacts == 0:
+        # The set the same commit recorded, empty: complete, nothing to list.
+        found = ArtifactSet(task_id=task.id, job_id=job.id, attempt=job.attempt, count=0)
+        listing = catalog.Listing(task, found, [])
+    elif with_listing:
+        async with book.factory() as session:
+            listing = await catalog.listing_in(session, task, jobs)
+    return task, jobs, [], listing
+
+
 def _output_events(task: Task, cursor: _Cursor, chunks: list[JobOutputChunk]) -> list[WatchEvent]:
     events = []
     for chunk in chunks:
@@ -138,8 +173,15 @@ async def watch_task(
     async with book.bus.subscribe(task_topic(task.id)) as wake:
         cursor = _Cursor()
         last_status: str | None = None
+        jobs: list[Job] = []
+        handed: Ended | None = None
         while True:
-            task, jobs, chunks, listing = await _snapshot(book, task.id, cursor, with_listing)
+            ended = None
+            if handed is not None:
+                ended = await _ended(book, task, jobs, cursor, handed, with_listing)
+            if ended is None:
+                ended = await _snapshot(book, task.id, cursor, with_listing)
+            task, jobs, chunks, listing = ended
             if task.status in TERMINAL:
                 if last_status is not None:
                     for event in _output_events(task, cursor, chunks):
@@ -154,5 +196,17 @@ async def watch_task(
                 yield WatchEvent(task.id, task.status, task.updated_at)
             for event in _output_events(task, cursor, chunks):
                 yield event
+            handed = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.get(), poll_interval)
+                handed = _last_end(await asyncio.wait_for(wake.get(), poll_interval), wake)
+
+
+def _last_end(first: object, wake: asyncio.Queue[object]) -> Ended | None:
+    """The task's end among the wakes queued up, if one is: it is the task's last
+    state (terminal), so the wakes before or beside it need no read of their own."""
+    found = first if isinstance(first, Ended) else None
+    while not wake.empty():
+        payload = wake.get_nowait()
+        if isinstance(payload, Ended):
+            found = payload
+    return found

@@ -5,7 +5,8 @@ orchestrator asks the lifecycle and never writes a status itself (a test enforce
 - create: `queued_task`, `first_job`, `enqueue_many`; each job's place in the
   fair-share order: `take_turns` (SPEC §3.9)
 - claim: `claim` (a queued job to a node, a new attempt with a lease)
-- start and finish: `plan_started`, `plan_results` over `load_jobs` (what nodes report)
+- start and finish: `plan_started`, `plan_results` over `load_jobs` (what nodes report);
+  a finish's `Ended`, what it leaves the job and the task at
 - renew: `renew`, `extend`, `hold` (start-up), `lapse` (a node that lost its jobs)
 - requeue or fail after a lost lease: `expire`; a node taking back its copy: `reclaim`
 - cancel: `cancel_task`, then `take_cancels` to tell the nodes
@@ -29,6 +30,7 @@ from cynode.orchestrator.lifecycle.leases import (
     renew,
 )
 from cynode.orchestrator.lifecycle.progress import (
+    Ended,
     Finishes,
     JobRow,
     ResultReport,
@@ -57,6 +59,7 @@ __all__ = [
     "AttemptStatus",
     "Canceled",
     "Deleted",
+    "Ended",
     "Expired",
     "Finishes",
     "JobRow",

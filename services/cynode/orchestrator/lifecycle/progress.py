@@ -25,7 +25,7 @@ from cynode.orchestrator.lifecycle.status import (
     Status,
     result_status,
 )
-from cynode.orchestrator.store.models import new_id, utcnow
+from cynode.orchestrator.store.models import Job, Task, new_id, utcnow
 from cynode.orchestrator.store.tables import ATTEMPTS, JOBS, TASKS, Many, any_id, chunked
 
 
@@ -53,6 +53,45 @@ class JobRow:
     status: str
     node_id: str | None
     ended_at: datetime | None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A job's end and its task's as a batch of results writes them: every column of
+    the job and of the task that the write changes, with the values written. The
+    ingest hands it to the task's watchers on this replica after the commit, so they
+    need not read back what was just written (SPEC §3.6)."""
+
+    task_id: str
+    task_status: str
+    task_reason: str | None
+    job_id: str
+    attempt: int
+    node_id: str | None
+    status: str
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    reason: str | None
+    started_at: datetime | None
+    ended_at: datetime
+    # The task's and the job's updated_at.
+    at: datetime
+    # How many files the result announced from /workspace/out/ (its artifact set).
+    artifacts: int
+
+    def onto(self, task: Task, job: Job) -> None:
+        """Writes the end onto the caller's own copies of the task and the job (read
+        before the commit, detached): they then hold what a read after it would."""
+        task.status, task.reason, task.updated_at = self.task_status, self.task_reason, self.at
+        job.status, job.attempt, job.node_id = self.status, self.attempt, self.node_id
+        job.exit_code, job.reason = self.exit_code, self.reason
+        job.stdout, job.stderr = self.stdout, self.stderr
+        job.stdout_truncated, job.stderr_truncated = self.stdout_truncated, self.stderr_truncated
+        job.started_at, job.ended_at, job.updated_at = self.started_at, self.ended_at, self.at
 
 
 _RESULT_FIELDS = (
@@ -80,6 +119,7 @@ _LOAD_JOBS = {
         JOBS.c.status,
         JOBS.c.node_id,
         JOBS.c.ended_at,
+        JOBS.c.started_at,
         ATTEMPTS.c.attempt,
         ATTEMPTS.c.status,
     )
@@ -203,6 +243,9 @@ class Finishes:
     updates: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    # What those writes leave each task at, by task (the last write of a task wins, as
+    # the UPDATEs run in order).
+    ended: dict[str, Ended] = field(default_factory=dict)
 
     async def run(self, conn: AsyncConnection) -> None:
         if self.inserts:
@@ -292,6 +335,26 @@ def plan_results(
         out.tasks.append(
             {"b_id": job.task_id, "b_status": new_status, "b_reason": reason, "b_now": now}
         )
+        out.ended[job.task_id] = Ended(
+            task_id=job.task_id,
+            task_status=new_status,
+            task_reason=reason,
+            job_id=res.job_id,
+            attempt=res.attempt,
+            node_id=job.node_id,
+            status=new_status,
+            exit_code=res.exit_code,
+            stdout=res.stdout,
+            stderr=res.stderr,
+            stdout_truncated=res.stdout_truncated,
+            stderr_truncated=res.stderr_truncated,
+            reason=reason,
+            # What _RESULT_JOBS's coalesce keeps: a start already stored wins.
+            started_at=job.started_at or job_row["b_started_at"],
+            ended_at=ended_at,
+            at=now,
+            artifacts=len(res.artifacts.artifacts),
+        )
     return out
 
 
@@ -321,7 +384,7 @@ async def load_jobs(
     for part in chunked(sorted(ids)):
         for r in await conn.execute(_LOAD_JOBS[pg], {"ids": list(part)}):
             if r[0] not in jobs:
-                jobs[r[0]] = JobRow(*r[:6])
-            if r[6] is not None:
-                attempts[(r[0], r[6])] = r[7]
+                jobs[r[0]] = JobRow(*r[:7])
+            if r[7] is not None:
+                attempts[(r[0], r[7])] = r[8]
     return jobs, attempts

@@ -153,12 +153,12 @@ async def test_terminal_event_from_the_handed_end(served: Served, case: str) -> 
     finally:
         reads.close()
     await ingest.stop()
-    # After the commit: no read at all, or (files announced) only the listing's two.
+    # After the commit: no read at all, or (files announced) only the listing.
     ingest_reads = [s for s in reads.seen if not s.lstrip().upper().startswith("SELECT")]
     assert ingest_reads, "the ingest's own writes were recorded"
     selects = [s for s in reads.seen if s.lstrip().upper().startswith("SELECT")]
     loads = 1  # the ingest's load_jobs
-    assert len(selects) == loads + (2 if case == "artifacts" else 0), selects
+    assert len(selects) == loads + (1 if case == "artifacts" else 0), selects
     end = events[-1]
     assert end.terminal and end.status == "failed"
     assert sum(e.terminal for e in events) == 1

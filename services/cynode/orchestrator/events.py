@@ -1,12 +1,15 @@
 """In-process wake-ups between the parts of one orchestrator process.
 
 Publishing never blocks and never fails: a subscriber that falls behind loses the
-oldest wake-ups, which is safe because every subscriber re-reads the store when woken.
+oldest wake-ups, which is safe because every subscriber re-reads the store when woken
+(or, for a task's end, is handed the last state there is).
 The control plane bridges topics across replicas with Postgres LISTEN/NOTIFY.
 
 Topics in use:
 - `jobs`: a job was queued, or a cancel was requested; wakes the scheduler.
-- `task:<task_id>`: the task's status or output changed; wakes WatchTask streams.
+- `task:<task_id>`: the task's status or output changed; wakes WatchTask streams. When
+  this process's ingest ended the task, the payload is what it wrote
+  (`lifecycle.Ended`), and a watcher need not read it back.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 
+from bench.procstat import cpu_seconds
 from cynode.testing import BIN, Node, Orchestrator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,9 +193,10 @@ def p50_p99(times: list[float]) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def stack(warm_containers: int | None = None) -> Iterator[tuple[str, str, str]]:
+def stack(warm_containers: int | None = None) -> Iterator[tuple[str, str, str, int]]:
     """orchestrator serve (SQLite) + cynode-node run, on free ports in a temp dir; the
-    node keeps `warm_containers` warm sandboxes (None: its default)."""
+    node keeps `warm_containers` warm sandboxes (None: its default). Yields the gateway
+    URL, the admin password, the node's worker URL and the orchestrator's pid."""
     work = Path(tempfile.mkdtemp(prefix="cynode-bench-"))
     password, psk = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
     orch = Orchestrator(
@@ -220,7 +222,7 @@ def stack(warm_containers: int | None = None) -> Iterator[tuple[str, str, str]]:
     try:
         orch.start()
         node.start()
-        yield orch.gateway_url, password, node.worker_url
+        yield orch.gateway_url, password, node.worker_url, orch.running().pid
     finally:
         node.stop()
         orch.stop()
@@ -260,19 +262,23 @@ def main(argv: list[str] | None = None) -> int:
     cli_times: list[float] = []
     ready_times: list[float] = []
     inline_times: list[float] = []
+    orch_cpu = 0.0
     with contextlib.ExitStack() as stop:
         if args.gateway_url:
             gateway, password = args.gateway_url, args.admin_password
         else:
-            gateway, password, worker = stop.enter_context(stack())
+            gateway, password, worker, orch_pid = stop.enter_context(stack())
+            cpu = cpu_seconds(orch_pid)
             ready_times, inline_times = paired_task_runs(
                 gateway, password, args.runs, lambda: idle(worker, 2), (False, True)
             )
+            # Steadier than wall time on a shared machine (the scheduler's count).
+            orch_cpu = (cpu_seconds(orch_pid) - cpu) / (len(ready_times) + len(inline_times) + 2)
         if not args.idle_only:
             warm_times = task_runs(gateway, password, args.runs)
             cli_times = cynork_runs(gateway, password, args.runs)
     if not args.gateway_url and not args.idle_only:
-        with stack(warm_containers=0) as (gateway, password, _):
+        with stack(warm_containers=0) as (gateway, password, _, _):
             cold_times = task_runs(gateway, password, args.runs)
     raw_times += raw_runs(args.runs - args.runs // 2)
     raw = statistics.median(raw_times)
@@ -280,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if ready_times:
         row("task create -> result, warm, node idle", ready_times)
         row("  the same, result on the watch's end", inline_times)
+        print(f"{'sandbox: orchestrator CPU per node-idle task':52} {orch_cpu * 1000:8.1f} ms")
     if warm_times:
         row("task create -> result, warm, back to back", warm_times)
     if cold_times:

@@ -106,8 +106,8 @@ def ok(body: bytes = b"ok", extra: str = "") -> bytes:
     return f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
-def get(transport: HTTPTransport, url: str, **kwargs: float) -> Response:
-    return transport.handle_request(Request("GET", url, **kwargs))
+def get(transport: HTTPTransport, url: str, timeout: float = 30.0) -> Response:
+    return transport.handle_request(Request("GET", url, timeout=timeout))
 
 
 def test_keep_alive_reuses_one_connection(serve: Callable[[Script], Server]) -> None:

@@ -4,7 +4,8 @@ Why not httpx (what cynork used before) or `http.client`: a cynork command is on
 process, and its imports were most of its time. httpx with httpcore is ~60 % of a
 start's imports (it loads `urllib.request`, `http.cookiejar` and `email` at module
 level); `http.client` alone still loads `email` to parse headers (~25 ms of CPU here).
-This module needs `socket` and, for https only, `ssl` (docs/fast-path.md §7).
+This module needs `_socket` (the `socket` module's C half: its Python half costs ~3 ms
+more) and, for https only, `ssl` (docs/fast-path.md §7).
 
 What it does: one keep-alive connection per origin, reused by the requests of one
 command, opened again once when a reused connection turns out closed before any
@@ -21,10 +22,10 @@ request to a function (the tests' fake gateway)."""
 
 from __future__ import annotations
 
+import _socket
 import codecs
 import json as _json
 import os
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -287,20 +288,63 @@ def _basic_auth(userinfo: str) -> str:
 
 
 class _Connection:
-    def __init__(self, sock: socket.socket) -> None:
+    """A socket (`_socket.socket`, or an `ssl.SSLSocket`) with the buffered reads HTTP
+    needs: a line, or whatever arrived up to n bytes."""
+
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
-        self.file = sock.makefile("rb")
+        self.buffer = bytearray()
         self.used = False
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
 
     def readline(self) -> bytes:
-        line = self.file.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
+        """The next line with its ending; at the connection's end, what is left."""
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) < 0:
+            if len(self.buffer) > MAX_LINE:
+                raise RemoteProtocolError("the server sent a line longer than 64 KiB")
+            start = len(self.buffer)
+            data = self.sock.recv(BLOCK)
+            if not data:
+                end = len(self.buffer) - 1
+                break
+            self.buffer += data
+        if end + 1 > MAX_LINE:
             raise RemoteProtocolError("the server sent a line longer than 64 KiB")
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
         return line
+
+    def read1(self, size: int) -> bytes:
+        """Up to `size` bytes: what is buffered, else one read from the socket."""
+        if not self.buffer:
+            return self.sock.recv(size)
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
+def _open(host: str, port: int, timeout: float) -> _socket.socket:
+    """A connected TCP socket to the first address of `host` that answers (what
+    `socket.create_connection` does, without the `socket` module)."""
+    try:
+        name: str | bytes = host.encode("ascii")  # as bytes: no idna codec to load
+    except UnicodeEncodeError:
+        name = host
+    failure: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        return sock
+    raise failure or OSError(f"no address for {host}")
 
 
 def _read_head(conn: _Connection) -> tuple[str, int, str, dict[str, str]]:
@@ -348,7 +392,7 @@ def _guarded(reader: Iterator[bytes], conn: _Connection) -> Iterator[bytes]:
 def _read_exactly(conn: _Connection, size: int) -> Iterator[bytes]:
     left = size
     while left > 0:
-        block = conn.file.read1(min(left, BLOCK))
+        block = conn.read1(min(left, BLOCK))
         if not block:
             raise RemoteProtocolError("the server closed the connection in the middle of a body")
         left -= len(block)
@@ -377,7 +421,7 @@ def _chunked(conn: _Connection) -> Iterator[bytes]:
 
 
 def _to_end(conn: _Connection) -> Iterator[bytes]:
-    while block := conn.file.read1(BLOCK):
+    while block := conn.read1(BLOCK):
         yield block
 
 
@@ -423,19 +467,23 @@ class HTTPTransport:
         else:
             address = (request.host, request.port)
         try:
-            sock = socket.create_connection(address, timeout=request.connect_timeout)
+            sock = _open(*address, request.connect_timeout)
         except TimeoutError as exc:
             raise ConnectTimeout(str(exc) or "timed out") from exc
         except OSError as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             if request.scheme == "https":
                 if where is not None:
                     self._tunnel(sock, request, where.netloc.rpartition("@")[0])
                 if self._context is None:
                     self._context = self._make_context()
-                sock = self._context.wrap_socket(sock, server_hostname=request.host)
+                import socket  # ssl wraps only its sockets (and loads the module anyway)
+
+                plain = socket.socket(sock.family, sock.type, sock.proto, sock.detach())
+                plain.settimeout(request.connect_timeout)
+                sock = self._context.wrap_socket(plain, server_hostname=request.host)
         except TimeoutError as exc:
             sock.close()
             raise ConnectTimeout(str(exc) or "timed out") from exc
@@ -451,7 +499,7 @@ class HTTPTransport:
         return _Connection(sock)
 
     @staticmethod
-    def _tunnel(sock: socket.socket, request: Request, userinfo: str) -> None:
+    def _tunnel(sock: _socket.socket, request: Request, userinfo: str) -> None:
         host = f"[{request.host}]" if ":" in request.host else request.host
         authority = f"{host}:{request.port}"
         head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
@@ -459,8 +507,7 @@ class HTTPTransport:
             head += f"Proxy-Authorization: {_basic_auth(userinfo)}\r\n"
         sock.sendall(f"{head}\r\n".encode("latin-1"))
         conn = _Connection(sock)
-        _, status, reason, _ = _read_head(conn)
-        conn.file.close()  # the socket stays open: TLS goes on over it
+        _, status, reason, _ = _read_head(conn)  # the socket stays open: TLS goes on
         if not 200 <= status < 300:
             raise ConnectError(f"the proxy refused the tunnel: {status} {reason}")
 

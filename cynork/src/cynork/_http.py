@@ -11,8 +11,9 @@ What it does: one keep-alive connection per origin, reused by the requests of on
 command, opened again once when a reused connection turns out closed before any
 answer; bodies by Content-Length, chunked, or to the end of the connection, read whole
 or as they arrive (the NDJSON watch stream, the chat's server-sent events, downloads);
-connect and read timeouts; TLS with the CA file given, else SSL_CERT_FILE/SSL_CERT_DIR,
-else certifi's bundle (the trust httpx gave); proxies from the environment (HTTP_PROXY,
+connect and read timeouts; TLS with the CA file given, else the system's store (SPEC
+§1.3; OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR for it; httpx used certifi's bundle
+instead); proxies from the environment (HTTP_PROXY,
 HTTPS_PROXY, ALL_PROXY, NO_PROXY, as httpx read them), https through a CONNECT tunnel.
 What it does not: redirects (httpx was not told to follow them either), cookies,
 compressed bodies (it asks for none), HTTP/2, SOCKS proxies (refused with a message).
@@ -587,20 +588,10 @@ class HTTPTransport:
 
 
 def default_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """A verifying client context: the CA file given, else SSL_CERT_FILE or SSL_CERT_DIR,
-    else certifi's bundle when installed (what httpx used), else the system's store.
-    Made on the first https connection only: loading a bundle costs tens of ms that a
-    plain-http gateway has no use for."""
+    """A verifying client context: the CA file given, else the system's store (where
+    OpenSSL looks, SSL_CERT_FILE and SSL_CERT_DIR honoured). Made on the first https
+    connection only: loading a store costs tens of ms that a plain-http gateway has
+    no use for."""
     import ssl
 
-    if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    try:
-        import certifi
-    except ImportError:  # pragma: no cover - certifi is one of cynork's dependencies
-        return ssl.create_default_context()
-    return ssl.create_default_context(cafile=certifi.where())
+    return ssl.create_default_context(cafile=ca_file)

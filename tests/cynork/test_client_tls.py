@@ -2,8 +2,9 @@
 
 A plain-http gateway gets no TLS context at all (nor the `ssl` module's CA loading: tens
 of ms of every start, for nothing); an https gateway gets the CA file given, else the
-system's store (SPEC §1.3), where SSL_CERT_FILE and SSL_CERT_DIR point OpenSSL. Checked against a real TLS listener
-on loopback, with a certificate from the orchestrator's own private CA.
+system's store (SPEC §1.3), where SSL_CERT_FILE and SSL_CERT_DIR point OpenSSL. Checked
+against a real TLS listener on loopback, with a certificate from the orchestrator's own
+private CA.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -345,3 +346,59 @@ def test_the_client_maps_transport_failures_to_gateway_errors(
         pytest.raises(GatewayError, match=r"talking to the gateway at .* failed"),
     ):
         client.healthz()
+
+
+def _closes_on_second(method: bytes) -> Script:
+    """Answers the first request and keeps the connection; takes the second on it and
+    closes without answering (a server going away mid-request); answers the rest."""
+    seen = []
+
+    def script(request: bytes) -> tuple[bytes, bool]:
+        seen.append(request)
+        if len(seen) == 2:
+            assert request.startswith(method)
+            return b"", True
+        return ok(), False
+
+    return script
+
+
+def test_a_post_is_never_sent_twice(serve: Callable[[Script], Server]) -> None:
+    """The server took the POST and closed without answering: it may have made the
+    task. Sending it again could make a second one, so the failure is reported."""
+    server = serve(_closes_on_second(b"POST"))
+    transport = HTTPTransport(environ={})
+    assert get(transport, server.url).read() == b"ok"
+    with pytest.raises(RemoteProtocolError, match="without answering"):
+        transport.handle_request(Request("POST", server.url, content=b"{}"))
+    assert len(server.heads) == 2
+
+
+def test_a_get_is_sent_again_on_a_new_connection(serve: Callable[[Script], Server]) -> None:
+    server = serve(_closes_on_second(b"GET"))
+    transport = HTTPTransport(environ={})
+    assert get(transport, server.url).read() == b"ok"
+    assert get(transport, server.url).read() == b"ok"
+    assert len(server.heads) == 3 and server.connections == 2
+
+
+def test_a_closed_idle_connection_is_seen_before_a_post(
+    serve: Callable[[Script], Server],
+) -> None:
+    """The server closed the kept connection (its keep-alive timeout): the check before
+    reuse sees it, so even a POST goes out once, on a new connection."""
+    server = serve(lambda _: (ok(), True))
+    transport = HTTPTransport(environ={})
+    assert get(transport, server.url).read() == b"ok"
+    deadline = time.monotonic() + 5
+    while server.connections < 1 or not _closed(transport):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    resp = transport.handle_request(Request("POST", server.url, content=b"{}"))
+    assert resp.read() == b"ok"
+    assert len(server.heads) == 2 and server.connections == 2
+
+
+def _closed(transport: HTTPTransport) -> bool:
+    (conn,) = transport._idle.values()
+    return conn.gone()

@@ -5,18 +5,19 @@ process, and its imports were most of its time. httpx with httpcore is ~60 % of 
 start's imports (it loads `urllib.request`, `http.cookiejar` and `email` at module
 level); `http.client` alone still loads `email` to parse headers (~25 ms of CPU here).
 This module needs `_socket` (the `socket` module's C half: its Python half costs ~3 ms
-more) and, for https only, `ssl` (docs/fast-path.md §7).
+more) and, for https only, `ssl` (docs/fast-path.md §7a).
 
 What it does: one keep-alive connection per origin, reused by the requests of one
-command, opened again once when a reused connection turns out closed before any
-answer; bodies by Content-Length, chunked, or to the end of the connection, read whole
-or as they arrive (the NDJSON watch stream, the chat's server-sent events, downloads);
-connect and read timeouts; TLS with the CA file given, else the system's store (SPEC
-§1.3; OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR for it; httpx used certifi's bundle
-instead); proxies from the environment (HTTP_PROXY,
-HTTPS_PROXY, ALL_PROXY, NO_PROXY, as httpx read them), https through a CONNECT tunnel.
-What it does not: redirects (httpx was not told to follow them either), cookies,
-compressed bodies (it asks for none), HTTP/2, SOCKS proxies (refused with a message).
+command, checked before reuse, and for an idempotent request opened again once when a
+reused connection turns out closed before any answer; bodies by Content-Length,
+chunked, or to the end of the connection, read whole or as they arrive (the NDJSON
+watch stream, the chat's server-sent events, downloads); connect and read timeouts;
+TLS with the CA file given, else the system's store (SPEC §1.3; OpenSSL reads
+SSL_CERT_FILE/SSL_CERT_DIR for it; httpx used certifi's bundle instead); proxies from
+the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY, as httpx read them),
+https through a CONNECT tunnel. What it does not: redirects (httpx was not told to
+follow them either), cookies, compressed bodies (it asks for none), HTTP/2, SOCKS
+proxies (refused with a message).
 
 `Transport` is the seam: `HTTPTransport` speaks to sockets, `MockTransport` hands each
 request to a function (the tests' fake gateway)."""
@@ -40,6 +41,8 @@ BLOCK = 64 * 1024
 # The longest status, header or chunk-size line, and the most header lines, accepted.
 MAX_LINE = 64 * 1024
 MAX_HEADERS = 200
+# Methods a server may see twice with no other effect (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class TransportError(Exception):
@@ -318,6 +321,26 @@ class _Connection:
         del self.buffer[: end + 1]
         return line
 
+    def gone(self) -> bool:
+        """True when a kept connection cannot carry another request: the server closed
+        it (or sent something unasked). Asked without waiting; an https connection
+        cannot be asked (its bytes are TLS records) and counts as usable."""
+        if self.buffer:
+            return True
+        timeout = self.sock.gettimeout()
+        try:
+            self.sock.settimeout(0)
+            self.sock.recv(1, _socket.MSG_PEEK)
+            return True  # b"": closed; anything else: sent unasked
+        except BlockingIOError:
+            return False  # nothing to read: open and idle
+        except ValueError:
+            return False  # an ssl socket: no flags on recv
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+
     def read1(self, size: int) -> bytes:
         """Up to `size` bytes: what is buffered, else one read from the socket."""
         if not self.buffer:
@@ -400,10 +423,6 @@ def _read_exactly(conn: _Connection, size: int) -> Iterator[bytes]:
         yield block
 
 
-def _sized(conn: _Connection, size: int) -> Iterator[bytes]:
-    yield from _read_exactly(conn, size)
-
-
 def _chunked(conn: _Connection) -> Iterator[bytes]:
     while True:
         line = conn.readline()
@@ -453,11 +472,18 @@ class HTTPTransport:
             raise ConnectError(f"unsupported proxy {proxy!r}: only http:// proxies")
         key = (request.scheme, request.host, request.port)
         conn = self._idle.pop(key, None)
+        if conn is not None and conn.gone():
+            conn.close()
+            conn = None
         if conn is not None:
             try:
                 return self._exchange(conn, key, request, proxy)
             except TransportError as exc:
-                if not isinstance(exc.__cause__, _Stale):
+                # Closed by the server between `gone` and the send (or an https one):
+                # sent again only where a second delivery cannot do harm. A POST the
+                # server may have seen is never sent twice (one task, not two).
+                again = isinstance(exc, WriteError) or request.method in IDEMPOTENT
+                if not (isinstance(exc.__cause__, _Stale) and again):
                     raise
         return self._exchange(self._connect(request, proxy), key, request, proxy)
 
@@ -549,7 +575,7 @@ class HTTPTransport:
             except ValueError:
                 conn.close()
                 raise RemoteProtocolError("bad Content-Length") from None
-            body = _sized(conn, size)
+            body = _read_exactly(conn, size)
         else:  # only the connection's end delimits the body
             keep = False
             body = _to_end(conn)

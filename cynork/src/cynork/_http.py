@@ -3,7 +3,7 @@
 Why not httpx (what cynork used before) or `http.client`: a cynork command is one short
 process, and its imports were most of its time. httpx with httpcore is ~60 % of a
 start's imports (it loads `urllib.request`, `http.cookiejar` and `email` at module
-level); `http.client` alone still loads `email` to parse headers (~25 ms of CPU here).
+level); `http.client` alone still loads `email` to parse headers (~30 ms of CPU here).
 This module needs `_socket` (the `socket` module's C half: its Python half costs ~3 ms
 more) and, for https only, `ssl` (docs/fast-path.md §7a).
 

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.sandbox [--runs 50] [--raw-only | --idle-only]
         [--gateway-url URL --admin-password PW]   # an existing stack, as it is
                                                   # (default: start orchestrator + node)
+        [--cynork PATH]                           # whose cynork the last row runs
 
 Every row runs the same image with the same command (`true`) in the same run; p50 and
 p99 are printed, and the ratios of the medians. The raw row is what Podman alone
@@ -24,9 +25,9 @@ stacks, both halves pooled). The task rows, on a stack of their own each:
 
 A last row times the whole `cynork task create --command true --result` process
 (start-up, create, the watch stream, the result) on the warm stack against the same
-raw run (issue 16's target <= 0.5; printed, not enforced). `--idle-only` runs the raw
-rows and the node-idle rows alone (the enforced one), for paired runs of two trees on a
-loaded machine.
+raw run (issue 16's target <= 0.5; printed, not enforced), and its CPU per process.
+`--idle-only` runs the raw rows and the node-idle rows alone (the enforced one), for
+paired runs of two trees on a loaded machine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -161,8 +163,11 @@ def paired_task_runs(
         return times
 
 
-def cynork_runs(gateway_url: str, password: str, runs: int) -> list[float]:
-    """Wall time of whole `cynork task create --command true --result` processes."""
+def cynork_runs(
+    gateway_url: str, password: str, runs: int, cynork: Path | None = None
+) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + sys) seconds of whole `cynork task create --command true
+    --result` processes (`cynork`: which console script; this venv's by default)."""
     with httpx.Client(base_url=gateway_url, timeout=30) as http:
         login = http.post("/v1/auth/login", json={"handle": "admin", "password": password})
         login.raise_for_status()
@@ -174,18 +179,24 @@ def cynork_runs(gateway_url: str, password: str, runs: int) -> list[float]:
             "CYNORK_GATEWAY_URL": gateway_url,
             "CYNORK_TOKEN": token,
         }
-        argv = [str(BIN / "cynork"), "task", "create", "--command", "true", "--result"]
+        script = str(cynork or BIN / "cynork")
+        argv = [script, "task", "create", "--command", "true", "--result"]
 
-        def one() -> float:
+        def one() -> tuple[float, float]:
+            # The children's CPU: this process waits for one child at a time here.
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
             elapsed = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode != 0 or "status=completed" not in done.stdout:
                 raise RuntimeError(f"cynork exited {done.returncode}: {done.stdout}{done.stderr}")
-            return elapsed
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            return elapsed, cpu
 
         one()  # warm-up
-        return [one() for _ in range(runs)]
+        walls, cpus = zip(*(one() for _ in range(runs)), strict=True)
+        return list(walls), list(cpus)
 
 
 def p50_p99(times: list[float]) -> tuple[float, float]:
@@ -248,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-only", action="store_true", help="raw and node-idle rows only")
     parser.add_argument("--gateway-url", default="")
     parser.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", ""))
+    parser.add_argument(
+        "--cynork",
+        type=Path,
+        default=None,
+        help="the cynork console script the last row runs (default: this venv's); "
+        "another tree's, to pair old and new in one run",
+    )
     args = parser.parse_args(argv)
     if args.runs < 50:
         parser.error("--runs must be at least 50 for a meaningful p99")
@@ -260,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     cold_times: list[float] = []
     warm_times: list[float] = []
     cli_times: list[float] = []
+    cli_cpu: list[float] = []
     ready_times: list[float] = []
     inline_times: list[float] = []
     orch_cpu = 0.0
@@ -276,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             orch_cpu = (cpu_seconds(orch_pid) - cpu) / (len(ready_times) + len(inline_times) + 2)
         if not args.idle_only:
             warm_times = task_runs(gateway, password, args.runs)
-            cli_times = cynork_runs(gateway, password, args.runs)
+            cli_times, cli_cpu = cynork_runs(gateway, password, args.runs, args.cynork)
     if not args.gateway_url and not args.idle_only:
         with stack(warm_containers=0) as (gateway, password, _, _):
             cold_times = task_runs(gateway, password, args.runs)
@@ -293,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         row("task create -> result, cold (no warm)", cold_times)
     if cli_times:
         row("cynork create --result, whole process", cli_times)
+        row("  its CPU (user + sys) per process", cli_cpu)
     warm = statistics.median(ready_times or warm_times)
     ok = ratio_row("warm task p50 / raw p50", warm / raw, WARM_TARGET_RATIO)
     if inline_times:

@@ -1,6 +1,6 @@
 """A test double of the user gateway's REST surface (SPEC §2), small and stateful.
 
-Used two ways: as an `httpx.MockTransport` handler for in-process tests, and behind a
+Used two ways: as a `cynork._http.MockTransport` handler for in-process tests, and behind a
 real `http.server` on 127.0.0.1 for the shell tests that run `cynork` in tmux. The real
 orchestrator is exercised by the behave suite in features/cynork.
 """
@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import httpx
+from cynork._http import ConnectError, MockTransport, Request, Response
 
 TERMINAL = {"completed", "failed", "canceled"}
 Reply = tuple[int, dict[str, str], bytes]
@@ -277,19 +277,16 @@ class FakeGateway:
 
     # -- adapters ------------------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        def handler(request: httpx.Request) -> httpx.Response:
-            if request.url.path in self.unreachable:
-                raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+    def transport(self) -> MockTransport:
+        def handler(request: Request) -> Response:
+            if request.path in self.unreachable:
+                raise ConnectError("[Errno 111] Connection refused")
             status, headers, data = self.handle(
-                request.method,
-                str(request.url.raw_path, "ascii"),
-                dict(request.headers),
-                request.read(),
+                request.method, request.target, dict(request.headers), request.read()
             )
-            return httpx.Response(status, headers=headers, content=data)
+            return Response(status, headers=headers, content=data)
 
-        return httpx.MockTransport(handler)
+        return MockTransport(handler)
 
     def serve(self) -> ThreadingHTTPServer:
         """A real HTTP server on 127.0.0.1 (ephemeral port) in a daemon thread."""

@@ -6,19 +6,19 @@ import json
 from pathlib import Path
 
 import click
-import httpx
 import pytest
 
 from cynork import __version__
 from cynork._app import Seams
+from cynork._http import ConnectError, MockTransport, Request, Response
 from cynork.cli import cli, main
 from cynork.commands import subcommands
 from tests.cynork.conftest import Cy
 from tests.cynork.fake_gateway import FakeGateway, problem
 
 
-def _refusing(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("Connection refused", request=request)
+def _refusing(request: Request) -> Response:
+    raise ConnectError("Connection refused")
 
 
 def test_version_with_gateway(cy: Cy) -> None:
@@ -32,7 +32,7 @@ def test_version_with_gateway(cy: Cy) -> None:
 
 
 def test_version_without_gateway(cy: Cy) -> None:
-    cy.seams.transport = httpx.MockTransport(_refusing)
+    cy.seams.transport = MockTransport(_refusing)
     result = cy("version")
     assert result.exit_code == 0
     assert "gateway_version=unreachable" in result.stdout
@@ -89,7 +89,7 @@ def test_status_unhealthy_problem_body(cy: Cy) -> None:
 
 
 def test_status_unreachable(cy: Cy) -> None:
-    cy.seams.transport = httpx.MockTransport(_refusing)
+    cy.seams.transport = MockTransport(_refusing)
     result = cy("status")
     assert result.exit_code == 7
     assert "gateway=unreachable ready=unreachable" in result.stdout
@@ -153,11 +153,11 @@ def test_gateway_url_precedence(cy: Cy, tmp_path: Path) -> None:
     seen: list[str] = []
     inner = cy.gw.transport()
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(f"{request.url.scheme}://{request.url.host}:{request.url.port}")
+    def handler(request: Request) -> Response:
+        seen.append(f"{request.scheme}://{request.host}:{request.port}")
         return inner.handle_request(request)
 
-    cy.seams.transport = httpx.MockTransport(handler)
+    cy.seams.transport = MockTransport(handler)
     config = tmp_path / "c.yaml"
     config.write_text("gateway_url: http://127.0.0.2:1000\n")
     cy("--config", str(config), "status")
@@ -226,10 +226,10 @@ def test_main_returns_exit_codes(
 
 
 def test_main_never_shows_a_traceback(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    def boom(request: httpx.Request) -> httpx.Response:
+    def boom(request: Request) -> Response:
         raise RuntimeError("surprise")
 
-    assert main(["status"], Seams(transport=httpx.MockTransport(boom), environ={})) == 8
+    assert main(["status"], Seams(transport=MockTransport(boom), environ={})) == 8
     err = capsys.readouterr().err
     assert err == "cynork: unexpected error: RuntimeError: surprise\n"
 
@@ -249,10 +249,10 @@ def test_main_maps_low_level_exceptions(
     code: int,
     message: str,
 ) -> None:
-    def raising(request: httpx.Request) -> httpx.Response:
+    def raising(request: Request) -> Response:
         raise exc
 
-    assert main(["status"], Seams(transport=httpx.MockTransport(raising), environ={})) == code
+    assert main(["status"], Seams(transport=MockTransport(raising), environ={})) == code
     assert message in capsys.readouterr().err
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
+from cynork._http import MockTransport, Request, Response
 from tests.cynork.conftest import Cy, lines
 from tests.cynork.fake_gateway import problem
 
@@ -287,10 +287,10 @@ def test_logs_follow_json_is_ndjson(logged_in: Cy) -> None:
 def test_logs_follow_ctrl_c(logged_in: Cy) -> None:
     task_id = logged_in.gw.add_task()
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         raise KeyboardInterrupt
 
-    logged_in.seams.transport = httpx.MockTransport(handler)
+    logged_in.seams.transport = MockTransport(handler)
     result = logged_in("task", "logs", "-F", task_id)
     assert result.exit_code == 130
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from cynork import GatewayClient
@@ -18,6 +18,15 @@ from cynork._errors import (
     ServerError,
     ValidationError,
 )
+from cynork._http import (
+    ConnectError,
+    ConnectTimeout,
+    MockTransport,
+    ReadError,
+    RemoteProtocolError,
+    Request,
+    Response,
+)
 
 
 def _client(handler: object, **kwargs: object) -> GatewayClient:
@@ -25,7 +34,7 @@ def _client(handler: object, **kwargs: object) -> GatewayClient:
         "http://127.0.0.1:12080/",
         token="t",
         refresh_token="r",
-        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
+        transport=MockTransport(handler),  # type: ignore[arg-type]
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -65,34 +74,34 @@ def test_loopback(host: str, loopback: bool) -> None:
 )
 def test_status_mapping(status: int, kind: type[CynorkError], code: int) -> None:
     with pytest.raises(kind) as info:
-        raise_for_status(httpx.Response(status, text="plain words"))
+        raise_for_status(Response(status, text="plain words"))
     assert info.value.exit_code == code
     assert "plain words" in info.value.format_message()
 
 
 def test_problem_detail_and_non_object_bodies() -> None:
     with pytest.raises(ServerError, match="gateway error 500: Internal Server Error: \\[1, 2\\]"):
-        raise_for_status(httpx.Response(500, json=[1, 2]))
+        raise_for_status(Response(500, json=[1, 2]))
     with pytest.raises(NotFoundError, match="not found: Nope"):
-        raise_for_status(httpx.Response(404, json={"title": "Nope"}))
+        raise_for_status(Response(404, json={"title": "Nope"}))
     with pytest.raises(ServerError, match="retry later"):
-        raise_for_status(httpx.Response(429))
-    raise_for_status(httpx.Response(204))
+        raise_for_status(Response(429))
+    raise_for_status(Response(204))
 
 
 @pytest.mark.parametrize(
     ("exc", "message"),
     [
-        (httpx.ConnectTimeout("slow"), "did not answer in time"),
+        (ConnectTimeout("slow"), "did not answer in time"),
         (
-            httpx.ConnectError("refused"),
+            ConnectError("refused"),
             "cannot reach the gateway at http://127.0.0.1:12080: refused",
         ),
-        (httpx.RemoteProtocolError("garbled"), "failed: garbled"),
+        (RemoteProtocolError("garbled"), "failed: garbled"),
     ],
 )
 def test_transport_errors(exc: Exception, message: str) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         raise exc
 
     with _client(handler) as client, pytest.raises(ServerError) as info:
@@ -103,45 +112,45 @@ def test_transport_errors(exc: Exception, message: str) -> None:
 
 @pytest.mark.parametrize("body", [b"<html>", b"[1]"])
 def test_non_object_answers(body: bytes) -> None:
-    client = _client(lambda request: httpx.Response(200, content=body))
+    client = _client(lambda request: Response(200, content=body))
     with pytest.raises(ServerError):
         client.whoami()
 
 
 @pytest.mark.parametrize("body", [{"task": "x"}, {"status": "queued"}, {"task_id": 7}])
 def test_task_answer_must_be_a_task(body: dict[str, object]) -> None:
-    client = _client(lambda request: httpx.Response(200, json=body))
+    client = _client(lambda request: Response(200, json=body))
     with pytest.raises(ServerError, match="no task_id"):
         client.get_task("x")
 
 
 def test_task_answer_is_the_task_itself() -> None:
     task = {"task_id": "01HTASK", "status": "queued", "input_mode": "prompt"}
-    client = _client(lambda request: httpx.Response(200, json=task))
+    client = _client(lambda request: Response(200, json=task))
     assert client.get_task("01HTASK") == task
 
 
 def test_task_answer_wrapped_by_an_older_gateway() -> None:
     """Gateways before SPEC §2's bare task answered {"task": {...}}; cynork reads both."""
     task = {"task_id": "01HTASK", "status": "queued"}
-    client = _client(lambda request: httpx.Response(200, json={"task": task}))
+    client = _client(lambda request: Response(200, json={"task": task}))
     assert client.get_task("01HTASK") == task
 
 
 def test_token_answer_without_tokens() -> None:
-    client = _client(lambda request: httpx.Response(200, json={"access_token": "a"}))
+    client = _client(lambda request: Response(200, json={"access_token": "a"}))
     with pytest.raises(ServerError, match="lacks access_token"):
         client.refresh()
 
 
 def test_logout_without_refresh_token_sends_nothing() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request)
-        return httpx.Response(204)
+        return Response(204)
 
-    client = GatewayClient("http://127.0.0.1:1", transport=httpx.MockTransport(handler))
+    client = GatewayClient("http://127.0.0.1:1", transport=MockTransport(handler))
     client.logout()
     assert seen == []
 
@@ -159,7 +168,7 @@ def test_watch_unwraps_results_skips_blank_and_stops_at_terminal() -> None:
         + b"\n"
         + _ndjson({"status": "completed", "terminal": True}, {"status": "after"})
     )
-    client = _client(lambda request: httpx.Response(200, content=body))
+    client = _client(lambda request: Response(200, content=body))
     events = list(client.watch_task("t"))
     assert events == [{"status": "running"}, {"status": "completed", "terminal": True}]
 
@@ -174,7 +183,7 @@ def test_watch_unwraps_results_skips_blank_and_stops_at_terminal() -> None:
 )
 def test_watch_error_frame_mid_stream(problem: dict[str, object], kind: type[CynorkError]) -> None:
     body = _ndjson({"status": "running"}, {"error": problem})
-    client = _client(lambda request: httpx.Response(200, content=body))
+    client = _client(lambda request: Response(200, content=body))
     events = client.watch_task("t")
     assert next(events) == {"status": "running"}
     with pytest.raises(kind):
@@ -182,7 +191,7 @@ def test_watch_error_frame_mid_stream(problem: dict[str, object], kind: type[Cyn
 
 
 def test_watch_bad_line() -> None:
-    client = _client(lambda request: httpx.Response(200, content=b"{oops\n"))
+    client = _client(lambda request: Response(200, content=b"{oops\n"))
     with pytest.raises(ServerError, match="not JSON"):
         list(client.watch_task("t"))
 
@@ -190,13 +199,13 @@ def test_watch_bad_line() -> None:
 def test_watch_error_status_and_refresh() -> None:
     calls: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request.url.path)
-        if request.url.path == "/v1/auth/refresh":
-            return httpx.Response(200, json={"access_token": "a2", "refresh_token": "r2"})
+    def handler(request: Request) -> Response:
+        calls.append(request.path)
+        if request.path == "/v1/auth/refresh":
+            return Response(200, json={"access_token": "a2", "refresh_token": "r2"})
         if request.headers["authorization"] == "Bearer t":
-            return httpx.Response(401)
-        return httpx.Response(404, json={"title": "Not Found"})
+            return Response(401)
+        return Response(404, json={"title": "Not Found"})
 
     client = _client(handler)
     with pytest.raises(NotFoundError, match="task t not found"):
@@ -204,14 +213,13 @@ def test_watch_error_status_and_refresh() -> None:
     assert calls == ["/v1/tasks/t/watch", "/v1/auth/refresh", "/v1/tasks/t/watch"]
 
 
-class _BrokenStream(httpx.SyncByteStream):
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        yield b'{"status": "running"}\n'
-        raise httpx.ReadError("connection reset")
+def _broken_stream() -> Iterator[bytes]:
+    yield b'{"status": "running"}\n'
+    raise ReadError("connection reset")
 
 
 def test_watch_connection_lost_mid_stream() -> None:
-    client = _client(lambda request: httpx.Response(200, stream=_BrokenStream()))
+    client = _client(lambda request: Response(200, stream=_broken_stream()))
     events = client.watch_task("t")
     assert next(events) == {"status": "running"}
     with pytest.raises(ServerError, match="connection reset"):

@@ -1,9 +1,10 @@
 """Which TLS context the client makes: CA certificates only where TLS is spoken.
 
-A plain-http gateway gets a context with no CA at all (httpx's default would load
-the whole bundle, ~40 ms of every start, for nothing); an https gateway keeps the
-default bundle or the given CA file. Checked against a real TLS listener on loopback,
-with a certificate from the orchestrator's own private CA.
+A plain-http gateway gets no TLS context at all (nor the `ssl` module's CA loading: tens
+of ms of every start, for nothing); an https gateway gets the CA file given, else the
+system's store (SPEC §1.3), where SSL_CERT_FILE and SSL_CERT_DIR point OpenSSL. Checked
+against a real TLS listener on loopback, with a certificate from the orchestrator's own
+private CA.
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cynode.orchestrator.certs import issue, make_ca
 from cynork import GatewayClient
-from cynork._client import no_ca_context
-
-
-def _context(client: GatewayClient) -> ssl.SSLContext:
-    # httpx keeps the context its transport was made with on the connection pool.
-    context = client._http._transport._pool._ssl_context  # type: ignore[attr-defined]
-    assert isinstance(context, ssl.SSLContext)
-    return context
+from cynork._errors import GatewayError
+from cynork._http import HTTPTransport, default_ssl_context
 
 
 class _Healthz(http.server.BaseHTTPRequestHandler):
@@ -61,31 +55,62 @@ def tls_gateway(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-def test_a_plain_http_client_loads_no_ca() -> None:
-    with GatewayClient("http://127.0.0.1:9/") as client:
-        context = _context(client)
-        assert context.cert_store_stats()["x509_ca"] == 0
-        # Still a verifying context: nothing it could be handed would be trusted.
-        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+@pytest.fixture
+def http_gateway() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
-def test_an_https_client_keeps_the_default_cas() -> None:
-    with GatewayClient("https://gateway.example") as client:
-        assert _context(client).cert_store_stats()["x509_ca"] > 0
+def test_a_plain_http_client_makes_no_tls_context(http_gateway: str) -> None:
+    with GatewayClient(http_gateway) as client:
+        assert client.healthz() == (True, "ok")
+        transport = client._transport
+        assert isinstance(transport, HTTPTransport) and transport._context is None
+
+
+def test_the_default_context_verifies_with_the_system_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    context = default_ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    system = ssl.create_default_context()
+    assert context.cert_store_stats() == system.cert_store_stats()
 
 
 def test_an_https_gateway_is_reached_with_its_ca_file(tls_gateway: tuple[str, Path]) -> None:
     url, ca_file = tls_gateway
     with GatewayClient(url, ca_file=str(ca_file)) as client:
         assert client.healthz() == (True, "ok")
+        assert client.healthz() == (True, "ok")
 
 
-def test_the_no_ca_context_fails_closed(tls_gateway: tuple[str, Path]) -> None:
-    """Had an https URL reached the plain-http client's context, the handshake fails:
-    no certificate verifies against no CA."""
+def test_ssl_cert_file_names_the_trust(
+    tls_gateway: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenSSL's own variable, honoured as httpx honoured it."""
+    url, ca_file = tls_gateway
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    with GatewayClient(url) as client:
+        assert client.healthz() == (True, "ok")
+
+
+def test_an_https_gateway_without_its_ca_fails_closed(
+    tls_gateway: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default trust (the system's public CAs) does not know the private CA: the
+    handshake fails, and says why."""
     url, _ = tls_gateway
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     with (
-        httpx.Client(verify=no_ca_context()) as http,
-        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+        GatewayClient(url) as client,
+        pytest.raises(GatewayError, match="CERTIFICATE_VERIFY_FAILED"),
     ):
-        http.get(f"{url}/healthz")
+        client.healthz()

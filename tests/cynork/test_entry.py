@@ -71,14 +71,6 @@ def _wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: st
         time.sleep(0.001)
 
 
-def _maps_ssl(pid: int) -> bool:
-    """True once the process has loaded _ssl: httpx's import, deep inside cynork.cli's."""
-    try:
-        return "_ssl" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
 def test_sigint_while_the_commands_import_exits_130_quietly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(PYTHON), "-c", SLOW_IMPORT],
@@ -95,21 +87,25 @@ def test_sigint_while_the_commands_import_exits_130_quietly(tmp_path: Path) -> N
     assert (out, err) == (b"", b"cynork: interrupted\n")
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_sigint_to_a_freshly_started_cynork(tmp_path: Path, attempt: int) -> None:
-    """The installed console script, interrupted while httpx loads: no longer at start
-    but when `version` first asks the gateway, under the same handler. Had the signal
-    come after the imports, the refused connection would print and exit 0; before the
-    handler covered this load, a SIGINT while `_ssl` imported `_socket` sometimes came
-    out as an ImportError (exit 8)."""
+# The entry run with the HTTP client's import held open: `version` loads it when it first
+# asks the gateway, so the SIGINT lands while the client loads, under the same handler.
+SLOW_CLIENT = SLOW_IMPORT.replace('"cynork.cli"', '"cynork._http"').replace(
+    "importing cynork.cli", "importing cynork._http"
+)
+
+
+def test_sigint_while_the_http_client_loads_exits_130_quietly(tmp_path: Path) -> None:
+    """No longer at start but when `version` first asks the gateway: had the signal come
+    after the load, the refused connection would print and exit 0."""
     proc = subprocess.Popen(
-        [str(CYNORK), "--gateway-url", "http://127.0.0.1:9", "version"],
+        [str(PYTHON), "-c", SLOW_CLIENT, "--gateway-url", "http://127.0.0.1:9", "version"],
         env=_env(tmp_path),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    _wait_for(proc, lambda: _maps_ssl(proc.pid), "_ssl mapped")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"importing cynork._http\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=WAIT)
     assert (proc.returncode, out, err) == (130, b"", b"cynork: interrupted\n")
@@ -137,7 +133,6 @@ def test_sigint_ignored_by_the_parent_stays_ignored(tmp_path: Path) -> None:
 def test_main_runs_the_command_line_and_restores_python_handler(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "httpx._main", sys.modules.get("httpx._main"))
     monkeypatch.setattr(sys, "argv", ["cynork", "--version"])
     assert _entry.main() == 0
     assert "cynork, version" in capsys.readouterr().out
@@ -179,11 +174,11 @@ def test_the_start_up_handler_writes_one_line_and_exits_130(
 
 def test_importing_the_package_loads_no_dependency(tmp_path: Path) -> None:
     """What keeps the window before the entry's handler short: `import cynork` and
-    `cynork._entry` load neither httpx nor click nor typing; the public names still
+    `cynork._entry` load neither the HTTP client nor click nor typing; the public names still
     resolve on first use."""
     code = (
         "import sys, cynork._entry; "
-        "print(sorted(m for m in ('httpx', 'click', 'typing', 'yaml') if m in sys.modules))"
+        "print(sorted(m for m in ('socket', 'click', 'typing', 'yaml') if m in sys.modules))"
     )
     done = subprocess.run(
         [str(PYTHON), "-c", code], env=_env(tmp_path), capture_output=True, check=True
@@ -196,29 +191,47 @@ def test_importing_the_package_loads_no_dependency(tmp_path: Path) -> None:
         _ = cynork.nope  # type: ignore[attr-defined]
 
 
-UNUSED_AT_START = textwrap.dedent(
+# The whole `task create --command true --result` against a real HTTP server (the fake
+# gateway), then what the process imported. Run with no config file, as the bench does.
+TASK_CREATE = textwrap.dedent(
     """
-    import sys
+    import contextlib, io, sys
+    # Not installed with cynork (they came with httpx): importing them fails here.
+    sys.modules.update(dict.fromkeys(("httpx", "httpcore", "certifi")))
     from cynork import _entry
+    from tests.cynork.fake_gateway import FakeGateway
 
-    _entry.skip_unused_imports()
-    import cynork.cli, httpx
-
-    print(sorted(m for m in ("rich", "pygments", "yaml", "httpx._main") if sys.modules.get(m)))
-    print(callable(httpx.main))
+    gateway = FakeGateway()
+    gateway.access.add("tok")
+    server = gateway.serve()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    before = set(sys.modules)
+    run = _entry.import_commands()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        shell = run(["--gateway-url", url, "shell", "-c", "version"])
+        code = run(["--gateway-url", url, "task", "create", "--command", "true", "--result"])
+    print(shell, code, "status=completed" in out.getvalue())
+    heavy = ("ssl", "email", "http.client", "urllib.request", "yaml")
+    print([m for m in heavy if m in sys.modules and m not in before])
     """
 )
 
 
-def test_the_start_imports_neither_httpx_cli_nor_yaml(tmp_path: Path) -> None:
-    # httpx's own command line (rich, pygments) and yaml (read only when a config file
-    # exists) were about half of every cynork start (docs/fast-path.md §3).
+def test_task_create_result_imports_no_tls_email_nor_yaml(tmp_path: Path) -> None:
+    """What a plain-http `task create --result` needs: sockets and json. Not httpx,
+    httpcore or certifi (no longer installed with cynork: the shell too runs without
+    them), not `http.client` (it loads `email`), not `ssl` (a plain-http gateway needs
+    no TLS), not yaml without a config file (docs/fast-path.md §7a)."""
+    env = {**_env(tmp_path), "CYNORK_TOKEN": "tok", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [str(PYTHON), "-c", UNUSED_AT_START], env=_env(tmp_path), capture_output=True, timeout=WAIT
+        [str(PYTHON), "-c", TASK_CREATE], env=env, capture_output=True, timeout=WAIT, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.decode().splitlines() == ["[]", "True"]
-    # The console script still runs (config files, YAML: test_cli_auth.py).
+    assert done.stdout.decode().splitlines() == ["0 0 True", "[]"]
+
+
+def test_the_console_script_runs(tmp_path: Path) -> None:
     shown = subprocess.run(
         [str(CYNORK), "--help"], env=_env(tmp_path), capture_output=True, timeout=WAIT, check=False
     )
@@ -234,11 +247,11 @@ IMPORTED_FROZEN = textwrap.dedent(
     gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info))
     run = _entry.import_commands()
     frozen = gc.get_freeze_count()
-    print(len(collections), gc.isenabled(), frozen > 20_000, "httpx" in sys.modules)
-    _entry.load("cynork._client", "httpcore")
-    print(len(collections), gc.isenabled(), gc.get_freeze_count() > frozen + 10_000)
+    print(len(collections), gc.isenabled(), frozen > 20_000, "cynork._client" in sys.modules)
+    _entry.load("cynork._client")
+    print(len(collections), gc.isenabled(), gc.get_freeze_count() > frozen + 300)
     gc.unfreeze()
-    _entry.load("cynork._client", "httpcore")
+    _entry.load("cynork._client")
     print(gc.get_freeze_count(), run.__module__, run.__name__)
     """
 )
@@ -274,10 +287,9 @@ ONE_COMMAND = textwrap.dedent(
     import contextlib, io, sys
     from cynork import _entry
 
-    _entry.skip_unused_imports()
     run = _entry.import_commands()
     loaded = lambda: sorted(m for m in sys.modules if m.startswith("cynork.commands."))
-    heavy = ("click.shell_completion", "prompt_toolkit", "cynork._shell", "cynork._chat", "httpx")
+    heavy = ("click.shell_completion", "prompt_toolkit", "cynork._shell", "cynork._chat", "socket")
     print(loaded(), [m for m in heavy if m in sys.modules])
     with contextlib.redirect_stdout(io.StringIO()):
         assert run(sys.argv[1:]) == 0
@@ -289,7 +301,7 @@ ONE_COMMAND = textwrap.dedent(
 def test_a_command_line_imports_only_the_command_it_names(tmp_path: Path) -> None:
     """Start-up loads no command module; `task create` loads its own and no other (nor
     click's shell completion, prompt-toolkit, the shell or the chat), and its help no
-    httpx."""
+    HTTP client."""
     done = subprocess.run(
         [str(PYTHON), "-c", ONE_COMMAND, "task", "create", "--help"],
         env=_env(tmp_path),
@@ -323,22 +335,21 @@ NO_GATEWAY = textwrap.dedent(
     import contextlib, io, sys
     from cynork import _entry
 
-    _entry.skip_unused_imports()
     run = _entry.import_commands()
     codes = []
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         for argv in (["--help"], ["task", "artifacts", "--help"], ["--version"], ["nope"]):
             codes.append(run(argv))
-    print(codes, [m for m in ("httpx", "httpcore", "ssl", "yaml") if m in sys.modules])
+    print(codes, [m for m in ("cynork._client", "socket", "ssl", "yaml") if m in sys.modules])
     run(["--gateway-url", "http://127.0.0.1:9", "version"])
-    print("httpx" in sys.modules)
+    print("cynork._client" in sys.modules, "ssl" in sys.modules)
     """
 )
 
 
 def test_what_never_talks_to_the_gateway_loads_no_http_client(tmp_path: Path) -> None:
     """Help (which imports every command module to list it), --version and a usage
-    error start without httpx, ~60 % of a start's imports; a command that talks to the
+    error start without the HTTP client; a command that talks to the
     gateway loads it."""
     done = subprocess.run(
         [str(PYTHON), "-c", NO_GATEWAY], env=_env(tmp_path), capture_output=True, timeout=WAIT
@@ -346,7 +357,7 @@ def test_what_never_talks_to_the_gateway_loads_no_http_client(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert lines[0] == "[0, 0, 0, 2] []"
-    assert lines[-1] == "True" and "gateway_version=unreachable" in lines[1]
+    assert lines[-1] == "True False" and "gateway_version=unreachable" in lines[1]
 
 
 def test_a_lazy_name_that_is_not_its_command_fails_loudly() -> None:

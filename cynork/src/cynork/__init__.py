@@ -4,8 +4,8 @@ The public surface is small: `main` (the console script), `GatewayClient` (the R
 client the commands use, usable on its own), and the error types with their exit codes.
 
 Those names load on first use (PEP 562): importing the package itself stays cheap, so
-the console script (`cynork._entry`) can install its Ctrl-C handling before httpx and
-click are imported.
+the console script (`cynork._entry`) can install its Ctrl-C handling before the HTTP
+client and click are imported.
 """
 
 from __future__ import annotations

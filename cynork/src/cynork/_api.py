@@ -1,7 +1,7 @@
 """The gateway's REST vocabulary that commands name at import time (task statuses, log
 streams, the JSON object type), apart from the HTTP client: a module that only names
-them loads no httpx, so `cynork --help`, `--version`, a usage error and each Tab of
-shell completion start without it (docs/fast-path.md §7)."""
+them loads no `cynork._client`, so `cynork --help`, `--version`, a usage error and each
+Tab of shell completion start without it (docs/fast-path.md §7)."""
 
 from __future__ import annotations
 

@@ -22,16 +22,15 @@ from cynork._entry import load
 from cynork._output import OUTPUT_MODES, Output, RecentTaskIds
 
 if TYPE_CHECKING:
-    import httpx
-
     from cynork._client import GatewayClient
+    from cynork._http import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Seams:
-    transport: httpx.BaseTransport | None = None
+    transport: Transport | None = None
     sleep: Callable[[float], None] = time.sleep
     environ: Mapping[str, str] | None = None
     # None means: ask the real stream.
@@ -113,10 +112,9 @@ class App:
 
     def client(self) -> GatewayClient:
         if self._client is None:
-            # Loaded here, not at start: httpx is ~60 % of a start's imports, and
-            # help, --version, usage errors and completion never talk to the gateway.
-            # httpx imports httpcore when its first client is made: loaded alongside.
-            load("cynork._client", "httpcore")
+            # Loaded here, not at start: help, --version, usage errors and completion
+            # never talk to the gateway (the client's socket and json, ~8 ms of CPU).
+            load("cynork._client")
             from cynork._client import GatewayClient
 
             self._client = GatewayClient(

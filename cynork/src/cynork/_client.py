@@ -1,23 +1,20 @@
 """The user gateway's REST surface as plain method calls.
 
-`GatewayClient` takes an `httpx.BaseTransport` so tests hand it an `httpx.MockTransport`
-instead of patching internals. It maps every non-2xx answer and every transport failure
-to a `CynorkError` with the right exit code, refreshes the session once on a 401, and
-refuses to put a password or token on plain http to a host other than loopback.
+`GatewayClient` takes a `cynork._http.Transport`, so tests hand it a `MockTransport`
+instead of patching internals; by default it speaks HTTP/1.1 itself (`cynork._http`).
+It maps every non-2xx answer and every transport failure to a `CynorkError` with the
+right exit code, refreshes the session once on a 401, and refuses to put a password
+or token on plain http to a host other than loopback.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import httpx
+from urllib.parse import quote, urlencode, urlsplit
 
 from cynork._api import LOG_STREAMS, TASK_STATUSES, TERMINAL_STATUSES, JSONDict
 from cynork._errors import (
@@ -27,6 +24,17 @@ from cynork._errors import (
     NotFoundError,
     UsageError,
     ValidationError,
+)
+from cynork._http import (
+    ConnectError,
+    HTTPTransport,
+    Request,
+    Response,
+    TimeoutException,
+    Transport,
+    TransportError,
+    default_ssl_context,
+    encode_json,
 )
 
 # The gateway's largest page (SPEC §2.5).
@@ -42,26 +50,18 @@ CHAT_S = 600.0
 
 
 def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
+    host = host.lower().strip("[]")
+    if host == "localhost" or host == "::1":
         return True
+    import ipaddress  # only for other addresses: a few ms the loopback cases skip
+
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
-def no_ca_context() -> ssl.SSLContext:
-    """The TLS context for a plain-http gateway: verifying, with no CA at all.
-
-    httpx makes its transport's context up front, and its default loads the whole CA
-    bundle, ~40 ms of every cynork start, for a context a plain-http gateway never
-    uses (the client follows no redirects, and every request is a path on the base
-    URL). Should an https URL ever reach it, no certificate can verify: it fails
-    closed, never open."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-def _problem_text(resp: httpx.Response) -> tuple[str, str]:
+def _problem_text(resp: Response) -> tuple[str, str]:
     """(title, detail) from a problem+json body, or the best a plain body offers."""
     title = resp.reason_phrase or f"HTTP {resp.status_code}"
     detail = ""
@@ -81,12 +81,12 @@ def _problem_text(resp: httpx.Response) -> tuple[str, str]:
     return title, detail
 
 
-def _retry_after(resp: httpx.Response) -> str | None:
+def _retry_after(resp: Response) -> str | None:
     value = resp.headers.get("retry-after", "").strip()
     return value or None
 
 
-def raise_for_status(resp: httpx.Response, what: str | None = None) -> None:
+def raise_for_status(resp: Response, what: str | None = None) -> None:
     """Turns an error answer into the `CynorkError` whose exit code the spec names."""
     if resp.is_success:
         return
@@ -113,7 +113,7 @@ def raise_for_status(resp: httpx.Response, what: str | None = None) -> None:
     raise GatewayError(f"gateway error {status}: {said}")
 
 
-def _json_body(resp: httpx.Response) -> JSONDict:
+def _json_body(resp: Response) -> JSONDict:
     try:
         body = resp.json()
     except (ValueError, UnicodeDecodeError) as exc:
@@ -142,7 +142,7 @@ class GatewayClient:
         *,
         token: str | None = None,
         refresh_token: str | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         on_tokens: TokenSaver | None = None,
         ca_file: str | None = None,
         insecure: bool = False,
@@ -153,24 +153,20 @@ class GatewayClient:
         self.refresh_token = refresh_token
         self._on_tokens = on_tokens
         self._insecure = insecure
-        verify: ssl.SSLContext | bool = True
+        self._timeout = timeout
+        context = None
         if ca_file:
+            # Read now, as the user named it: a bad file is a usage error at once.
             try:
-                verify = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
+                made = default_ssl_context(ca_file)
+            except OSError as exc:  # ssl.SSLError among them
                 raise UsageError(f"cannot use CA file {ca_file}: {exc}") from exc
-        elif urlsplit(self.base_url).scheme == "http":
-            verify = no_ca_context()
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            transport=transport,
-            verify=verify,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            headers={"Accept": "application/json"},
-        )
+            context = lambda: made  # noqa: E731
+        # Without a CA file, the default trust is loaded on the first https connection.
+        self._transport: Transport = transport or HTTPTransport(ssl_context=context)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> GatewayClient:
         return self
@@ -195,19 +191,47 @@ class GatewayClient:
                 "accept that risk"
             )
 
-    def _describe_transport_error(self, exc: httpx.TransportError) -> str:
-        if isinstance(exc, httpx.TimeoutException):
+    def _describe_transport_error(self, exc: TransportError) -> str:
+        if isinstance(exc, TimeoutException):
             return f"the gateway at {self.base_url} did not answer in time"
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, ConnectError):
             reason = str(exc) or type(exc).__name__
             return f"cannot reach the gateway at {self.base_url}: {reason}"
         return f"talking to the gateway at {self.base_url} failed: {exc or type(exc).__name__}"
 
-    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+    def _build(
+        self,
+        method: str,
+        path: str,
+        json_body: Mapping[str, Any] | None,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Request:
+        url = self.base_url + path
+        if params:
+            url += "?" + urlencode(params)
+        all_headers = {"accept": "application/json", **(headers or {})}
+        content = b""
+        if json_body is not None:
+            content = encode_json(json_body)
+            all_headers["content-type"] = "application/json"
+        return Request(
+            method,
+            url,
+            headers=all_headers,
+            content=content,
+            timeout=timeout or self._timeout,
+        )
+
+    def _send(self, request: Request, *, stream: bool = False) -> Response:
         try:
-            return self._http.send(request, stream=stream)
-        except httpx.TransportError as exc:
+            resp = self._transport.handle_request(request)
+            if not stream:
+                resp.read()
+        except TransportError as exc:
             raise GatewayError(self._describe_transport_error(exc)) from exc
+        return resp
 
     def _request(
         self,
@@ -219,12 +243,10 @@ class GatewayClient:
         authed: bool = True,
         stream: bool = False,
         timeout: float | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         """Sends one call; with `authed`, refreshes once on a 401 and retries."""
         if not authed:
-            return self._send(
-                self._http.build_request(method, path, json=json_body, params=params), stream=stream
-            )
+            return self._send(self._build(method, path, json_body, params), stream=stream)
         if not self.token:
             if not self.refresh_token:
                 raise AuthError(f"not logged in; {_LOGIN_HINT}")
@@ -251,15 +273,9 @@ class GatewayClient:
         json_body: Mapping[str, Any] | None,
         params: Mapping[str, str | int] | None,
         timeout: float | None = None,
-    ) -> httpx.Request:
-        return self._http.build_request(
-            method,
-            path,
-            json=json_body,
-            params=params,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=httpx.Timeout(timeout, connect=10.0) if timeout else httpx.USE_CLIENT_DEFAULT,
-        )
+    ) -> Request:
+        auth = {"authorization": f"Bearer {self.token}"}
+        return self._build(method, path, json_body, params, auth, timeout)
 
     def _store_tokens(self, body: JSONDict) -> None:
         access = body.get("access_token")
@@ -433,7 +449,7 @@ class GatewayClient:
         return body
 
     @contextmanager
-    def artifact_stream(self, task_id: str, artifact_id: str) -> Iterator[httpx.Response]:
+    def artifact_stream(self, task_id: str, artifact_id: str) -> Iterator[Response]:
         """GET /v1/tasks/{id}/artifacts/{artifact_id}, its body not read yet."""
         path = _task_path(task_id, f"/artifacts/{quote(artifact_id, safe='')}")
         with self._streaming(path, f"artifact {artifact_id} of task {task_id}") as resp:
@@ -500,7 +516,7 @@ class GatewayClient:
     @contextmanager
     def _streaming(
         self, path: str, what: str, params: Mapping[str, str | int] | None = None
-    ) -> Iterator[httpx.Response]:
+    ) -> Iterator[Response]:
         resp = self._request("GET", path, params=params, stream=True)
         try:
             if not resp.is_success:
@@ -530,7 +546,7 @@ class GatewayClient:
                         problem = event["error"]
                         status = problem.get("status")
                         code = status if isinstance(status, int) and status >= 400 else 500
-                        raise_for_status(httpx.Response(code, json=problem), f"task {task_id}")
+                        raise_for_status(Response(code, json=problem), f"task {task_id}")
                     # grpc-gateway style streams wrap each message in {"result": ...}.
                     if isinstance(event, dict) and isinstance(event.get("result"), dict):
                         event = event["result"]
@@ -539,7 +555,7 @@ class GatewayClient:
                     yield event
                     if event.get("terminal"):
                         return
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise GatewayError(self._describe_transport_error(exc)) from exc
 
     # -- the models on the nodes (the gateway's OpenAI door, SPEC §10) ----------------
@@ -586,7 +602,7 @@ class GatewayClient:
                     raise GatewayError(f"the answer stopped: {event['error'].get('message')}")
                 if isinstance(event, dict):
                     yield event
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise GatewayError(self._describe_transport_error(exc)) from exc
         finally:
             resp.close()

@@ -36,6 +36,49 @@ def history_path() -> Path:
     return config_dir() / "history"
 
 
+# What YAML 1.1 (PyYAML's safe_load) reads as a bool or null rather than a string.
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})
+# The letters YAML's int, float and timestamp forms can hold (hex digits, 0x, 1e5, -.inf,
+# .nan, 2001-12-14t21:59:43Z): a scalar with any other letter is a string.
+_NUMERIC_LETTERS = frozenset("abcdefABCDEFxXtTZiInN")
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.~/%+=@:-")
+
+
+def _flat_scalar(value: str) -> str | None:
+    """`value` as the string YAML reads it, if it is surely one; None when unsure."""
+    if len(value) >= 2 and value[0] == value[-1] == "'" and "'" not in value[1:-1]:
+        return value[1:-1]  # single-quoted, no escapes inside
+    if not value or not _PLAIN.issuperset(value) or value.endswith(":"):
+        return None
+    first = value[0]
+    if first.isalpha() or first == "_":
+        return None if value.lower() in _YAML_WORDS else value
+    # A digit or a sign: a number or a date, unless a letter no such form holds is in it.
+    numeric = first.isdigit() or first == "-"
+    if numeric and any(ch.isalpha() and ch not in _NUMERIC_LETTERS for ch in value):
+        return value
+    return None
+
+
+def parse_flat(text: str) -> dict[str, Any] | None:
+    """The mapping a config file of plain `key: value` lines holds (what `save` writes:
+    yaml.safe_dump of a flat mapping of strings), read without yaml; None for anything
+    else, which yaml then reads. Returns only what yaml.safe_load would
+    (tests/cynork/test_config_flat.py compares them)."""
+    data: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(": ")
+        scalar = _flat_scalar(value.strip(" "))
+        if not (sep and key.isidentifier() and key.isascii()) or scalar is None:
+            return None
+        if key.lower() in _YAML_WORDS or key in data:
+            return None
+        data[key] = scalar
+    return data
+
+
 @dataclass
 class ConfigFile:
     """The YAML file's content; unknown keys are kept so saving never drops them."""
@@ -51,13 +94,16 @@ class ConfigFile:
             return cls(path)
         except OSError as exc:
             raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
-        # Imported here: most commands run with no file, and yaml is ~50 ms of start-up.
-        import yaml
+        data = parse_flat(text)
+        if data is None:
+            # Imported here: most files are what cynork writes, which `parse_flat` reads,
+            # and yaml is ~20 ms of CPU at start-up (docs/fast-path.md §7).
+            import yaml
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"config file {path} is not valid YAML") from exc
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise UsageError(f"config file {path} is not valid YAML") from exc
         if data is None:
             data = {}
         if not isinstance(data, dict):

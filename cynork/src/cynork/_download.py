@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
-import httpx
 
 from cynork._client import GatewayClient
 from cynork._errors import GatewayError, InternalError, UsageError
+from cynork._http import Response, TransportError
 
 # A file this large shows a progress bar when stderr is a terminal.
 PROGRESS_BYTES = 8 * 1024 * 1024
@@ -39,7 +39,7 @@ def check_target(path: Path, force: bool) -> None:
         raise UsageError(f"{path} exists; --force replaces it")
 
 
-def _write(resp: httpx.Response, out: Any, on_bytes: Callable[[int], None]) -> str:
+def _write(resp: Response, out: Any, on_bytes: Callable[[int], None]) -> str:
     digest = hashlib.sha256()
     try:
         # Blocks as the socket gives them: re-chunking to a fixed size copies every byte
@@ -48,7 +48,7 @@ def _write(resp: httpx.Response, out: Any, on_bytes: Callable[[int], None]) -> s
             digest.update(block)
             out.write(block)
             on_bytes(len(block))
-    except httpx.TransportError as exc:
+    except TransportError as exc:
         raise GatewayError(f"the download was cut off: {type(exc).__name__}") from exc
     return digest.hexdigest()
 

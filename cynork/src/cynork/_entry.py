@@ -2,7 +2,7 @@
 
 The start imports click and the cynork modules (`cynork.cli`); a command's own module
 is imported when the command line names it (`cynork.commands.LazyGroup`), and the HTTP
-client (httpx, httpcore) when a command first talks to the gateway (`App.client`), so
+client (`cynork._client`) when a command first talks to the gateway (`App.client`), so
 help, --version, usage errors and shell completion never load it. Each of those loads
 goes through `load`: a Ctrl-C during one ends the process at once with the same line
 and exit code a later Ctrl-C gets, never a KeyboardInterrupt traceback from whatever
@@ -37,13 +37,6 @@ def _interrupted_while_starting(_signum: int, _frame: FrameType | None) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
-def skip_unused_imports() -> None:
-    """httpx imports its own command line (`httpx._main`) whenever click is installed,
-    and with it rich and pygments: about 0.2 s of every cynork start for code cynork
-    never runs. Marking the module absent makes httpx fall back to its stub `main`."""
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
-
 def load(*names: str) -> None:
     """Imports the modules `names` as a start should (the commands at start; the HTTP
     client when a command first talks to the gateway).
@@ -59,7 +52,6 @@ def load(*names: str) -> None:
     """
     if all(name in sys.modules for name in names):
         return
-    skip_unused_imports()
     # Only where Python's own handler is in place: a SIGINT the parent set to ignored
     # (`cynork ... &` in a script) stays ignored.
     guarded = _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler

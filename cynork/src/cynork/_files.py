@@ -6,7 +6,6 @@ at once, with exit 2, instead of after a login refresh and an upload that ends i
 
 from __future__ import annotations
 
-import base64
 import os
 import stat
 from dataclasses import dataclass
@@ -86,7 +85,10 @@ class Attachment:
     content: bytes
 
     def to_json(self) -> dict[str, str]:
-        # proto3 JSON renders `bytes` as standard base64.
+        # proto3 JSON renders `bytes` as standard base64. Imported here: only a task
+        # with attachments needs it, and every `task create` loads this module.
+        import base64
+
         return {"name": self.name, "content": base64.b64encode(self.content).decode("ascii")}
 
 

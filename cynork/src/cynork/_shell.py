@@ -275,7 +275,7 @@ def run_line(app: App, root: click.Command, line: str) -> int:
         raise TypeError("the shell needs the cynork group")
     # The HTTP client now, while the shell starts, not in its first command: a Ctrl-C
     # during that load ends the process (cynork._entry.load), which a shell should not.
-    load("cynork._client", "httpcore")
+    load("cynork._client")
     saved = (app.seams.in_shell, app.seams.base_args)
     try:
         runner = LineRunner(app, root)
@@ -291,5 +291,5 @@ def run_shell(app: App, root: click.Command) -> None:
         raise TypeError("the shell needs the cynork group")
     # The HTTP client now, while the shell starts, not in its first command: a Ctrl-C
     # during that load ends the process (cynork._entry.load), which a shell should not.
-    load("cynork._client", "httpcore")
+    load("cynork._client")
     Shell(app, root, pt_input=app.seams.shell_input, pt_output=app.seams.shell_output).loop()

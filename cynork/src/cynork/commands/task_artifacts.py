@@ -51,7 +51,7 @@ def list_command(task_id: str) -> None:
 @output_option
 def get_command(task_id: str, artifact_id: str | None, out: Path, all_: bool, force: bool) -> None:
     """Download ARTIFACT_ID to --out (or, with --all, the whole set into --out)."""
-    # Here, not at the top: the download code loads httpx, and listing this command
+    # Here, not at the top: the download code loads the HTTP client, and listing this command
     # (help, completion) should not (docs/fast-path.md §7).
     from cynork._download import check_target, local_name, save
 

@@ -6,7 +6,8 @@ The control plane bridges topics across replicas with Postgres LISTEN/NOTIFY.
 
 Topics in use:
 - `jobs`: a job was queued, or a cancel was requested; wakes the scheduler.
-- `task:<task_id>`: the task's status or output changed; wakes WatchTask streams.
+- `task:<task_id>`: the task's status or output changed, or an upload of its artifacts
+  was sealed; wakes WatchTask streams and artifact listings that wait for the set.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ GET_WAIT_SECONDS = 60.0
 
 def wait_option(default: float, help_text: str) -> Callable[[F], F]:
     return click.option(
+        "-w",
         "--wait",
         "wait",
         type=click.FloatRange(min=0),

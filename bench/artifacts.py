@@ -16,7 +16,6 @@ their peak over the idle RSS before the task is printed (target < 2).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import socket
@@ -31,6 +30,8 @@ import httpx
 
 from bench.procstat import cpu_seconds
 from cynode.testing import Stack, StackSettings
+from cynork._client import GatewayClient
+from cynork._download import save
 
 TARGET_SHARE = 0.30
 TARGET_RSS = 2.0
@@ -112,42 +113,36 @@ def cynode_copy(
         "/v1/auth/login", json={"handle": "admin", "password": stack.creds.admin_password}
     )
     login.raise_for_status()
-    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    http.close()
     script = f"mkdir -p out && head -c {size} /dev/urandom > out/big.bin && sha256sum out/big.bin"
-    created = http.post("/v1/tasks", json={"commands": [script]}, headers=auth)
-    created.raise_for_status()
-    task_id = created.json()["task_id"]
-    while (result := http.get(f"/v1/tasks/{task_id}/result", headers=auth).json())[
-        "status"
-    ] not in ("completed", "failed", "canceled"):
-        time.sleep(0.02)
-    assert result["status"] == "completed", result
-    ended = _ended_at(result)
-    phases = {"result": time.time() - ended}
-    cpus = {"result": cpu()}
-    printed = str(result["stdout"]).split()[0]
-    while not (listed := http.get(f"/v1/tasks/{task_id}/artifacts", headers=auth).json())[
-        "complete"
-    ]:
-        time.sleep(0.01)
-    phases["complete"] = time.time() - ended
-    cpus["complete"] = cpu()
-    [artifact] = listed["artifacts"]
-    digest = hashlib.sha256()
-    url = f"/v1/tasks/{task_id}/artifacts/{artifact['artifact_id']}"
-    with http.stream("GET", url, headers=auth) as resp, target.open("wb") as out:
-        resp.raise_for_status()
-        for block in resp.iter_bytes():  # as the socket gives them, as cynork does
-            digest.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+    with GatewayClient(
+        stack.gateway_url, token=login.json()["access_token"], timeout=120
+    ) as client:
+        task_id = str(client.create_task({"commands": [script]})["task_id"])
+        # As `cynork task create --result` waits: the watch, woken as the task changes,
+        # its terminal event carrying the result (no poll beside the collection).
+        *_, last = client.watch_task(task_id, include_result=True)
+        result = last["task_result"]
+        assert result["status"] == "completed", result
+        ended = _ended_at(result)
+        phases = {"result": time.time() - ended}
+        cpus = {"result": cpu()}
+        printed = str(result["stdout"]).split()[0]
+        # As cynork does: the gateway holds the listing until the set is stored (woken
+        # by the upload's seal), instead of a poll competing with the upload.
+        listed = client.list_artifacts(task_id, wait=120)
+        assert listed["complete"], listed
+        phases["complete"] = time.time() - ended
+        cpus["complete"] = cpu()
+        [artifact] = listed["artifacts"]
+        if artifact["sha256"] != printed:
+            raise SystemExit(f"the listed sha256 {artifact['sha256']} is not the job's {printed}")
+        # cynork's own download: read, hashed and written in a thread, fsynced,
+        # checked against the listed SHA-256, renamed into place.
+        save(client, task_id, artifact, target, progress=False)
     elapsed = time.time() - ended
     phases["download"] = elapsed
     cpus["download"] = cpu()
-    http.close()
-    if digest.hexdigest() != printed:
-        raise SystemExit(f"the download's sha256 {digest.hexdigest()} is not the job's {printed}")
     return elapsed, printed, phases, cpus
 
 
@@ -166,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         idle = {name: rss_kib(pid) for name, pid in pids.items()}
         sampler = RssSampler(pids)
         sampler.start()
-        took, _, phases, cpus = cynode_copy(stack, size, work / "via-cynode.bin", pids)
+        # CPU also of this process: the listing and cynork's download.
+        cpu_pids = {**pids, "client": os.getpid()}
+        took, _, phases, cpus = cynode_copy(stack, size, work / "via-cynode.bin", cpu_pids)
         sampler.done.set()
         sampler.join()
         raw = raw_copy(work / "via-cynode.bin", work / "via-socket.bin")
@@ -182,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, begin, end in steps:
             took_s = phases[end] - (phases[begin] if begin else 0.0)
             used = (
-                ", ".join(f"{n} {cpus[end][n] - cpus[begin][n]:.2f}" for n in pids)
+                ", ".join(f"{n} {cpus[end][n] - cpus[begin][n]:.2f}" for n in cpu_pids)
                 if begin
                 else "in the node's log"
             )

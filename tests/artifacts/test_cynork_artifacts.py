@@ -144,3 +144,26 @@ def test_get_all_fetches_the_whole_set(cy: Cy, made: tuple[str, str], tmp_path: 
     assert (out / "sub" / "hello.txt").read_bytes() == b"hello\n"
     assert hashlib.sha256((out / "blob.bin").read_bytes()).hexdigest() == printed
     assert sorted(p.name for p in out.rglob("*")) == ["blob.bin", "hello.txt", "sub"]
+
+
+def test_get_right_after_the_task_ends_waits_for_the_upload(
+    cy: Cy, admin: GatewayClient, tmp_path: Path
+) -> None:
+    """`get` waits (by default up to 60 s) for a set still being uploaded: the gateway
+    holds the listing until the upload's seal wakes it (SPEC §2.11, §5.2)."""
+    task_id = admin.create(
+        commands=[
+            "mkdir -p out && head -c 20000000 /dev/urandom > out/w.bin && sha256sum out/w.bin"
+        ]
+    )
+    result = admin.wait_done(task_id, timeout=240)
+    assert result["status"] == "completed", result
+    out = tmp_path / "waited"
+    got = cy("task", "artifacts", "get", task_id, "--all", "--out", str(out))
+    assert got.exit_code == 0, got.output
+    assert hashlib.sha256((out / "w.bin").read_bytes()).hexdigest() == result["stdout"].split()[0]
+    # Complete now: a listing that may wait answers at once.
+    started = time.monotonic()
+    listed = cy("task", "artifacts", "list", task_id, "--wait", "30", "-o", "json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["complete"] is True
+    assert time.monotonic() - started < 10

@@ -10,6 +10,8 @@ or token on plain http to a host other than loopback.
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -39,6 +41,8 @@ from cynork._http import (
 
 # The gateway's largest page (SPEC §2.5).
 MAX_PAGE = 200
+# The longest one artifact listing is held by the gateway (SPEC §2.11, wait_seconds).
+MAX_ARTIFACT_WAIT = 10
 
 TokenSaver = Callable[[str, str], None]
 # Named here too (their home is cynork._api), for callers of the client alone.
@@ -441,12 +445,27 @@ class GatewayClient:
         body.setdefault("lines", [])
         return body
 
-    def list_artifacts(self, task_id: str) -> JSONDict:
-        resp = self._request("GET", _task_path(task_id, "/artifacts"))
-        raise_for_status(resp, f"task {task_id}")
-        body = _json_body(resp)
-        body.setdefault("artifacts", [])
-        return body
+    def list_artifacts(self, task_id: str, *, wait: float = 0) -> JSONDict:
+        """The task's artifacts; with `wait`, once the set is complete or after `wait`
+        seconds: the gateway holds each call until the set is complete, up to
+        MAX_ARTIFACT_WAIT seconds (?wait_seconds, SPEC §2.11), and this asks again
+        until the time is up; nothing is polled."""
+        clock = time.monotonic
+        deadline = clock() + wait
+        while True:
+            left = deadline - clock()
+            params = {"wait_seconds": min(math.ceil(left), MAX_ARTIFACT_WAIT)} if left > 0 else None
+            asked = clock()
+            resp = self._request("GET", _task_path(task_id, "/artifacts"), params=params)
+            raise_for_status(resp, f"task {task_id}")
+            body = _json_body(resp)
+            body.setdefault("artifacts", [])
+            if body.get("complete") or params is None or clock() >= deadline:
+                return body
+            if clock() - asked < params["wait_seconds"] - 0.5:
+                # Answered before its time without the set: a gateway that does not
+                # wait. One call a second then, not a tight loop.
+                time.sleep(min(1.0, max(0.0, deadline - clock())))
 
     @contextmanager
     def artifact_stream(self, task_id: str, artifact_id: str) -> Iterator[Response]:

@@ -218,10 +218,10 @@ def step_no_container(context: Any) -> None:
 
 @then('cynork task artifacts list shows "{first}" and "{second}" once they are complete')
 def step_artifacts_list(context: Any, first: str, second: str) -> None:
-    deadline = time.monotonic() + 120
-    while not api(context, "GET", f"/v1/tasks/{context.task_id}/artifacts").json()["complete"]:
-        assert time.monotonic() < deadline, "the artifacts never became complete"
-        time.sleep(0.3)
+    # --wait: the gateway holds the listing until the upload is sealed (SPEC §2.11).
+    waited = cynork(context, "task", "artifacts", "list", context.task_id, "--wait", "120")
+    assert waited.returncode == 0, waited.stderr
+    assert "not complete" not in waited.stderr, "the artifacts never became complete"
     done = cynork(context, "task", "artifacts", "list", context.task_id)
     assert done.returncode == 0, done.stderr
     rows = [line.split("\t") for line in done.stdout.splitlines()]

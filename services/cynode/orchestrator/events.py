@@ -7,7 +7,8 @@ The control plane bridges topics across replicas with Postgres LISTEN/NOTIFY.
 
 Topics in use:
 - `jobs`: a job was queued, or a cancel was requested; wakes the scheduler.
-- `task:<task_id>`: the task's status or output changed; wakes WatchTask streams. When
+- `task:<task_id>`: the task's status or output changed, or an upload of its artifacts
+  was sealed; wakes WatchTask streams and artifact listings that wait for the set. When
   this process's ingest ended the task, the payload is what it wrote
   (`lifecycle.Ended`), and a watcher need not read it back.
 """

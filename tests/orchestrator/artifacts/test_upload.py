@@ -16,24 +16,28 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import artifacts_pb2, artifacts_pb2_grpc
 from cynode.jobs.v1 import job_pb2
 from cynode.node.artifacts import ArtifactSpool, ArtifactUploader
 from cynode.node.backoff import Backoff
+from cynode.orchestrator.artifacts import catalog
 from cynode.orchestrator.artifacts.blobs import FsBlobStore
-from cynode.orchestrator.artifacts.records import record_sets
+from cynode.orchestrator.artifacts.records import find_upload, record_sets
+from cynode.orchestrator.auth import Principal
 from cynode.orchestrator.controlplane.tokens import issue_node_token
-from cynode.orchestrator.controlplane.uploads import WRITE_AHEAD, _Writer
+from cynode.orchestrator.controlplane.uploads import WRITE_AHEAD, ArtifactUploadServicer, _Writer
+from cynode.orchestrator.gateway.tasks import TaskBook
 from cynode.orchestrator.simnode.harness import (
     ControlPlaneServer,
     enqueue_jobs,
     make_user,
     settings_for_tests,
 )
+from cynode.orchestrator.store import session_factory
 from cynode.orchestrator.store.models import new_id, utcnow
-from cynode.orchestrator.store.tables import ARTIFACTS
+from cynode.orchestrator.store.tables import ARTIFACTS, JOBS
 
 SETTINGS = settings_for_tests()
 NODE = "01NODE00000000000000000000"[:26]
@@ -362,3 +366,77 @@ async def test_a_failed_write_stops_the_upload_with_no_bytes_past_the_gap(
     with pytest.raises(OSError):
         await writer.finish()
     assert blobs.partial_size("KEY") == 1000
+
+
+async def test_a_listing_that_waits_is_woken_by_the_seal_not_by_a_poll(world: World) -> None:
+    """GET …/artifacts?wait_seconds (SPEC §2.11): the upload's seal publishes the task's
+    topic on the bus the gateway's listings wait on. The recheck is set far past the
+    test's deadline, so only that wake can end the wait in time."""
+    data = os.urandom(200_000)
+    [artifact] = await world.announce({"wait.bin": data})
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            JOBS.update()
+            .where(JOBS.c.id == world.job_id)
+            .values(status="completed", attempt=1, node_id=NODE)
+        )
+    book = TaskBook(session_factory(world.engine), world.server.bus)
+    admin = Principal(user_id="admin", handle="admin", is_admin=True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiting = asyncio.create_task(
+        catalog.wait_complete(book, admin, world.task_id, 10, recheck=600)
+    )
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    assert await world.uploader().upload_ready() == 1
+    found = await asyncio.wait_for(waiting, 8)
+    assert found.complete and [a.id for a in found.artifacts] == [artifact.artifact_id]
+    assert loop.time() - started < 8
+    # Complete already: answered at once, however long the caller would wait.
+    again = await asyncio.wait_for(catalog.wait_complete(book, admin, world.task_id, 10), 5)
+    assert again.complete
+
+
+async def test_the_seal_names_its_tasks_inside_the_transaction(
+    sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The other replicas' listings are woken by a NOTIFY sent in the transaction that
+    marks the rows stored (`in_tx`), as the ingest does for results; this replica's
+    by the bus after it."""
+    blobs = FsBlobStore(tmp_path / "blobs")
+    seen: list[tuple[bool, set[str]]] = []
+    after: list[list[str]] = []
+
+    async def in_tx(conn: AsyncConnection, tasks: set[str]) -> None:
+        seen.append((conn.in_transaction(), tasks))
+
+    servicer = ArtifactUploadServicer(
+        sqlite_engine, blobs, SETTINGS.jwt_secret, after.append, in_tx
+    )
+    user = await make_user(sqlite_engine)
+    [(task_id, job_id)] = await enqueue_jobs(sqlite_engine, user, 1)
+    data = os.urandom(1000)
+    artifact = job_pb2.Artifact(
+        artifact_id=new_id(),
+        name="n.bin",
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    result = job_pb2.JobResult(
+        job_id=job_id, attempt=1, artifacts=job_pb2.ArtifactSet(artifacts=[artifact])
+    )
+    async with sqlite_engine.begin() as conn:
+        await record_sets(conn, [Report(NODE, result)], {job_id: task_id}, utcnow())
+    async with sqlite_engine.connect() as conn:
+        target = await find_upload(conn, NODE, job_id, 1, artifact.artifact_id)
+    assert target is not None
+    assert not await servicer._already_stored(target)  # no blob yet: nothing named
+    assert seen == [] and after == []
+    # The blob is there (another job's upload made it): recorded as a seal records it.
+    upload = blobs.resume("KEY", 0)
+    upload.write(data)
+    upload.close()
+    blobs.seal("KEY", artifact.sha256)
+    assert await servicer._already_stored(target)
+    assert seen == [(True, {task_id})] and after == [[task_id]]

@@ -5,10 +5,12 @@ job's result goes through the control plane's real ingest."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import tarfile
+import time
 from typing import Any
 
 import grpc
@@ -20,8 +22,10 @@ from sqlmodel import select
 from cynode.gateway.v1 import tasks_pb2
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator.app import Gateway
+from cynode.orchestrator.artifacts import catalog
 from cynode.orchestrator.artifacts.records import mark_stored_by_sha
 from cynode.orchestrator.controlplane.ingest import Ingest, Result
+from cynode.orchestrator.events import task_topic
 from cynode.orchestrator.store import Job
 from cynode.orchestrator.store.models import new_id, utcnow
 from tests.orchestrator.gatewaykit import Served, bearer, rest_login
@@ -67,15 +71,20 @@ async def finished(
     await ingest.apply([Result("NODE", result, lambda: None)])
     await ingest.stop()
     if store:
-        for artifact in found.artifacts:
-            key = new_id()
-            upload = gateway.blobs.resume(key, 0)
-            upload.write(files[artifact.name])
-            upload.close()
-            gateway.blobs.seal(key, artifact.sha256)
-            async with gateway.engine.begin() as conn:
-                await mark_stored_by_sha(conn, artifact.sha256, utcnow())
+        await store_files(gateway, files, found.artifacts)
     return task_id, {a.name: a for a in found.artifacts}
+
+
+async def store_files(gateway: Gateway, files: dict[str, bytes], artifacts: Any) -> None:
+    """What the upload service does when an upload is complete: the blob, the rows."""
+    for artifact in artifacts:
+        key = new_id()
+        upload = gateway.blobs.resume(key, 0)
+        upload.write(files[artifact.name])
+        upload.close()
+        gateway.blobs.seal(key, artifact.sha256)
+        async with gateway.engine.begin() as conn:
+            await mark_stored_by_sha(conn, artifact.sha256, utcnow())
 
 
 async def test_list_download_ranges_and_headers(http: httpx.AsyncClient, gateway: Gateway) -> None:
@@ -226,3 +235,44 @@ async def test_a_task_canceled_before_any_node_ran_it_is_complete_and_empty(
     ).status_code == 200
     listed = (await http.get(f"/v1/tasks/{created['task_id']}/artifacts", headers=auth)).json()
     assert listed["artifacts"] == [] and listed["complete"] is True
+
+
+async def test_a_listing_waits_for_the_set_until_it_is_stored_or_its_time_is_up(
+    http: httpx.AsyncClient, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """?wait_seconds=N (SPEC §2.11): answered when the set becomes complete (woken by the
+    task's topic, as the upload service publishes it), or after N seconds as it is;
+    another user's task is 404 at once, without waiting."""
+    owner = await rest_login(http, gateway)
+    stranger = await rest_login(http, gateway)
+    files = {"w.txt": new_id().encode()}
+    task_id, arts = await finished(http, gateway, owner, files, store=False)
+    url = f"/v1/tasks/{task_id}/artifacts"
+    started = time.monotonic()
+    hidden = await http.get(url, params={"wait_seconds": 5}, headers=stranger)
+    assert hidden.status_code == 404 and time.monotonic() - started < 4
+    started = time.monotonic()
+    late = await http.get(url, params={"wait_seconds": 1}, headers=owner)
+    assert late.status_code == 200 and late.json()["complete"] is False
+    assert 0.9 <= time.monotonic() - started < 4
+    # Past the cap it waits the cap (made short here), not what was asked.
+    monkeypatch.setattr(catalog, "MAX_WAIT_SECONDS", 0.3)
+    started = time.monotonic()
+    capped = await http.get(url, params={"wait_seconds": 4294967295}, headers=owner)
+    assert capped.status_code == 200 and capped.json()["complete"] is False
+    assert time.monotonic() - started < 4
+    monkeypatch.undo()
+    bad = await http.get(url, params={"wait_seconds": -1}, headers=owner)
+    assert bad.status_code == 400
+    waiting = asyncio.create_task(http.get(url, params={"wait_seconds": 10}, headers=owner))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await store_files(gateway, files, arts.values())
+    gateway.bus.publish(task_topic(task_id))
+    listed = await asyncio.wait_for(waiting, 8)
+    assert listed.status_code == 200 and listed.json()["complete"] is True
+    assert [a["artifact_id"] for a in listed.json()["artifacts"]] == [arts["w.txt"].artifact_id]
+    # Complete: no wait at all.
+    started = time.monotonic()
+    again = await http.get(url, params={"wait_seconds": 10}, headers=owner)
+    assert again.json()["complete"] is True and time.monotonic() - started < 4

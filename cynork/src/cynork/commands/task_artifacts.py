@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from cynork._app import get_app, output_option, task_id_argument
 from cynork._errors import NotFoundError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 HEADER = ("artifact_id", "name", "content_type", "size_bytes")
 
@@ -17,13 +21,32 @@ def group() -> None:
     """List and download the files a task's job left in /workspace/out/."""
 
 
+# How long `get` waits, by default, for a set still being uploaded (a task that just
+# ended): the gateway wakes the wait when the last file is stored.
+GET_WAIT_SECONDS = 60.0
+
+
+def wait_option(default: float, help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "-w",
+        "--wait",
+        "wait",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
 @group.command("list")
 @task_id_argument
+@wait_option(0.0, "Wait up to SECONDS for the set to be complete (the gateway wakes it).")
 @output_option
-def list_command(task_id: str) -> None:
+def list_command(task_id: str, wait: float) -> None:
     """One line per artifact: id, name, content type, size (tab-separated)."""
     app = get_app()
-    body = app.client().list_artifacts(task_id)
+    body = app.client().list_artifacts(task_id, wait=wait)
     if app.output.is_json:
         app.output.json_line({"task_id": body.get("task_id", task_id), **body})
         return
@@ -48,8 +71,11 @@ def list_command(task_id: str) -> None:
 )
 @click.option("--all", "all_", is_flag=True, help="Every artifact, under --out by its name.")
 @click.option("--force", is_flag=True, help="Replace files that exist.")
+@wait_option(GET_WAIT_SECONDS, "Wait up to SECONDS for the set to be complete first; 0: not.")
 @output_option
-def get_command(task_id: str, artifact_id: str | None, out: Path, all_: bool, force: bool) -> None:
+def get_command(
+    task_id: str, artifact_id: str | None, out: Path, all_: bool, force: bool, wait: float
+) -> None:
     """Download ARTIFACT_ID to --out (or, with --all, the whole set into --out)."""
     # Here, not at the top: the download code loads the HTTP client, and listing this command
     # (help, completion) should not (docs/fast-path.md §7).
@@ -59,7 +85,7 @@ def get_command(task_id: str, artifact_id: str | None, out: Path, all_: bool, fo
         raise UsageError("give either ARTIFACT_ID or --all")
     app = get_app()
     client = app.client()
-    listed = client.list_artifacts(task_id)
+    listed = client.list_artifacts(task_id, wait=wait)
     artifacts = listed["artifacts"]
     progress = app.stderr_is_tty() and not app.output.quiet and app.output.color
     if not all_:

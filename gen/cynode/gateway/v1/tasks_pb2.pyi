@@ -232,10 +232,12 @@ class WatchTaskResponse(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., stream: _Optional[str] = ..., chunk: _Optional[str] = ..., terminal: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_result: _Optional[_Union[GetTaskResultResponse, _Mapping]] = ...) -> None: ...
 
 class ListTaskArtifactsRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "wait_seconds")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    wait_seconds: int
+    def __init__(self, task_id: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
 
 class ListTaskArtifactsResponse(_message.Message):
     __slots__ = ("task_id", "task_name", "artifacts", "complete", "truncated", "truncated_reason")

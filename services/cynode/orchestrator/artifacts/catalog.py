@@ -4,6 +4,8 @@ task's: another user's task is answered like one that does not exist."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -13,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cynode.jobs.v1 import job_pb2
 from cynode.orchestrator import lifecycle
 from cynode.orchestrator.auth import Principal
+from cynode.orchestrator.events import task_topic
 from cynode.orchestrator.gateway.tasks import TaskBook
 from cynode.orchestrator.store import Artifact, ArtifactSet, Job, Task
 
@@ -83,6 +86,41 @@ async def listing(book: TaskBook, principal: Principal, ref: str) -> Listing:
         return await listing_in(session, task, await book.jobs_of(session, task.id))
 
 
+# The longest a listing waits for its set to be complete (SPEC §2.11): a client that
+# wants longer asks again; well inside any proxy's and client's request timeout.
+MAX_WAIT_SECONDS = 10
+
+
+async def wait_complete(
+    book: TaskBook, principal: Principal, ref: str, wait: float, recheck: float = 1.0
+) -> Listing:
+    """The listing once it is complete, or as it is after `wait` seconds.
+
+    Woken by the task's topic on the EventBus, which the upload service publishes when
+    it seals an upload (and the ingest when the job's result lands); another replica's
+    seal arrives as a NOTIFY on the same topic. `recheck` is the watch's safety net
+    for a missed notification (a reconnecting LISTEN), not a poll loop: every wake
+    and every recheck is one listing read."""
+    found = await listing(book, principal, ref)
+    if found.complete or wait <= 0:
+        return found
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, MAX_WAIT_SECONDS)
+    task_id = found.task.id
+    async with book.bus.subscribe(task_topic(task_id)) as wake:
+        while True:
+            # Read after subscribing, so a seal between the first read and the
+            # subscription is not missed.
+            found = await listing(book, principal, task_id)
+            left = deadline - loop.time()
+            if found.complete or left <= 0:
+                return found
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.get(), min(left, recheck))
+            while not wake.empty():  # wakes that came together: one read for all
+                wake.get_nowait()
+
+
 async def find(
     book: TaskBook, principal: Principal, ref: str, artifact_id: str
 ) -> tuple[Task, Artifact]:
@@ -103,4 +141,5 @@ __all__ = [
     "find",
     "listing",
     "listing_in",
+    "wait_complete",
 ]

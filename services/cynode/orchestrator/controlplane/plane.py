@@ -95,7 +95,9 @@ class ControlPlane:
         )
         # None: this control plane takes no artifacts (a node's uploads are UNIMPLEMENTED).
         self.upload_servicer = (
-            ArtifactUploadServicer(engine, blobs, settings.jwt_secret, self._publish_tasks)
+            ArtifactUploadServicer(
+                engine, blobs, settings.jwt_secret, self._publish_tasks, self._tasks_in_tx
+            )
             if blobs is not None
             else None
         )

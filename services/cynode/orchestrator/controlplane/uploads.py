@@ -15,12 +15,12 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cynode.controlplane.v1 import artifacts_pb2, artifacts_pb2_grpc
 from cynode.orchestrator.artifacts.blobs import BlobError, Corrupt, FsBlobStore, Upload
@@ -95,11 +95,16 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
         blobs: FsBlobStore,
         jwt_secret: str,
         on_stored: Callable[[list[str]], None] = lambda tasks: None,
+        in_tx: Callable[[AsyncConnection, set[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
         self._blobs = blobs
         self._secret = jwt_secret
+        # Tasks whose artifacts became stored: `in_tx` inside the transaction that
+        # marks them (NOTIFY to the other replicas), `on_stored` after it (this
+        # replica's bus). Both wake the listings that wait for a set (SPEC §2.11).
         self._on_stored = on_stored
+        self._in_tx = in_tx
         # One lock per artifact being uploaded, with how many calls hold or wait for it;
         # it goes when the last one is done.
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -124,9 +129,15 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
             await lock_content(conn, target.sha256)
             if not await asyncio.to_thread(self._blobs.has, target.sha256):
                 return False
-            tasks = await mark_stored_by_sha(conn, target.sha256, utcnow())
+            tasks = await self._mark_stored(conn, target.sha256)
         self._on_stored(tasks)
         return True
+
+    async def _mark_stored(self, conn: AsyncConnection, sha256: str) -> list[str]:
+        tasks = await mark_stored_by_sha(conn, sha256, utcnow())
+        if tasks and self._in_tx is not None:
+            await self._in_tx(conn, set(tasks))
+        return tasks
 
     async def _seal(self, target: UploadTarget, digest: str | None) -> None:
         """The upload becomes the blob and its rows are marked stored, under the
@@ -136,7 +147,7 @@ class ArtifactUploadServicer(artifacts_pb2_grpc.ArtifactUploadServiceServicer): 
             await asyncio.to_thread(
                 self._blobs.seal, target.artifact_id, target.sha256, digest=digest
             )
-            tasks = await mark_stored_by_sha(conn, target.sha256, utcnow())
+            tasks = await self._mark_stored(conn, target.sha256)
         self._on_stored(tasks)
 
     async def GetUploadOffset(

@@ -169,7 +169,9 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
     ) -> tasks_pb2.ListTaskArtifactsResponse:
         principal = await self._principal(context)
         try:
-            found = await catalog.listing(self._book, principal, request.task_id)
+            found = await catalog.wait_complete(
+                self._book, principal, request.task_id, request.wait_seconds, self._poll
+            )
         except (Invalid, TaskNotFound) as exc:
             await self._fail(context, exc)
             raise

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -37,9 +38,13 @@ def _blocks(data: bytes, cut_after: int | None = None) -> Iterator[bytes]:
 
 
 def _client(handler: Any) -> GatewayClient:
-    return GatewayClient(
-        "http://127.0.0.1:12080/", token="t", transport=MockTransport(handler)
-    )
+    return GatewayClient("http://127.0.0.1:12080/", token="t", transport=MockTransport(handler))
+
+
+def _wait_param(request: Request) -> str | None:
+    """The request's ?wait_seconds, as the gateway would read it."""
+    values = parse_qs(urlsplit(request.url).query).get("wait_seconds")
+    return values[0] if values else None
 
 
 def _no_writer_thread() -> bool:
@@ -64,9 +69,7 @@ def test_a_download_that_does_not_match_is_removed(tmp_path: Path) -> None:
 
 
 def test_a_cut_stream_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
-    client = _client(
-        lambda request: Response(200, stream=_blocks(DATA, cut_after=3 * BATCH_BYTES))
-    )
+    client = _client(lambda request: Response(200, stream=_blocks(DATA, cut_after=3 * BATCH_BYTES)))
     target = tmp_path / "big.bin"
     with pytest.raises(GatewayError, match="cut off"):
         save(client, "T", ARTIFACT, target, progress=False)
@@ -144,7 +147,7 @@ def test_the_listing_wait_asks_the_gateway_to_hold_it_until_the_time_is_up(
     asked: list[str | None] = []
 
     def waiting_gateway(request: Request) -> Response:
-        wait = request.url.params.get("wait_seconds")
+        wait = _wait_param(request)
         asked.append(wait)
         clock.now += float(wait or 0)  # held that long; the set is still uploading
         return Response(200, json={"task_id": "T", "artifacts": [], "complete": False})
@@ -166,7 +169,7 @@ def test_the_listing_wait_ends_when_the_set_is_complete(
     asked: list[str | None] = []
 
     def gateway(request: Request) -> Response:
-        asked.append(request.url.params.get("wait_seconds"))
+        asked.append(_wait_param(request))
         held, complete = next(calls)
         clock.now += held  # the second call is woken by the seal after 1.5 s
         return Response(200, json={"task_id": "T", "complete": complete})

@@ -314,7 +314,7 @@ class InferenceLink:
             try:
                 async with asyncio.timeout(None) as deadline:
                     await answer.stream(lines.write)
-                lines.end()
+                    lines.end()
             except TimeoutError:
                 if not finished:
                     raise

@@ -34,7 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def model_server(handler: Handler) -> AsyncIterator[InferenceRelay]:
+async def model_server(handler: Handler, timeout_s: float = 10) -> AsyncIterator[InferenceRelay]:
     """`handler` answering every path on a Unix socket, behind a running relay."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
@@ -43,7 +43,7 @@ async def model_server(handler: Handler) -> AsyncIterator[InferenceRelay]:
     with tempfile.TemporaryDirectory(prefix="cyn-ms-", dir="/tmp") as tmp:
         path = Path(tmp) / "model.sock"
         await web.UnixSite(runner, str(path)).start()
-        relay = InferenceRelay(Path(tmp) / "inference", f"unix:{path}", timeout_s=10)
+        relay = InferenceRelay(Path(tmp) / "inference", f"unix:{path}", timeout_s=timeout_s)
         await relay.start()
         try:
             yield relay
@@ -307,3 +307,24 @@ async def test_an_over_long_line_fails_the_call(monkeypatch: pytest.MonkeyPatch)
         await run_call(link, "c11", link._chat("c11", chat()))
         await link.stop()
     assert outbox.get_nowait().call_failed.kind == "unavailable"
+
+
+async def test_an_answer_that_falls_silent_fails_at_the_relays_timeout() -> None:
+    stop = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"message": {"content": "x"}, "done": false}\n')
+        await stop.wait()
+        return response
+
+    async with model_server(answer, timeout_s=0.3) as relay:
+        link, outbox = make_link(relay)
+        await run_call(link, "c13", link._chat("c13", chat()))
+        stop.set()
+        await link.stop()
+    got = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    assert got[0].chunk.chunk.content == "x"
+    assert (got[-1].call_failed.call_id, got[-1].call_failed.kind) == ("c13", "unavailable")

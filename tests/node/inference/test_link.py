@@ -302,11 +302,12 @@ async def test_a_last_line_without_its_newline_is_read_at_the_end() -> None:
 
 async def test_an_over_long_line_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("cynode.node.inference.link.LINE_LIMIT", 16)
-    async with model_server(answer_with(200, b"x" * 64)) as relay:
-        link, outbox = make_link(relay)
-        await run_call(link, "c11", link._chat("c11", chat()))
-        await link.stop()
-    assert outbox.get_nowait().call_failed.kind == "unavailable"
+    for n, body in enumerate((b"x" * 64, b'{"done": false}\n' + b"x" * 64)):
+        async with model_server(answer_with(200, body)) as relay:
+            link, outbox = make_link(relay)
+            await run_call(link, f"c11-{n}", link._chat(f"c11-{n}", chat()))
+            await link.stop()
+        assert outbox.get_nowait().call_failed.kind == "unavailable"
 
 
 async def test_an_answer_that_falls_silent_fails_at_the_relays_timeout() -> None:

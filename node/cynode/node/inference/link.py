@@ -97,6 +97,8 @@ class _Lines:
         self._rest = lines.pop()
         for line in lines:
             self._on_line(line)
+        if len(self._rest) > LINE_LIMIT:
+            raise _Failed("unavailable", "model server sent an over-long line")
 
     def end(self) -> None:
         if self._rest:

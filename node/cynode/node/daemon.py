@@ -246,7 +246,7 @@ class NodeDaemon:
             node_slug=self.config.node_slug,
             channel=self.cp.channel,
             auth=self.cp,
-            relay_socket=lambda: relay.socket_path if relay.running else None,
+            relay=lambda: relay if relay.running else None,
             capability=lambda: self.capability().inference,
             allowed_models=lambda: self.applied.allowed_models if self.applied else (),
             backoff=Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s),

@@ -32,7 +32,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from cynode.proxy._local import Answer
     from cynode.proxy._server import RunningProxy, start_proxy
+    from cynode.proxy._upstream import UpstreamError
 
 
 def __getattr__(name: str) -> Any:
@@ -42,6 +44,14 @@ def __getattr__(name: str) -> Any:
         from cynode.proxy import _server
 
         return getattr(_server, name)
+    if name == "Answer":
+        from cynode.proxy import _local
+
+        return _local.Answer
+    if name == "UpstreamError":
+        from cynode.proxy import _upstream
+
+        return _upstream.UpstreamError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -50,11 +60,13 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TIMEOUT_SECONDS",
     "FORBIDDEN_PATHS",
+    "Answer",
     "ConfigError",
     "ListenAddress",
     "ProxyConfig",
     "RunningProxy",
     "Upstream",
+    "UpstreamError",
     "parse_listen",
     "parse_upstream",
     "start_proxy",

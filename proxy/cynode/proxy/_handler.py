@@ -112,14 +112,10 @@ class ProxyHandler:
             if request.method not in ("GET", "HEAD"):
                 return error_response(405, "method not allowed", Allow="GET, HEAD")
             return web.Response(text="ok")
-        verdict = _policy.judge(request.method, raw_path)
-        if verdict is _policy.Verdict.FORBIDDEN:
-            return error_response(403, "model management is not allowed through this proxy")
-        if verdict is _policy.Verdict.NOT_FOUND:
-            return error_response(404, "not found")
-        if verdict is _policy.Verdict.BAD_METHOD:
-            allow = ", ".join(_policy.allowed_methods(raw_path))
-            return error_response(405, "method not allowed", Allow=allow)
+        refused = _policy.refusal(request.method, raw_path)
+        if refused is not None:
+            status, message, headers = refused
+            return error_response(status, message, **headers)
         declared = request.content_length
         if declared is not None and declared > self._config.max_body_bytes:
             # Refuse before reading a byte; the connection cannot be reused after that.

@@ -59,6 +59,19 @@ def allowed_methods(raw_path: str) -> list[str]:
     return sorted(ALLOWED_PATHS.get(raw_path, frozenset()))
 
 
+def refusal(method: str, raw_path: str) -> tuple[int, str, dict[str, str]] | None:
+    """The answer to a request the proxy does not forward (status, message, extra
+    headers), or None: one wording for the listeners and for an in-process caller."""
+    verdict = judge(method, raw_path)
+    if verdict is Verdict.FORBIDDEN:
+        return 403, "model management is not allowed through this proxy", {}
+    if verdict is Verdict.NOT_FOUND:
+        return 404, "not found", {}
+    if verdict is Verdict.BAD_METHOD:
+        return 405, "method not allowed", {"Allow": ", ".join(allowed_methods(raw_path))}
+    return None
+
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus Expect (the proxy answers 100-continue
 # itself) and Host/Content-Length (recomputed for the next hop).
 HOP_BY_HOP = frozenset(

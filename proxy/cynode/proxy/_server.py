@@ -6,6 +6,8 @@ import contextlib
 import inspect
 import logging
 import socket
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cynode.proxy import _local
 from cynode.proxy._config import ListenAddress, ProxyConfig
 from cynode.proxy._handler import ProxyHandler
 from cynode.proxy._listen import bind_listeners, close_listeners
@@ -47,6 +50,23 @@ class RunningProxy:
     @property
     def unix_paths(self) -> list[str]:
         return list(self._unix_paths)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        head_timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[_local.Answer]:
+        """A request through this proxy's policy and upstream pool from this process,
+        without a socket hop (`_local`; the node's inference link calls its relay so)."""
+        if self._closed:
+            raise RuntimeError("the proxy is closed")
+        return _local.call(
+            self.config, self._pool, method, path, body, headers, head_timeout=head_timeout
+        )
 
     async def close(self) -> None:
         """Stop listening, give in-flight requests ``shutdown_timeout`` s, then cut them."""

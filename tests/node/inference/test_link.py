@@ -1,6 +1,7 @@
-"""The node's inference link, call by call, against a scripted model server on the
-relay's Unix socket (the relay itself is crossed in test_link_relay.py,
-tests/orchestrator/inference and tests/faults/test_chat_node_kill.py)."""
+"""The node's inference link, call by call, through a real relay (called in process,
+as the node does) to a scripted model server on a Unix socket (the relay with a model
+stand-in on TCP in test_link_relay.py, the whole way in tests/orchestrator/inference
+and tests/faults/test_chat_node_kill.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from cynode.controlplane.v1 import inference_pb2, nodes_pb2
 from cynode.inference.v1 import chat_pb2
 from cynode.node.inference.link import InferenceLink, allowed, ollama_chat_body
+from cynode.node.inference.relay import InferenceRelay
 
 
 class NoAuth:
@@ -32,18 +34,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def model_server(handler: Handler) -> AsyncIterator[Path]:
-    """`handler` answering every path on a Unix socket, where the relay would be."""
+async def model_server(handler: Handler, timeout_s: float = 10) -> AsyncIterator[InferenceRelay]:
+    """`handler` answering every path on a Unix socket, behind a running relay."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     with tempfile.TemporaryDirectory(prefix="cyn-ms-", dir="/tmp") as tmp:
-        path = Path(tmp) / "relay.sock"
+        path = Path(tmp) / "model.sock"
         await web.UnixSite(runner, str(path)).start()
+        relay = InferenceRelay(Path(tmp) / "inference", f"unix:{path}", timeout_s=timeout_s)
+        await relay.start()
         try:
-            yield path
+            yield relay
         finally:
+            await relay.close()
             await runner.cleanup()
 
 
@@ -55,7 +60,7 @@ def answer_with(status: int, body: str | bytes) -> Handler:
 
 
 def make_link(
-    socket: Path | None = None, allowed_models: tuple[str, ...] = ()
+    relay: InferenceRelay | None = None, allowed_models: tuple[str, ...] = ()
 ) -> tuple[InferenceLink, asyncio.Queue[inference_pb2.ServeRequest]]:
     caps = nodes_pb2.InferenceCapability(models=["a:1", "b:2"], max_concurrency=2)
     link = InferenceLink(
@@ -63,7 +68,7 @@ def make_link(
         # Never connected: these tests hand calls to the link without a stream.
         channel=grpc.aio.insecure_channel("127.0.0.1:9"),
         auth=NoAuth(),
-        relay_socket=lambda: socket or Path("/nonexistent.sock"),
+        relay=lambda: relay,
         capability=lambda: caps,
         allowed_models=lambda: allowed_models,
     )
@@ -127,8 +132,8 @@ async def test_a_streamed_answer_becomes_chunks_with_usage_last() -> None:
         await response.write_eof()
         return response
 
-    async with model_server(answer) as socket:
-        link, outbox = make_link(socket)
+    async with model_server(answer) as relay:
+        link, outbox = make_link(relay)
         await run_call(link, "c1", link._chat("c1", chat()))
         await link.stop()
     got = [outbox.get_nowait().chunk for _ in range(outbox.qsize())]
@@ -151,8 +156,8 @@ async def test_a_streamed_answer_becomes_chunks_with_usage_last() -> None:
     ],
 )
 async def test_failures_are_reported_by_kind(status: int, body: str, kind: str) -> None:
-    async with model_server(answer_with(status, body)) as socket:
-        link, outbox = make_link(socket)
+    async with model_server(answer_with(status, body)) as relay:
+        link, outbox = make_link(relay)
         await run_call(link, "c2", link._chat("c2", chat()))
         await link.stop()
     messages = [outbox.get_nowait() for _ in range(outbox.qsize())]
@@ -171,8 +176,8 @@ async def test_failures_are_reported_by_kind(status: int, body: str, kind: str) 
     ],
 )
 async def test_an_unreadable_answer_fails_the_call(path: str, body: str) -> None:
-    async with model_server(answer_with(200, body)) as socket:
-        link, outbox = make_link(socket)
+    async with model_server(answer_with(200, body)) as relay:
+        link, outbox = make_link(relay)
         work = (
             link._chat("c9", chat())
             if path == "chat"
@@ -193,8 +198,8 @@ async def test_a_model_outside_allowed_models_is_refused_on_the_node() -> None:
         calls.append(request.path)
         return web.Response()
 
-    async with model_server(answer) as socket:
-        link, outbox = make_link(socket, allowed_models=("b:2",))
+    async with model_server(answer) as relay:
+        link, outbox = make_link(relay, allowed_models=("b:2",))
         await run_call(link, "c3", link._chat("c3", chat("a:1")))
         await run_call(link, "c4", link._embed("c4", chat_pb2.EmbeddingsRequest(model="a:1")))
         await link.stop()
@@ -209,8 +214,8 @@ async def test_embeddings_and_an_unreachable_model_server() -> None:
         return web.json_response({"embeddings": [[0.5, 0.5], [1.0, 0.0]], "prompt_eval_count": 4})
 
     request = chat_pb2.EmbeddingsRequest(model="a:1", input=["x", "y"])
-    async with model_server(answer) as socket:
-        link, outbox = make_link(socket)
+    async with model_server(answer) as relay:
+        link, outbox = make_link(relay)
         await run_call(link, "c5", link._embed("c5", request))
         await run_call(link, "c5b", link._embed("c5b", request))  # the kept-alive connection
         await link.stop()
@@ -219,10 +224,18 @@ async def test_embeddings_and_an_unreachable_model_server() -> None:
     assert [list(e.values) for e in result.data] == [[0.5, 0.5], [1.0, 0.0]]
     assert result.usage.prompt_tokens == 4
 
-    async with model_server(answer_with(500, "")) as socket:
-        pass  # gone: nothing listens on its socket any more
-    link, outbox = make_link(socket)
-    await run_call(link, "c6", link._embed("c6", request))
+    with tempfile.TemporaryDirectory(prefix="cyn-ms-", dir="/tmp") as tmp:
+        # The relay runs, but nothing listens where its model server should be.
+        gone = InferenceRelay(Path(tmp) / "inference", f"unix:{tmp}/none.sock")
+        await gone.start()
+        link, outbox = make_link(gone)
+        await run_call(link, "c6", link._embed("c6", request))
+        await gone.close()
+    assert outbox.get_nowait().call_failed.kind == "unavailable"
+    await link.stop()
+    # No relay running at all: the same answer.
+    link, outbox = make_link(None)
+    await run_call(link, "c6b", link._chat("c6b", chat()))
     assert outbox.get_nowait().call_failed.kind == "unavailable"
     await link.stop()
 
@@ -242,3 +255,77 @@ async def test_a_cancel_stops_the_call() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert "c7" not in link._calls
+
+
+async def test_lines_split_across_writes_and_a_body_that_lingers_after_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line may come in pieces; a body that goes on after the done line is left after
+    DRAIN_S, the answer already complete."""
+    monkeypatch.setattr("cynode.node.inference.link.DRAIN_S", 0.2)
+    linger = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"message": {"content": "He')
+        await response.write(
+            b'l"}, "done": false}\n\n{"message": {"content": "lo"}, "done": false}\n'
+        )
+        await response.write(b'{"done": true, "eval_count": 2}\n')
+        await linger.wait()
+        return response
+
+    async with model_server(answer) as relay:
+        link, outbox = make_link(relay)
+        started = asyncio.get_running_loop().time()
+        await run_call(link, "c10", link._chat("c10", chat()))
+        assert asyncio.get_running_loop().time() - started < 5
+        linger.set()
+        await link.stop()
+    got = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    assert [m.chunk.chunk.content for m in got] == ["Hel", "lo", ""]
+    assert got[-1].chunk.chunk.finish_reason == "stop"
+    assert got[-1].chunk.chunk.usage.completion_tokens == 2
+
+
+async def test_a_last_line_without_its_newline_is_read_at_the_end() -> None:
+    body = b'{"message": {"content": "x"}, "done": false}\n{"done": true}'
+    async with model_server(answer_with(200, body)) as relay:
+        link, outbox = make_link(relay)
+        await run_call(link, "c12", link._chat("c12", chat()))
+        await link.stop()
+    got = [outbox.get_nowait().chunk.chunk for _ in range(outbox.qsize())]
+    assert [(c.content, c.finish_reason) for c in got] == [("x", ""), ("", "stop")]
+
+
+async def test_an_over_long_line_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cynode.node.inference.link.LINE_LIMIT", 16)
+    for n, body in enumerate((b"x" * 64, b'{"done": false}\n' + b"x" * 64)):
+        async with model_server(answer_with(200, body)) as relay:
+            link, outbox = make_link(relay)
+            await run_call(link, f"c11-{n}", link._chat(f"c11-{n}", chat()))
+            await link.stop()
+        assert outbox.get_nowait().call_failed.kind == "unavailable"
+
+
+async def test_an_answer_that_falls_silent_fails_at_the_relays_timeout() -> None:
+    stop = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"message": {"content": "x"}, "done": false}\n')
+        await stop.wait()
+        return response
+
+    async with model_server(answer, timeout_s=0.3) as relay:
+        link, outbox = make_link(relay)
+        await run_call(link, "c13", link._chat("c13", chat()))
+        stop.set()
+        await link.stop()
+    got = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    assert got[0].chunk.chunk.content == "x"
+    assert (got[-1].call_failed.call_id, got[-1].call_failed.kind) == ("c13", "unavailable")

@@ -1,12 +1,14 @@
-"""The inference link through the real relay to a streaming Ollama stand-in on TCP:
-consecutive calls reuse the kept-alive connections of each hop (link → relay over the
-Unix socket, relay → Ollama over TCP), so a call does not pay for new ones before its
-first token, nor hand the next queued call a slower start."""
+"""The inference link through the real relay to a streaming Ollama stand-in on TCP.
+The link calls the relay in process (its policy and its upstream pool), not over the
+relay's Unix socket, which serves the pods' sidecars; consecutive calls reuse the
+relay's kept-alive connection to Ollama, so a call does not pay for a new one before
+its first token, nor hand the next queued call a slower start."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,12 +62,12 @@ async def test_consecutive_calls_reuse_every_hops_connection(
 ) -> None:
     url, connections = ollama
     relay = InferenceRelay(tmp_path / "inference", url)
-    socket_path = await relay.start()
+    await relay.start()
     link = InferenceLink(
         node_slug="n1",
         channel=grpc.aio.insecure_channel("127.0.0.1:9"),
         auth=NoAuth(),
-        relay_socket=lambda: socket_path,
+        relay=lambda: relay,
         capability=lambda: nodes_pb2.InferenceCapability(models=["a:1"], max_concurrency=1),
         allowed_models=lambda: (),
     )
@@ -77,13 +79,42 @@ async def test_consecutive_calls_reuse_every_hops_connection(
             got = [outbox.get_nowait() for _ in range(outbox.qsize())]
             assert [m.chunk.chunk.content for m in got] == ["Hel", "lo", ""]
             assert got[-1].chunk.chunk.finish_reason == "stop"
-        # One TCP connection from the relay to Ollama for all three calls ...
+        # One TCP connection from the relay to Ollama for all three calls.
         assert len(connections) == 3 and len(set(connections)) == 1
-        # ... and one Unix-socket connection from the link to the relay, kept alive.
-        http = await link._client()
-        connector = http.connector
-        assert connector is not None
-        assert sum(len(c) for c in connector._conns.values()) == 1
+    finally:
+        await link.stop()
+        await relay.close()
+
+
+async def test_calls_go_through_the_relays_policy_without_its_socket(
+    tmp_path: Path, ollama: tuple[str, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The socket is the sidecars' door; the link in the same process does not cross
+    it (an HTTP client, aiohttp's server and a splice cost about a millisecond before
+    the first token), yet every call is one the relay's policy judged and logged."""
+    url, connections = ollama
+    relay = InferenceRelay(tmp_path / "inference", url)
+    socket_path = await relay.start()
+    socket_path.unlink()  # no client could reach the relay through its socket now
+    link = InferenceLink(
+        node_slug="n1",
+        channel=grpc.aio.insecure_channel("127.0.0.1:9"),
+        auth=NoAuth(),
+        relay=lambda: relay,
+        capability=lambda: nodes_pb2.InferenceCapability(models=["a:1"], max_concurrency=1),
+        allowed_models=lambda: (),
+    )
+    outbox: asyncio.Queue[inference_pb2.ServeRequest] = asyncio.Queue()
+    link._outbox = outbox
+    try:
+        with caplog.at_level(logging.INFO, logger="cynode.proxy.access"):
+            await run_call(link, "c1", link._chat("c1", chat()))
+        got = [outbox.get_nowait() for _ in range(outbox.qsize())]
+        assert [m.chunk.chunk.content for m in got] == ["Hel", "lo", ""]
+        assert len(connections) == 1
+        assert [r.getMessage().split()[:3] for r in caplog.records] == [
+            ["POST", "/api/chat", "200"]
+        ]
     finally:
         await link.stop()
         await relay.close()

@@ -175,7 +175,7 @@ class Door:
             node_slug=slug,
             channel=channel,
             auth=NodeAuth(channel, slug),
-            relay_socket=lambda: relay.socket_path,
+            relay=lambda: relay,
             capability=lambda: caps,
             allowed_models=lambda: allowed,
             backoff=Backoff(0.1, 0.5),

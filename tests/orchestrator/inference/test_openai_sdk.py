@@ -137,6 +137,38 @@ async def test_the_first_chunk_arrives_before_the_model_has_finished(
         await tap.close()
 
 
+async def test_a_client_that_leaves_mid_stream_stops_the_call_on_the_node(
+    dev_model: DevModel, tmp_path: Path
+) -> None:
+    """The door's event stream watches for the client leaving: the call is cancelled on
+    the node, whose relay drops the model's answer long before the model would have
+    finished it (SPEC §10.3)."""
+    tap = await Tap(dev_model.url).start()
+    try:
+        async with running_door(dev_model, tmp_path) as door:
+            node = await door.add_node(upstream=tap.url)
+            client = async_client(door, await door.token())
+            stream = await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Tell me about the sea."}],
+                max_tokens=2000,
+                temperature=0,
+                stream=True,
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
+            assert node.link._calls, "the call should be under way on the node"
+            await stream.close()
+            left = time.perf_counter()
+            while node.link._calls:
+                assert time.perf_counter() - left < 5, "the node's call was not cancelled"
+                await asyncio.sleep(0.02)
+            assert tap.done_at == []
+    finally:
+        await tap.close()
+
+
 async def test_sync_sdk_streams(door: Door) -> None:
     client = sync_client(door, await door.token())
 

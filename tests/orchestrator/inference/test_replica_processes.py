@@ -85,7 +85,7 @@ async def test_replica_b_relays_replica_a_and_survives_its_death(
         node_slug="replica-node",
         channel=channel,
         auth=NodeAuth(channel, "replica-node"),
-        relay_socket=lambda: relay.socket_path,
+        relay=lambda: relay,
         capability=lambda: caps,
         allowed_models=lambda: (),
         backoff=Backoff(0.1, 0.5),

@@ -2,7 +2,9 @@
 the control plane with its JWT, beside the dispatch stream, over which the gateway's
 chat and embeddings calls arrive. Each call goes through the node's inference relay (the
 proxy's policy: allowed paths, timeout, no credentials) to its Ollama, and the answer
-goes back up piece by piece as the model makes it. The node opens no port.
+goes back up piece by piece as the model makes it. The node opens no port. The relay
+runs in this process, so a call goes through its policy without its socket
+(`InferenceRelay.call`; docs/openai-door.md says what that saves).
 
 Calls the node's `allowed_models` do not name are refused here too, not only left out
 of what the node announces. The stream is reopened with backoff, like dispatch.
@@ -15,24 +17,26 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 
 from cynode.controlplane.v1 import inference_pb2, inference_pb2_grpc, nodes_pb2
 from cynode.inference.v1 import chat_pb2
+from cynode.proxy import Answer, UpstreamError
 
 from ..backoff import Backoff
 from ..dispatch import Auth, StreamClosed
+from .relay import InferenceRelay
 
 log = logging.getLogger(__name__)
 
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 # How long a finished answer's body may take to end before its connection is dropped.
 DRAIN_S = 2.0
-READ_BUFSIZE = 1024 * 1024
+# The longest NDJSON line read; Ollama's are a token each.
+LINE_LIMIT = 1024 * 1024
+_JSON = (("Content-Type", "application/json"),)
 
 
 def allowed(model: str, allowed_models: tuple[str, ...]) -> bool:
@@ -76,14 +80,30 @@ def _failure(status: int, text: str) -> _Failed:
     return _Failed(kind, f"model server answered {status}: {message[:300]}")
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read an answer past its done line to the end of the body (the model server ends
-    it right after), so the connection to the relay goes back to the pool: left
-    unread, it was closed, and the next call paid for a new one to the relay, and the
-    relay for a new one to the model server, before its first token."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DRAIN_S):
-            await response.content.read()
+class _Lines:
+    """Splits a streamed body into its lines, handing each whole one to `on_line`."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        self._on_line = on_line
+        self._rest = b""
+
+    async def write(self, data: bytes) -> None:
+        if b"\n" not in data:
+            self._rest += data
+            if len(self._rest) > LINE_LIMIT:
+                raise _Failed("unavailable", "model server sent an over-long line")
+            return
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        for line in lines:
+            self._on_line(line)
+        if len(self._rest) > LINE_LIMIT:
+            raise _Failed("unavailable", "model server sent an over-long line")
+
+    def end(self) -> None:
+        if self._rest:
+            self._on_line(self._rest)
+            self._rest = b""
 
 
 class InferenceLink:
@@ -93,7 +113,7 @@ class InferenceLink:
         node_slug: str,
         channel: grpc.aio.Channel,
         auth: Auth,
-        relay_socket: Callable[[], Path | None],
+        relay: Callable[[], InferenceRelay | None],
         capability: Callable[[], nodes_pb2.InferenceCapability],
         allowed_models: Callable[[], tuple[str, ...]],
         backoff: Backoff | None = None,
@@ -102,7 +122,7 @@ class InferenceLink:
         self.node_slug = node_slug
         self._stub = inference_pb2_grpc.InferenceLinkServiceStub(channel)  # type: ignore[no-untyped-call]
         self._auth = auth
-        self._relay_socket = relay_socket
+        self._relay = relay
         self._capability = capability
         self._allowed_models = allowed_models
         self.backoff = backoff or Backoff()
@@ -113,8 +133,6 @@ class InferenceLink:
         self._outbox: asyncio.Queue[inference_pb2.ServeRequest] | None = None
         self._current: asyncio.Task[None] | None = None
         self._stopping = False
-        self._http: aiohttp.ClientSession | None = None
-        self._http_socket: Path | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -149,9 +167,6 @@ class InferenceLink:
             self._current.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._current
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     # -- one stream -------------------------------------------------------------------
 
@@ -223,7 +238,7 @@ class InferenceLink:
                 await work
             except _Failed as exc:
                 self._fail(call_id, exc.kind, str(exc))
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (UpstreamError, TimeoutError) as exc:
                 self._fail(
                     call_id, "unavailable", f"model server unreachable: {type(exc).__name__}"
                 )
@@ -248,30 +263,17 @@ class InferenceLink:
             )
         )
 
-    async def _client(self) -> aiohttp.ClientSession:
-        """One session for the link's life: kept-alive connections to the relay, so a
-        call does not pay for a new connection before its first token. aiohttp, not
-        httpx: its C parser reads a streamed answer for about half the CPU per line
-        (bench/chat.py's tokens/s share is bounded by what the node takes from the
-        model's core on a small machine)."""
-        socket = self._relay_socket()
-        if socket is None:
+    def _call(
+        self, path: str, body: dict[str, Any]
+    ) -> contextlib.AbstractAsyncContextManager[Answer]:
+        """POST `body` through the relay: its policy and its upstream connections, in
+        this process (SPEC §7.12)."""
+        relay = self._relay()
+        if relay is None:
             raise _Failed("unavailable", "the node's inference relay is not running")
-        if self._http is None or self._http_socket != socket:
-            if self._http is not None:
-                await self._http.close()
-            self._http = aiohttp.ClientSession(
-                "http://relay",
-                connector=aiohttp.UnixConnector(path=str(socket)),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=5.0, sock_read=self._timeout_s
-                ),
-                # A line longer than this would be refused; Ollama's are a token each.
-                read_bufsize=READ_BUFSIZE,
-                auto_decompress=False,
-            )
-            self._http_socket = socket
-        return self._http
+        return relay.call(
+            "POST", path, json.dumps(body).encode(), _JSON, head_timeout=self._timeout_s
+        )
 
     def _check(self, model: str) -> None:
         if not allowed(model, self._allowed_models()):
@@ -279,46 +281,56 @@ class InferenceLink:
 
     async def _chat(self, call_id: str, chat: chat_pb2.ChatRequest) -> None:
         self._check(chat.model)
-        http = await self._client()
-        async with http.post("/api/chat", json=ollama_chat_body(chat)) as response:
-            if response.status != 200:
-                raise _failure(response.status, (await response.read()).decode(errors="replace"))
-            async for raw in response.content:
-                line = raw.strip()
-                if not line:
-                    continue
-                frame = json.loads(line)
-                if "error" in frame:
-                    raise _Failed("unavailable", f"model server: {str(frame['error'])[:300]}")
-                text = str((frame.get("message") or {}).get("content") or "")
-                chunk = chat_pb2.ChatChunk(content=text)
-                if frame.get("done"):
-                    chunk.finish_reason = (
-                        "length" if frame.get("done_reason") == "length" else "stop"
-                    )
-                    chunk.usage.prompt_tokens = int(frame.get("prompt_eval_count") or 0)
-                    chunk.usage.completion_tokens = int(frame.get("eval_count") or 0)
-                elif not text:
-                    continue
-                self._send(
-                    inference_pb2.ServeRequest(
-                        chunk=inference_pb2.CallChunk(call_id=call_id, chunk=chunk)
-                    )
+        finished = False
+
+        def on_line(raw: bytes) -> None:
+            nonlocal finished
+            line = raw.strip()
+            if not line or finished:
+                return
+            frame = json.loads(line)
+            if "error" in frame:
+                raise _Failed("unavailable", f"model server: {str(frame['error'])[:300]}")
+            text = str((frame.get("message") or {}).get("content") or "")
+            chunk = chat_pb2.ChatChunk(content=text)
+            if frame.get("done"):
+                chunk.finish_reason = "length" if frame.get("done_reason") == "length" else "stop"
+                chunk.usage.prompt_tokens = int(frame.get("prompt_eval_count") or 0)
+                chunk.usage.completion_tokens = int(frame.get("eval_count") or 0)
+                finished = True
+                # The rest of the body (its last chunk) may take DRAIN_S before the
+                # connection is dropped rather than kept for the next call.
+                deadline.reschedule(asyncio.get_running_loop().time() + DRAIN_S)
+            elif not text:
+                return
+            self._send(
+                inference_pb2.ServeRequest(
+                    chunk=inference_pb2.CallChunk(call_id=call_id, chunk=chunk)
                 )
-                if chunk.finish_reason:
-                    await _drain(response)
-                    return
-        raise _Failed("unavailable", "the model server ended the answer without finishing it")
+            )
+
+        async with self._call("/api/chat", ollama_chat_body(chat)) as answer:
+            if answer.status != 200:
+                raise _failure(answer.status, (await answer.read()).decode(errors="replace"))
+            lines = _Lines(on_line)
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    await answer.stream(lines.write)
+                    lines.end()
+            except TimeoutError:
+                if not finished:
+                    raise
+        if not finished:
+            raise _Failed("unavailable", "the model server ended the answer without finishing it")
 
     async def _embed(self, call_id: str, request: chat_pb2.EmbeddingsRequest) -> None:
         self._check(request.model)
-        http = await self._client()
-        async with http.post(
-            "/api/embed", json={"model": request.model, "input": list(request.input)}
-        ) as response:
-            text = (await response.read()).decode(errors="replace")
-        if response.status != 200:
-            raise _failure(response.status, text)
+        async with self._call(
+            "/api/embed", {"model": request.model, "input": list(request.input)}
+        ) as answer:
+            text = (await answer.read()).decode(errors="replace")
+        if answer.status != 200:
+            raise _failure(answer.status, text)
         body = json.loads(text)
         result = chat_pb2.EmbeddingsResult()
         for vector in body.get("embeddings", []):

@@ -3,7 +3,8 @@
 It is the same guarded proxy as the sidecar (cynode.proxy), run in the node process,
 listening on a Unix socket in a directory of its own. That directory is bind-mounted
 into every inference pod's sidecar (and only there), so the directory is 0711 and the
-socket 0666: the sidecar's uid 10000 must connect, and nothing else is in it.
+socket 0666: the sidecar's uid 10000 must connect, and nothing else is in it. The
+node's inference link, in the same process, calls it without the socket (`call`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from cynode.proxy import ProxyConfig, RunningProxy, parse_listen, parse_upstream, start_proxy
+from cynode.proxy import (
+    Answer,
+    ProxyConfig,
+    RunningProxy,
+    parse_listen,
+    parse_upstream,
+    start_proxy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,22 @@ class InferenceRelay:
         self._proxy = await start_proxy(config)
         log.info("inference relay on %s -> %s", self.socket_path, self.upstream)
         return self.socket_path
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        head_timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[Answer]:
+        """A request through the relay's policy from the node's own process (its
+        inference link, SPEC §7.12): the same guards and upstream connections as a
+        sidecar's request, without the hop through the socket."""
+        if self._proxy is None:
+            raise RuntimeError("the inference relay is not running")
+        return self._proxy.call(method, path, body, headers, head_timeout=head_timeout)
 
     async def close(self) -> None:
         proxy, self._proxy = self._proxy, None

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cynode.inference.v1 import chat_pb2
@@ -30,6 +30,7 @@ from cynode.orchestrator.inference.router import (
     BadInferenceRequest,
     InferenceError,
 )
+from cynode.orchestrator.inference.sse import EventStream
 from cynode.orchestrator.inference.usage import UsageBook
 from cynode.orchestrator.rest.body import (
     BadContentLengthError,
@@ -169,9 +170,8 @@ class OpenAIDoor:
         created = int(time.time())
         if not stream:
             return await self._whole(pieces, first, completion_id, created, model)
-        return StreamingResponse(
+        return EventStream(
             self._events(pieces, first, completion_id, created, model, include_usage),
-            media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 

@@ -7,9 +7,7 @@ client half, `charset_normalizer`, ...): about a fifth of what importing the ser
 costs in the sidecar image. A job's first request waits for that import (SPEC §4.6,
 docs/fast-path.md §5). So the sidecar's entry point (cli.py) registers the `aiohttp`
 package without running its `__init__` and imports `aiohttp.web` through it: the
-modules loaded are aiohttp's own, unchanged, only the client ones are never loaded. The
-`__init__` does nothing else the server needs: it re-exports names, and the one name of
-its own the server modules take (`__version__`) is set here from its source.
+modules loaded are aiohttp's own, unchanged, only the client ones are never loaded.
 
 Only the sidecar's process does this, and only while nothing has imported aiohttp yet:
 in any other process (the node's relay, tests) `aiohttp` stays the full package. If the

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -201,98 +199,3 @@ def test_listeners_accept_before_the_server_runs(tmp_path: Path) -> None:
     finally:
         close_listeners(sockets)
     assert not sock.exists()
-
-
-def _fresh_python(code: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=PROXY_ROOT)
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def test_the_sidecar_imports_aiohttp_server_without_its_client() -> None:
-    # In a process that has not imported aiohttp (the sidecar's), the server comes
-    # without aiohttp's client, and the proxy's own server module works on it.
-    done = _fresh_python(
-        "import sys\n"
-        "from cynode.proxy._import import import_server_only\n"
-        "assert import_server_only()\n"
-        "import aiohttp, cynode.proxy._server as s\n"
-        "from aiohttp.http import SERVER_SOFTWARE\n"
-        "assert aiohttp.__version__ in SERVER_SOFTWARE, SERVER_SOFTWARE\n"
-        "client = ('aiohttp.client', 'aiohttp.connector', 'aiohttp.cookiejar', 'aiohttp.tracing')\n"
-        "print(sorted(n for n in sys.modules if n in client))\n"
-        "print(s.start_proxy.__name__)\n"
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["[]", "start_proxy"]
-
-
-def test_an_aiohttp_imported_already_is_left_as_it_is() -> None:
-    from cynode.proxy._import import import_server_only
-
-    assert "aiohttp" in sys.modules
-    assert import_server_only() is False
-    assert sys.modules["aiohttp"] is aiohttp
-
-
-@pytest.fixture
-def without_aiohttp() -> Iterator[None]:
-    """This process as if aiohttp were not imported yet; afterwards the modules loaded
-    meanwhile are dropped and the test session's own are back."""
-
-    def ours() -> list[str]:
-        return [n for n in sys.modules if n == "aiohttp" or n.startswith("aiohttp.")]
-
-    saved = {name: sys.modules.pop(name) for name in ours()}
-    try:
-        yield
-    finally:
-        for name in ours():
-            del sys.modules[name]
-        sys.modules.update(saved)
-
-
-@pytest.mark.usefixtures("without_aiohttp")
-def test_the_server_comes_without_the_client_in_this_process_too() -> None:
-    from cynode.proxy._import import import_server_only
-
-    assert import_server_only() is True
-    assert "aiohttp.web" in sys.modules and "aiohttp.client" not in sys.modules
-    assert sys.modules["aiohttp"].__version__ == aiohttp.__version__
-
-
-@pytest.mark.usefixtures("without_aiohttp")
-def test_a_server_that_needs_the_package_init_gets_the_full_package(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # aiohttp.web failing without the package's __init__: everything loaded that way
-    # is dropped and the full package imported, as before.
-    from cynode.proxy import _import
-
-    real = importlib.import_module
-    calls: list[str] = []
-
-    def flaky(name: str, package: str | None = None) -> object:
-        calls.append(name)
-        if name == "aiohttp.web" and len(calls) == 1:
-            real("aiohttp.hdrs")
-            raise ImportError("needs __init__")
-        return real(name, package)
-
-    monkeypatch.setattr(importlib, "import_module", flaky)
-    assert _import.import_server_only() is False
-    assert calls == ["aiohttp.web", "aiohttp.web"]
-    assert hasattr(sys.modules["aiohttp"], "ClientSession")
-
-
-@pytest.mark.usefixtures("without_aiohttp")
-def test_no_aiohttp_at_all_fails_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cynode.proxy import _import
-
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setitem(sys.modules, "aiohttp", None)  # what a missing package looks like
-    monkeypatch.delitem(sys.modules, "aiohttp")
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if "-packages" not in p])
-    with pytest.raises(ImportError):
-        _import.import_server_only()

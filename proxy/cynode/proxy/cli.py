@@ -186,10 +186,6 @@ def _serve_bound(config: ProxyConfig) -> int:
         logging.getLogger("cynode.proxy").error("cannot start: %s", exc)
         return 1
     try:
-        # aiohttp's server without its client: the job's first request waits for this.
-        from cynode.proxy._import import import_server_only
-
-        import_server_only()
         import asyncio
 
         asyncio.run(serve(config, sockets=sockets))

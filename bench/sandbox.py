@@ -24,8 +24,9 @@ stacks, both halves pooled). The task rows, on a stack of their own each:
   target p50 <= 1.3 x raw.
 
 A last row times the whole `cynork task create --command true --result` process
-(start-up, create, the watch stream, the result) on the warm stack against the same
-raw run (issue 16's target <= 0.5; printed, not enforced), and its CPU per process.
+(start-up, create, the watch stream, the result) on the warm stack, the node idle
+before each process as for the enforced row, against the same raw run (issue 16's
+target <= 0.5; printed, not enforced), and its CPU per process.
 `--idle-only` runs the raw rows and the node-idle rows alone (the enforced one), for
 paired runs of two trees on a loaded machine.
 """
@@ -164,10 +165,15 @@ def paired_task_runs(
 
 
 def cynork_runs(
-    gateway_url: str, password: str, runs: int, cynork: Path | None = None
+    gateway_url: str,
+    password: str,
+    runs: int,
+    cynork: Path | None = None,
+    settle: Callable[[], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Wall and CPU (user + sys) seconds of whole `cynork task create --command true
-    --result` processes (`cynork`: which console script; this venv's by default)."""
+    --result` processes (`cynork`: which console script; this venv's by default), each
+    after `settle` (the node idle, as for the enforced warm row) when given."""
     with httpx.Client(base_url=gateway_url, timeout=30) as http:
         login = http.post("/v1/auth/login", json={"handle": "admin", "password": password})
         login.raise_for_status()
@@ -183,6 +189,8 @@ def cynork_runs(
         argv = [script, "task", "create", "--command", "true", "--result"]
 
         def one() -> tuple[float, float]:
+            if settle is not None:
+                settle()
             # The children's CPU: this process waits for one child at a time here.
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
@@ -295,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             orch_cpu = (cpu_seconds(orch_pid) - cpu) / (len(ready_times) + len(inline_times) + 2)
         if not args.idle_only:
             warm_times = task_runs(gateway, password, args.runs)
-            cli_times, cli_cpu = cynork_runs(gateway, password, args.runs, args.cynork)
+            # Like the enforced row: the node idle before each process (with an
+            # existing stack, as it is), so the row shows what cynork adds to the warm
+            # path; back to back it would show the pool's refill again (the row above).
+            settle = None if args.gateway_url else lambda: idle(worker, 2)
+            cli_times, cli_cpu = cynork_runs(gateway, password, args.runs, args.cynork, settle)
     if not args.gateway_url and not args.idle_only:
         with stack(warm_containers=0) as (gateway, password, _, _):
             cold_times = task_runs(gateway, password, args.runs)

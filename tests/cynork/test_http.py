@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from cynode.testing import free_port
 from cynork import GatewayClient
 from cynork._errors import GatewayError
 from cynork._http import (
@@ -239,9 +240,7 @@ def test_timeouts(serve: Callable[[Script], Server]) -> None:
 
 
 def test_connect_failures() -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()
     with pytest.raises(ConnectError, match="refused"):
         get(HTTPTransport(environ={}), f"http://127.0.0.1:{port}/")
     with pytest.raises(ConnectError, match="unsupported URL scheme"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from cynork._errors import UsageError
@@ -79,10 +78,15 @@ def read_commands_file(path: str) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
 class Attachment:
-    name: str
-    content: bytes
+    """A plain class, not a dataclass: every `task create` imports this module (see
+    cynork._config)."""
+
+    __slots__ = ("content", "name")
+
+    def __init__(self, name: str, content: bytes) -> None:
+        self.name = name
+        self.content = content
 
     def to_json(self) -> dict[str, str]:
         # proto3 JSON renders `bytes` as standard base64. Imported here: only a task

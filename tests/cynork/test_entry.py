@@ -247,7 +247,7 @@ IMPORTED_FROZEN = textwrap.dedent(
     gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info))
     run = _entry.import_commands()
     frozen = gc.get_freeze_count()
-    print(len(collections), gc.isenabled(), frozen > 20_000, "cynork._client" in sys.modules)
+    print(len(collections), gc.isenabled(), frozen > 15_000, "cynork._client" in sys.modules)
     _entry.load("cynork._client")
     print(len(collections), gc.isenabled(), gc.get_freeze_count() > frozen + 300)
     gc.unfreeze()

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -68,7 +67,7 @@ class App:
         self,
         seams: Seams,
         *,
-        config_path: Path | None,
+        config_path: str | None,
         gateway_url: str | None,
         output_mode: str,
         ca_file: str | None,
@@ -158,7 +157,7 @@ class App:
         )
 
     def forget_tokens(self) -> None:
-        if self.config.path.exists():
+        if self.config.exists():
             self.config.update({"token": None, "refresh_token": None})
 
     def sleep(self, seconds: float) -> None:

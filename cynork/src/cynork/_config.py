@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from cynork._errors import UsageError
@@ -25,18 +24,20 @@ ENV_TOKEN = "CYNORK_TOKEN"
 ENV_CA_FILE = "CYNODE_CA_FILE"
 
 
-def config_dir() -> Path:
+# Paths are strings (os.path), not pathlib: pathlib imports fnmatch, ntpath and
+# urllib.parse, ~1.5 ms of every start (docs/fast-path.md §7b).
+def config_dir() -> str:
     """Where cynork keeps its config and shell history."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "cynork"
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "cynork")
 
 
-def default_config_path() -> Path:
-    return config_dir() / "config.yaml"
+def default_config_path() -> str:
+    return os.path.join(config_dir(), "config.yaml")
 
 
-def history_path() -> Path:
-    return config_dir() / "history"
+def history_path() -> str:
+    return os.path.join(config_dir(), "history")
 
 
 # What YAML 1.1 (PyYAML's safe_load) reads as a bool or null rather than a string.
@@ -87,14 +88,15 @@ class ConfigFile:
 
     __slots__ = ("data", "path")
 
-    def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any] | None = None) -> None:
+        self.path = os.fspath(path)
         self.data: dict[str, Any] = {} if data is None else data
 
     @classmethod
-    def load(cls, path: Path) -> ConfigFile:
+    def load(cls, path: str | os.PathLike[str]) -> ConfigFile:
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
         except FileNotFoundError:
             return cls(path)
         except OSError as exc:
@@ -128,11 +130,14 @@ class ConfigFile:
                 self.data[key] = value
         self.save()
 
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
     def save(self) -> None:
-        directory = self.path.parent
-        if not directory.exists():
-            directory.mkdir(mode=0o700, parents=True)
-        tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        directory, name = os.path.split(self.path)
+        if directory and not os.path.exists(directory):
+            os.makedirs(directory, mode=0o700)
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
         import yaml
 
         text = yaml.safe_dump(self.data, default_flow_style=False, sort_keys=True)
@@ -142,10 +147,10 @@ class ConfigFile:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            tmp.replace(self.path)
+            os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
 
 

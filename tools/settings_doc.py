@@ -1,4 +1,5 @@
-"""Writes docs/settings.md from the settings dataclasses (`make settings-doc`).
+"""Writes docs/settings.md from the settings dataclasses (`make settings-doc`), and
+cynork's `Settings.SETTINGS`.
 
 Every settable field carries its key, env variable and meaning as field metadata
 (`metadata={"setting": Setting(...)}`, one small `Setting` per package, since the
@@ -118,6 +119,13 @@ def _cell(text: str) -> str:
 
 
 def rows(cls: type) -> Iterator[tuple[str, str, str, str]]:
+    if not dataclasses.is_dataclass(cls):
+        # cynork's Settings, a plain class (its start builds no dataclass), lists its
+        # settings in `SETTINGS`, each with the default it shows.
+        for meta in cls.SETTINGS:  # type: ignore[attr-defined]
+            env = f"`{meta.env}`" if meta.env else "—"
+            yield f"`{meta.key}`", env, f"`{meta.shown_default}`", _cell(meta.help)
+        return
     for f in dataclasses.fields(cls):
         meta = f.metadata.get(SETTING)
         if meta is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cynork import _files
 from cynork._files import ATTACHMENT_LIMIT, COMMANDS_LIMIT, PROMPT_LIMIT, SCRIPT_LIMIT
 from tests.cynork.conftest import Cy, lines
 from tests.cynork.fake_gateway import problem
@@ -160,10 +161,11 @@ def test_read_error_after_stat(
     path = tmp_path / "vanishing.sh"
     path.write_text("echo\n")
 
-    def fail(self: Path) -> bytes:
+    def fail(*_args: object) -> bytes:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_bytes", fail)
+    # The module's `open` (a builtin it looks up by name): the stat before it passed.
+    monkeypatch.setattr(_files, "open", fail, raising=False)
     assert "cannot read script file" in _no_request_exit_2(logged_in, "-s", str(path))
 
 

@@ -25,6 +25,7 @@ import pytest
 import cynork
 from cynork import _entry
 from cynork._errors import EXIT_INTERRUPTED
+from tests.cynork.fake_gateway import FakeGateway
 
 ROOT = Path(__file__).resolve().parents[2]
 CYNORK = ROOT / ".venv" / "bin" / "cynork"
@@ -217,6 +218,26 @@ TASK_CREATE = textwrap.dedent(
     """
 )
 
+# The same command line in a fresh interpreter, as the console script runs it, then every
+# module the process holds: what §7b took off a start must stay off.
+TASK_CREATE_ALONE = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    from cynork import _entry
+
+    url = sys.argv[1]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = _entry.main()
+    print(code, "status=completed" in out.getvalue())
+    print(" ".join(sorted(sys.modules)))
+    """
+)
+# Modules a plain-http `task create --command true --result` does without (each ~0.5-2 ms
+# of CPU): paths are os.path, URLs of plain characters are split without urllib.parse,
+# the classes are plain classes, and the watch is read on the main thread without a pipe.
+NOT_AT_START = ("pathlib", "urllib.parse", "ipaddress", "dataclasses", "queue", "fnmatch")
+
 
 def test_task_create_result_imports_no_tls_email_nor_yaml(tmp_path: Path) -> None:
     """What a plain-http `task create --result` needs: sockets and json. Not httpx,
@@ -229,6 +250,33 @@ def test_task_create_result_imports_no_tls_email_nor_yaml(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines() == ["0 0 True", "[]"]
+
+
+def test_task_create_result_imports_no_pathlib_urllib_nor_dataclasses(tmp_path: Path) -> None:
+    """A whole `task create --command true --result` in its own process, against a real
+    HTTP server, with no config file, as the bench runs it (docs/fast-path.md §7b)."""
+    gateway = FakeGateway()
+    gateway.access.add("tok")
+    server = gateway.serve()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {**_env(tmp_path), "CYNORK_TOKEN": "tok", "CYNORK_GATEWAY_URL": url}
+        argv = ["task", "create", "--command", "true", "--result"]
+        done = subprocess.run(
+            [str(PYTHON), "-c", TASK_CREATE_ALONE, *argv],
+            env=env,
+            capture_output=True,
+            timeout=WAIT,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    first, modules = done.stdout.decode().splitlines()
+    assert first == "0 True"
+    loaded = set(modules.split())
+    assert {"cynork.commands.task_create", "cynork._http", "json"} <= loaded
+    assert [m for m in NOT_AT_START if m in loaded] == []
 
 
 def test_the_console_script_runs(tmp_path: Path) -> None:
@@ -247,7 +295,7 @@ IMPORTED_FROZEN = textwrap.dedent(
     gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info))
     run = _entry.import_commands()
     frozen = gc.get_freeze_count()
-    print(len(collections), gc.isenabled(), frozen > 20_000, "cynork._client" in sys.modules)
+    print(len(collections), gc.isenabled(), frozen > 15_000, "cynork._client" in sys.modules)
     _entry.load("cynork._client")
     print(len(collections), gc.isenabled(), gc.get_freeze_count() > frozen + 300)
     gc.unfreeze()

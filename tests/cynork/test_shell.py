@@ -214,7 +214,7 @@ def test_history_falls_back_to_memory(cy: Cy, config_dir: Path, tmp_path: Path) 
     config_dir.write_text("a file where the directory should be")
     app = App(
         cy.seams,
-        config_path=tmp_path / "c.yaml",
+        config_path=str(tmp_path / "c.yaml"),
         gateway_url=None,
         output_mode="table",
         ca_file=None,

@@ -11,8 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -28,22 +26,38 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
 class Seams:
-    transport: Transport | None = None
-    sleep: Callable[[float], None] = time.sleep
-    environ: Mapping[str, str] | None = None
-    # None means: ask the real stream.
-    stderr_tty: bool | None = None
-    stdout_tty: bool | None = None
-    stdin_tty: bool | None = None
-    recent: RecentTaskIds = field(default_factory=RecentTaskIds)
-    in_shell: bool = False
-    # The global options the shell was started with, replayed before each shell line.
-    base_args: list[str] = field(default_factory=list)
-    # prompt-toolkit Input/Output for the shell; None means the real terminal.
-    shell_input: Any = None
-    shell_output: Any = None
+    """A plain class, not a dataclass: see cynork._config."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        environ: Mapping[str, str] | None = None,
+        stderr_tty: bool | None = None,
+        stdout_tty: bool | None = None,
+        stdin_tty: bool | None = None,
+        recent: RecentTaskIds | None = None,
+        in_shell: bool = False,
+        base_args: list[str] | None = None,
+        shell_input: Any = None,
+        shell_output: Any = None,
+    ) -> None:
+        self.transport = transport
+        self.sleep = sleep
+        self.environ = environ
+        # None means: ask the real stream.
+        self.stderr_tty = stderr_tty
+        self.stdout_tty = stdout_tty
+        self.stdin_tty = stdin_tty
+        self.recent = RecentTaskIds() if recent is None else recent
+        self.in_shell = in_shell
+        # The global options the shell was started with, replayed before each shell line.
+        self.base_args: list[str] = [] if base_args is None else base_args
+        # prompt-toolkit Input/Output for the shell; None means the real terminal.
+        self.shell_input = shell_input
+        self.shell_output = shell_output
 
 
 class App:
@@ -53,7 +67,7 @@ class App:
         self,
         seams: Seams,
         *,
-        config_path: Path | None,
+        config_path: str | None,
         gateway_url: str | None,
         output_mode: str,
         ca_file: str | None,
@@ -143,7 +157,7 @@ class App:
         )
 
     def forget_tokens(self) -> None:
-        if self.config.path.exists():
+        if self.config.exists():
             self.config.update({"token": None, "refresh_token": None})
 
     def sleep(self, seconds: float) -> None:

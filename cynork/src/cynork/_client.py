@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
 
 from cynork._api import LOG_STREAMS, TASK_STATUSES, TERMINAL_STATUSES, JSONDict
 from cynork._errors import (
@@ -37,6 +36,9 @@ from cynork._http import (
     TransportError,
     default_ssl_context,
     encode_json,
+    encode_query,
+    quote_segment,
+    split_url,
 )
 
 # The gateway's largest page (SPEC §2.5).
@@ -53,11 +55,21 @@ _LOGIN_HINT = "run `cynork auth login`"
 CHAT_S = 600.0
 
 
+def _octet(part: str) -> bool:
+    """A part of a dotted quad as ipaddress reads one: 0-255, no leading zero."""
+    return (
+        part.isdigit() and part.isascii() and int(part) <= 255 and (part == "0" or part[0] != "0")
+    )
+
+
 def is_loopback_host(host: str) -> bool:
     host = host.lower().strip("[]")
     if host == "localhost" or host == "::1":
         return True
-    import ipaddress  # only for other addresses: a few ms the loopback cases skip
+    quad = host.split(".")
+    if len(quad) == 4 and all(_octet(part) for part in quad):
+        return quad[0] == "127"  # what ipaddress says of a dotted quad, without its import
+    import ipaddress  # only for other addresses: ~1 ms the usual gateway URLs skip
 
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -130,11 +142,11 @@ def _json_body(resp: Response) -> JSONDict:
 
 
 def _task_path(task_id: str, suffix: str = "") -> str:
-    return f"/v1/tasks/{quote(task_id, safe='')}{suffix}"
+    return f"/v1/tasks/{quote_segment(task_id)}{suffix}"
 
 
 def _ref_path(kind: str, ref: str, action: str = "") -> str:
-    return f"/v1/{kind}/{quote(ref, safe='')}" + (f"/{action}" if action else "")
+    return f"/v1/{kind}/{quote_segment(ref)}" + (f"/{action}" if action else "")
 
 
 class GatewayClient:
@@ -186,7 +198,7 @@ class GatewayClient:
     # -- transport ---------------------------------------------------------------
 
     def _guard_credentials(self) -> None:
-        parts = urlsplit(self.base_url)
+        parts = split_url(self.base_url)
         host = parts.hostname or ""
         if parts.scheme == "http" and not is_loopback_host(host) and not self._insecure:
             raise UsageError(
@@ -214,7 +226,7 @@ class GatewayClient:
     ) -> Request:
         url = self.base_url + path
         if params:
-            url += "?" + urlencode(params)
+            url += "?" + encode_query(params)
         all_headers = {"accept": "application/json", **(headers or {})}
         content = b""
         if json_body is not None:
@@ -470,7 +482,7 @@ class GatewayClient:
     @contextmanager
     def artifact_stream(self, task_id: str, artifact_id: str) -> Iterator[Response]:
         """GET /v1/tasks/{id}/artifacts/{artifact_id}, its body not read yet."""
-        path = _task_path(task_id, f"/artifacts/{quote(artifact_id, safe='')}")
+        path = _task_path(task_id, f"/artifacts/{quote_segment(artifact_id)}")
         with self._streaming(path, f"artifact {artifact_id} of task {task_id}") as resp:
             yield resp
 

@@ -3,6 +3,10 @@
 Precedence, highest first: command-line flag, environment (`CYNORK_GATEWAY_URL`,
 `CYNORK_TOKEN`), config file, built-in default. The file holds tokens, so it is written
 with mode 0600 inside a 0700 directory, atomically, so a crash never leaves half a file.
+
+The classes here are plain classes, not dataclasses: every command builds them at start,
+and `@dataclass` compiles each generated method from source when the class is made
+(with `import dataclasses`, ~2 ms of a ~50 ms `task create` process; docs/fast-path.md §7b).
 """
 
 from __future__ import annotations
@@ -10,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cynork._errors import UsageError
@@ -22,18 +24,20 @@ ENV_TOKEN = "CYNORK_TOKEN"
 ENV_CA_FILE = "CYNODE_CA_FILE"
 
 
-def config_dir() -> Path:
+# Paths are strings (os.path), not pathlib: pathlib imports fnmatch, ntpath and
+# urllib.parse, ~1.5 ms of every start (docs/fast-path.md §7b).
+def config_dir() -> str:
     """Where cynork keeps its config and shell history."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "cynork"
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "cynork")
 
 
-def default_config_path() -> Path:
-    return config_dir() / "config.yaml"
+def default_config_path() -> str:
+    return os.path.join(config_dir(), "config.yaml")
 
 
-def history_path() -> Path:
-    return config_dir() / "history"
+def history_path() -> str:
+    return os.path.join(config_dir(), "history")
 
 
 # What YAML 1.1 (PyYAML's safe_load) reads as a bool or null rather than a string.
@@ -79,17 +83,20 @@ def parse_flat(text: str) -> dict[str, Any] | None:
     return data
 
 
-@dataclass
 class ConfigFile:
     """The YAML file's content; unknown keys are kept so saving never drops them."""
 
-    path: Path
-    data: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("data", "path")
+
+    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any] | None = None) -> None:
+        self.path = os.fspath(path)
+        self.data: dict[str, Any] = {} if data is None else data
 
     @classmethod
-    def load(cls, path: Path) -> ConfigFile:
+    def load(cls, path: str | os.PathLike[str]) -> ConfigFile:
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
         except FileNotFoundError:
             return cls(path)
         except OSError as exc:
@@ -123,11 +130,14 @@ class ConfigFile:
                 self.data[key] = value
         self.save()
 
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
     def save(self) -> None:
-        directory = self.path.parent
-        if not directory.exists():
-            directory.mkdir(mode=0o700, parents=True)
-        tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        directory, name = os.path.split(self.path)
+        if directory and not os.path.exists(directory):
+            os.makedirs(directory, mode=0o700)
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
         import yaml
 
         text = yaml.safe_dump(self.data, default_flow_style=False, sort_keys=True)
@@ -137,57 +147,68 @@ class ConfigFile:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            tmp.replace(self.path)
+            os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
 
 
-SETTING = "setting"
-
-
-@dataclass(frozen=True)
 class Setting:
-    """How a user reaches one Settings field; declared once, as field metadata, for
-    docs/settings.md (tools/settings_doc.py)."""
+    """How a user reaches one Settings field, for docs/settings.md (tools/settings_doc.py)."""
 
-    key: str  # config file key, or the flag for what only a flag sets
-    env: str
-    help: str
-    shown_default: str = ""
+    __slots__ = ("env", "field", "help", "key", "shown_default")
+
+    def __init__(self, field: str, key: str, env: str, help: str, shown_default: str) -> None:
+        self.field = field  # the Settings attribute
+        self.key = key  # config file key, or the flag for what only a flag sets
+        self.env = env
+        self.help = help
+        self.shown_default = shown_default
 
 
-def setting(key: str, env: str, help: str, shown_default: str = "") -> dict[str, Setting]:
-    return {SETTING: Setting(key, env, help, shown_default)}
-
-
-@dataclass(frozen=True)
 class Settings:
     """What one invocation talks to and with which credentials."""
 
-    gateway_url: str = field(
-        metadata=setting(
+    __slots__ = ("ca_file", "gateway_url", "insecure", "refresh_token", "token")
+
+    # Declared once, in this order, for docs/settings.md.
+    SETTINGS = (
+        Setting(
+            "gateway_url",
             "gateway_url",
             ENV_GATEWAY_URL,
             "the user gateway's REST URL (flag --gateway-url)",
             DEFAULT_GATEWAY_URL,
-        )
+        ),
+        Setting("token", "token", ENV_TOKEN, "access token; `cynork login` stores it", "(none)"),
+        Setting(
+            "refresh_token", "refresh_token", "", "refresh token `cynork login` stores", "(none)"
+        ),
+        Setting(
+            "ca_file",
+            "ca_file",
+            ENV_CA_FILE,
+            "CA (PEM) for an https gateway (flag --ca-file)",
+            "(none)",
+        ),
+        Setting("insecure", "--insecure", "", "skip TLS certificate checks (flag only)", "false"),
     )
-    token: str | None = field(
-        metadata=setting("token", ENV_TOKEN, "access token; `cynork login` stores it", "(none)")
-    )
-    refresh_token: str | None = field(
-        metadata=setting("refresh_token", "", "refresh token `cynork login` stores", "(none)")
-    )
-    ca_file: str | None = field(
-        metadata=setting(
-            "ca_file", ENV_CA_FILE, "CA (PEM) for an https gateway (flag --ca-file)", "(none)"
-        )
-    )
-    insecure: bool = field(
-        metadata=setting("--insecure", "", "skip TLS certificate checks (flag only)", "false")
-    )
+
+    def __init__(
+        self,
+        *,
+        gateway_url: str,
+        token: str | None,
+        refresh_token: str | None,
+        ca_file: str | None,
+        insecure: bool,
+    ) -> None:
+        self.gateway_url = gateway_url
+        self.token = token
+        self.refresh_token = refresh_token
+        self.ca_file = ca_file
+        self.insecure = insecure
 
 
 def resolve_settings(

@@ -30,7 +30,6 @@ import json as _json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -43,6 +42,90 @@ MAX_LINE = 64 * 1024
 MAX_HEADERS = 200
 # Methods a server may see twice with no other effect (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+# -- URLs ----------------------------------------------------------------------------------
+# The URLs every command makes (`http://127.0.0.1:12080/v1/tasks/<id>/watch?k=v`: an
+# http(s) scheme in lower case, a plain host, a port of digits, plain characters after)
+# are split here; any other goes to urllib.parse, so the answer is urllib's either way
+# (tests/cynork/test_urls.py compares them). urllib.parse imports ipaddress: ~1.5 ms of
+# CPU on every start, for URLs that need neither (docs/fast-path.md §7b).
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PLAIN_HOST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+_PLAIN_REST = _UNRESERVED | frozenset("/?=&")
+
+
+class SplitURL:
+    """What cynork reads of `urllib.parse.urlsplit(url)`, under the same names."""
+
+    __slots__ = ("hostname", "netloc", "path", "port", "query", "scheme")
+
+    def __init__(
+        self,
+        scheme: str,
+        netloc: str,
+        path: str,
+        query: str,
+        hostname: str | None,
+        port: int | None,
+    ) -> None:
+        self.scheme = scheme
+        self.netloc = netloc
+        self.path = path
+        self.query = query
+        self.hostname = hostname
+        self.port = port
+
+
+def split_url(url: str) -> SplitURL:
+    """`urlsplit(url)`'s scheme, netloc, path, query, hostname and port (a port out of
+    range raises ValueError, as urllib's `port` does)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("http", "https") and rest.isascii():
+        ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+        cut = min(ends) if ends else len(rest)
+        netloc, tail = rest[:cut], rest[cut:]
+        host, colon, port = netloc.partition(":")
+        if (
+            host
+            and _PLAIN_HOST.issuperset(host)
+            and (not colon or (port.isdigit() and int(port) <= 65535))
+            and _PLAIN_REST.issuperset(tail)
+        ):
+            path, _, query = tail.partition("?")
+            return SplitURL(scheme, netloc, path, query, host, int(port) if colon else None)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return SplitURL(parts.scheme, parts.netloc, parts.path, parts.query, parts.hostname, parts.port)
+
+
+def quote_segment(text: str) -> str:
+    """`urllib.parse.quote(text, safe="")`: one path segment (a task id, a name)."""
+    if _UNRESERVED.issuperset(text):
+        return text
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def encode_query(params: Mapping[str, str | int]) -> str:
+    """`urllib.parse.urlencode(params)`."""
+    pairs = [(str(key), str(value)) for key, value in params.items()]
+    if all(_UNRESERVED.issuperset(key + value) for key, value in pairs):
+        return "&".join(f"{key}={value}" for key, value in pairs)
+    from urllib.parse import urlencode
+
+    return urlencode(params)
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text:  # urllib's own shortcut, before its import
+        return text
+    from urllib.parse import unquote
+
+    return unquote(text)
 
 
 class TransportError(Exception):
@@ -97,12 +180,12 @@ class Request:
     ) -> None:
         self.method = method
         self.url = url
-        parts = urlsplit(url)
+        parts = split_url(url)
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.netloc = parts.netloc.rpartition("@")[2]
-        self.path = unquote(parts.path) or "/"
+        self.path = _unquote(parts.path) or "/"
         self.query = parts.query
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.headers = {key.lower(): value for key, value in (headers or {}).items()}
@@ -255,7 +338,7 @@ def _bypassed(host: str, port: int, no_proxy: str) -> bool:
         if entry == "*":
             return True
         if "://" in entry:
-            entry = urlsplit(entry).netloc
+            entry = split_url(entry).netloc
         name, entry_port = entry, ""
         if entry.count(":") == 1 or (entry.startswith("[") and "]:" in entry):
             name, _, entry_port = entry.rpartition(":")
@@ -284,7 +367,7 @@ def _basic_auth(userinfo: str) -> str:
     import base64
 
     user, _, password = userinfo.partition(":")
-    raw = f"{unquote(user)}:{unquote(password)}"
+    raw = f"{_unquote(user)}:{_unquote(password)}"
     return "Basic " + base64.b64encode(raw.encode()).decode()
 
 
@@ -468,7 +551,7 @@ class HTTPTransport:
         if request.scheme not in ("http", "https"):
             raise ConnectError(f"unsupported URL scheme {request.scheme!r}")
         proxy = proxy_for(request.scheme, request.host, request.port, self._environ)
-        if proxy and urlsplit(proxy).scheme != "http":
+        if proxy and split_url(proxy).scheme != "http":
             raise ConnectError(f"unsupported proxy {proxy!r}: only http:// proxies")
         key = (request.scheme, request.host, request.port)
         conn = self._idle.pop(key, None)
@@ -488,7 +571,7 @@ class HTTPTransport:
         return self._exchange(self._connect(request, proxy), key, request, proxy)
 
     def _connect(self, request: Request, proxy: str) -> _Connection:
-        where = urlsplit(proxy) if proxy else None
+        where = split_url(proxy) if proxy else None
         if where is not None:
             address = (where.hostname or "", where.port or 80)
         else:
@@ -600,7 +683,7 @@ class HTTPTransport:
         headers = {"user-agent": USER_AGENT, "accept-encoding": "identity", **request.headers}
         if proxy and request.scheme == "http":
             target = f"http://{request.netloc}{request.target}"
-            userinfo = urlsplit(proxy).netloc.rpartition("@")[0]
+            userinfo = split_url(proxy).netloc.rpartition("@")[0]
             if userinfo:
                 headers["proxy-authorization"] = _basic_auth(userinfo)
         if request.content or request.method in ("POST", "PUT", "PATCH"):

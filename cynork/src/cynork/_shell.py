@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Iterable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -158,7 +159,7 @@ class ShellCompleter(Completer):
 
 
 def _history() -> History:
-    path = history_path()
+    path = Path(history_path())
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Prompts can be private: keep the history as closed as the config file.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import click
 
@@ -24,7 +23,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     "-c",
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),  # a str: cynork's paths are os.path (_config)
     default=None,
     help="Config file (default ~/.config/cynork/config.yaml).",
 )
@@ -71,7 +70,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 @click.pass_context
 def cli(
     ctx: click.Context,
-    config_path: Path | None,
+    config_path: str | None,
     output_mode: str,
     quiet: bool,
     no_color: bool,

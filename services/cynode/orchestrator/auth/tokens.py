@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +18,8 @@ from cynode.orchestrator.store import new_id, utcnow
 ALGORITHM = "HS256"
 ACCESS_TYPE = "access"
 ISSUER = "cynode-orchestrator"
+# Access tokens already verified, remembered per issuer (see TokenIssuer.decode_access).
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class InvalidToken(Exception):
@@ -38,11 +43,32 @@ def hash_refresh_token(token: str) -> str:
 
 
 class TokenIssuer:
-    def __init__(self, secret: str, access_ttl: timedelta) -> None:
+    """Issues access tokens and verifies them.
+
+    A token that verified once is remembered (by its SHA-256, never the token itself)
+    until it expires: its signature and claims cannot change, so checking them again
+    on every call only cost time (about a quarter of a millisecond per request in the
+    OpenAI door's time to first token, docs/openai-door.md). Its expiry is still
+    checked on every call, against `clock` (wall time, as PyJWT's own check); whether
+    its session and user are still good is the Authenticator's cache, not this one.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        access_ttl: timedelta,
+        *,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if len(secret) < 16:
             raise ValueError("the JWT secret needs at least 16 characters")
         self._secret = secret
         self.access_ttl = access_ttl
+        self._clock = clock
+        self._cache_size = cache_size
+        # SHA-256 of a verified token -> (its exp as a timestamp, its claims).
+        self._verified: OrderedDict[bytes, tuple[int, AccessClaims]] = OrderedDict()
 
     def issue_access(self, user_id: str, session_family: str, now: datetime | None = None) -> str:
         now = now or utcnow()
@@ -58,6 +84,24 @@ class TokenIssuer:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def decode_access(self, token: str) -> AccessClaims:
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = self._verified.get(key)
+        if hit is not None:
+            if hit[0] > self._clock():
+                self._verified.move_to_end(key)
+                return hit[1]
+            del self._verified[key]
+            raise InvalidToken("ExpiredSignatureError")
+        exp, claims = self._verify(token)
+        # PyJWT checked exp against its own clock; this keeps the two checks one rule.
+        if exp <= self._clock():
+            raise InvalidToken("ExpiredSignatureError")
+        self._verified[key] = (exp, claims)
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> tuple[int, AccessClaims]:
         try:
             claims = jwt.decode(
                 token,
@@ -73,9 +117,10 @@ class TokenIssuer:
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
         if not all(isinstance(v, str) and v for v in (sub, sid, jti)):
             raise InvalidToken("malformed claims")
-        return AccessClaims(
+        exp = int(claims["exp"])
+        return exp, AccessClaims(
             user_id=sub,
             session_family=sid,
             jti=jti,
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), tz=utcnow().tzinfo),
+            expires_at=datetime.fromtimestamp(exp, tz=utcnow().tzinfo),
         )

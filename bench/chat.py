@@ -117,12 +117,12 @@ async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[st
         for url, headers in ((direct, {}), (door, auth)):
             await stream_once(http, url, headers, 4)
         ttft: dict[str, list[float]] = {"direct": [], "gateway": []}
-        hops = ("orchestrator", "node")
-        before = {name: cpu_seconds(pids[name]) for name in hops}
+        hop_procs = ("orchestrator", "node")
+        before = {name: cpu_seconds(pids[name]) for name in hop_procs}
         for _ in range(args.requests):
             ttft["direct"].append((await stream_once(http, direct, {}, 8))[0])
             ttft["gateway"].append((await stream_once(http, door, auth, 8))[0])
-        spent = {name: cpu_seconds(pids[name]) - before[name] for name in hops}
+        spent = {name: cpu_seconds(pids[name]) - before[name] for name in hop_procs}
         d50 = statistics.median(ttft["direct"]) * 1000
         g50 = statistics.median(ttft["gateway"]) * 1000
         lines.append(f"  time to first token, direct   p50 {d50:8.2f} ms")
@@ -133,7 +133,7 @@ async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[st
         # between them cost these processes nothing but their idle timers).
         lines.append(
             "  CPU per request (8 tokens): "
-            + ", ".join(f"{n} {spent[n] * 1000 / args.requests:.2f} ms" for n in hops)
+            + ", ".join(f"{n} {spent[n] * 1000 / args.requests:.2f} ms" for n in hop_procs)
         )
         for streams in (1, 8):
             ratios = []

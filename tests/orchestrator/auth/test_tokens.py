@@ -9,7 +9,6 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from cynode.orchestrator.auth import tokens
 from cynode.orchestrator.auth.tokens import InvalidToken, TokenIssuer
 
 SECRET = "s" * 32
@@ -34,7 +33,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(token)
         return real(token, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tokens.jwt, "decode", counting)
+    monkeypatch.setattr(jwt, "decode", counting)
     return seen
 
 

@@ -57,12 +57,10 @@ async def ollama() -> AsyncIterator[tuple[str, list[int]]]:
     await runner.cleanup()
 
 
-async def test_consecutive_calls_reuse_every_hops_connection(
-    tmp_path: Path, ollama: tuple[str, list[int]]
-) -> None:
-    url, connections = ollama
-    relay = InferenceRelay(tmp_path / "inference", url)
-    await relay.start()
+def _link(
+    relay: InferenceRelay,
+) -> tuple[InferenceLink, asyncio.Queue[inference_pb2.ServeRequest]]:
+    """A link that calls `relay` and puts what it would send up into the queue."""
     link = InferenceLink(
         node_slug="n1",
         channel=grpc.aio.insecure_channel("127.0.0.1:9"),
@@ -73,6 +71,16 @@ async def test_consecutive_calls_reuse_every_hops_connection(
     )
     outbox: asyncio.Queue[inference_pb2.ServeRequest] = asyncio.Queue()
     link._outbox = outbox
+    return link, outbox
+
+
+async def test_consecutive_calls_reuse_every_hops_connection(
+    tmp_path: Path, ollama: tuple[str, list[int]]
+) -> None:
+    url, connections = ollama
+    relay = InferenceRelay(tmp_path / "inference", url)
+    await relay.start()
+    link, outbox = _link(relay)
     try:
         for n in range(3):
             await run_call(link, f"c{n}", link._chat(f"c{n}", chat()))
@@ -96,16 +104,7 @@ async def test_calls_go_through_the_relays_policy_without_its_socket(
     relay = InferenceRelay(tmp_path / "inference", url)
     socket_path = await relay.start()
     socket_path.unlink()  # no client could reach the relay through its socket now
-    link = InferenceLink(
-        node_slug="n1",
-        channel=grpc.aio.insecure_channel("127.0.0.1:9"),
-        auth=NoAuth(),
-        relay=lambda: relay,
-        capability=lambda: nodes_pb2.InferenceCapability(models=["a:1"], max_concurrency=1),
-        allowed_models=lambda: (),
-    )
-    outbox: asyncio.Queue[inference_pb2.ServeRequest] = asyncio.Queue()
-    link._outbox = outbox
+    link, outbox = _link(relay)
     try:
         with caplog.at_level(logging.INFO, logger="cynode.proxy.access"):
             await run_call(link, "c1", link._chat("c1", chat()))

@@ -57,6 +57,7 @@ class _Cursor:
     def reset(self, key: tuple[str, int]) -> None:
         self.job_key = key
         self.sent = dict.fromkeys(STREAMS, 0)
+        self.last_chunk_id = 0
         self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in STREAMS}
 
     def decode(self, stream: str, data: bytes, final: bool = False) -> str:
@@ -77,7 +78,6 @@ async def _snapshot(
             key = (job.id, job.attempt)
             if cursor.job_key != key:
                 cursor.reset(key)
-                cursor.last_chunk_id = 0
             chunks = list(
                 await session.exec(
                     select(JobOutputChunk)
@@ -114,7 +114,6 @@ async def _ended(
     key = (job.id, job.attempt)
     if cursor.job_key != key:
         cursor.reset(key)
-        cursor.last_chunk_id = 0
     # Chunks not read yet need no read: the final output (the tail) carries them.
     listing = None
     if with_listing and end.artifacts == 0:
@@ -176,12 +175,12 @@ async def watch_task(
         jobs: list[Job] = []
         handed: Ended | None = None
         while True:
-            ended = None
+            state = None
             if handed is not None:
-                ended = await _ended(book, task, jobs, cursor, handed, with_listing)
-            if ended is None:
-                ended = await _snapshot(book, task.id, cursor, with_listing)
-            task, jobs, chunks, listing = ended
+                state = await _ended(book, task, jobs, cursor, handed, with_listing)
+            if state is None:
+                state = await _snapshot(book, task.id, cursor, with_listing)
+            task, jobs, chunks, listing = state
             if task.status in TERMINAL:
                 if last_status is not None:
                     for event in _output_events(task, cursor, chunks):

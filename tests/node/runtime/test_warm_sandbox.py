@@ -49,7 +49,11 @@ async def filled(pool: WarmSandboxPool, settings: SandboxSettings) -> list[str]:
 ISOLATION_PROBE = [
     'echo "$CYNODE_JOB_ID" > "/workspace/mark-$N"; echo "$CYNODE_JOB_ID" > "/tmp/mark-$N"',
     'sleep "10$N" & echo workspace: $(ls -A /workspace); echo tmp: $(ls -A /tmp)',
-    "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep '^sleep'",
+    # The background child shows the shell's cmdline until it has exec'd sleep (CI3 read
+    # it that early once under load): look again, a bounded number of times, until one is
+    # there; then print every sleep this job can see.
+    "for t in $(seq 400); do s=$(for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline"
+    ' 2>/dev/null; echo; done | grep \'^sleep\'); [ -n "$s" ] && break; done; echo "$s"',
 ]
 
 

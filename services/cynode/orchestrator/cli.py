@@ -37,6 +37,7 @@ from cynode.orchestrator.auth import (
 )
 from cynode.orchestrator.certs import DEFAULT_NAMES, CertsError, init_certs, issue_node
 from cynode.orchestrator.config import Settings, SettingsError, load_settings, settings_help
+from cynode.orchestrator.heap import keep_freed_buffers
 from cynode.orchestrator.store import DatabaseUrlError, make_engine, session_factory, upgrade
 
 PROG = "cynode-orchestrator"
@@ -316,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "serve":
             _warn_plain_text(settings)
+            keep_freed_buffers()
             # uvloop, not the stdlib loop, under both port pairs (SPEC §1.5).
             uvloop.run(serve(settings, control_plane=control_plane_hook()))
         elif args.command == "migrate":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,91 @@ def test_an_upload_past_the_writeback_step_keeps_every_byte(tmp_path: Path) -> N
     upload.close()
     store.seal("BIG", sha(data))
     assert store.path(sha(data)).read_bytes() == data
+
+
+def _resident(path: Path) -> list[bool]:
+    """Which pages of a file are in the page cache (mincore(2) on a read-only mapping)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with path.open("rb") as source:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, source.fileno(), 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value)
+    try:
+        vec = ctypes.create_string_buffer(pages)
+        assert libc.mincore(addr, size, vec) == 0
+        return [bool(byte & 1) for byte in vec.raw]
+    finally:
+        libc.munmap(addr, size)
+
+
+def _drops_pages(tmp_path: Path) -> bool:
+    """Whether this filesystem lets clean pages go on POSIX_FADV_DONTNEED (tmpfs keeps
+    them: they are the file)."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x" * (1 << 20))
+    with probe.open("rb") as source:
+        os.fsync(source.fileno())
+        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return not any(_resident(probe))
+
+
+def test_an_upload_keeps_only_its_last_steps_in_the_page_cache(tmp_path: Path) -> None:
+    """Every step but the last two leaves the cache as the upload goes (drop_behind);
+    the bytes are all there, and the blob is whole."""
+    from cynode.orchestrator.artifacts import blobs
+
+    if not _drops_pages(tmp_path):
+        pytest.skip("this filesystem keeps clean pages on DONTNEED")
+    block = os.urandom(1 << 20)
+    steps = 5
+    data = block * (steps * blobs.WRITEBACK_BYTES // len(block))
+    store = FsBlobStore(tmp_path)
+    upload = store.resume("DROP", 0)
+    for start in range(0, len(data), len(block)):
+        upload.write(data[start : start + len(block)])
+    part = tmp_path / "incoming" / "DROP.part"
+    resident = _resident(part)
+    per_step = blobs.WRITEBACK_BYTES // mmap_pagesize()
+    # The first steps went; the last ones (written, handed over, not yet waited for) stay.
+    assert not any(resident[: (steps - 2) * per_step])
+    assert any(resident[(steps - 1) * per_step :])
+    upload.close()
+    assert not any(_resident(part))  # durable now: the rest goes too
+    store.seal("DROP", sha(data))
+    assert store.path(sha(data)).read_bytes() == data
+
+
+async def test_a_download_leaves_no_pages_of_the_blob_behind(tmp_path: Path) -> None:
+    if not _drops_pages(tmp_path):
+        pytest.skip("this filesystem keeps clean pages on DONTNEED")
+    data = os.urandom(3 << 20)
+    store = FsBlobStore(tmp_path)
+    upload = store.resume("READ", 0)
+    upload.write(data)
+    upload.close()
+    store.seal("READ", sha(data))  # reads the file again: its pages are cached
+    assert all(_resident(store.path(sha(data))))
+    got = b"".join([b async for b in read_blob(store, sha(data), 0, len(data), 1 << 20)])
+    assert got == data
+    assert not any(_resident(store.path(sha(data))))
+
+
+def mmap_pagesize() -> int:
+    import mmap
+
+    return mmap.PAGESIZE

@@ -60,3 +60,9 @@ def test_a_libc_without_mallopt_keeps_its_own_policy(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
     assert heap.keep_freed_buffers() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_glibc_takes_the_policy() -> None:
+    # In this process too (harmless: it only keeps freed blocks for reuse).
+    assert heap.keep_freed_buffers() is True

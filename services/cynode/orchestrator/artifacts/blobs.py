@@ -230,6 +230,7 @@ class FsBlobStore:
             with part.open("rb") as source:
                 while block := source.read(READ_CHUNK):
                     hasher.update(block)
+                    drop_behind(source.fileno(), 0, source.tell())
             digest = hasher.hexdigest()
         if digest != sha256:
             part.unlink(missing_ok=True)

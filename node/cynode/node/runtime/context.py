@@ -53,6 +53,8 @@ class JobContext:
     pod_started: asyncio.Future[str] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # When the container hook's steps ended (time.monotonic()), for a hook's step log.
+    marks: dict[str, float] = field(default_factory=dict)
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exited: bool = False

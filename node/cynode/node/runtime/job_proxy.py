@@ -48,8 +48,8 @@ JOB_DIR_MODE = 0o711
 # A job's requests in flight at once; more wait their turn (a sidecar had its pids and
 # memory limits for this; the node's proxy has its event loop, shared by every job).
 JOB_MAX_IN_FLIGHT = 16
-# sun_path holds 108 bytes; <root>/<job dir>/proxy.sock must stay under it.
-_MAX_ROOT = 100 - len("/jXXXXXXXX/") - len(PROXY_SOCKET_NAME)
+# sun_path holds 108 bytes with its NUL; <root>/<job dir>/proxy.sock must fit.
+_MAX_ROOT = 107 - len("/jXXXXXXXX/") - len(PROXY_SOCKET_NAME)
 
 
 def job_proxy_root(state_dir: Path) -> Path:

@@ -20,7 +20,7 @@ from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.inference.relay import InferenceRelay
-from cynode.node.runtime import JobRunner, SandboxSettings, ops
+from cynode.node.runtime import JobRunner, SandboxSettings, netns, ops
 from cynode.node.runtime.job_proxy import default_root, job_proxy_root, remove_job_dirs
 from cynode.node.runtime.netns import bind_in_netns
 from cynode.node.runtime.settings import InferencePodSettings
@@ -216,3 +216,31 @@ def test_the_root_for_socket_dirs_is_short_enough_for_a_socket(tmp_path: Path) -
     (tmp_path / "inference-jobs" / "stray-file").touch()
     assert remove_job_dirs(tmp_path / "inference-jobs") == 1
     assert remove_job_dirs(tmp_path / "missing") == 0
+
+
+def test_setns_on_something_that_is_no_netns_raises() -> None:
+    with Path(os.devnull).open("rb") as null, pytest.raises(OSError, match="setns"):
+        netns._setns(null.fileno())
+
+
+async def test_a_bind_whose_caller_gave_up_closes_what_it_made() -> None:
+    made: list[socket.socket] = []
+    go = threading.Event()
+
+    def bind() -> list[socket.socket]:
+        go.wait(5)
+        sock = socket.socket()
+        made.append(sock)
+        return [sock]
+
+    waiter = asyncio.ensure_future(bind_in_netns(os.getpid(), bind))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    go.set()
+    for _ in range(100):
+        if made and made[0].fileno() == -1:
+            break
+        await asyncio.sleep(0.02)
+    assert made and made[0].fileno() == -1

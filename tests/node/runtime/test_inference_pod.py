@@ -27,7 +27,7 @@ from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime import JobRunner, SandboxSettings, ops
 from cynode.node.runtime.context import JobContext
 from cynode.node.runtime.inference_pod import InferencePod
-from cynode.node.runtime.job_proxy import default_root, remove_job_dirs
+from cynode.node.runtime.job_proxy import remove_job_dirs, socket_root
 from cynode.node.runtime.pod_hook import InferencePodHook
 from cynode.node.runtime.settings import InferencePodSettings
 from tests.node.runtime.conftest import make_spec
@@ -379,7 +379,7 @@ async def test_a_proxy_that_cannot_listen_in_the_sandbox_fails_the_job_before_it
     assert result.status == FAILED and result.reason.startswith("error: "), result
     assert started == []
     assert pod_settings.inference is not None
-    assert not any(default_root(pod_settings.inference).iterdir())
+    assert not any(socket_root(pod_settings.inference).iterdir())
 
 
 @pytest.mark.usefixtures("clean_node")
@@ -399,6 +399,6 @@ async def test_start_up_cleanup_removes_the_socket_dirs_a_killed_node_left(
     await hook.prestart(ctx)
     assert hook.proxy is not None and hook.proxy.socket_path.is_socket()
     directory = hook.proxy.socket_path.parent
-    assert remove_job_dirs(default_root(pod_settings.inference)) == 1
+    assert remove_job_dirs(socket_root(pod_settings.inference)) == 1
     assert not directory.exists()
     await hook.poststop(ctx)  # what the node had made is already gone: quiet

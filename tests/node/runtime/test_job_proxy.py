@@ -21,7 +21,7 @@ from podman import PodmanClient
 from cynode.jobs.v1 import job_pb2
 from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime import JobRunner, SandboxSettings, netns, ops
-from cynode.node.runtime.job_proxy import default_root, job_proxy_root, remove_job_dirs
+from cynode.node.runtime.job_proxy import job_proxy_root, remove_job_dirs, socket_root
 from cynode.node.runtime.netns import bind_in_netns
 from cynode.node.runtime.settings import InferencePodSettings
 from tests.node.runtime.conftest import make_spec
@@ -145,7 +145,7 @@ async def test_the_listeners_and_the_directory_go_with_the_job(
     runner: JobRunner
     pod = cold(settings, relay)
     assert pod.inference is not None
-    root = default_root(pod.inference)
+    root = socket_root(pod.inference)
 
     async def look(_: datetime) -> None:
         [directory] = list(root.iterdir())

@@ -46,7 +46,8 @@ class JobContext:
     volume_name: str = ""
     container_id: str | None = None
     volume_created: bool = False
-    # Set by the inference pod hook; the container hook puts the sandbox into the pod.
+    # Set by the inference pod hook for a warm pod; the container hook puts the sandbox
+    # into it (a cold inference job has none: its sandbox runs alone, job_proxy.py).
     pod_id: str | None = None
     # Also the pod hook's: done once the pod's first member (the sidecar) has started it.
     # Initialising the sandbox joins the pod's namespaces, which needs its infra running.

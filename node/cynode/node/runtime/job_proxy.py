@@ -61,8 +61,9 @@ def job_proxy_root(state_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="cynode-jobs-"))
 
 
-def default_root(settings: InferencePodSettings) -> Path:
-    """The root when the settings name none: beside the relay's directory."""
+def socket_root(settings: InferencePodSettings) -> Path:
+    """Where these settings' job socket directories go: `job_socket_dir`, or beside the
+    relay's directory when they name none (tests, benches)."""
     if settings.job_socket_dir:
         return Path(settings.job_socket_dir)
     return Path(f"{Path(settings.relay_socket).parent}-jobs")
@@ -114,7 +115,7 @@ class JobProxy:
         self.marks["socket"] = time.monotonic()
 
     def _open(self) -> None:
-        root = default_root(self.settings)
+        root = socket_root(self.settings)
         root.mkdir(parents=True, exist_ok=True)
         self.directory = Path(tempfile.mkdtemp(prefix="j", dir=root))
         self.directory.chmod(JOB_DIR_MODE)

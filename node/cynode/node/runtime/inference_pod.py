@@ -147,7 +147,6 @@ class InferencePod:
                 PROXY_SOCKET_NAME,
                 timeout_s=self.settings.ready_timeout_s,
                 still_running=self._sidecar_running,
-                probe=proxy_answers,
             )
         except ProxyNotReady:
             log.warning("%s: sidecar log: %s", self.pod_name, await self.log_tail())

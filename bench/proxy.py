@@ -305,14 +305,16 @@ def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def model_relay(directory: Path) -> AsyncIterator[str]:
+async def model_relay(directory: Path) -> AsyncIterator[tuple[str, str]]:
+    """The relay's socket and the model's URL (a cold job's proxy, in the node, forwards
+    there, as the node's own settings say: SPEC §4.6)."""
     from cynode.node.devinference import start_dev_inference
     from cynode.node.inference.relay import InferenceRelay
 
     model = await start_dev_inference("127.0.0.1", 0, n_ctx=512, default_num_predict=4)
     relay = InferenceRelay(directory, model.url)
     try:
-        yield str(await relay.start())
+        yield str(await relay.start()), model.url
     finally:
         await relay.close()
         await model.close()
@@ -356,11 +358,13 @@ async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
     try:
         await warm_host.start()
         await cold_host.start()
-        async with model_relay(work / "relay") as relay_socket:
+        async with model_relay(work / "relay") as (relay_socket, model_url):
             plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
             pod = dataclasses.replace(
                 plain,
-                inference=InferencePodSettings(relay_socket=relay_socket, proxy_image=proxy_image),
+                inference=InferencePodSettings(
+                    relay_socket=relay_socket, proxy_image=proxy_image, upstream=model_url
+                ),
             )
             warm_jobs = warm_host.runner_factory(lambda: pod)
             cold_jobs = cold_host.runner_factory(lambda: pod)

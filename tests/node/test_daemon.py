@@ -97,12 +97,16 @@ async def test_steps_run_in_spec_order_and_readyz_turns_ready_last(
 ) -> None:
     plane, _ = control_plane
     host = FakeHost()
+    # A cold inference job's socket directory, as a node killed mid-job leaves it.
+    left = cfg.state_dir / "inference-jobs" / "jleft0000"
+    left.mkdir(parents=True)
     async with daemon_running(cfg, host) as daemon:
         await until(lambda: daemon.readiness.ready)
         passed = [s for s, state in daemon.readiness.history if state is StepState.PASSED]
         assert passed[: len(STEPS)] == list(STEPS)
         assert plane.events[:4] == ["register", "get_config", "ack:applied", "connect"]
         assert host.calls[:3] == ["start", "image:localhost/cynode-sandbox", "cleanup:NODE01"]
+        assert not left.exists()
         async with httpx.AsyncClient(base_url=api_url(daemon)) as http:
             ready = await http.get("/readyz")
             assert (ready.status_code, ready.text) == (200, "ready")

@@ -78,6 +78,14 @@ def test_config_defaults_and_checks() -> None:
     assert config.stream_idle_timeout == 120.0
     assert str(config.listen[0]) == "127.0.0.1:11434"
     assert ProxyConfig(upstream=upstream, idle_timeout=5).stream_idle_timeout == 5
-    for bad in ({"listen": ()}, {"max_body_bytes": -1}, {"timeout": 0}, {"idle_timeout": -1}):
+    assert config.max_in_flight == 0
+    bad_ones = (
+        {"listen": ()},
+        {"max_body_bytes": -1},
+        {"timeout": 0},
+        {"idle_timeout": -1},
+        {"max_in_flight": -1},
+    )
+    for bad in bad_ones:
         with pytest.raises(ConfigError):
             ProxyConfig(upstream=upstream, **bad)  # type: ignore[arg-type]

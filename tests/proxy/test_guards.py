@@ -181,3 +181,29 @@ async def test_expect_continue_is_answered(
     assert response.status == 200
     assert json.loads(response.body)["received"] == 4
     assert "expect" not in upstream.header_names()
+
+
+async def test_requests_beyond_max_in_flight_wait_for_a_turn(
+    upstream: ScriptedUpstream, make_proxy: ProxyFactory
+) -> None:
+    proxy = await make_proxy(upstream.url, max_in_flight=1)
+    url = f"http://127.0.0.1:{proxy.tcp_ports[0]}"
+    async with aiohttp.ClientSession() as session:
+        # The first holds the only turn until its stream ends.
+        first = await session.post(f"{url}/api/generate", data=b"{}")
+        assert await first.content.readline() == b'{"response":"one","done":false}\n'
+        second = asyncio.ensure_future(session.get(f"{url}/api/tags"))
+        await asyncio.sleep(0.3)
+        assert not second.done()
+        assert [seen.path for seen in upstream.seen] == ["/api/generate"]
+        # Health and refusals need no turn.
+        async with session.get(f"{url}/healthz") as health:
+            assert health.status == 200
+        async with session.post(f"{url}/api/pull", data=b"{}") as pull:
+            assert pull.status == 403
+        upstream.release.set()
+        assert (await first.read()).endswith(b'"done":true}\n')
+        first.release()
+        async with await second as tags:
+            assert tags.status == 200
+    assert [seen.path for seen in upstream.seen] == ["/api/generate", "/api/tags"]

@@ -273,7 +273,8 @@ class NodeConfig:
         metadata=setting(
             "inference.proxy_timeout_seconds",
             "CYNODE_INFERENCE_PROXY_TIMEOUT",
-            "the sidecar's wait for a response head (504 beyond it)",
+            "the proxy's wait for a response head (504 beyond it; the sidecar's, and a cold "
+            "job's proxy in the node)",
         ),
     )
     # Inference pods made ahead, while idle, so a job only starts its sandbox; 0: none.
@@ -282,7 +283,8 @@ class NodeConfig:
         metadata=setting(
             "inference.warm_pods",
             "CYNODE_INFERENCE_WARM_PODS",
-            "inference pods kept ready while idle, each used by one job; 0: none",
+            "inference pods kept ready while idle, each used by one job; 0: none (every "
+            "inference job runs cold: its sandbox alone, the proxy served by the node)",
         ),
     )
     # Chat and embeddings calls the inference link serves at once (SPEC §7.12); reported

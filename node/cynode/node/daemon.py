@@ -33,6 +33,7 @@ from .inference.link import InferenceLink
 from .job_worker import RunnerFactory
 from .metrics import NodeMetrics
 from .readiness import Readiness, StepState
+from .runtime.job_proxy import remove_job_dirs
 from .runtime.settings import SandboxSettings
 from .runtime.userns import FIX as USERNS_FIX
 from .runtime.userns import SUBID_USER, missing_ranges
@@ -362,7 +363,11 @@ class NodeDaemon:
         removed = await self.host.remove_leftovers(self._base.node_id)
         # After the volumes: an image goes once nothing mounts it.
         images = await asyncio.to_thread(remove_images, self.state.workspace_dir)
-        return f"removed {removed} leftover container(s), {images} workspace image(s)"
+        sockets = await asyncio.to_thread(remove_job_dirs, self.node_inference.job_socket_dir)
+        return (
+            f"removed {removed} leftover container(s), {images} workspace image(s), "
+            f"{sockets} job socket dir(s)"
+        )
 
     async def _inference(self) -> str:
         if self.config.inference_mode != "none":

@@ -32,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from cynode.proxy._listen import bind_listener, close_listeners
     from cynode.proxy._local import Answer
     from cynode.proxy._server import RunningProxy, start_proxy
     from cynode.proxy._upstream import UpstreamError
@@ -44,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from cynode.proxy import _server
 
         return getattr(_server, name)
+    if name in ("bind_listener", "close_listeners"):
+        from cynode.proxy import _listen
+
+        return getattr(_listen, name)
     if name == "Answer":
         from cynode.proxy import _local
 
@@ -67,6 +72,8 @@ __all__ = [
     "RunningProxy",
     "Upstream",
     "UpstreamError",
+    "bind_listener",
+    "close_listeners",
     "parse_listen",
     "parse_upstream",
     "start_proxy",

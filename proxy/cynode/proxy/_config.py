@@ -176,12 +176,18 @@ class ProxyConfig:
     )
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
     unix_socket_mode: int = 0o666
+    # Requests forwarded at once (0: no bound); more wait for a turn. The node's proxy
+    # for a cold job sets it: that proxy shares the node's process with every job,
+    # where a sidecar had its own pids and memory limits (SPEC §4.8).
+    max_in_flight: int = 0
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise ConfigError("at least one listen address is needed")
         if self.max_body_bytes < 0:
             raise ConfigError("max_body_bytes must be >= 0")
+        if self.max_in_flight < 0:
+            raise ConfigError("max_in_flight must be >= 0")
         if self.timeout <= 0 or (self.idle_timeout is not None and self.idle_timeout <= 0):
             raise ConfigError("timeouts must be > 0")
 

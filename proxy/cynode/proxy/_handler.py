@@ -81,6 +81,7 @@ class ProxyHandler:
     def __init__(self, config: ProxyConfig, pool: UpstreamPool) -> None:
         self._config = config
         self._pool = pool
+        self._turns = asyncio.Semaphore(config.max_in_flight) if config.max_in_flight else None
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
@@ -122,7 +123,11 @@ class ProxyHandler:
             response = error_response(413, "request body too large")
             response.force_close()
             return response
-        return await self._forward(request, exchange)
+        if self._turns is None:
+            return await self._forward(request, exchange)
+        # The whole exchange, its streamed answer included, holds its turn.
+        async with self._turns:
+            return await self._forward(request, exchange)
 
     async def _forward(self, request: web.BaseRequest, exchange: _Exchange) -> web.StreamResponse:
         if request.headers.get("Expect", "").lower() == "100-continue":

@@ -65,6 +65,16 @@ def _unix(path: str, mode: int) -> socket.socket:
     return sock
 
 
+def bind_listener(listen: ListenAddress, unix_socket_mode: int = 0o666) -> list[socket.socket]:
+    """The listening sockets of one address (a TCP host may resolve to several); OSError
+    when it cannot be bound. The node binds a cold job's listeners one by one with it,
+    the TCP one inside the sandbox's network namespace (cynode.node.runtime.job_proxy),
+    and hands them to `start_proxy`."""
+    if listen.unix_path is None:
+        return _tcp(listen)
+    return [_unix(listen.unix_path, unix_socket_mode)]
+
+
 def bind_listeners(config: ProxyConfig) -> list[list[socket.socket]]:
     """The listening sockets of each `config.listen` entry, in its order (a TCP host
     may resolve to several). OSError when one cannot be bound; none is left open then."""
@@ -72,11 +82,7 @@ def bind_listeners(config: ProxyConfig) -> list[list[socket.socket]]:
     order = sorted(range(len(config.listen)), key=lambda i: config.listen[i].unix_path is not None)
     try:
         for index in order:
-            listen = config.listen[index]
-            if listen.unix_path is None:
-                sockets[index] = _tcp(listen)
-            else:
-                sockets[index] = [_unix(listen.unix_path, config.unix_socket_mode)]
+            sockets[index] = bind_listener(config.listen[index], config.unix_socket_mode)
     except BaseException:
         close_listeners(list(sockets.values()))
         raise

@@ -50,6 +50,10 @@ async def test_mode_existing_checks_ollama_then_relays_to_it(
             "from-orchestrator",
             "localhost/cynode-proxy",
         )
+        # A cold job's proxy, in the node, forwards where the relay does; its sockets'
+        # directories are under the state dir, where start-up cleanup finds them.
+        assert pod.upstream == url
+        assert pod.job_socket_dir == str(config.state_dir / "inference-jobs")
         # The node's own setting wins over the orchestrator's default.
         mine = NodeInference(replace(config, inference_default_model="mine:1"), _no_podman)
         mine.relay = inference.relay

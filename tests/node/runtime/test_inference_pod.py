@@ -1,8 +1,11 @@
-"""Jobs that need inference, on real Podman: pod, proxy sidecar, relay, the real model.
+"""Jobs that need inference on a cold node, on real Podman: the sandbox alone (loopback
+only) with the node's own proxy, the real model.
 
-Every job here runs in a real pod (loopback only) with the real localhost/cynode-proxy
-sidecar, forwarding through a real relay socket to either the real dev model
-(SmolLM2-135M) or a scripted Ollama stand-in that records what reaches it.
+No warm pool here, so every job takes the cold path (SPEC §4.6): its sandbox runs alone
+with `--network none` and the node's in-process proxy listening inside it, forwarding
+through a real relay socket to either the real dev model (SmolLM2-135M) or a scripted
+Ollama stand-in that records what reaches it. Warm pods (the sidecar) are
+test_warm_pool.py's.
 """
 
 from __future__ import annotations
@@ -12,22 +15,22 @@ import dataclasses
 import json
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from podman import PodmanClient
-from podman.domain.containers import Container
 
 from cynode.jobs.v1 import job_pb2
 from cynode.node.devinference import DevInferenceHandle, start_dev_inference
 from cynode.node.inference.relay import InferenceRelay
-from cynode.node.runtime import JobRunner, SandboxSettings, ops, remove_leftovers
+from cynode.node.runtime import JobRunner, SandboxSettings, ops
 from cynode.node.runtime.context import JobContext
+from cynode.node.runtime.inference_pod import InferencePod
+from cynode.node.runtime.job_proxy import remove_job_dirs, socket_root
 from cynode.node.runtime.pod_hook import InferencePodHook
 from cynode.node.runtime.settings import InferencePodSettings
-from tests.node.runtime.conftest import make_spec, pods_of
+from tests.node.runtime.conftest import make_spec
 from tests.node.runtime.inference_support import (
     MODEL,
     PROXY_IMAGE,
@@ -275,7 +278,7 @@ async def test_credentials_stall_and_streaming_through_the_pod(
 
 
 @pytest.mark.usefixtures("clean_node")
-async def test_a_cold_pod_logs_where_its_time_went(
+async def test_a_cold_job_logs_where_its_start_went(
     podman_client: PodmanClient,
     settings: SandboxSettings,
     scripted_relay: InferenceRelay,
@@ -285,13 +288,17 @@ async def test_a_cold_pod_logs_where_its_time_went(
     with caplog.at_level(logging.INFO, logger="cynode.node.runtime.pod_hook"):
         result = await run(podman_client, with_inference(settings, scripted_relay), spec)
     assert result.status == COMPLETED, result
-    [line] = [r.getMessage() for r in caplog.records if "cold pod ready" in r.getMessage()]
-    steps = re.findall(r"(\w[\w ]*?) (\d+) ms", line.split(": ", 1)[1].split("ready: ", 1)[1])
+    [line] = [r.getMessage() for r in caplog.records if "cold sandbox started" in r.getMessage()]
+    steps = re.findall(r"(\w[\w ]*?) (\d+) ms", line.split("started: ", 1)[1])
+    # In the order they happened: the proxy listens in the sandbox's netns after its
+    # init and before its start.
     assert [name for name, _ in steps] == [
-        "pod",
-        "sidecar created",
-        "sidecar started",
-        "proxy listening",
+        "socket",
+        "sandbox created",
+        "sandbox initialised",
+        "netns bind",
+        "proxy serving",
+        "sandbox started",
     ]
     assert all(int(ms) >= 0 for _, ms in steps)
 
@@ -329,71 +336,57 @@ async def test_a_missing_relay_socket_fails_the_job_before_anything_is_made(
 
 
 @pytest.mark.usefixtures("clean_node")
-async def test_a_sidecar_that_cannot_start_fails_the_job_and_is_removed(
-    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
-) -> None:
-    # The sandbox image has no proxy entrypoint: the sidecar's command cannot run.
-    broken = with_inference(settings, model_relay, proxy_image="localhost/cynode-sandbox:latest")
-    result = await run(podman_client, broken, make_spec(use_inference=True, commands=["true"]))
-    assert result.status == FAILED and result.reason.startswith("error: "), result
-    assert result.exit_code == -1
-
-
-@pytest.mark.usefixtures("clean_node")
-async def test_the_sandbox_joins_the_pod_only_after_the_sidecar_started_it(
+async def test_a_cold_job_makes_no_pod_and_no_sidecar(
     podman_client: PodmanClient,
     settings: SandboxSettings,
     model_relay: InferenceRelay,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The sandbox is made while the sidecar starts the pod. Its init joins the pod's
-    namespaces; run during that start, the two raced to start the pod's infra (seen in
-    CI as "cannot get namespace path unless container ... is running")."""
-    events: list[tuple[str, float]] = []
-    start, init = ops.start_container, Container.init
+    # The sandbox image has no proxy entrypoint: a sidecar could not run. A cold job
+    # never makes one (nor a pod): its proxy is the node's own.
+    broken = with_inference(settings, model_relay, proxy_image="localhost/cynode-sandbox:latest")
 
-    def slow_sidecar_start(client: PodmanClient, container_id: str) -> None:
-        if client.containers.get(container_id).name.startswith("cynode-proxy-"):
-            time.sleep(0.8)  # a slow start, so an init that does not wait comes during it
-            start(client, container_id)
-            events.append(("sidecar started", time.monotonic()))
-        else:
-            start(client, container_id)
+    async def no_pod(self: InferencePod) -> None:
+        raise AssertionError("a cold job made a pod")
 
-    def recorded_init(self: Container, **kwargs: object) -> None:
-        events.append(("sandbox init", time.monotonic()))
-        init(self, **kwargs)
-
-    monkeypatch.setattr(ops, "start_container", slow_sidecar_start)
-    monkeypatch.setattr(Container, "init", recorded_init)
-    spec = make_spec(use_inference=True, commands=["echo in-the-pod"])
-    result = await run(podman_client, with_inference(settings, model_relay), spec)
+    monkeypatch.setattr(InferencePod, "create", no_pod)
+    spec = make_spec(use_inference=True, commands=["curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"])
+    result = await run(podman_client, broken, spec)
     assert result.status == COMPLETED, result
-    assert result.stdout == b"in-the-pod\n"
-    assert [name for name, _ in sorted(events, key=lambda e: e[1])] == [
-        "sidecar started",
-        "sandbox init",
-    ]
 
 
 @pytest.mark.usefixtures("clean_node")
-async def test_a_sidecar_that_never_answers_fails_at_the_ready_timeout(
-    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
-) -> None:
-    # Too small a memory limit for Python: the sidecar dies (or never answers) at start.
-    broken = with_inference(settings, model_relay, sidecar_memory_mb=6, ready_timeout_s=3)
-    result = await run(podman_client, broken, make_spec(use_inference=True, commands=["true"]))
-    assert result.status == FAILED and "inference proxy" in result.reason, result
-
-
-@pytest.mark.usefixtures("clean_node")
-async def test_leftovers_of_a_crashed_node_include_its_running_pods(
+async def test_a_proxy_that_cannot_listen_in_the_sandbox_fails_the_job_before_it_starts(
     podman_client: PodmanClient,
     settings: SandboxSettings,
-    node_id: str,
     model_relay: InferenceRelay,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A pod with a running sidecar, as a node killed mid-job leaves it.
+    started: list[str] = []
+    start = ops.start_container
+
+    def recorded_start(client: PodmanClient, container_id: str) -> None:
+        started.append(container_id)
+        start(client, container_id)
+
+    # A pid with no process: its network namespace cannot be entered.
+    monkeypatch.setattr(ops, "container_pid", lambda client, container_id: 2**22 + 1)
+    monkeypatch.setattr(ops, "start_container", recorded_start)
+    pod_settings = with_inference(settings, model_relay)
+    result = await run(
+        podman_client, pod_settings, make_spec(use_inference=True, commands=["true"])
+    )
+    assert result.status == FAILED and result.reason.startswith("error: "), result
+    assert started == []
+    assert pod_settings.inference is not None
+    assert not any(socket_root(pod_settings.inference).iterdir())
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_start_up_cleanup_removes_the_socket_dirs_a_killed_node_left(
+    podman_client: PodmanClient, settings: SandboxSettings, model_relay: InferenceRelay
+) -> None:
+    # A cold job's proxy, as a node killed mid-job leaves its directory.
     pod_settings = with_inference(settings, model_relay)
     assert pod_settings.inference is not None
     ctx = JobContext(
@@ -404,8 +397,8 @@ async def test_leftovers_of_a_crashed_node_include_its_running_pods(
     )
     hook = InferencePodHook(pod_settings.inference)
     await hook.prestart(ctx)
-    await hook.wait_ready(ctx)
-    assert pods_of(podman_client, node_id) and ctx.pod_id is not None
-    report = await remove_leftovers(podman_client, node_id)
-    assert (len(report.pods), len(report.containers), len(report.volumes)) == (1, 0, 1)
+    assert hook.proxy is not None and hook.proxy.socket_path.is_socket()
+    directory = hook.proxy.socket_path.parent
+    assert remove_job_dirs(socket_root(pod_settings.inference)) == 1
+    assert not directory.exists()
     await hook.poststop(ctx)  # what the node had made is already gone: quiet

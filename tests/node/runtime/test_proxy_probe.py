@@ -10,7 +10,6 @@ import pytest
 from cynode.node.runtime.proxy_probe import (
     ProxyNotReady,
     proxy_answers,
-    proxy_listens,
     wait_for_proxy,
 )
 from cynode.proxy import ProxyConfig, parse_listen, parse_upstream, start_proxy
@@ -64,30 +63,3 @@ async def test_gives_up_at_the_timeout_or_when_the_sidecar_died(tmp_path: Path) 
         await wait_for_proxy(
             str(tmp_path), "p.sock", timeout_s=5, still_running=lambda: always(False)
         )
-
-
-async def test_listening_is_a_socket_that_accepts_before_anything_answers(
-    tmp_path: Path,
-) -> None:
-    # What the sidecar does before importing aiohttp (cynode.proxy._listen): the socket
-    # accepts into its backlog, so the sandbox may start; GET /healthz waits meanwhile.
-    import socket
-
-    path = tmp_path / "p.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        # Bound but not listening yet: refused, so not ready.
-        assert not await proxy_listens(str(tmp_path), "p.sock")
-        sock.listen(8)
-        assert await proxy_listens(str(tmp_path), "p.sock")
-        await wait_for_proxy(
-            str(tmp_path),
-            "p.sock",
-            timeout_s=5,
-            still_running=lambda: always(True),
-            probe=proxy_listens,
-        )
-        assert not await proxy_answers(str(tmp_path), "p.sock")  # nobody serves it
-    finally:
-        sock.close()

@@ -1,6 +1,6 @@
 """Every kind of sandbox in a user namespace of its own (SPEC §4.4), on real Podman.
 
-A cold sandbox, a warm one and an inference pod (sandbox and proxy sidecar) each run a
+A cold sandbox, a warm one and a warm inference pod (sandbox and proxy sidecar) each run a
 job that prints its /proc/self/uid_map, then waits; meanwhile the test reads, on the
 host, the uid of every process of the job's containers (/proc/<pid>/status and Podman's
 `top huser`): a high host uid inside the mapped range, never 0 or a normal user's.
@@ -28,6 +28,7 @@ from cynode.node.runtime.labels import LABEL_NODE_ID
 from cynode.node.runtime.sandbox import SANDBOX_UID
 from cynode.node.runtime.settings import InferencePodSettings
 from cynode.node.runtime.userns import RANGE_SIZE, missing_ranges, mount_points
+from cynode.node.runtime.warm_pool import WarmPodPool
 from cynode.node.runtime.workspace_image import tools_present
 from cynode.testing.waiting import until
 from tests.node.runtime.conftest import RunnerMaker, make_spec
@@ -228,7 +229,12 @@ async def test_an_inference_pod_and_its_members_share_one_user_namespace(
         relay_socket=str(relay.socket_path), proxy_image=PROXY_IMAGE, ready_timeout_s=60
     )
     settings = dataclasses.replace(bounded, inference=pod)
-    runner = JobRunner(podman_client, settings)
+    # A warm pod (a cold job runs without one, in a sandbox like any other's).
+    pool = WarmPodPool(podman_client, size=1)
+    pool.fill(settings)
+    await pool.wait_filled()
+    assert pool.ready_count == 1
+    runner = JobRunner(podman_client, settings, warm_pods=pool)
     spec = make_spec(
         use_inference=True,
         script=JOB.replace(
@@ -245,6 +251,8 @@ async def test_an_inference_pod_and_its_members_share_one_user_namespace(
     finally:
         if not job.done():
             job.cancel()
+        await pool.close()
+    assert pool.taken == 1
     assert result.stdout.decode().splitlines()[-1] == "proxy", result
     result.stdout = result.stdout.decode().rsplit("proxy", 1)[0].encode()
     check_namespaced(result, views)

@@ -19,6 +19,7 @@ from podman import PodmanClient
 
 from ..capability import InferenceStatus
 from ..config import NodeConfig
+from ..runtime.job_proxy import job_proxy_root
 from ..runtime.settings import InferencePodSettings
 from .check import check_inference
 from .ollama_container import OllamaContainer
@@ -50,6 +51,8 @@ class NodeInference:
             )
         self.relay: InferenceRelay | None = None
         self._relay_directory = relay_directory
+        # Cold jobs' socket directories (job_proxy.py); cleaned at node start.
+        self.job_socket_dir = job_proxy_root(config.state_dir)
 
     async def start(self) -> InferenceStatus:
         """Brings inference up (idempotent, so a failed start-up step can retry it)."""
@@ -79,6 +82,9 @@ class NodeInference:
             default_model=self.config.inference_default_model or default_model,
             sandbox_tcp=self.config.inference_sandbox_tcp,
             userns=self.config.sandbox_userns,
+            # A cold job's proxy runs in this process and forwards where the relay does.
+            upstream=self.upstream,
+            job_socket_dir=str(self.job_socket_dir),
         )
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from podman.domain.containers import Container
 
@@ -33,6 +34,7 @@ class ContainerHook(Hook):
 
         container = await asyncio.to_thread(create)
         ctx.container_id = container.id
+        ctx.marks["sandbox created"] = time.monotonic()
         if ctx.pod_started is not None:
             # Made at the same time as the sidecar; init would fail ("cannot get namespace
             # path") if it came before the sidecar's start had started the pod's infra.
@@ -41,6 +43,7 @@ class ContainerHook(Hook):
         # Initialising mounts the volume (and copies /workspace into it), so the input
         # files written next land on top of the image's /workspace, not under it.
         await asyncio.to_thread(container.init)
+        ctx.marks["sandbox initialised"] = time.monotonic()
 
     async def poststop(self, ctx: JobContext) -> None:
         if ctx.container_removal is not None:

@@ -46,13 +46,16 @@ class JobContext:
     volume_name: str = ""
     container_id: str | None = None
     volume_created: bool = False
-    # Set by the inference pod hook; the container hook puts the sandbox into the pod.
+    # Set by the inference pod hook for a warm pod; the container hook puts the sandbox
+    # into it (a cold inference job has none: its sandbox runs alone, job_proxy.py).
     pod_id: str | None = None
     # Also the pod hook's: done once the pod's first member (the sidecar) has started it.
     # Initialising the sandbox joins the pod's namespaces, which needs its infra running.
     pod_started: asyncio.Future[str] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # When the container hook's steps ended (time.monotonic()), for a hook's step log.
+    marks: dict[str, float] = field(default_factory=dict)
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exited: bool = False

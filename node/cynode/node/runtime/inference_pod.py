@@ -1,9 +1,9 @@
 """One inference pod on Podman: a volume for the proxy's socket, the loopback-only pod and
 the proxy sidecar, and how to remove them.
 
-The pod hook makes one for its job (cold) and overlaps the sidecar's start with the
-sandbox's creation; the warm pool (warm_pool.py) makes one ahead of time, while the node
-is idle. Either way a pod serves exactly one job and is removed after it. Nothing in the
+The warm pool (warm_pool.py) makes one ahead of time, while the node is idle; a pod
+serves exactly one job and is removed after it (a job that finds none runs its sandbox
+alone with the node's own proxy, job_proxy.py). Nothing in the
 pod depends on the job but names and labels: the sidecar's command comes from the node's
 InferencePodSettings alone, and the job's model goes into the sandbox's env.
 """
@@ -11,10 +11,8 @@ InferencePodSettings alone, and the job's model goes into the sandbox's env.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from podman import PodmanClient
@@ -24,7 +22,6 @@ from cynode.node.runtime import ops
 from cynode.node.runtime.proxy_probe import (
     ProxyNotReady,
     proxy_answers,
-    proxy_listens,
     wait_for_proxy,
 )
 from cynode.node.runtime.proxy_sidecar import (
@@ -73,8 +70,6 @@ class InferencePod:
         self.sidecar_id: str | None = None
         # Done once the sidecar runs, which also starts the pod's infra container.
         self.sidecar_start: asyncio.Future[str] | None = None
-        # When each step ended (time.monotonic()), for `timing()`.
-        self.marks: dict[str, float] = {"begin": time.monotonic()}
 
     async def create(self) -> None:
         """The volume and the pod, at the same time (they are independent); both calls
@@ -111,7 +106,6 @@ class InferencePod:
         for outcome in made:
             if isinstance(outcome, BaseException):
                 raise outcome
-        self.marks["pod"] = time.monotonic()
 
     def start_sidecar(self) -> asyncio.Future[str]:
         """Creates and starts the sidecar on a thread; the future is its container id.
@@ -135,9 +129,7 @@ class InferencePod:
         def create_and_start() -> str:
             container: Container = client.containers.create(**kwargs)
             self.sidecar_id = container.id
-            self.marks["sidecar created"] = time.monotonic()
             ops.start_container(client, container.id)
-            self.marks["sidecar started"] = time.monotonic()
             return str(container.id)
 
         self.sidecar_start = asyncio.ensure_future(asyncio.to_thread(create_and_start))
@@ -146,16 +138,6 @@ class InferencePod:
     async def wait_answering(self) -> None:
         """Until the sidecar's proxy answers GET /healthz (ProxyNotReady when it died or
         the ready timeout passed; the sidecar's log tail then goes to the node's log)."""
-        await self._wait(proxy_answers, "proxy answered")
-
-    async def wait_listening(self) -> None:
-        """Until the sidecar's proxy listens: its sockets accept, and what connects waits
-        in their backlog until the proxy, still importing its server, answers. The proxy
-        binds its TCP listener before its Unix socket, so the socket accepting means both
-        do (cynode.proxy._listen). ProxyNotReady as for wait_answering."""
-        await self._wait(proxy_listens, "proxy listening")
-
-    async def _wait(self, probe: Callable[[str, str], Awaitable[bool]], mark: str) -> None:
         start = self.sidecar_start
         assert start is not None, "start_sidecar() first"
         await asyncio.shield(start)
@@ -165,21 +147,10 @@ class InferencePod:
                 PROXY_SOCKET_NAME,
                 timeout_s=self.settings.ready_timeout_s,
                 still_running=self._sidecar_running,
-                probe=probe,
             )
         except ProxyNotReady:
             log.warning("%s: sidecar log: %s", self.pod_name, await self.log_tail())
             raise
-        self.marks[mark] = time.monotonic()
-
-    def timing(self) -> str:
-        """Where the pod's making went, step by step: "pod 32 ms, sidecar created 41 ms,
-        ..." (each from the end of the step before; the node logs it for a cold pod)."""
-        steps = sorted(self.marks.items(), key=lambda item: item[1])
-        return ", ".join(
-            f"{name} {(at - before) * 1000:.0f} ms"
-            for (_, before), (name, at) in itertools.pairwise(steps)
-        )
 
     async def answers(self) -> bool:
         """One probe: the proxy answers now."""

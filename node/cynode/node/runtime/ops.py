@@ -74,6 +74,15 @@ def container_state(client: PodmanClient, container_id: str) -> dict[str, Any]:
     return state
 
 
+def container_pid(client: PodmanClient, container_id: str) -> int:
+    """The host pid of an initialised or running container's process (its namespaces'
+    holder); RuntimeError when it has none (not initialised, or already stopped)."""
+    pid = int(container_state(client, container_id).get("Pid", 0))
+    if pid <= 0:
+        raise RuntimeError(f"container {container_id[:12]} has no process")
+    return pid
+
+
 def exit_state(client: PodmanClient, container_id: str) -> ExitState:
     state = container_state(client, container_id)
     return ExitState(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled", False)))

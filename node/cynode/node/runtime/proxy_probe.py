@@ -1,13 +1,10 @@
-"""Waits until the sidecar's proxy listens or answers, from the host, through the shared
+"""Waits until a warm pod's sidecar proxy answers, from the host, through the shared
 volume.
 
 The proxy's UDS lives in a named volume whose host directory (`Mountpoint`) the node can
 reach, so no `podman exec` and no network is needed: connect to the socket there and ask
-GET /healthz. The proxy binds its listeners before it imports its server (aiohttp),
-so a connection accepted by its socket ("listening") waits in the backlog until the
-proxy answers it: from then on the sandbox may start. Volume paths can be long, past
-the 108 bytes a socket address holds, so the connect goes through
-/proc/self/fd/<directory fd>/proxy.sock, which is always short.
+GET /healthz. Volume paths can be long, past the 108 bytes a socket address holds, so
+the connect goes through /proc/self/fd/<directory fd>/proxy.sock, which is always short.
 """
 
 from __future__ import annotations
@@ -28,16 +25,10 @@ class ProxyNotReady(RuntimeError):
 
 async def proxy_answers(directory: str, socket_name: str) -> bool:
     """One probe: True when GET /healthz on the socket in `directory` answers 200."""
-    return await _probe(directory, socket_name, ask=True)
+    return await _probe(directory, socket_name)
 
 
-async def proxy_listens(directory: str, socket_name: str) -> bool:
-    """One probe: True when the socket in `directory` accepts a connection (which the
-    proxy takes from its backlog later and finds closed; nothing is sent)."""
-    return await _probe(directory, socket_name, ask=False)
-
-
-async def _probe(directory: str, socket_name: str, *, ask: bool) -> bool:
+async def _probe(directory: str, socket_name: str) -> bool:
     try:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
     except OSError:
@@ -47,8 +38,6 @@ async def _probe(directory: str, socket_name: str, *, ask: bool) -> bool:
         async with asyncio.timeout(_ANSWER_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(path)
             try:
-                if not ask:
-                    return True
                 writer.write(b"GET /healthz HTTP/1.0\r\nHost: proxy\r\n\r\n")
                 await writer.drain()
                 status_line = await reader.readline()
@@ -69,10 +58,8 @@ async def wait_for_proxy(
     *,
     timeout_s: float,
     still_running: Callable[[], Awaitable[bool]],
-    probe: Callable[[str, str], Awaitable[bool]] = proxy_answers,
 ) -> None:
-    """Poll `probe` (the proxy answers, or only listens) until it holds; ProxyNotReady
-    when the sidecar died or time ran out.
+    """Poll until the proxy answers; ProxyNotReady when the sidecar died or time ran out.
 
     `still_running` is asked every ~0.5 s so a sidecar that exited fails the job at once
     rather than after the whole timeout.
@@ -80,7 +67,7 @@ async def wait_for_proxy(
     deadline = time.monotonic() + timeout_s
     next_check = time.monotonic() + 0.5
     while True:
-        if await probe(directory, socket_name):
+        if await proxy_answers(directory, socket_name):
             return
         now = time.monotonic()
         if now >= deadline:

@@ -9,7 +9,8 @@ DEFAULT_PROXY_IMAGE = "localhost/cynode-proxy"
 
 @dataclass(frozen=True)
 class InferencePodSettings:
-    """How the node runs a job that needs inference (a pod with the proxy sidecar).
+    """How the node runs a job that needs inference: in a warm pod with the proxy
+    sidecar, or alone with the node's own proxy (cold; SPEC §4.6).
 
     `relay_socket` is the host path of the node's inference relay (a UDS); it is
     bind-mounted into the sidecar alone. `proxy_timeout_s` is the sidecar's wait for a
@@ -29,6 +30,11 @@ class InferencePodSettings:
     sandbox_tcp: bool = True
     # The pod's user namespace (userns.py): "auto", one of its own; "host": none.
     userns: str = "auto"
+    # A cold job's proxy runs in the node (job_proxy.py) and forwards here: the relay's
+    # upstream (Ollama); empty: the relay's socket.
+    upstream: str = ""
+    # Where a cold job's socket directory is made; empty: beside the relay's directory.
+    job_socket_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,7 @@ class NodeConfig:
             "inference.proxy_timeout_seconds",
             "CYNODE_INFERENCE_PROXY_TIMEOUT",
             "the proxy's wait for a response head (504 beyond it; the sidecar's, and a cold "
-            "job's proxy in the node)",
+            "job's proxy in the proxy host)",
         ),
     )
     # Inference pods made ahead, while idle, so a job only starts its sandbox; 0: none.

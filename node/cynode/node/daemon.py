@@ -374,7 +374,7 @@ class NodeDaemon:
             image = self.config.inference_proxy_image
             if not await self.host.image_exists(image):
                 raise StepFailed(f"image {image} is missing: run `make images`")
-        status = await self.node_inference.start()
+        status = await self.node_inference.start(self._base.node_id)
         if status != self.inference:
             self.inference = status
             assert self.cp is not None
@@ -382,7 +382,10 @@ class NodeDaemon:
         if self.config.inference_mode == "none":
             return "skipped (mode none)"
         names = ", ".join(status.models[:5]) or "none"
-        return f"{self.config.inference_mode}: {len(status.models)} model(s) ({names})"
+        host = self.node_inference.proxy_host_error
+        # Not a failed step: warm pods serve meanwhile, cold jobs fail clearly.
+        down = f"; proxy host down, retrying: {host}" if host else ""
+        return f"{self.config.inference_mode}: {len(status.models)} model(s) ({names}){down}"
 
     # -- config changes while running -------------------------------------------------
 

@@ -176,9 +176,9 @@ class ProxyConfig:
     )
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
     unix_socket_mode: int = 0o666
-    # Requests forwarded at once (0: no bound); more wait for a turn. The node's proxy
-    # for a cold job sets it: that proxy shares the node's process with every job,
-    # where a sidecar had its own pids and memory limits (SPEC §4.8).
+    # Requests forwarded at once (0: no bound); more wait for a turn. A cold job's proxy
+    # (a child of the node's proxy host) sets it: the host's memory and pids limits are
+    # shared by every cold job's child, where a sidecar had its own (SPEC §4.8).
     max_in_flight: int = 0
 
     def __post_init__(self) -> None:
@@ -200,3 +200,41 @@ class ProxyConfig:
 ENV: dict[str, str] = {
     f.name: f.metadata[SETTING].env for f in fields(ProxyConfig) if SETTING in f.metadata
 }
+
+
+def config_to_json(config: ProxyConfig) -> str:
+    """The config as the node hands it to the proxy host with a job's sockets (_host.py)."""
+    import json  # here: the sidecar's start does without it
+
+    return json.dumps(
+        {
+            "upstream": str(config.upstream),
+            "listen": [str(listen) for listen in config.listen],
+            "max_body_bytes": config.max_body_bytes,
+            "timeout": config.timeout,
+            "idle_timeout": config.idle_timeout,
+            "shutdown_timeout": config.shutdown_timeout,
+            "max_in_flight": config.max_in_flight,
+        }
+    )
+
+
+def config_from_json(text: str | bytes) -> ProxyConfig:
+    """ConfigError when the text is no config `config_to_json` could have written."""
+    import json
+
+    try:
+        data = json.loads(text)
+        return ProxyConfig(
+            upstream=parse_upstream(data["upstream"]),
+            listen=tuple(parse_listen(item) for item in data["listen"]),
+            max_body_bytes=int(data["max_body_bytes"]),
+            timeout=float(data["timeout"]),
+            idle_timeout=None if data["idle_timeout"] is None else float(data["idle_timeout"]),
+            shutdown_timeout=float(data["shutdown_timeout"]),
+            max_in_flight=int(data["max_in_flight"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"bad proxy config: {exc}") from None

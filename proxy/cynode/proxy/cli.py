@@ -1,5 +1,8 @@
 """``cynode-proxy`` / ``python -m cynode.proxy``: run the proxy until SIGTERM or SIGINT.
 
+``python -m cynode.proxy host --control unix:/path`` runs the node's proxy host instead
+(one child per cold inference job, `_host.py`).
+
 Flags win over environment; each flag's env variable is declared with its ProxyConfig
 field (`_config.ENV`): CYNODE_PROXY_LISTEN (comma-separated listeners),
 CYNODE_PROXY_UPSTREAM, CYNODE_PROXY_MAX_BODY_BYTES, CYNODE_PROXY_TIMEOUT,
@@ -154,8 +157,14 @@ def _note_stop(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["host"]:
+        # The node's proxy host: one process, a forked child per cold job (_host.py).
+        from cynode.proxy import _host
+
+        return _host.main(given[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -1,19 +1,25 @@
 """Shared pieces of the inference-pod tests: the real dev model behind a real relay
-socket, and a scripted Ollama stand-in that records what reaches it."""
+socket with the node's proxy host beside it (cold jobs' proxies), and a scripted Ollama
+stand-in that records what reaches it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from podman import PodmanClient
 
+from cynode.node.inference.proxy_host import ProxyHost
 from cynode.node.inference.relay import InferenceRelay
+from cynode.node.runtime.labels import LABEL_ROLE
+from cynode.node.runtime.settings import InferencePodSettings
+from tests.fixtures.podman import PROXY_IMAGE
 
-PROXY_IMAGE = "localhost/cynode-proxy:latest"
 MODEL = "smollm2:135m"
 
 
@@ -103,3 +109,31 @@ async def relay_to(directory: Path, upstream: str) -> InferenceRelay:
     relay = InferenceRelay(directory, upstream, timeout_s=30)
     await relay.start()
     return relay
+
+
+@contextlib.asynccontextmanager
+async def proxy_host_for(
+    client: PodmanClient, relay: InferenceRelay, jobs: int = 4
+) -> AsyncIterator[ProxyHost]:
+    """The node's proxy host beside `relay`, where settings naming no control socket
+    look for it (job_proxy.proxy_host_socket)."""
+    settings = InferencePodSettings(relay_socket=str(relay.socket_path), proxy_image=PROXY_IMAGE)
+    host = ProxyHost(lambda: client, settings, labels={LABEL_ROLE: "proxy-host"}, jobs=jobs)
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.close()
+
+
+@contextlib.asynccontextmanager
+async def hosted_relay(
+    directory: Path, upstream: str, client: PodmanClient
+) -> AsyncIterator[InferenceRelay]:
+    """A relay to `upstream` with the proxy host beside it, as the node runs them."""
+    relay = await relay_to(directory, upstream)
+    try:
+        async with proxy_host_for(client, relay):
+            yield relay
+    finally:
+        await relay.close()

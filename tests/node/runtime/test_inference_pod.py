@@ -35,7 +35,7 @@ from tests.node.runtime.inference_support import (
     MODEL,
     PROXY_IMAGE,
     ScriptedOllama,
-    relay_to,
+    hosted_relay,
     serve,
 )
 
@@ -55,11 +55,14 @@ async def dev_model() -> AsyncIterator[DevInferenceHandle]:
 
 @pytest.fixture(scope="module")
 async def model_relay(
-    dev_model: DevInferenceHandle, tmp_path_factory: pytest.TempPathFactory
+    dev_model: DevInferenceHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+    podman_client: PodmanClient,
 ) -> AsyncIterator[InferenceRelay]:
-    relay = await relay_to(tmp_path_factory.mktemp("relay"), dev_model.url)
-    yield relay
-    await relay.close()
+    async with hosted_relay(
+        tmp_path_factory.mktemp("relay"), dev_model.url, podman_client
+    ) as relay:
+        yield relay
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +74,12 @@ async def scripted() -> AsyncIterator[tuple[ScriptedOllama, str]]:
 
 @pytest.fixture(scope="module")
 async def scripted_relay(
-    scripted: tuple[ScriptedOllama, str], tmp_path_factory: pytest.TempPathFactory
+    scripted: tuple[ScriptedOllama, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    podman_client: PodmanClient,
 ) -> AsyncIterator[InferenceRelay]:
-    relay = await relay_to(tmp_path_factory.mktemp("srelay"), scripted[1])
-    yield relay
-    await relay.close()
+    async with hosted_relay(tmp_path_factory.mktemp("srelay"), scripted[1], podman_client) as relay:
+        yield relay
 
 
 def with_inference(

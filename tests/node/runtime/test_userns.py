@@ -32,7 +32,7 @@ from cynode.node.runtime.warm_pool import WarmPodPool
 from cynode.node.runtime.workspace_image import tools_present
 from cynode.testing.waiting import until
 from tests.node.runtime.conftest import RunnerMaker, make_spec
-from tests.node.runtime.inference_support import PROXY_IMAGE, ScriptedOllama, relay_to, serve
+from tests.node.runtime.inference_support import PROXY_IMAGE, ScriptedOllama, hosted_relay, serve
 
 pytestmark = [pytest.mark.podman]
 
@@ -208,14 +208,11 @@ async def test_host_mode_keeps_the_hosts_ids(
 
 
 @pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[InferenceRelay]:
+async def relay(tmp_path: Path, podman_client: PodmanClient) -> AsyncIterator[InferenceRelay]:
     upstream = ScriptedOllama()
     async for url in serve(upstream.app()):
-        made = await relay_to(tmp_path / "relay", url)
-        try:
+        async with hosted_relay(tmp_path / "relay", url, podman_client) as made:
             yield made
-        finally:
-            await made.close()
 
 
 @pytest.mark.usefixtures("clean_node")

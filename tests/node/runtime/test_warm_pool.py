@@ -20,7 +20,7 @@ from cynode.node.runtime.labels import LABEL_JOB_ID, LABEL_NODE_ID, LABEL_ROLE, 
 from cynode.node.runtime.settings import InferencePodSettings
 from cynode.node.runtime.warm_pool import pool_key
 from tests.node.runtime.conftest import make_spec, pods_of
-from tests.node.runtime.inference_support import PROXY_IMAGE, ScriptedOllama, relay_to, serve
+from tests.node.runtime.inference_support import PROXY_IMAGE, ScriptedOllama, hosted_relay, serve
 
 pytestmark = [pytest.mark.podman]
 
@@ -29,11 +29,12 @@ TAGS = '{"models": [{"name": "scripted:1", "model": "scripted:1"}]}'
 
 
 @pytest.fixture(scope="module")
-async def relay(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InferenceRelay]:
+async def relay(
+    tmp_path_factory: pytest.TempPathFactory, podman_client: PodmanClient
+) -> AsyncIterator[InferenceRelay]:
     async for url in serve(ScriptedOllama().app()):
-        relay = await relay_to(tmp_path_factory.mktemp("wrelay"), url)
-        yield relay
-        await relay.close()
+        async with hosted_relay(tmp_path_factory.mktemp("wrelay"), url, podman_client) as relay:
+            yield relay
 
 
 @pytest.fixture
@@ -266,7 +267,7 @@ async def test_a_pod_that_cannot_be_made_leaves_nothing_and_the_job_runs_cold(
     assert (pool.ready_count, pool.failed) == (0, 1)
     await eventually(lambda: pods_of(podman_client, node_id) == [])
     runner = JobRunner(podman_client, broken, warm_pods=pool, background_release=True)
-    # The job runs cold, with the node's own proxy: it needs no sidecar.
+    # The job runs cold, its proxy in the proxy host: it needs no sidecar of its own.
     spec = make_spec(use_inference=True, commands=["curl -sf $OLLAMA_BASE_URL/api/tags"])
     result = await runner.run(spec)
     assert result.status == job_pb2.JOB_STATUS_COMPLETED, result

@@ -5,8 +5,8 @@
 - existing:  Ollama at `inference.url` must answer /api/tags; the relay forwards to it;
 - container: the node starts Ollama in a container (ollama_container.py), then as above.
 
-Once Ollama answers, the relay socket is up and `pod_settings()` tells the job runner how
-to build inference pods.
+Once Ollama answers, the relay socket is up, then the proxy host (proxy_host.py; cold
+jobs' proxies), and `pod_settings()` tells the job runner how to build inference pods.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from podman import PodmanClient
 from ..capability import InferenceStatus
 from ..config import NodeConfig
 from ..runtime.job_proxy import job_proxy_root
+from ..runtime.labels import LABEL_NODE_ID, LABEL_ROLE
 from ..runtime.settings import InferencePodSettings
 from .check import check_inference
 from .ollama_container import OllamaContainer
+from .proxy_host import ProxyHost, control_socket
 from .relay import RELAY_TIMEOUT_MARGIN_S, InferenceRelay, relay_dir
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class NodeInference:
         self.config = config
         self.mode = config.inference_mode
         self.upstream = config.inference_url
+        self.podman = podman
         self.container: OllamaContainer | None = None
         if self.mode == "container":
             self.container = OllamaContainer(
@@ -53,9 +56,15 @@ class NodeInference:
         self._relay_directory = relay_directory
         # Cold jobs' socket directories (job_proxy.py); cleaned at node start.
         self.job_socket_dir = job_proxy_root(config.state_dir)
+        self.proxy_host: ProxyHost | None = None
+        self.proxy_host_socket = control_socket(config.state_dir)
+        # Why the proxy host is not up yet ("" once it is, or before the first start).
+        self.proxy_host_error = ""
 
-    async def start(self) -> InferenceStatus:
-        """Brings inference up (idempotent, so a failed start-up step can retry it)."""
+    async def start(self, node_id: str = "") -> InferenceStatus:
+        """Brings inference up (idempotent, so a failed start-up step can retry it).
+        The proxy host is started with the node's label (`node_id`); when it does not
+        come up the node keeps trying in the background (`proxy_host_error`)."""
         if self.mode == "none":
             return InferenceStatus(running=False)
         if self.container is not None:
@@ -69,12 +78,19 @@ class NodeInference:
                 timeout_s=self.config.inference_proxy_timeout_s + RELAY_TIMEOUT_MARGIN_S,
             )
         await self.relay.start()
+        if self.proxy_host is None:
+            settings = self._settings()
+            labels = {LABEL_ROLE: "proxy-host"}
+            if node_id:
+                labels[LABEL_NODE_ID] = node_id
+            self.proxy_host = ProxyHost(
+                self.podman, settings, labels=labels, jobs=self.config.max_concurrency
+            )
+            self.proxy_host_error = await self.proxy_host.ensure()
         return status
 
-    def pod_settings(self, default_model: str = "") -> InferencePodSettings | None:
-        """How to run inference pods, once the relay runs; None before or in mode none."""
-        if self.relay is None or not self.relay.running:
-            return None
+    def _settings(self, default_model: str = "") -> InferencePodSettings:
+        assert self.relay is not None
         return InferencePodSettings(
             relay_socket=str(self.relay.socket_path),
             proxy_image=self.config.inference_proxy_image,
@@ -82,12 +98,23 @@ class NodeInference:
             default_model=self.config.inference_default_model or default_model,
             sandbox_tcp=self.config.inference_sandbox_tcp,
             userns=self.config.sandbox_userns,
-            # A cold job's proxy runs in this process and forwards where the relay does.
-            upstream=self.upstream,
+            proxy_host_socket=str(self.proxy_host_socket),
             job_socket_dir=str(self.job_socket_dir),
         )
 
+    def pod_settings(self, default_model: str = "") -> InferencePodSettings | None:
+        """How to run inference pods, once the relay runs; None before or in mode none."""
+        if self.relay is None or not self.relay.running:
+            return None
+        return self._settings(default_model)
+
     async def close(self) -> None:
+        host, self.proxy_host = self.proxy_host, None
+        if host is not None:
+            try:
+                await host.close()
+            except Exception:
+                log.exception("could not remove the proxy host")
         relay, self.relay = self.relay, None
         if relay is not None:
             await relay.close()

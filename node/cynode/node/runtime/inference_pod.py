@@ -3,7 +3,7 @@ the proxy sidecar, and how to remove them.
 
 The warm pool (warm_pool.py) makes one ahead of time, while the node is idle; a pod
 serves exactly one job and is removed after it (a job that finds none runs its sandbox
-alone with the node's own proxy, job_proxy.py). Nothing in the
+alone, its proxy in the node's proxy host, job_proxy.py). Nothing in the
 pod depends on the job but names and labels: the sidecar's command comes from the node's
 InferencePodSettings alone, and the job's model goes into the sandbox's env.
 """

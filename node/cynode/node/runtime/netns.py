@@ -1,12 +1,12 @@
 """Bind a listening socket inside another process's network namespace.
 
 A cold inference job's sandbox runs alone with `--network none`: a network namespace of
-its own with loopback only. The node's in-process proxy listens on 127.0.0.1:11434
-*inside* it (job_proxy.py): once Podman has initialised the container (its netns exists,
-with `lo` up, and its process waits for the start), a thread of the node enters that
-netns, binds and listens, and comes back. A socket keeps the namespace it was made in,
-so the node serves it from its own event loop like any other listener, while nothing
-outside the sandbox can reach it.
+its own with loopback only. The job's proxy listens on 127.0.0.1:11434 *inside* it
+(job_proxy.py): once Podman has initialised the container (its netns exists, with `lo`
+up, and its process waits for the start), a thread of the node enters that netns, binds
+and listens, and comes back. A socket keeps the namespace it was made in, so the node
+hands it to the proxy host, whose child for the job serves it like any other listener,
+while nothing outside the sandbox can reach it.
 
 Python 3.11 has no `os.setns`, so the call goes through libc. `setns(CLONE_NEWNET)`
 changes the calling thread only; the work runs on a thread of its own that ends

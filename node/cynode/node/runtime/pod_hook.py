@@ -1,16 +1,18 @@
-"""A job that needs inference: in a warm pod, or alone with the node's own proxy (cold).
+"""A job that needs inference: in a warm pod, or alone with the proxy host's child (cold).
 
 prestart takes a warm pod from the node's pool when there is one (its proxy answered
 just now) and tells the container hook to put the sandbox into it with the inference
 env. When there is none, the job does not make a pod (SPEC §4.6): its sandbox runs
-alone with `--network none`, and the node serves the proxy itself (job_proxy.py).
-prestart binds the proxy's Unix socket in a per-job directory the sandbox mounts;
-ProxyReadyHook, the last prestart (the sandbox is created and initialised by then, so
-its network namespace exists and its process waits for the start), binds
-127.0.0.1:11434 inside that namespace and starts serving both listeners, so the job's
+alone with `--network none`, and its proxy runs in a child of the node's proxy host
+(job_proxy.py). prestart reaches the proxy host (the job fails here, before its sandbox
+is made, when the host is down) and binds the proxy's Unix socket in a per-job
+directory the sandbox mounts; ProxyReadyHook, the last prestart (the sandbox is created
+and initialised by then, so its network namespace exists and its process waits for the
+start), binds 127.0.0.1:11434 inside that namespace and hands both listeners to the
+proxy host, whose child for the job serves them before the sandbox starts, so the job's
 first request finds the proxy answering. poststart asks the pool for a replacement and
 logs a cold job's steps. A warm pod goes when the sandbox has exited (exited) or at
-poststop; a cold job's listeners and directory go at poststop.
+poststop; a cold job's proxy child, listeners and directory go at poststop.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class InferencePodHook(Hook):
         self.settings = settings
         self.pool = pool
         self.pod: InferencePod | None = None
-        # A cold job's proxy, in the node (job_proxy.py).
+        # A cold job's proxy, a child of the proxy host (job_proxy.py).
         self.proxy: JobProxy | None = None
         self.begin = 0.0
         self.early_removal: asyncio.Task[None] | None = None

@@ -85,11 +85,26 @@ def sidecar_create_kwargs(
         str(settings.max_body_bytes),
     ]
     return {
-        "image": settings.proxy_image,
+        **_jailed(settings.proxy_image, relay_dir, memory, pids=64),
         "command": command,
         "name": name,
         "pod": pod,
         "labels": dict(labels),
+        "volumes": {
+            shared_volume: {
+                "bind": SHARED_DIR,
+                "extended_mode": ["rw", "nodev", "nosuid", "noexec"],
+            }
+        },
+    }
+
+
+def _jailed(image: str, relay_dir: str, memory: int, pids: int) -> dict[str, Any]:
+    """What the sidecar and the proxy host share: locked down like a sandbox (non-root,
+    no capabilities, no new privileges, read-only root, small limits), with the relay's
+    directory as their one way out."""
+    return {
+        "image": image,
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
         "cap_drop": ["ALL"],
         "no_new_privileges": True,
@@ -98,22 +113,68 @@ def sidecar_create_kwargs(
         "mounts": [
             {"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "size": str(16 * 1024 * 1024)},
             # The relay's directory, not its socket file: a relay restarted by the node
-            # makes a new socket the running sidecar then sees.
+            # makes a new socket the running proxy then sees.
             {"type": "bind", "source": relay_dir, "target": UPSTREAM_DIR, "read_only": True},
         ],
-        "volumes": {
-            shared_volume: {
-                "bind": SHARED_DIR,
-                "extended_mode": ["rw", "nodev", "nosuid", "noexec"],
-            }
-        },
         "mem_limit": memory,
         "memswap_limit": memory,
-        "pids_limit": 64,
-        # PID 1 without handlers ignores SIGTERM; an init makes stopping the pod fast.
+        "pids_limit": pids,
+        # PID 1 without handlers ignores SIGTERM; an init makes stopping fast.
         "init": True,
         "stop_timeout": STOP_TIMEOUT_S,
         "log_config": {"Type": "k8s-file"},
+    }
+
+
+# The proxy host (inference/proxy_host.py): its own memory, and what each job's child
+# adds (a forked copy of the host, mostly shared; its event loop and buffers).
+PROXY_HOST_BASE_MB = 64
+PROXY_HOST_JOB_MB = 32
+PROXY_HOST_JOB_PIDS = 4
+# Where the proxy host's control directory appears in it.
+CONTROL_DIR = "/run/cynode-control"
+
+
+def proxy_host_create_kwargs(
+    settings: InferencePodSettings,
+    *,
+    labels: Mapping[str, str],
+    name: str,
+    relay_dir: str,
+    control_dir: str,
+    jobs: int,
+    control_socket_name: str,
+) -> dict[str, Any]:
+    """For `client.containers.create(**kwargs)`: the node's one proxy host, which serves
+    every cold job's proxy in a child of its own (SPEC §4.6). The sidecar's jail, sized
+    for `jobs` at once, with `--network none` (its children serve sockets the node made;
+    the only connections it makes are to the relay's socket) and a user namespace as the
+    node's other containers. Its control directory is given to its user (`U`): it makes
+    its control socket there, which the node alone reaches."""
+    memory = (PROXY_HOST_BASE_MB + PROXY_HOST_JOB_MB * jobs) * 1024 * 1024
+    userns = userns_spec(settings.userns)
+    own_ids = (
+        {"userns_mode": userns["userns"], "idmappings": userns["idmappings"]} if userns else {}
+    )
+    return {
+        **_jailed(settings.proxy_image, relay_dir, memory, pids=16 + PROXY_HOST_JOB_PIDS * jobs),
+        "command": [
+            "host",
+            "--control",
+            f"unix:{CONTROL_DIR}/{control_socket_name}",
+            "--max-connections",
+            str(settings.job_max_connections),
+        ],
+        "name": name,
+        "labels": dict(labels),
+        "network_mode": "none",
+        "volumes": {
+            control_dir: {
+                "bind": CONTROL_DIR,
+                "extended_mode": ["rw", "U", "nodev", "nosuid", "noexec"],
+            }
+        },
+        **own_ids,
     }
 
 

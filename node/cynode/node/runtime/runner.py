@@ -86,7 +86,7 @@ class JobRunner:
         self, needs_inference: bool = False, warm: WarmSandbox | None = None
     ) -> list[Hook]:
         """The hooks, in prestart order; a job that needs inference gets the pod hook (a
-        warm pod, or the node's own proxy for a sandbox alone, pod_hook.py) first,
+        warm pod, or the proxy host's child for a sandbox alone, pod_hook.py) first,
         one handed a warm sandbox (SPEC §4.10) only output, timeout and artifacts beside it.
 
         Raises UnsupportedJob when the job needs inference and this node has none.

@@ -10,7 +10,7 @@ DEFAULT_PROXY_IMAGE = "localhost/cynode-proxy"
 @dataclass(frozen=True)
 class InferencePodSettings:
     """How the node runs a job that needs inference: in a warm pod with the proxy
-    sidecar, or alone with the node's own proxy (cold; SPEC §4.6).
+    sidecar, or alone with its proxy in the node's proxy host (cold; SPEC §4.6).
 
     `relay_socket` is the host path of the node's inference relay (a UDS); it is
     bind-mounted into the sidecar alone. `proxy_timeout_s` is the sidecar's wait for a
@@ -30,9 +30,11 @@ class InferencePodSettings:
     sandbox_tcp: bool = True
     # The pod's user namespace (userns.py): "auto", one of its own; "host": none.
     userns: str = "auto"
-    # A cold job's proxy runs in the node (job_proxy.py) and forwards here: the relay's
-    # upstream (Ollama); empty: the relay's socket.
-    upstream: str = ""
+    # The control socket of the node's proxy host, which serves cold jobs' proxies
+    # (job_proxy.py); empty: beside the relay's directory.
+    proxy_host_socket: str = ""
+    # A cold job's open connections to its proxy (its child's open-files limit).
+    job_max_connections: int = 64
     # Where a cold job's socket directory is made; empty: beside the relay's directory.
     job_socket_dir: str = ""
 

@@ -295,6 +295,7 @@ async def serve_job(
     try:
         proxy = await start_proxy(config, groups)
     except Exception as exc:
+        loop.remove_signal_handler(signal.SIGTERM)
         close_listeners(groups)
         with contextlib.suppress(OSError):
             conn.send(json.dumps({"error": f"cannot serve: {exc}"}).encode())
@@ -309,6 +310,7 @@ async def serve_job(
         loop.add_reader(conn.fileno(), stop.set)  # a "stop", or EOF: the node is done
         await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_reader(conn.fileno())
         conn.close()
         await proxy.close()

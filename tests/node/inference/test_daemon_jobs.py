@@ -15,6 +15,7 @@ from cynode.jobs.v1 import job_pb2
 from cynode.node.config import NodeConfig
 from cynode.node.daemon import NodeDaemon
 from cynode.node.devinference import DevInferenceHandle, start_dev_inference
+from tests.fixtures.podman import PROXY_IMAGE
 from tests.node.cp_server import FakeControlPlane, StreamSession
 from tests.node.daemonkit import running_daemon
 from tests.node.inference.conftest import podman
@@ -58,9 +59,13 @@ async def test_daemon_runs_inference_jobs_against_the_real_model(
         worker_api_port=0,
         inference_mode="existing",
         inference_url=dev_model.url,
+        inference_proxy_image=PROXY_IMAGE,
     )
     async with running_daemon(config) as daemon:
         assert daemon.readiness.ready, daemon.readiness.describe()
+        host = daemon.node_inference.proxy_host
+        assert host is not None and host.running  # cold jobs' proxies
+        assert host.labels == {"cynode.role": "proxy-host", "cynode.node_id": "NODE01"}
         assert daemon.readiness.steps["inference"].detail == f"existing: 1 model(s) ({MODEL})"
         report = plane.capabilities[-1].inference
         assert (report.supported, report.mode, report.running) == (True, "existing", True)
@@ -99,6 +104,18 @@ async def test_daemon_runs_inference_jobs_against_the_real_model(
         relay_socket = daemon.node_inference.relay.socket_path  # type: ignore[union-attr]
     assert not relay_socket.exists()  # the relay went away with the node
     assert podman("pod", "ps", "-q", "--filter", "label=cynode.node_id=NODE01").stdout == ""
+    # The proxy host went with the node too.
+    assert (
+        podman(
+            "ps",
+            "-aq",
+            "--filter",
+            "label=cynode.role=proxy-host",
+            "--filter",
+            "label=cynode.node_id=NODE01",
+        ).stdout
+        == ""
+    )
 
 
 @pytest.mark.podman

@@ -21,7 +21,7 @@ def is_socket(path: str) -> bool:
 
 
 def _no_podman() -> PodmanClient:
-    raise AssertionError("podman is not needed in this mode")
+    raise AssertionError("no Podman here")
 
 
 async def test_mode_none_runs_nothing(node_config: NodeConfig) -> None:
@@ -50,9 +50,14 @@ async def test_mode_existing_checks_ollama_then_relays_to_it(
             "from-orchestrator",
             "localhost/cynode-proxy",
         )
-        # A cold job's proxy, in the node, forwards where the relay does; its sockets'
-        # directories are under the state dir, where start-up cleanup finds them.
-        assert pod.upstream == url
+        # Cold jobs' proxies run in the proxy host, reached at its control socket; it
+        # could not start here (no Podman), so the node keeps trying and says why. The
+        # jobs' socket directories are under the state dir, where start-up cleanup
+        # finds them.
+        assert pod.proxy_host_socket == str(inference.proxy_host_socket)
+        assert inference.proxy_host_socket.name == "host.sock"
+        assert "no Podman here" in inference.proxy_host_error
+        assert inference.proxy_host is not None and not inference.proxy_host.running
         assert pod.job_socket_dir == str(config.state_dir / "inference-jobs")
         # The node's own setting wins over the orchestrator's default.
         mine = NodeInference(replace(config, inference_default_model="mine:1"), _no_podman)

@@ -18,7 +18,7 @@ from cynode.node.inference.proxy_host import ProxyHost
 from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime.labels import LABEL_ROLE
 from cynode.node.runtime.settings import InferencePodSettings
-from tests.fixtures.podman import PROXY_IMAGE
+from tests.fixtures.podman import PROXY_IMAGE as PROXY_IMAGE
 
 MODEL = "smollm2:135m"
 

@@ -1,6 +1,8 @@
-"""A cold inference job's proxy in the node (SPEC §4.6): its TCP listener is bound inside
-the sandbox's own network namespace, its Unix socket in a per-job directory; both go
-with the job. Real Podman, real sandbox containers, a scripted Ollama behind a relay.
+"""A cold inference job's proxy (SPEC §4.6): its TCP listener is bound inside the
+sandbox's own network namespace, its Unix socket in a per-job directory, and both are
+served by a child the node's proxy host forks for the job (uid 10000 in the jailed
+container, not the node); all of it goes with the job. Real Podman, real sandbox and
+proxy host containers, a scripted Ollama behind a relay.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -19,17 +22,26 @@ import pytest
 from podman import PodmanClient
 
 from cynode.jobs.v1 import job_pb2
+from cynode.node.inference.proxy_host import ProxyHost
 from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime import JobRunner, SandboxSettings, netns, ops
 from cynode.node.runtime.job_proxy import job_proxy_root, remove_job_dirs, socket_root
 from cynode.node.runtime.netns import bind_in_netns
 from cynode.node.runtime.settings import InferencePodSettings
+from cynode.proxy._host import files_limit
 from tests.node.runtime.conftest import make_spec
-from tests.node.runtime.inference_support import PROXY_IMAGE, ScriptedOllama, relay_to, serve
+from tests.node.runtime.inference_support import (
+    PROXY_IMAGE,
+    ScriptedOllama,
+    proxy_host_for,
+    relay_to,
+    serve,
+)
 
 pytestmark = [pytest.mark.podman]
 
 COMPLETED = job_pb2.JOB_STATUS_COMPLETED
+FAILED = job_pb2.JOB_STATUS_FAILED
 # 127.0.0.1:11434 as /proc/net/tcp writes it, and the LISTEN state.
 LISTENER = "0100007F:2CAA"
 LISTEN = "0A"
@@ -51,6 +63,14 @@ async def relay(
     await relay.close()
 
 
+@pytest.fixture(scope="module")
+async def proxy_host(
+    relay: InferenceRelay, podman_client: PodmanClient
+) -> AsyncIterator[ProxyHost]:
+    async with proxy_host_for(podman_client, relay) as host:
+        yield host
+
+
 def cold(settings: SandboxSettings, relay: InferenceRelay, **changes: object) -> SandboxSettings:
     pod = InferencePodSettings(relay_socket=str(relay.socket_path), proxy_image=PROXY_IMAGE)
     return dataclasses.replace(settings, inference=dataclasses.replace(pod, **changes))  # type: ignore[arg-type]
@@ -66,10 +86,10 @@ def listening_inodes(tcp_table: str) -> set[str]:
     return inodes
 
 
-def socket_inodes() -> set[str]:
-    """The inodes of the sockets this process holds."""
+def socket_inodes(pid: int | str = "self") -> set[str]:
+    """The inodes of the sockets a process holds (this one by default)."""
     held = set()
-    for fd in Path("/proc/self/fd").iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):  # closed meanwhile
             target = str(fd.readlink())
             if target.startswith("socket:["):
@@ -77,22 +97,69 @@ def socket_inodes() -> set[str]:
     return held
 
 
-def look_from_the_host(pid: int) -> dict[str, set[str]]:
-    """The 127.0.0.1:11434 listeners in the sandbox's netns and in the node's, and which
-    of the sandbox's the node holds."""
+def holders(inodes: set[str]) -> list[int]:
+    """The processes that hold one of these sockets."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if inodes & socket_inodes(entry.name):
+                    found.append(int(entry.name))
+    return found
+
+
+def uid_inside(pid: int) -> int:
+    """The effective uid of `pid` as its own user namespace sees it."""
+    host_uid = int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[1])
+    for line in Path(f"/proc/{pid}/uid_map").read_text().splitlines():
+        inside, outside, count = (int(n) for n in line.split())
+        if outside <= host_uid < outside + count:
+            return host_uid - outside + inside
+    raise AssertionError(f"uid {host_uid} of {pid} is not mapped")
+
+
+def status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} for {pid}")
+
+
+def open_files_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open files limit for {pid}")
+
+
+def look_from_the_host(pid: int) -> dict[str, object]:
+    """The 127.0.0.1:11434 listeners in the sandbox's netns and in the node's, which of
+    the sandbox's the node holds, and who holds them."""
     sandbox = listening_inodes(Path(f"/proc/{pid}/net/tcp").read_text())
     node = listening_inodes(Path("/proc/self/net/tcp").read_text())
-    return {"sandbox": sandbox, "node": node, "held": sandbox & socket_inodes()}
+    child = holders(sandbox)
+    seen: dict[str, object] = {
+        "sandbox": sandbox,
+        "node": node,
+        "held": sandbox & socket_inodes(),
+        "holders": child,
+    }
+    if len(child) == 1:
+        seen["uid"] = uid_inside(child[0])
+        seen["parent"] = int(status_field(child[0], "PPid"))
+        seen["files"] = open_files_limit(child[0])
+    return seen
 
 
 @pytest.mark.usefixtures("clean_node")
-async def test_the_listener_is_in_the_sandbox_and_not_on_the_host(
+async def test_the_listener_is_in_the_sandbox_and_served_by_the_proxy_host_not_the_node(
     podman_client: PodmanClient,
     settings: SandboxSettings,
     relay: InferenceRelay,
+    proxy_host: ProxyHost,
     scripted: tuple[ScriptedOllama, str],
 ) -> None:
-    seen: dict[str, set[str]] = {}
+    seen: dict[str, object] = {}
     runner: JobRunner
 
     async def look(_: datetime) -> None:
@@ -131,17 +198,30 @@ async def test_the_listener_is_in_the_sandbox_and_not_on_the_host(
         "no-relay-path",
         "no-upstream-dir",
     ]
-    assert len(seen["sandbox"]) == 1 and seen["held"] == seen["sandbox"], seen
-    assert not seen["sandbox"] & seen["node"], seen
+    sandbox = seen["sandbox"]
+    assert isinstance(sandbox, set) and len(sandbox) == 1, seen
+    assert not sandbox & seen["node"], seen  # type: ignore[operator]
+    # The node holds no listener of the job: one process does, the job's child in the
+    # proxy host (the host's python, under the container's init), as uid 10000 there.
+    assert seen["held"] == set(), seen
+    child_pids = seen["holders"]
+    assert isinstance(child_pids, list) and len(child_pids) == 1, seen
+    assert child_pids[0] != os.getpid()
+    assert seen["uid"] == 10000, seen
+    assert proxy_host.container_id is not None
+    host_pid = await asyncio.to_thread(ops.container_pid, podman_client, proxy_host.container_id)
+    assert int(status_field(int(str(seen["parent"])), "PPid")) == host_pid, seen
+    assert seen["files"] == files_limit(InferencePodSettings("").job_max_connections), seen
     # Only the allowed path reached the upstream.
     assert [s.path for s in upstream.seen] == ["/api/tags"]
 
 
-@pytest.mark.usefixtures("clean_node")
-async def test_the_listeners_and_the_directory_go_with_the_job(
+@pytest.mark.usefixtures("clean_node", "proxy_host")
+async def test_the_listeners_the_child_and_the_directory_go_with_the_job(
     podman_client: PodmanClient, settings: SandboxSettings, relay: InferenceRelay
 ) -> None:
     held: dict[str, str] = {}
+    children: list[int] = []
     runner: JobRunner
     pod = cold(settings, relay)
     assert pod.inference is not None
@@ -152,17 +232,21 @@ async def test_the_listeners_and_the_directory_go_with_the_job(
         held["socket"] = str(directory / "proxy.sock")
         held["mode"] = oct(directory.stat().st_mode & 0o777)
         held["socket mode"] = oct((directory / "proxy.sock").stat().st_mode & 0o777)
+        sock = next(iter(socket_inodes_of_path(directory / "proxy.sock")))
+        children.extend(await asyncio.to_thread(holders, {sock}))
 
     runner = JobRunner(podman_client, pod, on_started=look)
     result = await runner.run(make_spec(use_inference=True, commands=["true"]))
     assert result.status == COMPLETED, result
     assert (held["mode"], held["socket mode"]) == ("0o711", "0o666")
+    assert len(children) == 1, children
+    assert not alive(children[0])
     assert list(root.iterdir()) == []
     with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as client:
         client.connect(held["socket"])
 
 
-@pytest.mark.usefixtures("clean_node")
+@pytest.mark.usefixtures("clean_node", "proxy_host")
 async def test_without_sandbox_tcp_nothing_listens_in_the_sandbox(
     podman_client: PodmanClient, settings: SandboxSettings, relay: InferenceRelay
 ) -> None:
@@ -179,6 +263,86 @@ async def test_without_sandbox_tcp_nothing_listens_in_the_sandbox(
     result = await JobRunner(podman_client, cold(settings, relay, sandbox_tcp=False)).run(spec)
     assert result.status == COMPLETED, result
     assert result.stdout.decode().splitlines() == ["0", "socket 200"]
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(n) for n in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def socket_inodes_of_path(path: Path) -> set[str]:
+    """The inodes of the listening Unix sockets bound at `path` (/proc/net/unix)."""
+    found = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == str(path):
+            found.add(fields[6])
+    return found
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_two_jobs_get_two_children_of_the_one_host(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    relay: InferenceRelay,
+    proxy_host: ProxyHost,
+) -> None:
+    seen: list[dict[str, object]] = []
+    runners: list[JobRunner] = []
+
+    def looker(index: int) -> Callable[[datetime], Awaitable[None]]:
+        async def look(_: datetime) -> None:
+            container_id = runners[index].container_id
+            assert container_id is not None
+            pid = await asyncio.to_thread(ops.container_pid, podman_client, container_id)
+            seen.append(await asyncio.to_thread(look_from_the_host, pid))
+
+        return look
+
+    spec = "sleep 1; curl -sf -o /dev/null $OLLAMA_BASE_URL/api/tags && echo ok"
+    for index in range(2):
+        runners.append(JobRunner(podman_client, cold(settings, relay), on_started=looker(index)))
+    results = await asyncio.gather(
+        *(runner.run(make_spec(use_inference=True, commands=[spec])) for runner in runners)
+    )
+    assert [r.stdout.decode() for r in results] == ["ok\n", "ok\n"], results
+    children = [look["holders"] for look in seen]
+    assert len(children) == 2 and all(len(c) == 1 for c in children), seen  # type: ignore[arg-type]
+    assert children[0] != children[1], seen
+    assert seen[0]["parent"] == seen[1]["parent"], seen
+
+
+@pytest.mark.usefixtures("clean_node")
+async def test_a_dead_proxy_host_fails_the_next_cold_job_and_comes_back(
+    podman_client: PodmanClient,
+    settings: SandboxSettings,
+    scripted: tuple[ScriptedOllama, str],
+    tmp_path: Path,
+) -> None:
+    relay = await relay_to(tmp_path / "relay", scripted[1])
+    try:
+        async with proxy_host_for(podman_client, relay) as host:
+            assert host.container_id is not None
+            init = await asyncio.to_thread(ops.container_pid, podman_client, host.container_id)
+            # The host's python (the child of the container's init) dies.
+            [python] = children_of(init)
+            os.kill(python, signal.SIGKILL)
+            spec = make_spec(use_inference=True, commands=["curl -sf $OLLAMA_BASE_URL/api/tags"])
+            result = await JobRunner(podman_client, cold(settings, relay)).run(spec)
+            assert result.status == FAILED, result
+            assert "proxy host is not running" in result.reason, result
+            for _ in range(300):
+                if host.running and host.restarts == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert host.running and host.restarts == 1
+            result = await JobRunner(podman_client, cold(settings, relay)).run(spec)
+            assert result.status == COMPLETED, result
+    finally:
+        await relay.close()
 
 
 def netns_of_this_thread() -> str:

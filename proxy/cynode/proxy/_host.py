@@ -81,6 +81,17 @@ def hand_job(
     and waits for the job's child to serve them (`control`'s timeout applies). Returns
     the child's pidfd; HandoffError otherwise. `control` stays the job's: closing it
     stops the child."""
+    send_job(control, config, groups, max_connections)
+    return job_serving(control)
+
+
+def send_job(
+    control: socket.socket,
+    config: ProxyConfig,
+    groups: list[list[socket.socket]],
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> None:
+    """`hand_job`'s first half: the message with the sockets."""
     message = {
         "config": config_to_json(config),
         "counts": [len(group) for group in groups],
@@ -89,6 +100,13 @@ def hand_job(
     fds = [sock.fileno() for group in groups for sock in group]
     try:
         socket.send_fds(control, [json.dumps(message).encode()], fds)
+    except OSError as exc:
+        raise HandoffError(f"the proxy host did not take the job: {exc}") from None
+
+
+def job_serving(control: socket.socket) -> int:
+    """`hand_job`'s second half: the child's answer, its pidfd."""
+    try:
         data, received, _, _ = socket.recv_fds(control, 4096, 1)
     except OSError as exc:
         raise HandoffError(f"the proxy host did not take the job: {exc}") from None

@@ -295,12 +295,13 @@ async def test_a_cold_job_logs_where_its_start_went(
     [line] = [r.getMessage() for r in caplog.records if "cold sandbox started" in r.getMessage()]
     steps = re.findall(r"(\w[\w ]*?) (\d+) ms", line.split("started: ", 1)[1])
     # In the order they happened: the proxy listens in the sandbox's netns after its
-    # init and before its start.
+    # init, is handed to the proxy host, whose child serves it before the start.
     assert [name for name, _ in steps] == [
         "socket",
         "sandbox created",
         "sandbox initialised",
         "netns bind",
+        "proxy handed",
         "proxy serving",
         "sandbox started",
     ]

@@ -53,7 +53,7 @@ from cynode.proxy import (
     parse_listen,
     parse_upstream,
 )
-from cynode.proxy._host import HandoffError, hand_job
+from cynode.proxy._host import HandoffError, job_serving, send_job
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +202,16 @@ class JobProxy:
             for sock in group:
                 sock.close()
         self._sockets.clear()
-        self.marks["proxy handed"] = time.monotonic()
+        self.marks["proxy serving"] = time.monotonic()
 
     def _hand(self, config: ProxyConfig, groups: list[list[socket.socket]]) -> None:
         control = self._control
         assert control is not None, "open() first"
         control.settimeout(HANDOFF_TIMEOUT_S)
         try:
-            self._child = hand_job(control, config, groups, self.settings.job_max_connections)
+            send_job(control, config, groups, self.settings.job_max_connections)
+            self.marks["proxy handed"] = time.monotonic()
+            self._child = job_serving(control)
         except HandoffError as exc:
             raise ProxyHostDown(f"the node's inference proxy host: {exc}") from None
 

@@ -306,8 +306,8 @@ def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
 
 @contextlib.asynccontextmanager
 async def model_relay(directory: Path) -> AsyncIterator[tuple[str, str]]:
-    """The relay's socket and the model's URL (a cold job's proxy, in the node, forwards
-    there, as the node's own settings say: SPEC §4.6)."""
+    """The relay's socket and the model's URL (sidecars and cold jobs' proxies forward to
+    the relay's socket: SPEC §4.6)."""
     from cynode.node.devinference import start_dev_inference
     from cynode.node.inference.relay import InferenceRelay
 
@@ -331,13 +331,16 @@ class PodFigures:
 
 
 async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
+    from podman import PodmanClient
     from ulid import ULID
 
     from cynode.jobs.v1 import job_pb2
     from cynode.node.config import NodeConfig
+    from cynode.node.inference.proxy_host import ProxyHost
     from cynode.node.job_worker import RunnerFactory
     from cynode.node.podman_host import PodmanHost
     from cynode.node.runtime import PodmanService, SandboxSettings, remove_leftovers
+    from cynode.node.runtime.labels import LABEL_NODE_ID, LABEL_ROLE
     from cynode.node.runtime.settings import InferencePodSettings
 
     work = Path(tempfile.mkdtemp(prefix="cynode-bench-pod-"))
@@ -358,60 +361,72 @@ async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
     try:
         await warm_host.start()
         await cold_host.start()
-        async with model_relay(work / "relay") as (relay_socket, model_url):
+        async with model_relay(work / "relay") as (relay_socket, _):
             plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
-            pod = dataclasses.replace(
-                plain,
-                inference=InferencePodSettings(
-                    relay_socket=relay_socket, proxy_image=proxy_image, upstream=model_url
-                ),
+            inference_pod = InferencePodSettings(relay_socket=relay_socket, proxy_image=proxy_image)
+            pod = dataclasses.replace(plain, inference=inference_pod)
+
+            # Cold jobs' proxies run in the node's proxy host, started with inference.
+            def podman() -> PodmanClient:
+                assert cold_host.client is not None
+                return cold_host.client
+
+            proxy_host = ProxyHost(
+                podman,
+                inference_pod,
+                labels={LABEL_NODE_ID: node_id, LABEL_ROLE: "proxy-host"},
+                jobs=base.max_concurrency,
             )
-            warm_jobs = warm_host.runner_factory(lambda: pod)
-            cold_jobs = cold_host.runner_factory(lambda: pod)
-            plain_jobs = cold_host.runner_factory(lambda: plain)
-            pool = warm_host.warm_pods
-            assert pool is not None
+            await proxy_host.start()
+            try:
+                warm_jobs = warm_host.runner_factory(lambda: pod)
+                cold_jobs = cold_host.runner_factory(lambda: pod)
+                plain_jobs = cold_host.runner_factory(lambda: plain)
+                pool = warm_host.warm_pods
+                assert pool is not None
 
-            async def ignore(*_: object) -> None:
-                return None
+                async def ignore(*_: object) -> None:
+                    return None
 
-            async def one(factory: RunnerFactory, **fields: object) -> float:
-                spec = job_pb2.JobSpec(
-                    job_id=str(ULID()),
-                    task_id=str(ULID()),
-                    attempt=1,
-                    input_mode=job_pb2.INPUT_MODE_COMMANDS,
-                    **fields,  # type: ignore[arg-type]
-                )
-                runner = factory(ignore, ignore)
-                start = time.perf_counter()
-                result = await runner.run(spec)
-                elapsed = time.perf_counter() - start
-                # The node frees the job's slot only now; not part of the job's latency.
-                await runner.released()
-                if result.status != job_pb2.JOB_STATUS_COMPLETED:
-                    raise RuntimeError(f"bench job failed: {result}")
-                return elapsed
+                async def one(factory: RunnerFactory, **fields: object) -> float:
+                    spec = job_pb2.JobSpec(
+                        job_id=str(ULID()),
+                        task_id=str(ULID()),
+                        attempt=1,
+                        input_mode=job_pb2.INPUT_MODE_COMMANDS,
+                        **fields,  # type: ignore[arg-type]
+                    )
+                    runner = factory(ignore, ignore)
+                    start = time.perf_counter()
+                    result = await runner.run(spec)
+                    elapsed = time.perf_counter() - start
+                    # The node frees the job's slot only now; not part of the job's latency.
+                    await runner.released()
+                    if result.status != job_pb2.JOB_STATUS_COMPLETED:
+                        raise RuntimeError(f"bench job failed: {result}")
+                    return elapsed
 
-            curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
-            inference = {"commands": [curl], "use_inference": True}
-            warm_host.keep_warm(pod)  # as the node does once it is ready
-            await pool.wait_filled()
-            await one(warm_jobs, **inference)  # warm-ups
-            await one(cold_jobs, **inference)
-            await one(plain_jobs, commands=["true"])
-            raw_run()
-            taken = pool.taken
-            for _ in range(runs):
-                figures.raw.append(raw_run())
-                await pool.wait_filled()  # an idle node: its refill is done
-                figures.warm.append(await one(warm_jobs, **inference))
-                figures.cold.append(await one(cold_jobs, **inference))
-                figures.plain.append(await one(plain_jobs, commands=["true"]))
-            figures.warm_taken = pool.taken - taken
-            await pool.wait_filled()
-            for _ in range(runs):
-                figures.back_to_back.append(await one(warm_jobs, **inference))
+                curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
+                inference = {"commands": [curl], "use_inference": True}
+                warm_host.keep_warm(pod)  # as the node does once it is ready
+                await pool.wait_filled()
+                await one(warm_jobs, **inference)  # warm-ups
+                await one(cold_jobs, **inference)
+                await one(plain_jobs, commands=["true"])
+                raw_run()
+                taken = pool.taken
+                for _ in range(runs):
+                    figures.raw.append(raw_run())
+                    await pool.wait_filled()  # an idle node: its refill is done
+                    figures.warm.append(await one(warm_jobs, **inference))
+                    figures.cold.append(await one(cold_jobs, **inference))
+                    figures.plain.append(await one(plain_jobs, commands=["true"]))
+                figures.warm_taken = pool.taken - taken
+                await pool.wait_filled()
+                for _ in range(runs):
+                    figures.back_to_back.append(await one(warm_jobs, **inference))
+            finally:
+                await proxy_host.close()
     finally:
         await warm_host.close()
         await cold_host.close()

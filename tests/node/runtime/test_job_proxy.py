@@ -25,7 +25,15 @@ from cynode.jobs.v1 import job_pb2
 from cynode.node.inference.proxy_host import ProxyHost
 from cynode.node.inference.relay import InferenceRelay
 from cynode.node.runtime import JobRunner, SandboxSettings, netns, ops
-from cynode.node.runtime.job_proxy import job_proxy_root, remove_job_dirs, socket_root
+from cynode.node.runtime.job_proxy import (
+    JobProxy,
+    ProxyHostDown,
+    host_pid_file,
+    job_proxy_root,
+    proxy_host_socket,
+    remove_job_dirs,
+    socket_root,
+)
 from cynode.node.runtime.netns import bind_in_netns
 from cynode.node.runtime.settings import InferencePodSettings
 from cynode.proxy._host import files_limit
@@ -330,6 +338,10 @@ async def test_a_dead_proxy_host_fails_the_next_cold_job_and_comes_back(
             # The host's python (the child of the container's init) dies.
             [python] = children_of(init)
             os.kill(python, signal.SIGKILL)
+            for _ in range(200):
+                if not alive(python):
+                    break
+                await asyncio.sleep(0.01)
             spec = make_spec(use_inference=True, commands=["curl -sf $OLLAMA_BASE_URL/api/tags"])
             result = await JobRunner(podman_client, cold(settings, relay)).run(spec)
             assert result.status == FAILED, result
@@ -408,3 +420,25 @@ async def test_a_bind_whose_caller_gave_up_closes_what_it_made() -> None:
             break
         await asyncio.sleep(0.02)
     assert made and made[0].fileno() == -1
+
+
+async def test_a_control_socket_the_host_does_not_serve_gets_no_job(tmp_path: Path) -> None:
+    # As if a job's child had put its own listener where the host's was.
+    settings = InferencePodSettings(
+        relay_socket=str(tmp_path / "relay" / "relay.sock"), job_socket_dir=str(tmp_path / "jobs")
+    )
+    control = proxy_host_socket(settings)
+    control.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as impostor:
+        impostor.bind(str(control))
+        impostor.listen(4)
+        proxy = JobProxy(settings)
+        with pytest.raises(ProxyHostDown, match="not running"):
+            await proxy.open()  # no note of the host's pid
+        host_pid_file(control).write_text(str(os.getpid() + 1))
+        with pytest.raises(ProxyHostDown, match="not served by the node's inference proxy host"):
+            await proxy.open()
+        host_pid_file(control).write_text(str(os.getpid()))
+        await proxy.open()  # the listener is the noted one
+        await proxy.close()
+    assert list((tmp_path / "jobs").iterdir()) == []

@@ -30,7 +30,12 @@ from pathlib import Path
 from podman import PodmanClient
 
 from ..runtime import ops
-from ..runtime.job_proxy import PROXY_HOST_SOCKET_NAME, proxy_host_socket
+from ..runtime.job_proxy import (
+    PROXY_HOST_SOCKET_NAME,
+    host_pid_file,
+    peer_pid,
+    proxy_host_socket,
+)
 from ..runtime.proxy_sidecar import proxy_host_create_kwargs
 from ..runtime.settings import InferencePodSettings
 
@@ -128,11 +133,14 @@ class ProxyHost:
 
         await asyncio.to_thread(create_and_start)
         self._watch = await self._connect()
+        # Made by the host before any child exists: its listener is the host's own.
+        pid = peer_pid(self._watch)
+        await asyncio.to_thread(host_pid_file(self.socket_path).write_text, str(pid))
         log.info("proxy host %s answers on %s", self.name, self.socket_path)
 
-    @staticmethod
-    def _fresh_dir(directory: Path) -> None:
+    def _fresh_dir(self, directory: Path) -> None:
         # A socket a dead host left behind must not look like a live one.
+        host_pid_file(self.socket_path).unlink(missing_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         directory.chmod(CONTROL_DIR_MODE)
@@ -220,4 +228,5 @@ class ProxyHost:
         try:
             await self._remove()
         finally:
+            await asyncio.to_thread(host_pid_file(self.socket_path).unlink, True)
             await asyncio.to_thread(shutil.rmtree, self.socket_path.parent, True)

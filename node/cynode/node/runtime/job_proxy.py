@@ -32,6 +32,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +73,19 @@ PROXY_HOST_SOCKET_NAME = "host.sock"
 
 class ProxyHostDown(ProxyNotReady):
     """The proxy host does not take the job; the job fails before its sandbox starts."""
+
+
+def peer_pid(conn: socket.socket) -> int:
+    """The pid (in the node's namespace) of the process that listens at the other end."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid: int = struct.unpack("3i", creds)[0]
+    return pid
+
+
+def host_pid_file(control_socket: Path) -> Path:
+    """Where the node notes the proxy host's pid: beside its control directory, outside
+    what the container mounts, so nothing in it can change the note."""
+    return control_socket.parent.with_name(control_socket.parent.name + ".pid")
 
 
 def proxy_host_socket(settings: InferencePodSettings) -> Path:
@@ -158,14 +172,23 @@ class JobProxy:
 
     def _open(self) -> None:
         control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        path = proxy_host_socket(self.settings)
         try:
-            control.connect(str(proxy_host_socket(self.settings)))
-        except OSError as exc:
+            control.connect(str(path))
+            # The control directory is the container's: only the host's own listener is
+            # trusted with a job's sockets, not one a job's child could put there.
+            expected = int(host_pid_file(path).read_text())
+        except (OSError, ValueError) as exc:
             control.close()
             raise ProxyHostDown(
                 f"the node's inference proxy host is not running ({exc}); "
                 "the node restarts it, the job can be retried"
             ) from None
+        if peer_pid(control) != expected:
+            control.close()
+            raise ProxyHostDown(
+                f"{path} is not served by the node's inference proxy host (pid {expected})"
+            )
         self._control = control
         root = socket_root(self.settings)
         root.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from cynode.node.runtime import SandboxSettings, build_create_kwargs
 from cynode.node.runtime.labels import job_labels
 from cynode.node.runtime.proxy_sidecar import (
+    CONTROL_DIR,
+    UPSTREAM_DIR,
     inference_env,
     job_model,
     pod_create_kwargs,
+    proxy_host_create_kwargs,
     sandbox_shared_volume,
     shared_volume_options,
     sidecar_create_kwargs,
@@ -134,3 +139,53 @@ def test_sandbox_in_a_pod_joins_its_network_and_mounts_the_shared_volume_read_on
 
 def test_shared_volume_belongs_to_the_sandbox_uid() -> None:
     assert shared_volume_options("host") == {"o": "uid=10000,gid=10000"}
+
+
+def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None:
+    settings = InferencePodSettings(relay_socket="/s/inference/relay.sock", proxy_image="img")
+    kwargs = proxy_host_create_kwargs(
+        settings,
+        labels={"cynode.role": "proxy-host"},
+        name="cynode-proxyhost-x",
+        relay_dir="/s/inference",
+        control_dir="/s/proxy-host",
+        jobs=3,
+        control_socket_name="host.sock",
+    )
+    assert kwargs["command"] == [
+        "host",
+        "--control",
+        f"unix:{CONTROL_DIR}/host.sock",
+        "--max-connections",
+        "64",
+    ]
+    assert (kwargs["user"], kwargs["cap_drop"], kwargs["no_new_privileges"]) == (
+        "10000:10000",
+        ["ALL"],
+        True,
+    )
+    assert (kwargs["read_only"], kwargs["network_mode"], kwargs["init"]) == (True, "none", True)
+    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == (64 + 32 * 3) * 1024 * 1024
+    assert kwargs["pids_limit"] == 16 + 4 * 3
+    assert "pod" not in kwargs and kwargs["labels"] == {"cynode.role": "proxy-host"}
+    relay = {"type": "bind", "source": "/s/inference", "target": UPSTREAM_DIR, "read_only": True}
+    assert relay in kwargs["mounts"]
+    # Its own control directory, given to its user; nothing else of the host's.
+    assert kwargs["volumes"] == {
+        "/s/proxy-host": {
+            "bind": CONTROL_DIR,
+            "extended_mode": ["rw", "U", "nodev", "nosuid", "noexec"],
+        }
+    }
+    # A user namespace of its own, as the node's sandboxes (userns auto).
+    assert kwargs["userns_mode"] == {"nsmode": "auto"}
+    host = proxy_host_create_kwargs(
+        dataclasses.replace(settings, userns="host"),
+        labels={},
+        name="n",
+        relay_dir="/r",
+        control_dir="/c",
+        jobs=1,
+        control_socket_name="host.sock",
+    )
+    assert "userns_mode" not in host and "idmappings" not in host

@@ -265,7 +265,9 @@ class NodeConfig:
     inference_proxy_image: str = field(
         default="localhost/cynode-proxy",
         metadata=setting(
-            "inference.proxy_image", "CYNODE_INFERENCE_PROXY_IMAGE", "proxy sidecar image"
+            "inference.proxy_image",
+            "CYNODE_INFERENCE_PROXY_IMAGE",
+            "proxy image: warm pods' sidecars and the node's proxy host",
         ),
     )
     inference_proxy_timeout_s: float = field(
@@ -284,7 +286,7 @@ class NodeConfig:
             "inference.warm_pods",
             "CYNODE_INFERENCE_WARM_PODS",
             "inference pods kept ready while idle, each used by one job; 0: none (every "
-            "inference job runs cold: its sandbox alone, the proxy served by the node)",
+            "inference job runs cold: its sandbox alone, its proxy in the node's proxy host)",
         ),
     )
     # Chat and embeddings calls the inference link serves at once (SPEC §7.12); reported

@@ -165,7 +165,7 @@ def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None
         True,
     )
     assert (kwargs["read_only"], kwargs["network_mode"], kwargs["init"]) == (True, "none", True)
-    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == (64 + 32 * 3) * 1024 * 1024
+    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == (64 + 64 * 3) * 1024 * 1024
     assert kwargs["pids_limit"] == 16 + 4 * 3
     assert "pod" not in kwargs and kwargs["labels"] == {"cynode.role": "proxy-host"}
     relay = {"type": "bind", "source": "/s/inference", "target": UPSTREAM_DIR, "read_only": True}

@@ -127,9 +127,10 @@ def _jailed(image: str, relay_dir: str, memory: int, pids: int) -> dict[str, Any
 
 
 # The proxy host (inference/proxy_host.py): its own memory, and what each job's child
-# adds (a forked copy of the host, mostly shared; its event loop and buffers).
+# adds (a forked copy of the host, ~5 MB of its own when idle; its buffers): a
+# sidecar's 64 MB, what one job had before.
 PROXY_HOST_BASE_MB = 64
-PROXY_HOST_JOB_MB = 32
+PROXY_HOST_JOB_MB = 64
 PROXY_HOST_JOB_PIDS = 4
 # Where the proxy host's control directory appears in it.
 CONTROL_DIR = "/run/cynode-control"

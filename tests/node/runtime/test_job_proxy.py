@@ -14,9 +14,11 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from podman import PodmanClient
@@ -273,6 +275,10 @@ async def test_without_sandbox_tcp_nothing_listens_in_the_sandbox(
     assert result.stdout.decode().splitlines() == ["0", "socket 200"]
 
 
+def containers_named(client: PodmanClient, name: str) -> list[str]:
+    return [str(c.name) for c in client.containers.list(all=True) if c.name == name]
+
+
 def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
@@ -442,3 +448,48 @@ async def test_a_control_socket_the_host_does_not_serve_gets_no_job(tmp_path: Pa
         await proxy.open()  # the listener is the noted one
         await proxy.close()
     assert list((tmp_path / "jobs").iterdir()) == []
+
+
+class SlowCreate:
+    """A Podman client whose container creations take a while to come back."""
+
+    def __init__(self, real: PodmanClient) -> None:
+        self.real = real
+        self.entered = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    @property
+    def containers(self) -> SlowCreate:
+        return self
+
+    def create(self, **kwargs: Any) -> object:
+        made = self.real.containers.create(**kwargs)
+        self.entered.set()
+        time.sleep(0.5)
+        return made
+
+    def remove(self, *args: object, **kwargs: object) -> None:
+        self.real.containers.remove(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_proxy_host_closed_while_it_is_made_leaves_no_container(
+    podman_client: PodmanClient, relay: InferenceRelay, tmp_path: Path
+) -> None:
+    settings = InferencePodSettings(
+        relay_socket=str(relay.socket_path),
+        proxy_image=PROXY_IMAGE,
+        proxy_host_socket=str(tmp_path / "ctl" / "host.sock"),
+    )
+    slow = SlowCreate(podman_client)
+    host = ProxyHost(lambda: cast(PodmanClient, slow), settings, labels={}, jobs=1)
+    starting = asyncio.create_task(host.start())
+    assert await asyncio.to_thread(slow.entered.wait, 10)
+    # The node stops while the container is being created.
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    await host.close()
+    await asyncio.sleep(1.0)  # a creation left to itself would have ended by now
+    assert await asyncio.to_thread(containers_named, podman_client, host.name) == []

@@ -86,6 +86,7 @@ class ProxyHost:
         self.restarts = 0
         self._watch: socket.socket | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._creating: asyncio.Future[str] | None = None
         self._closing = False
 
     @property
@@ -131,7 +132,10 @@ class ProxyHost:
             ops.start_container(client, self.container_id)
             return self.container_id
 
-        await asyncio.to_thread(create_and_start)
+        # Left to finish when whoever awaits it gives up (close() waits for it), so a
+        # container made meanwhile is still removed.
+        self._creating = asyncio.ensure_future(asyncio.to_thread(create_and_start))
+        await asyncio.shield(self._creating)
         self._watch = await self._connect()
         # Made by the host before any child exists: its listener is the host's own.
         pid = peer_pid(self._watch)
@@ -225,6 +229,11 @@ class ProxyHost:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.close()
+        creating, self._creating = self._creating, None
+        if creating is not None:
+            await asyncio.wait({creating})
+            if not creating.cancelled():
+                creating.exception()  # retrieved: its failure was reported by start()
         try:
             await self._remove()
         finally:

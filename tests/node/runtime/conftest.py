@@ -19,6 +19,7 @@ from cynode.node.runtime import (
     remove_leftovers_sync,
 )
 from tests.fixtures.podman import SANDBOX_IMAGE
+from tests.node.runtime.inference_support import ScriptedOllama, serve
 
 
 def make_spec(**fields: Any) -> job_pb2.JobSpec:
@@ -111,3 +112,11 @@ async def make_runner(
     for runner, expected in made:
         if runner.path:  # it ran a job (a job cancelled before its run has no path)
             assert runner.path == expected, f"ran {runner.path}, expected {expected}"
+
+
+@pytest.fixture(scope="module")
+async def scripted() -> AsyncIterator[tuple[ScriptedOllama, str]]:
+    """A scripted Ollama on its own port, one per test module."""
+    upstream = ScriptedOllama()
+    async for url in serve(upstream.app()):
+        yield upstream, url

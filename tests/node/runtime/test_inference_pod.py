@@ -36,7 +36,6 @@ from tests.node.runtime.inference_support import (
     PROXY_IMAGE,
     ScriptedOllama,
     hosted_relay,
-    serve,
 )
 
 pytestmark = [pytest.mark.podman, pytest.mark.model]
@@ -63,13 +62,6 @@ async def model_relay(
         tmp_path_factory.mktemp("relay"), dev_model.url, podman_client
     ) as relay:
         yield relay
-
-
-@pytest.fixture(scope="module")
-async def scripted() -> AsyncIterator[tuple[ScriptedOllama, str]]:
-    upstream = ScriptedOllama()
-    async for url in serve(upstream.app()):
-        yield upstream, url
 
 
 @pytest.fixture(scope="module")

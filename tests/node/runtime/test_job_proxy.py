@@ -45,7 +45,6 @@ from tests.node.runtime.inference_support import (
     ScriptedOllama,
     proxy_host_for,
     relay_to,
-    serve,
 )
 
 pytestmark = [pytest.mark.podman]
@@ -55,13 +54,6 @@ FAILED = job_pb2.JOB_STATUS_FAILED
 # 127.0.0.1:11434 as /proc/net/tcp writes it, and the LISTEN state.
 LISTENER = "0100007F:2CAA"
 LISTEN = "0A"
-
-
-@pytest.fixture(scope="module")
-async def scripted() -> AsyncIterator[tuple[ScriptedOllama, str]]:
-    upstream = ScriptedOllama()
-    async for url in serve(upstream.app()):
-        yield upstream, url
 
 
 @pytest.fixture(scope="module")

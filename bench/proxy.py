@@ -305,16 +305,16 @@ def cpu_rows(runs: dict[str, list[Streamed]]) -> list[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def model_relay(directory: Path) -> AsyncIterator[tuple[str, str]]:
-    """The relay's socket and the model's URL (sidecars and cold jobs' proxies forward to
-    the relay's socket: SPEC §4.6)."""
+async def model_relay(directory: Path) -> AsyncIterator[str]:
+    """The relay's socket, in front of the dev model (sidecars and cold jobs' proxies
+    forward to it: SPEC §4.6)."""
     from cynode.node.devinference import start_dev_inference
     from cynode.node.inference.relay import InferenceRelay
 
     model = await start_dev_inference("127.0.0.1", 0, n_ctx=512, default_num_predict=4)
     relay = InferenceRelay(directory, model.url)
     try:
-        yield str(await relay.start()), model.url
+        yield str(await relay.start())
     finally:
         await relay.close()
         await model.close()
@@ -361,7 +361,7 @@ async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
     try:
         await warm_host.start()
         await cold_host.start()
-        async with model_relay(work / "relay") as (relay_socket, _):
+        async with model_relay(work / "relay") as relay_socket:
             plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
             inference_pod = InferencePodSettings(relay_socket=relay_socket, proxy_image=proxy_image)
             pod = dataclasses.replace(plain, inference=inference_pod)

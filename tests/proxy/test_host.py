@@ -23,9 +23,28 @@ import pytest
 
 from cynode.proxy import ProxyConfig, _host, parse_listen, parse_upstream
 from cynode.proxy._config import ConfigError, config_from_json, config_to_json
-from cynode.proxy._host import HandoffError, ProxyHost, files_limit, hand_job
+from cynode.proxy._host import (
+    DEFAULT_MAX_CONNECTIONS,
+    HandoffError,
+    ProxyHost,
+    files_limit,
+    job_serving,
+    send_job,
+)
 
 from .conftest import ScriptedUpstream
+
+
+def hand_job(
+    control: socket.socket,
+    config: ProxyConfig,
+    groups: list[list[socket.socket]],
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> int:
+    """Both halves of the node's side in a row, as JobProxy runs them."""
+    send_job(control, config, groups, max_connections)
+    return job_serving(control)
+
 
 PROXY_ROOT = str(Path(_host.__file__).resolve().parents[2])
 

@@ -70,28 +70,15 @@ class HandoffError(RuntimeError):
     """The proxy host did not take a job, or its child did not start serving."""
 
 
-def hand_job(
-    control: socket.socket,
-    config: ProxyConfig,
-    groups: list[list[socket.socket]],
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-) -> int:
-    """The node's side: sends a job's config and listening sockets (`groups`, one list
-    per `config.listen` entry) on `control`, a connection to the host's control socket,
-    and waits for the job's child to serve them (`control`'s timeout applies). Returns
-    the child's pidfd; HandoffError otherwise. `control` stays the job's: closing it
-    stops the child."""
-    send_job(control, config, groups, max_connections)
-    return job_serving(control)
-
-
 def send_job(
     control: socket.socket,
     config: ProxyConfig,
     groups: list[list[socket.socket]],
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> None:
-    """`hand_job`'s first half: the message with the sockets."""
+    """The node's side, first half: sends a job's config and listening sockets
+    (`groups`, one list per `config.listen` entry) on `control`, a connection to the
+    host's control socket. `control` stays the job's: closing it stops the child."""
     message = {
         "config": config_to_json(config),
         "counts": [len(group) for group in groups],
@@ -105,7 +92,9 @@ def send_job(
 
 
 def job_serving(control: socket.socket) -> int:
-    """`hand_job`'s second half: the child's answer, its pidfd."""
+    """The node's side, second half: waits for the job's child to serve the sockets
+    (`control`'s timeout applies) and returns the child's pidfd; HandoffError
+    otherwise."""
     try:
         data, received, _, _ = socket.recv_fds(control, 4096, 1)
     except OSError as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from podman import PodmanClient
 
+from ..backoff import Backoff
 from ..runtime import ops
 from ..runtime.job_proxy import (
     PROXY_HOST_SOCKET_NAME,
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 CONTROL_DIR_MODE = 0o700
 # The first start of the container takes a second or so on a loaded node.
 READY_TIMEOUT_S = 30.0
-RESTART_PAUSES_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 # sun_path holds 108 bytes with its NUL.
@@ -178,20 +178,11 @@ class ProxyHost:
     async def _log_tail(self) -> str:
         if self.container_id is None:
             return ""
-        path = f"/containers/{self.container_id}/logs"
-
-        def read() -> str:
-            response = self._client().api.get(path, params={"stdout": True, "stderr": True})
-            return bytes(response.content[-2000:]).decode(errors="replace")
-
-        try:
-            return await asyncio.to_thread(read)
-        except Exception as exc:  # only for the operator's log
-            return f"(no log: {exc})"
+        return await asyncio.to_thread(ops.log_tail, self._client(), self.container_id)
 
     async def _watch_and_restart(self, restart_first: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        pause = 0
+        pauses = Backoff(0.5, 30.0)
         while not self._closing:
             if not restart_first:
                 watch = self._watch
@@ -207,11 +198,10 @@ class ProxyHost:
             try:
                 self.restarts += 1
                 await self._start_once()
-                pause = 0
+                pauses.reset()
             except Exception as exc:
                 log.error("the proxy host did not start again: %s", exc)
-                await asyncio.sleep(RESTART_PAUSES_S[min(pause, len(RESTART_PAUSES_S) - 1)])
-                pause += 1
+                await asyncio.sleep(pauses.next_delay())
                 restart_first = True
 
     async def _remove(self) -> None:

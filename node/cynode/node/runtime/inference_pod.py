@@ -33,7 +33,6 @@ from cynode.node.runtime.proxy_sidecar import (
 from cynode.node.runtime.settings import InferencePodSettings
 
 log = logging.getLogger(__name__)
-_LOG_TAIL_BYTES = 2000
 
 # role -> the labels of the piece with that role ("pod", "proxy", "inference-volume").
 Labeller = Callable[[str], dict[str, str]]
@@ -165,17 +164,7 @@ class InferencePod:
     async def log_tail(self) -> str:
         if self.sidecar_id is None:
             return ""
-        path = f"/containers/{self.sidecar_id}/logs"
-
-        def read() -> str:
-            response = self.client.api.get(path, params={"stdout": True, "stderr": True})
-            tail: bytes = response.content[-_LOG_TAIL_BYTES:]
-            return tail.decode(errors="replace")
-
-        try:
-            return await asyncio.to_thread(read)
-        except Exception as exc:  # only for the operator's log
-            return f"(no log: {exc})"
+        return await asyncio.to_thread(ops.log_tail, self.client, self.sidecar_id)
 
     async def settle_start(self) -> None:
         """Returns once no sidecar creation is in flight (its failure, if any, was

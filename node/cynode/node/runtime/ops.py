@@ -74,6 +74,21 @@ def container_state(client: PodmanClient, container_id: str) -> dict[str, Any]:
     return state
 
 
+def log_tail(client: PodmanClient, container_id: str, limit: int = 2000) -> str:
+    """The last `limit` bytes of a container's stdout and stderr, for an operator's log
+    line; "(no log: …)" when Podman cannot give them."""
+    try:
+        response = client.api.get(
+            f"/containers/{container_id}/logs",
+            params={"stdout": True, "stderr": True},
+            timeout=_API_TIMEOUT_S,
+        )
+        tail: bytes = response.content[-limit:]
+    except Exception as exc:  # only for the operator's log
+        return f"(no log: {exc})"
+    return tail.decode(errors="replace")
+
+
 def container_pid(client: PodmanClient, container_id: str) -> int:
     """The host pid of an initialised or running container's process (its namespaces'
     holder); RuntimeError when it has none (not initialised, or already stopped)."""

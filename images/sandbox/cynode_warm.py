@@ -48,6 +48,7 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import struct
 import sys
@@ -70,6 +71,9 @@ READ_SIZE = 65536
 DRAIN_S = 2.0
 # Signals the container's stop or a cancel sends; the job gets them as on the cold path.
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+# Python starts with these ignored, and an exec keeps an ignored signal ignored; the job
+# gets them at their defaults, as on the cold path (`yes | head -1` ends quietly).
+DEFAULTED = (signal.SIGPIPE, signal.SIGXFSZ)
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 OUT_DIR = "out"
 # Entries looked at before out/ is called "not empty" anyway (the node then looks).
@@ -144,14 +148,14 @@ def become(argv: list[str], env: dict[str, str]) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     sys.stdout.flush()
+    for sig in DEFAULTED:
+        signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvpe(argv[0], argv, environ)
-    except FileNotFoundError:
-        sys.stderr.write(f"{NAME}: {argv[0]}: not found\n")
-        return 127
     except OSError as exc:
-        sys.stderr.write(f"{NAME}: {argv[0]}: {exc.strerror}\n")
-        return 126
+        code, message = cannot_run(argv[0], exc)
+        sys.stderr.write(message)
+        return code
     return 0  # pragma: no cover - execvpe does not return
 
 
@@ -221,30 +225,60 @@ class Relay:
 
 
 def spawn(argv: list[str], env: dict[str, str], out_w: int, err_w: int) -> int:
-    """Forks the job's process: stdin /dev/null, stdout and stderr on the pipes."""
+    """Starts the job's process: stdin /dev/null, stdout and stderr on the pipes, its
+    signals at their defaults and none of this process's descriptors. posix_spawn runs
+    no Python in the child, so it is safe in a process with threads (a fork there can
+    deadlock or abort the child). Raises OSError when the command cannot be run."""
     environ = dict(os.environ)
     environ.update(env)
-    pid = os.fork()
-    if pid:
-        return pid
-    try:  # pragma: no cover - runs in the child (the subprocess tests see it)
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.closerange(3, 65536)
-        os.execvpe(argv[0], argv, environ)
-    except FileNotFoundError:  # pragma: no cover
-        os.write(2, f"{NAME}: {argv[0]}: not found\n".encode())
-        os._exit(127)
-    except OSError as exc:  # pragma: no cover
-        os.write(2, f"{NAME}: {argv[0]}: {exc.strerror}\n".encode())
-        os._exit(126)
-    os._exit(126)  # pragma: no cover
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, out_w, 1),
+        (os.POSIX_SPAWN_DUP2, err_w, 2),
+    ]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in inherited_fds()]
+    return os.posix_spawn(
+        executable(argv[0], environ.get("PATH")),
+        argv,
+        environ,
+        file_actions=actions,
+        setsigmask=(),
+        setsigdef=(*DEFAULTED, *FORWARDED, signal.SIGCHLD),
+    )
+
+
+def executable(command: str, path: str | None) -> str:
+    """The file execvp would run for `command`, looked up on the job's own PATH (as the
+    container runtime does on the cold path). A name found nowhere gives a path that
+    does not exist, so spawning it fails as "not found"."""
+    if "/" in command:
+        return command
+    dirs = [Path(d or ".") for d in (path if path is not None else os.defpath).split(os.pathsep)]
+    found = shutil.which(command, path=os.pathsep.join(map(str, dirs)))
+    if found is not None:
+        return found
+    # Present but not executable: spawning it fails as execvp would, "Permission denied".
+    present = (d / command for d in dirs)
+    return str(next((f for f in present if f.is_file()), Path("/nonexistent") / command))
+
+
+def inherited_fds() -> list[int]:
+    """This process's descriptors above stderr that an exec would keep open (Python opens
+    its own close-on-exec; one inherited from the container's start would leak)."""
+    found = []
+    for entry in Path("/proc/self/fd").iterdir():
+        fd = int(entry.name)
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+    return found
+
+
+def cannot_run(command: str, exc: OSError) -> tuple[int, str]:
+    """As a shell says it: 127 and "not found", or 126 and why the command cannot run."""
+    if isinstance(exc, FileNotFoundError):
+        return 127, f"{NAME}: {command}: not found\n"
+    return 126, f"{NAME}: {command}: {exc.strerror}\n"
 
 
 def exit_code(status: int) -> int:
@@ -327,7 +361,14 @@ def _relay(
     kill_rest: bool,
 ) -> int:
     out_r, out_w, err_r, err_w, wake_r = fds
-    pid = spawn(argv, env, out_w, err_w)
+    try:
+        pid = spawn(argv, env, out_w, err_w)
+    except OSError as exc:
+        code, message = cannot_run(argv[0], exc)
+        relay.frame(STDERR, message.encode())
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+        return report_end(relay, nonce, code, oom_before, workspace)
     os.close(out_w)
     os.close(err_w)
     for sig in FORWARDED:
@@ -361,7 +402,11 @@ def _relay(
     if status is None:  # the job closed its stdout and stderr before it exited
         _, status = os.waitpid(pid, 0)
         reaped(kill_rest)
-    code = exit_code(status)
+    return report_end(relay, nonce, exit_code(status), oom_before, workspace)
+
+
+def report_end(relay: Relay, nonce: str, code: int, oom_before: int | None, workspace: str) -> int:
+    """Frames the job's end (the last frame) and returns its exit code."""
     oom_after = oom_kills()
     oom = None if oom_before is None or oom_after is None else oom_after > oom_before
     end = {"nonce": nonce, "exit_code": code, "oom": oom, "out_empty": out_empty(workspace)}

@@ -166,6 +166,14 @@ def test_the_runner_becomes_the_job(tmp_path: Path) -> None:
     assert result.stderr == b""
 
 
+@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="no system python3")
+def test_the_job_it_becomes_has_sigpipe_at_its_default(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    result = run_script({"argv": ["sh", "-c", "yes | head -1"]}, workspace)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"y\n", b"")
+
+
 # -- the reporting mode: the runner stays the job's parent and reports its end ------------
 
 
@@ -233,6 +241,53 @@ def test_a_missing_command_reports_127(tmp_path: Path) -> None:
     code, found, _ = supervised(tmp_path, [str(tmp_path / "missing")])
     assert code == 127
     assert b"not found" in joined(found, cynode_warm.STDERR)
+
+
+def test_a_command_that_cannot_run_reports_126(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("echo never\n")
+    code, found, end = supervised(tmp_path, [str(plain)])
+    assert code == end["exit_code"] == 126
+    message = f"cynode-warm: {plain}: Permission denied\n"
+    assert joined(found, cynode_warm.STDERR) == message.encode()
+
+
+def test_the_command_is_found_on_the_jobs_own_path(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "only-here"
+    tool.write_text("#!/bin/sh\necho found it\n")
+    tool.chmod(0o755)
+    (bin_dir / "not-executable").write_text("echo never\n")
+    path = f"/nonexistent:{bin_dir}:/usr/bin:/bin"
+    code, found, _ = supervised(tmp_path, ["only-here"], {"PATH": path})
+    assert (code, joined(found, cynode_warm.STDOUT)) == (0, b"found it\n")
+    code, found, _ = supervised(tmp_path, ["not-executable"], {"PATH": path})
+    assert code == 126 and b"Permission denied" in joined(found, cynode_warm.STDERR)
+    code, found, _ = supervised(tmp_path, ["only-here"], {"PATH": "/usr/bin:/bin"})
+    assert code == 127 and b"only-here: not found" in joined(found, cynode_warm.STDERR)
+
+
+def test_the_job_starts_with_default_signals_and_no_stray_descriptors(tmp_path: Path) -> None:
+    opened = os.open(os.devnull, os.O_RDONLY)
+    stray = os.dup2(opened, 123, inheritable=True)  # above any the job's ls opens
+    os.close(opened)
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts
+    try:
+        code, found, _ = supervised(
+            tmp_path,
+            ["sh", "-c", "grep SigIgn /proc/self/status; ls /proc/self/fd; yes | head -1"],
+        )
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+        os.close(stray)
+    assert code == 0
+    lines = joined(found, cynode_warm.STDOUT).decode().split()
+    ignored = int(lines[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
+    assert str(stray) not in lines[2:-1] and "2" in lines[2:-1]
+    assert lines[-1] == "y"
+    assert joined(found, cynode_warm.STDERR) == b""  # yes died of SIGPIPE, quietly
 
 
 def test_output_after_the_exit_is_drained_within_a_bound(

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -77,8 +78,11 @@ class OneRunning:
     job_id: str
 
 
-async def _one_running(engine: AsyncEngine, lease_seconds: int, slug: str) -> OneRunning:
-    srv = await ControlPlaneServer(engine, settings_for_tests(lease_seconds=lease_seconds)).start()
+async def _one_running(
+    engine: AsyncEngine, lease_seconds: int, slug: str, **overrides: Any
+) -> OneRunning:
+    settings = settings_for_tests(lease_seconds=lease_seconds, **overrides)
+    srv = await ControlPlaneServer(engine, settings).start()
     gate = Gate()
     node = SimNode(srv.target, PSK, slug, slots=1, runtime=gate)
     await node.start()
@@ -296,7 +300,8 @@ async def test_node_back_after_its_lease_lapsed_reclaims_the_requeued_job(
 
 
 async def test_stopped_stale_copy_leaves_the_requeued_job_queued(engine: AsyncEngine) -> None:
-    run = await _one_running(engine, 2, "late")
+    # The server's own sweep stays out of it: the expiry below is this test's to count.
+    run = await _one_running(engine, 2, "late", sweep_seconds=3600)
     srv, node, job_id = run.srv, run.node, run.job_id
     await node.kill()
     plane = srv.cp

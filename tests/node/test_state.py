@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from cynode.node.state import NodeSessionState, StateDir, StateDirError, ensure_private_dir
+from cynode.node.inference.proxy_host import control_socket
+from cynode.node.state import (
+    MAX_SOCKET_PATH,
+    NodeSessionState,
+    StateDir,
+    StateDirError,
+    ensure_private_dir,
+    socket_dir,
+)
 
 
 def test_state_dir_is_private_and_session_round_trips(tmp_path: Path) -> None:
@@ -36,3 +44,17 @@ def test_state_dir_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
     os.chown(root, 12345, 12345)
     with pytest.raises(StateDirError, match="owned by uid 12345"):
         ensure_private_dir(root)
+
+
+def test_a_socket_dir_is_the_preferred_one_only_while_its_sockets_fit(tmp_path: Path) -> None:
+    assert socket_dir(tmp_path / "inference", "relay.sock", "t-") == tmp_path / "inference"
+    deep = tmp_path / ("d" * MAX_SOCKET_PATH)
+    short = socket_dir(deep, "relay.sock", "cynode-t-")
+    assert short.is_dir() and short.name.startswith("cynode-t-")
+    assert len(str(short / "relay.sock")) <= MAX_SOCKET_PATH
+    short.rmdir()
+    # The proxy host's control socket is named inside whichever directory was chosen.
+    assert control_socket(tmp_path) == tmp_path / "proxy-host" / "host.sock"
+    chosen = control_socket(deep)
+    assert chosen.name == "host.sock" and len(str(chosen)) <= MAX_SOCKET_PATH
+    chosen.parent.rmdir()

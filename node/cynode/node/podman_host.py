@@ -10,7 +10,6 @@ inference pod or their sandbox from the warm pools when they have one ready.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,17 +20,11 @@ from .job_worker import OnOutput, OnStarted, Runner, RunnerFactory
 from .runtime import JobRunner, PodmanService, SandboxSettings, remove_leftovers
 from .runtime.warm_pool import WarmPodPool, WarmStatus
 from .runtime.warm_sandbox import WarmSandboxPool
-from .state import ensure_private_dir
-
-# sun_path holds 108 bytes; keep the socket path safely under it.
-_MAX_SOCKET_PATH = 100
+from .state import ensure_private_dir, socket_dir
 
 
 def private_runtime_dir(state_dir: Path) -> Path:
-    preferred = state_dir / "podman"
-    if len(str(preferred / "podman.sock")) <= _MAX_SOCKET_PATH:
-        return preferred
-    return Path(tempfile.mkdtemp(prefix="cynode-podman-"))
+    return socket_dir(state_dir / "podman", "podman.sock", "cynode-podman-")
 
 
 class PodmanHost:

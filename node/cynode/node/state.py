@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+# sun_path holds 108 bytes with its NUL: the longest path a socket can be bound at.
+MAX_SOCKET_PATH = 107
 
 
 class StateDirError(RuntimeError):
@@ -31,6 +34,14 @@ def ensure_private_dir(path: Path) -> Path:
     if stat.S_IMODE(info.st_mode) != DIR_MODE:
         path.chmod(DIR_MODE)
     return path
+
+
+def socket_dir(preferred: Path, longest: str, prefix: str) -> Path:
+    """`preferred`, or a new short temporary directory when `preferred/longest` (the
+    longest socket path to be made under it) would not fit in a socket address."""
+    if len(str(preferred / longest)) <= MAX_SOCKET_PATH:
+        return preferred
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def atomic_write(path: Path, data: bytes) -> None:

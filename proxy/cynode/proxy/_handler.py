@@ -29,7 +29,6 @@ from cynode.proxy._upstream import (
     Connection,
     Framing,
     ResponseHead,
-    UpstreamError,
     UpstreamPool,
     request_head,
 )
@@ -163,23 +162,18 @@ class ProxyHandler:
         exchange: _Exchange,
     ) -> ResponseHead:
         """Send the request and read the response head (the phase ``timeout`` bounds)."""
-        conn, reused = await self._pool.acquire()
-        while True:
+
+        def written(conn: Connection) -> None:
             exchange.conn = conn
-            try:
-                conn.write(raw)
-                if has_body:
-                    exchange.body_task = asyncio.create_task(
-                        self._send_body(request, conn, chunked, exchange)
-                    )
-                return await conn.read_response_head(request.method)
-            except UpstreamError:
-                if not reused or has_body:
-                    raise
-            # A kept-alive connection the upstream had just closed; nothing was lost
-            # (no body), so once more on a fresh one.
-            conn.abort()
-            conn, reused = await self._pool.connect(), False
+            if has_body:
+                exchange.body_task = asyncio.create_task(
+                    self._send_body(request, conn, chunked, exchange)
+                )
+
+        _, head = await self._pool.send(
+            raw, request.method, resendable=not has_body, written=written
+        )
+        return head
 
     async def _send_body(
         self, request: web.BaseRequest, conn: Connection, chunked: bool, exchange: _Exchange

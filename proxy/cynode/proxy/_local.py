@@ -170,29 +170,20 @@ async def _open(
     raw = request_head(method, path, pool.host_header, sent) + body
     wait = config.timeout if head_timeout is None else min(head_timeout, config.timeout)
     conn: Connection | None = None
+
+    def written(sent_on: Connection) -> None:
+        nonlocal conn
+        conn = sent_on
+
     try:
         async with asyncio.timeout(wait):
-            conn, reused = await pool.acquire()
-            while True:
-                try:
-                    conn.write(raw)
-                    head = await conn.read_response_head(method)
-                    break
-                except UpstreamError:
-                    if not reused or body:
-                        raise
-                # A kept-alive connection the upstream had just closed; nothing was
-                # lost (no body), so once more on a fresh one (as the handler does).
-                conn.abort()
-                conn, reused = await pool.connect(), False
+            conn, head = await pool.send(raw, method, resendable=not body, written=written)
     except TimeoutError:
         if conn is not None:
             conn.abort()
         log.warning("upstream did not answer within %.1fs", wait)
         return _error(504, "upstream timed out"), None
-    except (UpstreamError, OSError) as exc:
-        if conn is not None:
-            conn.abort()
+    except (UpstreamError, OSError) as exc:  # the pool aborted what failed
         log.warning("upstream unavailable: %s: %s", type(exc).__name__, exc)
         return _error(502, "upstream unavailable"), None
     return (

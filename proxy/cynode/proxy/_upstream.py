@@ -350,6 +350,33 @@ class UpstreamPool:
             conn.close()
         return await self.connect(), False
 
+    async def send(
+        self,
+        raw: bytes,
+        method: str,
+        *,
+        resendable: bool,
+        written: Callable[[Connection], None],
+    ) -> tuple[Connection, ResponseHead]:
+        """Writes a request's head (and whatever of it is in `raw`) on a pooled connection
+        and reads the response head. `written` learns the connection once the request is
+        on it (its caller streams a body on it, or aborts it on a timeout). A kept-alive
+        connection the upstream had just closed fails at once; a `resendable` request
+        (no body follows, so nothing is lost) goes once more on a fresh connection. A
+        connection that failed is aborted here."""
+        conn, reused = await self.acquire()
+        while True:
+            try:
+                conn.write(raw)
+                written(conn)
+                return conn, await conn.read_response_head(method)
+            except UpstreamError:
+                if not reused or not resendable:
+                    conn.abort()
+                    raise
+            conn.abort()
+            conn, reused = await self.connect(), False
+
     async def connect(self) -> Connection:
         loop = asyncio.get_running_loop()
 

@@ -22,7 +22,6 @@ import logging
 import secrets
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..runtime.job_proxy import (
 )
 from ..runtime.proxy_sidecar import proxy_host_create_kwargs
 from ..runtime.settings import InferencePodSettings
+from ..state import socket_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,12 @@ CONTROL_DIR_MODE = 0o700
 READY_TIMEOUT_S = 30.0
 
 
-# sun_path holds 108 bytes with its NUL.
-_MAX_SOCKET_PATH = 100
-
-
 def control_socket(state_dir: Path) -> Path:
     """<state_dir>/proxy-host/host.sock, or in a short temporary directory when that
     path is too long for a socket."""
-    preferred = state_dir / "proxy-host" / PROXY_HOST_SOCKET_NAME
-    if len(str(preferred)) <= _MAX_SOCKET_PATH:
-        return preferred
-    return Path(tempfile.mkdtemp(prefix="cynode-proxyhost-")) / PROXY_HOST_SOCKET_NAME
+    preferred = state_dir / "proxy-host"
+    name = PROXY_HOST_SOCKET_NAME
+    return socket_dir(preferred, name, "cynode-proxyhost-") / name
 
 
 class ProxyHostNotReady(RuntimeError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -25,12 +24,12 @@ from cynode.proxy import (
     start_proxy,
 )
 
+from ..state import socket_dir
+
 log = logging.getLogger(__name__)
 
 RELAY_SOCKET_NAME = "relay.sock"
 RELAY_DIR_MODE = 0o711
-# sun_path holds 108 bytes; keep the socket path safely under it.
-_MAX_SOCKET_PATH = 100
 # The relay must not give up before the sidecar does, or the sandbox would see a 504
 # from the wrong hop; it only bounds what a sidecar that went away leaves behind.
 RELAY_TIMEOUT_MARGIN_S = 30.0
@@ -38,10 +37,7 @@ RELAY_TIMEOUT_MARGIN_S = 30.0
 
 def relay_dir(state_dir: Path) -> Path:
     """<state_dir>/inference, or a short temporary directory when that path is too long."""
-    preferred = state_dir / "inference"
-    if len(str(preferred / RELAY_SOCKET_NAME)) <= _MAX_SOCKET_PATH:
-        return preferred
-    return Path(tempfile.mkdtemp(prefix="cynode-relay-"))
+    return socket_dir(state_dir / "inference", RELAY_SOCKET_NAME, "cynode-relay-")
 
 
 class InferenceRelay:

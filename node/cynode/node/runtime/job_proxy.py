@@ -46,6 +46,7 @@ from cynode.node.runtime.proxy_sidecar import (
     UPSTREAM_DIR,
 )
 from cynode.node.runtime.settings import InferencePodSettings
+from cynode.node.state import socket_dir
 from cynode.proxy import (
     ListenAddress,
     ProxyConfig,
@@ -62,8 +63,6 @@ JOB_DIR_MODE = 0o711
 # A job's requests in flight at once; more wait their turn (its connections are capped
 # by the child's open-files limit, `job_max_connections`).
 JOB_MAX_IN_FLIGHT = 16
-# sun_path holds 108 bytes with its NUL; <root>/<job dir>/proxy.sock must fit.
-_MAX_ROOT = 107 - len("/jXXXXXXXX/") - len(PROXY_SOCKET_NAME)
 # The child answers once its server runs: a fork and an event loop, milliseconds.
 HANDOFF_TIMEOUT_S = 10.0
 # After SIGTERM the child closes its listeners and cuts what is left; then SIGKILL.
@@ -99,10 +98,8 @@ def proxy_host_socket(settings: InferencePodSettings) -> Path:
 def job_proxy_root(state_dir: Path) -> Path:
     """Where the node makes its jobs' socket directories: <state_dir>/inference-jobs, or
     a short temporary directory when that path is too long for a socket under it."""
-    preferred = state_dir / "inference-jobs"
-    if len(str(preferred)) <= _MAX_ROOT:
-        return preferred
-    return Path(tempfile.mkdtemp(prefix="cynode-jobs-"))
+    longest = f"jXXXXXXXX/{PROXY_SOCKET_NAME}"  # <root>/<job dir>/proxy.sock
+    return socket_dir(state_dir / "inference-jobs", longest, "cynode-jobs-")
 
 
 def socket_root(settings: InferencePodSettings) -> Path:

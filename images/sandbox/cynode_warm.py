@@ -148,11 +148,12 @@ def become(argv: list[str], env: dict[str, str]) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     sys.stdout.flush()
-    for sig in DEFAULTED:
-        signal.signal(sig, signal.SIG_DFL)
+    previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in DEFAULTED}
     try:
         os.execvpe(argv[0], argv, environ)
     except OSError as exc:
+        for sig, handler in previous.items():  # this process goes on: as it was
+            signal.signal(sig, handler)
         code, message = cannot_run(argv[0], exc)
         sys.stderr.write(message)
         return code

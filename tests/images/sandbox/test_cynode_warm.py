@@ -126,6 +126,9 @@ def test_a_command_that_is_missing_or_not_executable_exits_like_a_shell(
     plain.write_text("echo never\n")
     assert cynode_warm.become([str(plain)], {}) == 126
     assert "Permission denied" in capsys.readouterr().err
+    # A failed exec leaves this process's signals as they were (Python's SIGPIPE
+    # ignored): at their defaults, a write to a closed pipe would kill the process.
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
 
 
 def run_script(manifest: Any, workspace: Path) -> subprocess.CompletedProcess[bytes]:

@@ -123,7 +123,7 @@ class ControlPlane:
         # The models on the nodes (SPEC §10): links nodes hold open, and the router.
         self.links = LinkRegistry()
         self.inference_metrics = InferenceMetrics(metrics_registry)
-        self.usage = UsageBook(session_factory(engine))
+        self.usage = UsageBook(engine, session_factory(engine))
         self.router = Router(
             self.links,
             user_limit=settings.inference_user_concurrency,

@@ -24,6 +24,7 @@ ATTACHMENTS: sa.Table = SQLModel.metadata.tables["task_attachments"]
 ARTIFACTS: sa.Table = SQLModel.metadata.tables["artifacts"]
 ARTIFACT_SETS: sa.Table = SQLModel.metadata.tables["artifact_sets"]
 USERS: sa.Table = SQLModel.metadata.tables["users"]
+USAGE: sa.Table = SQLModel.metadata.tables["inference_usage"]
 
 # Stays well under SQLite's and asyncpg's bound-parameter limits.
 IN_CHUNK = 500

@@ -24,7 +24,7 @@ state_dir: /srv/cynode
 worker_api: {host: 0.0.0.0, port: 12091, base_url: "http://box:12091"}
 podman: {socket: /run/podman/podman.sock, containers_conf: /etc/cynode/containers.conf}
 sandbox: {image: localhost/other, max_concurrency: 4, warm_containers: 3}
-inference: {mode: existing, url: "http://127.0.0.1:11434", warm_pods: 2}
+inference: {mode: existing, url: "http://127.0.0.1:11434", warm_pods: 2, job_max_connections: 200}
 reconnect: {initial_seconds: 1, max_seconds: 10}
 """
 
@@ -42,6 +42,7 @@ def test_yaml_then_env_overrides(tmp_path: Path) -> None:
     assert config.max_concurrency == 4
     assert config.effective_containers_conf == "/etc/cynode/containers.conf"
     assert config.inference_warm_pods == 2
+    assert config.inference_job_max_connections == 200
     assert config.sandbox_warm_containers == 3
     env = {
         "CYNODE_ORCHESTRATOR_URL": "http://10.0.0.5:12082",
@@ -73,6 +74,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not config.uses_tls
     assert config.worker_api_port == 12090
     assert config.inference_warm_pods == 1
+    assert config.inference_job_max_connections == 64
     assert config.sandbox_warm_containers == 2
     assert config.sandbox_warm_idle_s == 600
     assert config.advertised_worker_api == "http://127.0.0.1:12090"
@@ -92,6 +94,8 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         ("node: {slug: a}\nsandbox: {max_concurrency: 0}\n", "max_concurrency"),
         ("node: {slug: a}\ninference: {mode: cloud}\n", "inference.mode"),
         ("node: {slug: a}\ninference: {warm_pods: -1}\n", "inference.warm_pods"),
+        ("node: {slug: a}\ninference: {job_max_connections: 0}\n", "job_max_connections"),
+        ("node: {slug: a}\ninference: {job_max_connections: 1025}\n", "1-1024"),
         ("node: {slug: a}\nsandbox: {warm_containers: -1}\n", "sandbox.warm_containers"),
         ("node: {slug: a}\nsandbox: {warm_idle_seconds: -1}\n", "sandbox.warm_idle_seconds"),
         ("node: {slug: a}\norchestrator: {url: 'ftp://x'}\n", "orchestrator.url"),

@@ -26,6 +26,9 @@ DEFAULT_GRPC_PORT = 12083
 DEFAULT_WORKER_API_PORT = 12090
 DEFAULT_STATE_DIR = "/var/lib/cynode-node"
 INFERENCE_MODES = ("none", "existing", "container")
+# A cold job's connections to its proxy, at most: each holds two files of its child's,
+# and all share the job's 64 MB in the proxy host.
+MAX_JOB_CONNECTIONS = 1024
 DEFAULT_OLLAMA_IMAGE = "docker.io/ollama/ollama:latest"
 DEFAULT_OLLAMA_MODELS_VOLUME = "cynode-ollama-models"
 # Where this repository keeps the Podman settings this kind of host needs.
@@ -289,6 +292,17 @@ class NodeConfig:
             "inference job runs cold: its sandbox alone, its proxy in the node's proxy host)",
         ),
     )
+    # A cold job's open connections to its proxy: its child's open-files limit.
+    inference_job_max_connections: int = field(
+        default=64,
+        metadata=setting(
+            "inference.job_max_connections",
+            "CYNODE_INFERENCE_JOB_MAX_CONNECTIONS",
+            "connections a cold inference job may hold open to its proxy at once (its "
+            "child in the proxy host gets an open-files limit for them; more wait in the "
+            "listen backlog until one closes)",
+        ),
+    )
     # Chat and embeddings calls the inference link serves at once (SPEC §7.12); reported
     # in the capability report, and the orchestrator's placement never exceeds it.
     inference_max_concurrency: int = field(
@@ -536,6 +550,8 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("inference.proxy_timeout_seconds must be > 0")
     if config.inference_warm_pods < 0:
         raise ConfigError("inference.warm_pods must be 0 (none) or more")
+    if not 1 <= config.inference_job_max_connections <= MAX_JOB_CONNECTIONS:
+        raise ConfigError(f"inference.job_max_connections must be 1-{MAX_JOB_CONNECTIONS}")
     if config.sandbox_warm_containers < 0:
         raise ConfigError("sandbox.warm_containers must be 0 (none) or more")
     if config.sandbox_warm_idle_s < 0:

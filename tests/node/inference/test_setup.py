@@ -59,11 +59,15 @@ async def test_mode_existing_checks_ollama_then_relays_to_it(
         assert "no Podman here" in inference.proxy_host_error
         assert inference.proxy_host is not None and not inference.proxy_host.running
         assert pod.job_socket_dir == str(config.state_dir / "inference-jobs")
-        # The node's own setting wins over the orchestrator's default.
-        mine = NodeInference(replace(config, inference_default_model="mine:1"), _no_podman)
+        assert pod.job_max_connections == config.inference_job_max_connections == 64
+        # The node's own settings win over the orchestrator's default.
+        mine = NodeInference(
+            replace(config, inference_default_model="mine:1", inference_job_max_connections=9),
+            _no_podman,
+        )
         mine.relay = inference.relay
         assert (pod2 := mine.pod_settings("from-orchestrator")) is not None
-        assert pod2.default_model == "mine:1"
+        assert (pod2.default_model, pod2.job_max_connections) == ("mine:1", 9)
     finally:
         await inference.close()
 

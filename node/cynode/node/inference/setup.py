@@ -99,6 +99,7 @@ class NodeInference:
             sandbox_tcp=self.config.inference_sandbox_tcp,
             userns=self.config.sandbox_userns,
             proxy_host_socket=str(self.proxy_host_socket),
+            job_max_connections=self.config.inference_job_max_connections,
             job_socket_dir=str(self.job_socket_dir),
         )
 

@@ -16,6 +16,7 @@ from cynode.jobs.v1 import job_pb2
 from cynode.node.runtime.sandbox import SANDBOX_UID, STOP_TIMEOUT_S
 from cynode.node.runtime.settings import InferencePodSettings
 from cynode.node.runtime.userns import userns_spec
+from cynode.proxy._host import files_limit
 
 PROXY_PORT = 11434
 # Where the shared volume with the proxy's socket appears in both containers.
@@ -132,6 +133,9 @@ def _jailed(image: str, relay_dir: str, memory: int, pids: int) -> dict[str, Any
 PROXY_HOST_BASE_MB = 64
 PROXY_HOST_JOB_MB = 64
 PROXY_HOST_JOB_PIDS = 4
+# The proxy host's own open-files limit, at least (its control socket, the connections
+# of jobs being handed over).
+PROXY_HOST_FILES = 1024
 # Where the proxy host's control directory appears in it.
 CONTROL_DIR = "/run/cynode-control"
 
@@ -153,6 +157,7 @@ def proxy_host_create_kwargs(
     node's other containers. Its control directory is given to its user (`U`): it makes
     its control socket there, which the node alone reaches."""
     memory = (PROXY_HOST_BASE_MB + PROXY_HOST_JOB_MB * jobs) * 1024 * 1024
+    nofile = max(PROXY_HOST_FILES, files_limit(settings.job_max_connections))
     userns = userns_spec(settings.userns)
     own_ids = (
         {"userns_mode": userns["userns"], "idmappings": userns["idmappings"]} if userns else {}
@@ -169,6 +174,9 @@ def proxy_host_create_kwargs(
         "name": name,
         "labels": dict(labels),
         "network_mode": "none",
+        # Each job's child sets its own open-files limit (files_limit); the container's
+        # must allow it, whatever the engine's default (1024 here, lowered).
+        "ulimits": [{"Name": "nofile", "Soft": nofile, "Hard": nofile}],
         "volumes": {
             control_dir: {
                 "bind": CONTROL_DIR,

@@ -113,11 +113,15 @@ async def relay_to(directory: Path, upstream: str) -> InferenceRelay:
 
 @contextlib.asynccontextmanager
 async def proxy_host_for(
-    client: PodmanClient, relay: InferenceRelay, jobs: int = 4
+    client: PodmanClient, relay: InferenceRelay, jobs: int = 4, job_max_connections: int = 64
 ) -> AsyncIterator[ProxyHost]:
     """The node's proxy host beside `relay`, where settings naming no control socket
     look for it (job_proxy.proxy_host_socket)."""
-    settings = InferencePodSettings(relay_socket=str(relay.socket_path), proxy_image=PROXY_IMAGE)
+    settings = InferencePodSettings(
+        relay_socket=str(relay.socket_path),
+        proxy_image=PROXY_IMAGE,
+        job_max_connections=job_max_connections,
+    )
     host = ProxyHost(lambda: client, settings, labels={LABEL_ROLE: "proxy-host"}, jobs=jobs)
     await host.start()
     try:

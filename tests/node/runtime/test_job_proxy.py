@@ -69,8 +69,12 @@ async def relay(
 async def proxy_host(
     relay: InferenceRelay, podman_client: PodmanClient
 ) -> AsyncIterator[ProxyHost]:
-    async with proxy_host_for(podman_client, relay) as host:
+    # Sized for jobs of up to WIDE connections: open files past the engine's 1024.
+    async with proxy_host_for(podman_client, relay, job_max_connections=WIDE) as host:
         yield host
+
+
+WIDE = 600
 
 
 def cold(settings: SandboxSettings, relay: InferenceRelay, **changes: object) -> SandboxSettings:
@@ -309,8 +313,11 @@ async def test_two_jobs_get_two_children_of_the_one_host(
         return look
 
     spec = "sleep 1; curl -sf -o /dev/null $OLLAMA_BASE_URL/api/tags && echo ok"
-    for index in range(2):
-        runners.append(JobRunner(podman_client, cold(settings, relay), on_started=looker(index)))
+    # The second job may hold more connections than the engine's default open files
+    # would give its child: the proxy host's container was made for it.
+    for index, changes in enumerate(({}, {"job_max_connections": WIDE})):
+        pod = cold(settings, relay, **changes)
+        runners.append(JobRunner(podman_client, pod, on_started=looker(index)))
     results = await asyncio.gather(
         *(runner.run(make_spec(use_inference=True, commands=[spec])) for runner in runners)
     )
@@ -319,6 +326,8 @@ async def test_two_jobs_get_two_children_of_the_one_host(
     assert len(children) == 2 and all(len(c) == 1 for c in children), seen  # type: ignore[arg-type]
     assert children[0] != children[1], seen
     assert seen[0]["parent"] == seen[1]["parent"], seen
+    limits = sorted(int(str(look["files"])) for look in seen)
+    assert limits == [files_limit(64), files_limit(WIDE)] and limits[1] > 1024, seen
 
 
 @pytest.mark.usefixtures("clean_node")

@@ -168,7 +168,10 @@ def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None
     assert kwargs["mem_limit"] == kwargs["memswap_limit"] == (64 + 64 * 3) * 1024 * 1024
     assert kwargs["pids_limit"] == 16 + 4 * 3
     # Open files enough for the job's child's limit, whatever the engine's default.
-    assert kwargs["ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 1024}]
+    assert kwargs["ulimits"] == [
+        {"Name": "nofile", "Soft": 1024, "Hard": 1024},
+        {"Name": "nproc", "Soft": 1024, "Hard": 1024},
+    ]
     wide = proxy_host_create_kwargs(
         dataclasses.replace(settings, job_max_connections=1000),
         labels={},
@@ -179,7 +182,7 @@ def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None
         control_socket_name="host.sock",
     )
     assert wide["command"][-1] == "1000"
-    assert wide["ulimits"] == [{"Name": "nofile", "Soft": 2032, "Hard": 2032}]
+    assert wide["ulimits"][0] == {"Name": "nofile", "Soft": 2032, "Hard": 2032}
     assert "pod" not in kwargs and kwargs["labels"] == {"cynode.role": "proxy-host"}
     relay = {"type": "bind", "source": "/s/inference", "target": UPSTREAM_DIR, "read_only": True}
     assert relay in kwargs["mounts"]

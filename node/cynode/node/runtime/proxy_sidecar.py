@@ -136,6 +136,7 @@ PROXY_HOST_JOB_PIDS = 4
 # The proxy host's own open-files limit, at least (its control socket, the connections
 # of jobs being handed over).
 PROXY_HOST_FILES = 1024
+PROXY_HOST_NPROC = 1024
 # Where the proxy host's control directory appears in it.
 CONTROL_DIR = "/run/cynode-control"
 
@@ -175,8 +176,14 @@ def proxy_host_create_kwargs(
         "labels": dict(labels),
         "network_mode": "none",
         # Each job's child sets its own open-files limit (files_limit); the container's
-        # must allow it, whatever the engine's default (1024 here, lowered).
-        "ulimits": [{"Name": "nofile", "Soft": nofile, "Hard": nofile}],
+        # must allow it, whatever the engine's default (1024 here, lowered). Naming one
+        # limit drops the engine's defaults for the others, and the stock process limit
+        # cannot be set in a user namespace here: it is named too (pids_limit bounds
+        # the processes anyway).
+        "ulimits": [
+            {"Name": "nofile", "Soft": nofile, "Hard": nofile},
+            {"Name": "nproc", "Soft": PROXY_HOST_NPROC, "Hard": PROXY_HOST_NPROC},
+        ],
         "volumes": {
             control_dir: {
                 "bind": CONTROL_DIR,

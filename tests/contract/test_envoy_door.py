@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from cynode.testing.launchers import DevModel
+from cynode.testing.waiting import until
 from tests.contract.stack import Envoy, launch_envoy
 from tests.orchestrator.gateway.test_artifacts_rest import finished
 from tests.orchestrator.inference.chatkit import MODEL, Door, Tap, dev_model, running_door
@@ -94,12 +95,19 @@ async def test_the_sdk_streams_a_chat_through_envoy_as_the_model_writes(
     assert tap.done_at and first_at < tap.done_at[-1]
     embedded = await client.embeddings.create(model=MODEL, input=["a cat", "a dog"])
     assert [d.index for d in embedded.data] == [0, 1] and len(embedded.data[0].embedding) > 100
-    # The usage report is the door's too (not transcoded), in its own shape.
+    # The usage report is the door's too (not transcoded), in its own shape. Its rows are
+    # written after the answers, in the background (SPEC §10.6).
     async with httpx.AsyncClient(base_url=envoy.url, timeout=30) as http:
-        report = await http.get("/v1/inference/usage", headers={"authorization": f"Bearer {key}"})
-    assert report.status_code == 200, report.text
-    rows = {row["model"]: row for row in report.json()["data"]}
-    assert rows[MODEL]["requests"] == 2  # the chat and the embeddings
+
+        async def both_recorded() -> bool:
+            report = await http.get(
+                "/v1/inference/usage", headers={"authorization": f"Bearer {key}"}
+            )
+            assert report.status_code == 200, report.text
+            rows = {row["model"]: row for row in report.json()["data"]}
+            return MODEL in rows and rows[MODEL]["requests"] == 2  # the chat, the embeddings
+
+        await until(both_recorded, timeout=10, what="the chat's and the embeddings' usage")
 
 
 async def test_the_doors_errors_and_body_cap_keep_the_openai_shape_through_envoy(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from cynode.node.runtime import SandboxSettings, build_create_kwargs
 from cynode.node.runtime.labels import job_labels
@@ -141,6 +142,18 @@ def test_shared_volume_belongs_to_the_sandbox_uid() -> None:
     assert shared_volume_options("host") == {"o": "uid=10000,gid=10000"}
 
 
+def one_job_host(settings: InferencePodSettings) -> dict[str, Any]:
+    return proxy_host_create_kwargs(
+        settings,
+        labels={},
+        name="n",
+        relay_dir="/r",
+        control_dir="/c",
+        jobs=1,
+        control_socket_name="host.sock",
+    )
+
+
 def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None:
     settings = InferencePodSettings(relay_socket="/s/inference/relay.sock", proxy_image="img")
     kwargs = proxy_host_create_kwargs(
@@ -172,15 +185,7 @@ def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None
         {"Name": "nofile", "Soft": 1024, "Hard": 1024},
         {"Name": "nproc", "Soft": 1024, "Hard": 1024},
     ]
-    wide = proxy_host_create_kwargs(
-        dataclasses.replace(settings, job_max_connections=1000),
-        labels={},
-        name="n",
-        relay_dir="/r",
-        control_dir="/c",
-        jobs=1,
-        control_socket_name="host.sock",
-    )
+    wide = one_job_host(dataclasses.replace(settings, job_max_connections=1000))
     assert wide["command"][-1] == "1000"
     assert wide["ulimits"][0] == {"Name": "nofile", "Soft": 2032, "Hard": 2032}
     assert "pod" not in kwargs and kwargs["labels"] == {"cynode.role": "proxy-host"}
@@ -195,13 +200,5 @@ def test_the_proxy_host_has_the_sidecars_jail_sized_for_the_nodes_jobs() -> None
     }
     # A user namespace of its own, as the node's sandboxes (userns auto).
     assert kwargs["userns_mode"] == {"nsmode": "auto"}
-    host = proxy_host_create_kwargs(
-        dataclasses.replace(settings, userns="host"),
-        labels={},
-        name="n",
-        relay_dir="/r",
-        control_dir="/c",
-        jobs=1,
-        control_socket_name="host.sock",
-    )
+    host = one_job_host(dataclasses.replace(settings, userns="host"))
     assert "userns_mode" not in host and "idmappings" not in host

@@ -361,7 +361,8 @@ async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
     try:
         await warm_host.start()
         await cold_host.start()
-        async with model_relay(work / "relay") as relay_socket:
+        async with contextlib.AsyncExitStack() as stack:
+            relay_socket = await stack.enter_async_context(model_relay(work / "relay"))
             plain = SandboxSettings(image=SANDBOX_IMAGE, node_id=node_id)
             inference_pod = InferencePodSettings(relay_socket=relay_socket, proxy_image=proxy_image)
             pod = dataclasses.replace(plain, inference=inference_pod)
@@ -377,56 +378,54 @@ async def pod_runs(runs: int, proxy_image: str = PROXY_IMAGE) -> PodFigures:
                 labels={LABEL_NODE_ID: node_id, LABEL_ROLE: "proxy-host"},
                 jobs=base.max_concurrency,
             )
+            stack.push_async_callback(proxy_host.close)
             await proxy_host.start()
-            try:
-                warm_jobs = warm_host.runner_factory(lambda: pod)
-                cold_jobs = cold_host.runner_factory(lambda: pod)
-                plain_jobs = cold_host.runner_factory(lambda: plain)
-                pool = warm_host.warm_pods
-                assert pool is not None
+            warm_jobs = warm_host.runner_factory(lambda: pod)
+            cold_jobs = cold_host.runner_factory(lambda: pod)
+            plain_jobs = cold_host.runner_factory(lambda: plain)
+            pool = warm_host.warm_pods
+            assert pool is not None
 
-                async def ignore(*_: object) -> None:
-                    return None
+            async def ignore(*_: object) -> None:
+                return None
 
-                async def one(factory: RunnerFactory, **fields: object) -> float:
-                    spec = job_pb2.JobSpec(
-                        job_id=str(ULID()),
-                        task_id=str(ULID()),
-                        attempt=1,
-                        input_mode=job_pb2.INPUT_MODE_COMMANDS,
-                        **fields,  # type: ignore[arg-type]
-                    )
-                    runner = factory(ignore, ignore)
-                    start = time.perf_counter()
-                    result = await runner.run(spec)
-                    elapsed = time.perf_counter() - start
-                    # The node frees the job's slot only now; not part of the job's latency.
-                    await runner.released()
-                    if result.status != job_pb2.JOB_STATUS_COMPLETED:
-                        raise RuntimeError(f"bench job failed: {result}")
-                    return elapsed
+            async def one(factory: RunnerFactory, **fields: object) -> float:
+                spec = job_pb2.JobSpec(
+                    job_id=str(ULID()),
+                    task_id=str(ULID()),
+                    attempt=1,
+                    input_mode=job_pb2.INPUT_MODE_COMMANDS,
+                    **fields,  # type: ignore[arg-type]
+                )
+                runner = factory(ignore, ignore)
+                start = time.perf_counter()
+                result = await runner.run(spec)
+                elapsed = time.perf_counter() - start
+                # The node frees the job's slot only now; not part of the job's latency.
+                await runner.released()
+                if result.status != job_pb2.JOB_STATUS_COMPLETED:
+                    raise RuntimeError(f"bench job failed: {result}")
+                return elapsed
 
-                curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
-                inference = {"commands": [curl], "use_inference": True}
-                warm_host.keep_warm(pod)  # as the node does once it is ready
-                await pool.wait_filled()
-                await one(warm_jobs, **inference)  # warm-ups
-                await one(cold_jobs, **inference)
-                await one(plain_jobs, commands=["true"])
-                raw_run()
-                taken = pool.taken
-                for _ in range(runs):
-                    figures.raw.append(raw_run())
-                    await pool.wait_filled()  # an idle node: its refill is done
-                    figures.warm.append(await one(warm_jobs, **inference))
-                    figures.cold.append(await one(cold_jobs, **inference))
-                    figures.plain.append(await one(plain_jobs, commands=["true"]))
-                figures.warm_taken = pool.taken - taken
-                await pool.wait_filled()
-                for _ in range(runs):
-                    figures.back_to_back.append(await one(warm_jobs, **inference))
-            finally:
-                await proxy_host.close()
+            curl = "curl -sf $OLLAMA_BASE_URL/api/tags >/dev/null"
+            inference = {"commands": [curl], "use_inference": True}
+            warm_host.keep_warm(pod)  # as the node does once it is ready
+            await pool.wait_filled()
+            await one(warm_jobs, **inference)  # warm-ups
+            await one(cold_jobs, **inference)
+            await one(plain_jobs, commands=["true"])
+            raw_run()
+            taken = pool.taken
+            for _ in range(runs):
+                figures.raw.append(raw_run())
+                await pool.wait_filled()  # an idle node: its refill is done
+                figures.warm.append(await one(warm_jobs, **inference))
+                figures.cold.append(await one(cold_jobs, **inference))
+                figures.plain.append(await one(plain_jobs, commands=["true"]))
+            figures.warm_taken = pool.taken - taken
+            await pool.wait_filled()
+            for _ in range(runs):
+                figures.back_to_back.append(await one(warm_jobs, **inference))
     finally:
         await warm_host.close()
         await cold_host.close()

@@ -45,10 +45,22 @@ def wait_complete(client: GatewayClient, task_id: str, timeout: float = 180) -> 
 
 
 @pytest.fixture(scope="module")
-def done_task(alice: GatewayClient) -> tuple[str, str, dict[str, Any]]:
+def done_task(art_stack: Stack, alice: GatewayClient) -> tuple[str, str, dict[str, Any]]:
     task_id = alice.create(script=SCRIPT, task_name="make-files")
     result = alice.wait_done(task_id, timeout=240)
-    assert result["status"] == "completed", result
+    if result["status"] != "completed":
+        # What the job said and what the node logged of it (the stack's logs go with
+        # it): pytest would cut the whole result short.
+        keys = ("status", "reason", "exit_code", "stderr")
+        jobs = [{k: job.get(k) for k in keys} for job in result["jobs"]]
+        ids = [job["id"] for job in result["jobs"]]
+        logged = [
+            line
+            for path in art_stack.log_files()
+            for line in path.read_text(errors="replace").splitlines()
+            if any(i in line for i in ids) or "WARNING" in line or "ERROR" in line
+        ]
+        pytest.fail(f"the task {result['status']}: {jobs}\n" + "\n".join(logged[-40:]))
     printed = result["stdout"].split()[0]
     return task_id, printed, wait_complete(alice, task_id)
 

@@ -126,3 +126,18 @@ async def test_a_canceled_job_is_not_collected_a_timed_out_one_is(
     canceled = await run
     assert canceled.status == job_pb2.JOB_STATUS_CANCELED
     assert not canceled.HasField("artifacts")
+
+
+async def test_a_collection_that_cannot_start_leaves_the_job_its_status(
+    make_runner: RunnerMaker, settings: SandboxSettings, tmp_path: Path
+) -> None:
+    # The spool's directory cannot be made (a file is in its place): the set says why,
+    # and the job that ended well stays completed (SPEC §4.11).
+    blocked = tmp_path / "artifacts"
+    blocked.write_text("not a directory")
+    spooled = dataclasses.replace(settings, artifact_dir=str(blocked))
+    result = await (await make_runner(spooled)).run(make_spec(script=MAKE_OUT))
+    assert (result.status, result.exit_code) == (job_pb2.JOB_STATUS_COMPLETED, 0)
+    assert list(result.artifacts.artifacts) == []
+    assert result.artifacts.truncated
+    assert result.artifacts.truncated_reason.startswith("collection failed: ")

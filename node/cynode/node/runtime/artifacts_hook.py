@@ -102,15 +102,41 @@ class ArtifactsHook(Hook):
             return
         if ctx.stop_kind is StopKind.CANCEL:
             return
-        began = time.monotonic()
-        if ctx.reported_end is not None:
+        if ctx.reported_end is not None and ctx.reported_end.out_empty:
             # A warm sandbox's runner reported the end (SPEC §4.10) as the process
             # exited, with the rest of the job killed: an empty out/ is known without
-            # a look, and a full one is read once the container has stopped.
-            if ctx.reported_end.out_empty:
-                ctx.artifacts = job_pb2.ArtifactSet()
-                return
-            await asyncio.to_thread(stopped, ctx.client, ctx.container_id)
+            # a look.
+            ctx.artifacts = job_pb2.ArtifactSet()
+            return
+        began = time.monotonic()
+        job_id = ctx.spec.job_id
+        try:
+            found = await self._collect(ctx, ctx.container_id)
+        except Exception as exc:
+            # Anything, the wait for the stop included: the job's status stays its own.
+            log.warning("job %s: collecting artifacts failed: %s", job_id, exc)
+            ctx.artifacts = job_pb2.ArtifactSet(
+                truncated=True, truncated_reason=f"collection failed: {str(exc)[:200]}"
+            )
+            return
+        ctx.artifacts = found
+        log.info(
+            "job %s attempt %d: %d artifacts, %d bytes, collected in %.3f s%s",
+            job_id,
+            ctx.spec.attempt,
+            len(found.artifacts),
+            sum(a.size_bytes for a in found.artifacts),
+            time.monotonic() - began,
+            f" (truncated: {found.truncated_reason})" if found.truncated else "",
+        )
+
+    async def _collect(self, ctx: JobContext, container_id: str) -> job_pb2.ArtifactSet:
+        """out/ into the spool; raises on anything that went wrong (nothing is left)."""
+        settings = ctx.settings
+        if ctx.reported_end is not None:
+            # The runner's end came at the process's exit: out/ is read once the
+            # container has stopped.
+            await asyncio.to_thread(stopped, ctx.client, container_id)
         spool = ArtifactSpool(Path(settings.artifact_dir))
         job_id, attempt = ctx.spec.job_id, ctx.spec.attempt
         partial = await asyncio.to_thread(spool.start, job_id, attempt)
@@ -125,27 +151,12 @@ class ArtifactsHook(Hook):
             elif image is not None:
                 found = await asyncio.to_thread(read_image_out, image, partial, limits)
             else:
-                found = await asyncio.to_thread(
-                    read_out, ctx.client, ctx.container_id, partial, limits
-                )
-        except Exception as exc:
-            log.warning("job %s: collecting artifacts failed: %s", job_id, exc)
-            await asyncio.to_thread(spool.abandon, partial)
-            ctx.artifacts = job_pb2.ArtifactSet(
-                truncated=True, truncated_reason=f"collection failed: {str(exc)[:200]}"
-            )
-            return
-        if not found.artifacts:
-            await asyncio.to_thread(spool.abandon, partial)
-        else:
-            await asyncio.to_thread(spool.finish, partial, job_id, attempt, found)
-        ctx.artifacts = found
-        log.info(
-            "job %s attempt %d: %d artifacts, %d bytes, collected in %.3f s%s",
-            job_id,
-            attempt,
-            len(found.artifacts),
-            sum(a.size_bytes for a in found.artifacts),
-            time.monotonic() - began,
-            f" (truncated: {found.truncated_reason})" if found.truncated else "",
-        )
+                found = await asyncio.to_thread(read_out, ctx.client, container_id, partial, limits)
+            if found.artifacts:
+                await asyncio.to_thread(spool.finish, partial, job_id, attempt, found)
+                return found
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(spool.abandon, partial))
+            raise
+        await asyncio.to_thread(spool.abandon, partial)
+        return found

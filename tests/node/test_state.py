@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,9 +53,44 @@ def test_a_socket_dir_is_the_preferred_one_only_while_its_sockets_fit(tmp_path: 
     short = socket_dir(deep, "relay.sock", "cynode-t-")
     assert short.is_dir() and short.name.startswith("cynode-t-")
     assert len(str(short / "relay.sock")) <= MAX_SOCKET_PATH
+    # A restart finds the same one, so none is left behind per start.
+    assert socket_dir(deep, "relay.sock", "cynode-t-") == short
     short.rmdir()
     # The proxy host's control socket is named inside whichever directory was chosen.
     assert control_socket(tmp_path) == tmp_path / "proxy-host" / "host.sock"
     chosen = control_socket(deep)
     assert chosen.name == "host.sock" and len(str(chosen)) <= MAX_SOCKET_PATH
     chosen.parent.rmdir()
+
+
+def test_a_socket_dir_someone_else_could_reach_is_not_used(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * MAX_SOCKET_PATH)
+    named = socket_dir(deep, "relay.sock", "cynode-t-")
+    named.rmdir()
+    try:
+        # A link in its place (to a directory another user could write) is not followed.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        named.symlink_to(elsewhere)
+        linked = socket_dir(deep, "relay.sock", "cynode-t-")
+        assert linked != named and linked.is_dir() and not linked.is_symlink()
+        linked.rmdir()
+        named.unlink()
+        # Nor a directory of another user, or one others may write.
+        named.mkdir(mode=0o700)
+        os.chown(named, 12345, 12345)
+        owned = socket_dir(deep, "relay.sock", "cynode-t-")
+        assert owned not in (named, linked) and owned.stat().st_uid == os.geteuid()
+        owned.rmdir()
+        os.chown(named, os.geteuid(), os.getegid())
+        named.chmod(0o711)  # others may enter it (the relay's is so): still used
+        assert socket_dir(deep, "relay.sock", "cynode-t-") == named
+        named.chmod(0o733)  # others may write it: not
+        wide = socket_dir(deep, "relay.sock", "cynode-t-")
+        assert wide != named and stat.S_IMODE(wide.stat().st_mode) == 0o700
+        wide.rmdir()
+    finally:
+        if named.is_symlink():
+            named.unlink()
+        elif named.exists():
+            named.rmdir()

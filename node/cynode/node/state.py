@@ -7,6 +7,8 @@ either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -37,10 +39,29 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def socket_dir(preferred: Path, longest: str, prefix: str) -> Path:
-    """`preferred`, or a new short temporary directory when `preferred/longest` (the
-    longest socket path to be made under it) would not fit in a socket address."""
+    """`preferred`, or a short directory in the temporary directory when
+    `preferred/longest` (the longest socket path to be made under it) would not fit in
+    a socket address.
+
+    The short one is named after `preferred`, so a restarted node finds the one it used
+    before (its sockets are bound again over the stale ones, as in `preferred`) rather
+    than leaving one more behind each start. One that is not a directory of this user
+    that no one else may write (someone else made the name first, or a link sits
+    there) is not used: a new unique one is made instead."""
     if len(str(preferred / longest)) <= MAX_SOCKET_PATH:
         return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:16]
+    named = Path(tempfile.gettempdir()) / f"{prefix}{digest}"
+    try:
+        with contextlib.suppress(FileExistsError):
+            named.mkdir(mode=DIR_MODE)
+        info = named.lstat()
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    # Entered by others it may be (the relay's is 0711), written by none but this user.
+    writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not writable_by_others:
+        return named
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 

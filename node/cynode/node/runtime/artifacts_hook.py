@@ -142,6 +142,7 @@ class ArtifactsHook(Hook):
         partial = await asyncio.to_thread(spool.start, job_id, attempt)
         limits = Limits(settings.artifact_max_file_bytes, settings.artifact_max_job_bytes)
         image = image_path(settings.workspace_mb, settings.workspace_dir, ctx.volume_name)
+        kept = False
         try:
             mounted = ""
             if image is not None and settings.userns == "auto":
@@ -154,9 +155,8 @@ class ArtifactsHook(Hook):
                 found = await asyncio.to_thread(read_out, ctx.client, container_id, partial, limits)
             if found.artifacts:
                 await asyncio.to_thread(spool.finish, partial, job_id, attempt, found)
-                return found
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(spool.abandon, partial))
-            raise
-        await asyncio.to_thread(spool.abandon, partial)
+                kept = True
+        finally:
+            if not kept:  # an empty set, or a collection that failed
+                await asyncio.shield(asyncio.to_thread(spool.abandon, partial))
         return found

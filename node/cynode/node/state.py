@@ -57,10 +57,14 @@ def socket_dir(preferred: Path, longest: str, prefix: str) -> Path:
             named.mkdir(mode=DIR_MODE)
         info = named.lstat()
     except OSError:
-        return Path(tempfile.mkdtemp(prefix=prefix))
+        info = None
     # Entered by others it may be (the relay's is 0711), written by none but this user.
-    writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not writable_by_others:
+    if (
+        info is not None
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
         return named
     return Path(tempfile.mkdtemp(prefix=prefix))
 

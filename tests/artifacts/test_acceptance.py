@@ -1,13 +1,18 @@
 """Issue 18's acceptance, against a real stack: a script leaves a 40 MiB random file, 200
 small files and a symlink to /etc/passwd under /workspace/out/; the list, the download
-(REST and gRPC), a byte range and another user's view (SPEC §2.11)."""
+(REST, gRPC, curl and a real `cynork` process), byte ranges and another user's view
+(SPEC §2.11)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import subprocess
 import tarfile
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +20,7 @@ import pytest
 
 from cynode.gateway.v1 import tasks_pb2, tasks_pb2_grpc
 from cynode.testing import Stack
+from tests.artifacts.conftest import BIN
 from tools.stack_client import GatewayClient
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -105,6 +111,63 @@ def test_download_streams_the_exact_bytes_with_headers(
     resp = alice.request("GET", f"/v1/tasks/make-files/artifacts/{small['artifact_id']}")
     assert resp.content == b"small file 3\n"
     assert resp.headers["content-type"].startswith("text/plain")
+
+
+def test_curl_and_the_cynork_process_save_the_bytes_the_job_hashed(
+    art_stack: Stack,
+    alice: GatewayClient,
+    done_task: tuple[str, str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    task_id, printed, body = done_task
+    big = next(a for a in body["artifacts"] if a["name"] == "big.bin")
+    url = f"{art_stack.gateway_url}/v1/tasks/{task_id}/artifacts/{big['artifact_id']}"
+    # The token from a file, not the command line another user's `ps` would show.
+    header = tmp_path / "auth-header"
+    header.touch(mode=0o600)
+    header.write_text(f"Authorization: Bearer {alice.access_token}\n")
+    by_curl = tmp_path / "curl.bin"
+    subprocess.run(["curl", "-sS", "-f", "-H", f"@{header}", "-o", str(by_curl), url], check=True)
+    whole = by_curl.read_bytes()
+    assert hashlib.sha256(whole).hexdigest() == printed
+    start, end = 33_554_000, 33_554_999
+    sliced = subprocess.run(
+        ["curl", "-sS", "-f", "-H", f"@{header}", "-r", f"{start}-{end}", "-D", "-", url],
+        check=True,
+        capture_output=True,
+    ).stdout
+    head, _, slice_body = sliced.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206")
+    assert slice_body == whole[start : end + 1]
+
+    by_cynork = tmp_path / "saved" / "big.bin"
+    done = subprocess.run(
+        [
+            str(BIN / "cynork"),
+            "--gateway-url",
+            art_stack.gateway_url,
+            "-o",
+            "json",
+            "task",
+            "artifacts",
+            "get",
+            "make-files",
+            big["artifact_id"],
+            "--out",
+            str(by_cynork),
+        ],
+        env={
+            **os.environ,
+            "CYNORK_TOKEN": alice.access_token,
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"saved": True, "path": str(by_cynork)}
+    assert hashlib.sha256(by_cynork.read_bytes()).hexdigest() == printed
 
 
 def test_a_range_answers_206_with_exactly_that_slice(

@@ -68,7 +68,7 @@ def test_a_socket_dir_someone_else_could_reach_is_not_used(tmp_path: Path) -> No
     named = socket_dir(deep, "relay.sock", "cynode-t-")
     named.rmdir()
     try:
-        # A link in its place (to a directory another user could write) is not followed.
+        # A link in its place is not followed, wherever it points.
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir(mode=0o700)
         named.symlink_to(elsewhere)

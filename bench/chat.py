@@ -1,7 +1,7 @@
 """The OpenAI door's cost: time to first token and streamed tokens/s through the
 gateway against the same requests made straight at the node's model server, one run.
 
-    .venv/bin/python -m bench.chat [--requests 30] [--tokens 64] [--rounds 3]
+    .venv/bin/python -m bench.chat [--requests 100] [--tokens 64] [--rounds 7]
 
 A whole local stack (cynode.testing.Stack on free ports: the development model, the
 orchestrator, a real node with its inference link and relay). The outside floor is the
@@ -15,11 +15,14 @@ the two paths so both see the same machine load.
 2. Streamed tokens/s at 1 and at 8 concurrent streams (`--tokens` each, fixed seed):
    pieces received per second of wall time, in `--rounds` interleaved rounds; the share
    is the median of the rounds' gateway/direct ratios (target: >= 95 % of direct).
-
 3. CPU per streamed token of the gateway's hops (the orchestrator's process and the
    node's, relay included) beside the model server's, from /proc, in the same rounds:
    on a small machine what the hops take is taken from the model's cores, so this share
    bounds the tokens/s share under load, whatever the load average.
+
+The defaults are sized so that one run decides the targets: with 30 requests and 3
+rounds (a 1-stream round is one answer of about half a second), runs of the same code
+scattered across the targets (docs/openai-door.md, "How many requests one run needs").
 
 The development model answers one request at a time, and so does the node (its
 `inference.max_concurrency` is 1): at 8 streams both paths queue, the model at its own
@@ -162,9 +165,9 @@ async def measure(stack: Stack, token: str, args: argparse.Namespace) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
         stack = Stack(StackSettings.free(Path(tmp), node_slug="bench-chat"))

@@ -26,6 +26,7 @@ from cynode.testing.stack import (
     running_state,
 )
 from cynode.testing.waiting import NotReady, wait_until
+from tests.fixtures.podman import SANDBOX_IMAGE as IMAGE
 
 
 def test_credentials_come_from_the_env_else_are_generated_once(tmp_path: Path) -> None:
@@ -154,6 +155,41 @@ def test_clean_up_helpers(tmp_path: Path) -> None:
     finally:
         stray.kill()
     assert kill_strays(tmp_path / "elsewhere") == 0
+
+
+def _labelled(listing: list[str], label: str) -> list[str]:
+    out = subprocess.run(
+        ["podman", *listing, "-q", "--filter", f"label={label}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+@pytest.mark.podman
+def test_remove_containers_takes_a_nodes_pods_and_containers() -> None:
+    # What a killed node leaves: a warm pod with its sidecar, and a container of its own.
+    node_id = f"stack-test-{os.getpid()}"
+    label = f"cynode.node_id={node_id}"
+    other = f"cynode.node_id={node_id}-other"
+    pod = f"stack-test-pod-{os.getpid()}"
+    podman = ["podman", "--log-level", "error"]
+    subprocess.run([*podman, "pod", "create", "--label", label, "--name", pod], check=True)
+    subprocess.run([*podman, "create", "--pod", pod, "--label", label, IMAGE, "true"], check=True)
+    subprocess.run([*podman, "create", "--label", label, IMAGE, "true"], check=True)
+    subprocess.run([*podman, "create", "--label", other, IMAGE, "true"], check=True)
+    try:
+        assert remove_containers(node_id) == 2  # the pod (with both of its) and the container
+        assert _labelled(["pod", "ps"], label) == []
+        assert _labelled(["container", "ps", "-a"], label) == []
+        assert len(_labelled(["container", "ps", "-a"], other)) == 1  # another node's stays
+    finally:
+        subprocess.run([*podman, "pod", "rm", "-f", "--ignore", pod], check=False)
+        for name in _labelled(["container", "ps", "-a"], label) + _labelled(
+            ["container", "ps", "-a"], other
+        ):
+            subprocess.run([*podman, "rm", "-f", name], check=False)
 
 
 @pytest.mark.slow

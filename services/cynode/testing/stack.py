@@ -336,9 +336,12 @@ def remove_containers(node_id: str) -> int:
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
     removed = 0
     label = f"label=cynode.node_id={node_id}"
-    for kind in ("pod", "container"):
+    # `pod ps` lists every pod and has no -a (Podman 4 refuses it); `container ps`
+    # needs -a for stopped ones. Pods first: their infra containers carry the pod's
+    # labels, yet only the pod's removal takes them.
+    for listing in (["pod", "ps"], ["container", "ps", "-a"]):
         listed = subprocess.run(
-            ["podman", kind, "ps", "-a", "-q", "--filter", label],
+            ["podman", *listing, "-q", "--filter", label],
             env=env,
             capture_output=True,
             text=True,
@@ -347,7 +350,7 @@ def remove_containers(node_id: str) -> int:
         ids = listed.stdout.split()
         if ids:
             subprocess.run(
-                ["podman", kind, "rm", "-f", "-t", "2", *ids],
+                ["podman", listing[0], "rm", "-f", "-t", "2", *ids],
                 env=env,
                 capture_output=True,
                 check=False,

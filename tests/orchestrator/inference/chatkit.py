@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,9 +36,8 @@ PSK = "psk-inference-tests"
 
 
 @pytest.fixture(scope="session")
-def dev_model() -> Iterator[DevModel]:
-    logs = Path(tempfile.mkdtemp(prefix="cynode-chat-model-"))
-    model = DevModel(logs / "model.log")
+def dev_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevModel]:
+    model = DevModel(tmp_path_factory.mktemp("chat-model") / "model.log")
     model.start()
     yield model
     model.stop()
@@ -134,6 +134,8 @@ class FakeNode:
             await self.task
         await self.channel.close(None)
         await self.relay.close()
+        # Under /tmp, not pytest's tmp_path: the socket's path must stay short.
+        shutil.rmtree(self.relay.directory, ignore_errors=True)
 
 
 @dataclass

@@ -109,7 +109,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     kill_strays((state_dir / "node").resolve())
     with contextlib.suppress(FileNotFoundError):
         (state_dir / "stack.json").unlink()
-    _print(f"stopped {stopped} process(es), removed {removed} pod(s)/container(s)")
+    _print(f"stopped {stopped} process(es), removed {removed} of its pods, containers and volumes")
     return 0
 
 

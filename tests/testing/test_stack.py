@@ -168,24 +168,29 @@ def _labelled(listing: list[str], label: str) -> list[str]:
 
 
 @pytest.mark.podman
-def test_remove_containers_takes_a_nodes_pods_and_containers() -> None:
-    # What a killed node leaves: a warm pod with its sidecar, and a container of its own.
+def test_remove_containers_takes_a_nodes_pods_containers_and_volumes() -> None:
+    # What a killed node leaves: a warm pod with its sidecar, a container and a volume.
     node_id = f"stack-test-{os.getpid()}"
     label = f"cynode.node_id={node_id}"
     other = f"cynode.node_id={node_id}-other"
     pod = f"stack-test-pod-{os.getpid()}"
+    volume = f"stack-test-vol-{os.getpid()}"
     podman = ["podman", "--log-level", "error"]
     subprocess.run([*podman, "pod", "create", "--label", label, "--name", pod], check=True)
     subprocess.run([*podman, "create", "--pod", pod, "--label", label, IMAGE, "true"], check=True)
     subprocess.run([*podman, "create", "--label", label, IMAGE, "true"], check=True)
+    subprocess.run([*podman, "volume", "create", "--label", label, volume], check=True)
     subprocess.run([*podman, "create", "--label", other, IMAGE, "true"], check=True)
     try:
-        assert remove_containers(node_id) == 2  # the pod (with both of its) and the container
+        # The pod (its member and infra container with it), the container, the volume.
+        assert remove_containers(node_id) == 3
         assert _labelled(["pod", "ps"], label) == []
         assert _labelled(["container", "ps", "-a"], label) == []
+        assert _labelled(["volume", "ls"], label) == []
         assert len(_labelled(["container", "ps", "-a"], other)) == 1  # another node's stays
     finally:
         subprocess.run([*podman, "pod", "rm", "-f", "--ignore", pod], check=False)
+        subprocess.run([*podman, "volume", "rm", "-f", volume], check=False)
         for name in _labelled(["container", "ps", "-a"], label) + _labelled(
             ["container", "ps", "-a"], other
         ):

@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -330,33 +330,26 @@ def running_state(state_dir: Path) -> dict[str, object] | None:
 
 
 def remove_containers(node_id: str) -> int:
-    """Removes the pods and containers one node created (by its node-id label)."""
+    """Removes the pods, containers and volumes one node created (by its node-id label)
+    with the node's own start-up cleanup, on a Podman service of its own: the node's
+    went with it. How many it removed."""
     if not node_id:
         return 0
-    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
-    removed = 0
-    label = f"label=cynode.node_id={node_id}"
-    # `pod ps` lists every pod and has no -a (Podman 4 refuses it); `container ps`
-    # needs -a for stopped ones. Pods first: their infra containers carry the pod's
-    # labels, yet only the pod's removal takes them.
-    for listing in (["pod", "ps"], ["container", "ps", "-a"]):
-        listed = subprocess.run(
-            ["podman", *listing, "-q", "--filter", label],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        ids = listed.stdout.split()
-        if ids:
-            subprocess.run(
-                ["podman", listing[0], "rm", "-f", "-t", "2", *ids],
-                env=env,
-                capture_output=True,
-                check=False,
-            )
-            removed += len(ids)
-    return removed
+    # Here, not at the top: podman-py is loaded only by a stop that has a node's
+    # leftovers to remove.
+    from cynode.node.runtime import PodmanService
+    from cynode.node.runtime.cleanup import remove_leftovers_sync
+
+    conf = Path(os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF)))
+    # Under /tmp: the service's socket path must stay short.
+    with tempfile.TemporaryDirectory(prefix="cyn-clean-", dir="/tmp") as runtime_dir:
+        service = PodmanService(Path(runtime_dir), containers_conf=conf)
+        service.start()
+        try:
+            with service.client() as client:
+                return remove_leftovers_sync(client, node_id).total
+        finally:
+            service.stop()
 
 
 def kill_strays(state_dir: Path) -> int:
